@@ -1,0 +1,1 @@
+"""appjail: run chosen programs in their own network namespace."""

@@ -1,0 +1,1 @@
+"""The privileged side: everything under this package runs as root."""

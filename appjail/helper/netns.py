@@ -1,0 +1,314 @@
+"""Network namespaces, links, addresses, routes, policy rules and sysctls.
+
+Everything here runs in the network namespace of the calling thread (the
+"host"); work inside a jail's namespace runs in a short-lived thread that
+entered it with setns(2). Threads, not processes: entering a namespace costs
+a system call, where pyroute2's own NetNS forks a child per socket.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+NETNS_DIR = Path("/run/netns")
+JAIL_IFNAME = "eth0"
+RT_TABLE_MAX = 0xFFFFFFFF
+
+_CLONE_NEWNET = 0x40000000
+_MS_REC = 0x4000
+_MS_BIND = 0x1000
+_MS_SHARED = 1 << 20
+_MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+T = TypeVar("T")
+
+
+class NetnsError(RuntimeError):
+    """A kernel operation on a namespace failed."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(f"{what}: {os.strerror(err)}")
+
+
+def _share_netns_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does.
+
+    Namespaces bound under it then show up in every mount namespace that
+    was copied from ours, e.g. inside `ip netns exec` or a launcher.
+    """
+    NETNS_DIR.mkdir(mode=0o755, exist_ok=True)
+    if _libc.mount(b"", bytes(NETNS_DIR), b"none", _MS_SHARED | _MS_REC, None) == 0:
+        return
+    _check(_libc.mount(bytes(NETNS_DIR), bytes(NETNS_DIR), b"none", _MS_BIND | _MS_REC, None),
+           "bind /run/netns")
+    _check(_libc.mount(b"", bytes(NETNS_DIR), b"none", _MS_SHARED | _MS_REC, None),
+           "share /run/netns")
+
+
+def netns_path(name: str) -> Path:
+    return NETNS_DIR / name
+
+
+def create_namespace(name: str) -> None:
+    """Create the named namespace /run/netns/NAME (fails if it exists)."""
+    _share_netns_dir()
+    path = netns_path(name)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+
+    def bind_new_namespace() -> None:
+        _check(_libc.unshare(_CLONE_NEWNET), "unshare network namespace")
+        own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        _check(_libc.mount(own, bytes(path), b"none", _MS_BIND, None), f"bind {path}")
+
+    try:
+        _in_fresh_thread(bind_new_namespace)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def delete_namespace(name: str) -> None:
+    """Unbind and remove /run/netns/NAME; a missing one is not an error."""
+    path = netns_path(name)
+    if _libc.umount2(bytes(path), _MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        _check(-1, f"unmount {path}")
+    path.unlink(missing_ok=True)
+
+
+def list_namespaces(prefix: str) -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def namespace_pids(name: str) -> list[int]:
+    """Pids of the processes whose network namespace is /run/netns/NAME."""
+    try:
+        target = os.stat(netns_path(name))
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry.name}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_in_namespace(name: str, fn: Callable[[], T]) -> T:
+    """Run fn in a fresh thread that entered the named network namespace."""
+    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+
+    def entered() -> T:
+        _check(_libc.setns(fd, _CLONE_NEWNET), f"enter namespace {name}")
+        return fn()
+
+    try:
+        return _in_fresh_thread(entered)
+    finally:
+        os.close(fd)
+
+
+def _in_fresh_thread(fn: Callable[[], T]) -> T:
+    """Run fn in a thread that dies afterwards, so namespace changes die with it."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="appjail-netns")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def write_sysctl(key: str, value: str) -> str:
+    """Write /proc/sys/KEY in the calling thread's namespace; return the old value."""
+    path = Path("/proc/sys") / key
+    old = path.read_text().strip()
+    if old != value:
+        path.write_text(value)
+    return old
+
+
+def read_sysctl(key: str) -> str:
+    return (Path("/proc/sys") / key).read_text().strip()
+
+
+@contextmanager
+def rtnl() -> Iterator[IPRoute]:
+    """A netlink route socket in the calling thread's namespace."""
+    ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def link_index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def link_is_up(ipr: IPRoute, ifname: str) -> bool:
+    index = link_index(ipr, ifname)
+    if index is None:
+        return False
+    (link,) = ipr.get_links(index)
+    return bool(link["flags"] & 1)  # IFF_UP
+
+
+def list_link_names(ipr: IPRoute) -> list[str]:
+    return [link.get("ifname") for link in ipr.get_links()]
+
+
+def create_veth(ipr: IPRoute, host_ifname: str, namespace: str) -> None:
+    """A veth pair whose far end is born inside the jail as eth0."""
+    fd = os.open(netns_path(namespace), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ipr.link("add", ifname=host_ifname, kind="veth",
+                 peer={"ifname": JAIL_IFNAME, "net_ns_fd": fd})
+    finally:
+        os.close(fd)
+
+
+def delete_link(ipr: IPRoute, ifname: str) -> None:
+    index = link_index(ipr, ifname)
+    if index is not None:
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+
+
+def configure_host_end(ipr: IPRoute, ifname: str, address: str, prefixlen: int) -> None:
+    """Address the host end and bring it up; IPv6 off so nothing v6 is routed in."""
+    write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
+    write_sysctl(f"net/ipv4/conf/{ifname}/forwarding", "1")
+    index = link_index(ipr, ifname)
+    ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+    ipr.link("set", index=index, state="up")
+
+
+def configure_jail_side(address: str, prefixlen: int, gateway: str) -> None:
+    """Inside the jail's namespace: IPv6 off, lo and eth0 up, default route."""
+    for scope in ("all", "default"):
+        write_sysctl(f"net/ipv6/conf/{scope}/disable_ipv6", "1")
+    with rtnl() as ipr:
+        ipr.link("set", index=link_index(ipr, "lo"), state="up")
+        index = link_index(ipr, JAIL_IFNAME)
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=index, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def ipv4_routes(ipr: IPRoute) -> Iterator[tuple[str, int, str | None]]:
+    """(destination, prefix length, device) of every IPv4 route in every table."""
+    names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+    for route in ipr.get_routes(family=socket.AF_INET, table=0):
+        dst = route.get("dst")
+        if dst is None:
+            continue
+        yield dst, route["dst_len"], names.get(route.get("oif"))
+
+
+def set_vpn_table(ipr: IPRoute, table: int, vpn_ifname: str) -> None:
+    """Per-jail table: `unreachable default` always, `default dev VPN` when it is up.
+
+    The unreachable route has the higher metric, so it wins only while the
+    VPN route is missing: the kernel deletes that one with its device.
+    """
+    _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, type="unreachable", priority=4096))
+    index = link_index(ipr, vpn_ifname)
+    if index is not None and link_is_up(ipr, vpn_ifname):
+        _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, oif=index, priority=1))
+
+
+def _replace_route(ipr: IPRoute, route: dict) -> None:
+    try:
+        ipr.route("replace", **route)
+    except NetlinkError as exc:
+        # the device went down between the check and the call: the
+        # unreachable route keeps the jail closed until it comes back
+        if exc.code not in (errno.ENETDOWN, errno.ENODEV):
+            raise
+
+
+def route_tables(ipr: IPRoute) -> set[int]:
+    """Ids of every table that holds an IPv4 route."""
+    return {route.get_attr("RTA_TABLE") for route in ipr.get_routes(family=socket.AF_INET, table=0)}
+
+
+def flush_table(ipr: IPRoute, table: int) -> None:
+    for route in ipr.get_routes(family=socket.AF_INET, table=table):
+        if route.get_attr("RTA_TABLE") == table:
+            try:
+                ipr.route("del", **_route_key(route, table))
+            except NetlinkError as exc:
+                if exc.code != errno.ESRCH:
+                    raise
+
+
+def _route_key(route, table: int) -> dict:
+    key = dict(dst=f"{route.get('dst') or '0.0.0.0'}/{route['dst_len']}", table=table,
+               type=route["type"])
+    priority = route.get("priority")
+    if priority is not None:
+        key["priority"] = priority
+    return key
+
+
+def add_policy_rule(ipr: IPRoute, iifname: str, table: int, priority: int) -> None:
+    """Send everything that enters from iifname to table."""
+    ipr.rule("add", family=socket.AF_INET, iifname=iifname, table=table, priority=priority)
+
+
+def policy_rules(ipr: IPRoute, priority: int) -> list[tuple[str | None, int]]:
+    """(iifname, table) of our IPv4 policy rules at the given priority."""
+    found = []
+    for rule in ipr.get_rules(family=socket.AF_INET):
+        if rule.get("priority") == priority:
+            table = rule.get("table")
+            if table == 252:  # RT_TABLE_COMPAT: the real id is in FRA_TABLE
+                table = rule.get("FRA_TABLE")
+            found.append((rule.get("iifname"), table))
+    return found
+
+
+def delete_policy_rule(ipr: IPRoute, iifname: str | None, table: int, priority: int) -> None:
+    key = dict(family=socket.AF_INET, table=table, priority=priority)
+    if iifname is not None:
+        key["iifname"] = iifname
+    try:
+        ipr.rule("del", **key)
+    except NetlinkError as exc:
+        if exc.code != errno.ENOENT:
+            raise

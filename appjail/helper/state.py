@@ -1,0 +1,74 @@
+"""Jail records under /run/appjail: written before anything is created.
+
+/run is a tmpfs, so records vanish at boot together with the namespaces and
+rules they describe. A record says which slot (addresses, routing table) a
+jail holds and whether its creation finished; reconcile reads them after a
+helper crash to adopt finished jails and remove the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..model import JailSpec, ValidationError, validate_name
+
+RUN_DIR = Path("/run/appjail")
+CREATING = "creating"
+READY = "ready"
+
+
+@dataclass
+class JailRecord:
+    spec: JailSpec
+    owner_uid: int
+    slot: int
+    status: str = CREATING
+
+    def to_json(self) -> str:
+        return json.dumps({"spec": {**asdict(self.spec), "dns": list(self.spec.dns)},
+                           "owner_uid": self.owner_uid, "slot": self.slot, "status": self.status})
+
+    @classmethod
+    def from_json(cls, text: str) -> JailRecord:
+        data = json.loads(text)
+        spec = data["spec"]
+        return cls(JailSpec(spec["name"], spec["vpn"], tuple(spec["dns"]), spec["keep"]),
+                   int(data["owner_uid"]), int(data["slot"]), data["status"])
+
+
+class StateStore:
+    def __init__(self, run_dir: Path = RUN_DIR) -> None:
+        self.run_dir = run_dir
+        self.jails_dir = run_dir / "jails"
+        self.jails_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.jails_dir / f"{validate_name(name)}.json"
+
+    def save(self, record: JailRecord) -> None:
+        path = self._path(record.spec.name)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as handle:
+            handle.write(record.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def load_all(self) -> tuple[list[JailRecord], list[Path]]:
+        """(records, unreadable files): a torn or foreign file is not a jail."""
+        records, bad = [], []
+        for path in sorted(self.jails_dir.iterdir()):
+            try:
+                record = JailRecord.from_json(path.read_text())
+                if path.name != f"{record.spec.name}.json":
+                    raise ValueError("file name does not match the jail")
+                records.append(record)
+            except (OSError, ValueError, KeyError, TypeError, ValidationError):
+                bad.append(path)
+        return records, bad

@@ -1,0 +1,119 @@
+"""What a jail is, as data, and the validation of every field of it.
+
+Both sides of the privilege line use this module: the CLI to fail early with a
+readable message, the helper because it trusts nothing that crosses the bus.
+It imports nothing privileged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,11}")
+# Linux IFNAMSIZ is 16 including the NUL; "/", ":" and whitespace are
+# refused by the kernel, the rest we refuse because no real VPN uses them and
+# they only make log lines and rule dumps ambiguous.
+IFNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+MAX_DNS_SERVERS = 3  # glibc reads at most three nameserver lines
+
+
+class ValidationError(ValueError):
+    """A field of a request is not acceptable; the message says which and why."""
+
+
+def validate_name(name: object) -> str:
+    """A jail name: `[a-z0-9][a-z0-9-]{0,11}`, so `aj-NAME` fits an interface name."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValidationError(
+            f"invalid jail name {_show(name)}: use 1-12 characters from a-z, 0-9 "
+            "and '-', starting with a letter or digit"
+        )
+    return name
+
+
+def validate_ifname(ifname: object) -> str:
+    """A network interface name such as `wg0` (never a path, never shell text)."""
+    if (
+        not isinstance(ifname, str)
+        or not IFNAME_PATTERN.fullmatch(ifname)
+        or ifname in (".", "..")
+    ):
+        raise ValidationError(
+            f"invalid interface name {_show(ifname)}: use 1-15 characters from "
+            "A-Z, a-z, 0-9, '_', '.' and '-'"
+        )
+    if ifname.startswith("aj-"):
+        raise ValidationError(
+            f"interface {ifname!r} belongs to another jail and cannot be a VPN"
+        )
+    return ifname
+
+
+def validate_ipv4(address: object, what: str = "address") -> str:
+    """A unicast IPv4 address in dotted-quad form, returned normalised."""
+    try:
+        if not isinstance(address, str) or not address.isascii():
+            raise ValueError
+        parsed = ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ValidationError(f"invalid {what} {_show(address)}: not an IPv4 address") from None
+    if parsed.is_multicast or parsed.is_unspecified or parsed == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValidationError(f"invalid {what} {address}: not a unicast address")
+    return str(parsed)
+
+
+def validate_dns(servers: object) -> tuple[str, ...]:
+    """Nameservers for a jail: up to three IPv4 unicast addresses, no loopback.
+
+    A loopback resolver would be the jail's own loopback, where nothing listens.
+    """
+    if not isinstance(servers, (list, tuple)):
+        raise ValidationError("invalid DNS servers: expected a list of addresses")
+    if len(servers) > MAX_DNS_SERVERS:
+        raise ValidationError(f"too many DNS servers: at most {MAX_DNS_SERVERS}")
+    result = []
+    for server in servers:
+        address = validate_ipv4(server, "DNS server")
+        if ipaddress.IPv4Address(address).is_loopback:
+            raise ValidationError(
+                f"invalid DNS server {address}: a loopback address is not reachable from a jail"
+            )
+        if address not in result:
+            result.append(address)
+    return tuple(result)
+
+
+def validate_network(cidr: object, what: str = "network") -> ipaddress.IPv4Network:
+    """An IPv4 network in CIDR form; host bits must be zero."""
+    try:
+        if not isinstance(cidr, str) or not cidr.isascii():
+            raise ValueError
+        return ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError:
+        raise ValidationError(f"invalid {what} {_show(cidr)}: expected an IPv4 CIDR such as 10.0.0.0/8") from None
+
+
+@dataclass(frozen=True)
+class JailSpec:
+    """The network shape of one jail, as requested by its owner."""
+
+    name: str
+    vpn: str | None = None
+    dns: tuple[str, ...] = field(default_factory=tuple)
+    keep: bool = False
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if self.vpn is not None:
+            validate_ifname(self.vpn)
+        object.__setattr__(self, "dns", validate_dns(self.dns))
+        if not isinstance(self.keep, bool):
+            raise ValidationError("invalid keep flag: expected true or false")
+
+
+def _show(value: object) -> str:
+    """Quote a rejected value for a message without letting it run away."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

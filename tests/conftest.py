@@ -1,0 +1,27 @@
+"""Suite-wide rules: where integration tests are required, skipping one fails the run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REQUIRED = os.environ.get("APPJAIL_REQUIRE_INTEGRATION") == "1"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "integration" in report.keywords:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if REQUIRED and _skipped and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if REQUIRED and _skipped:
+        terminalreporter.write_line(
+            f"FAILED: {len(_skipped)} integration test(s) skipped while "
+            "APPJAIL_REQUIRE_INTEGRATION=1: " + ", ".join(_skipped), red=True)
