@@ -137,6 +137,7 @@ class Engine:
         return self.pool.allocate(used, host_routes)
 
     def _build(self, ipr, jail: Jail, undo: list[Callable[[], None]]) -> None:
+        """Each step cleans up its own failure; its undo is pushed once it succeeded."""
         spec, addressing = jail.spec, jail.addressing
         self.store.save(jail.record)
         undo.append(lambda: self.store.delete(spec.name))
@@ -150,7 +151,7 @@ class Engine:
             addressing.jail_address, addressing.prefixlen, addressing.host_address))
 
         if spec.vpn:
-            undo.append(lambda: self._remove_vpn_routing(ipr, jail))
+            undo.append(lambda: self._remove_vpn_routing(ipr, jail))  # removes what exists
             netns.set_vpn_table(ipr, addressing.table, spec.vpn)
             netns.add_policy_rule(ipr, jail.host_ifname, addressing.table, RULE_PRIORITY)
 
@@ -159,13 +160,12 @@ class Engine:
             name for name in netns.list_link_names(ipr) if name != "lo" and not name.startswith(PREFIX)]
         self.forwarding.enable(egress, netns.list_link_names(ipr))
 
-        rules = firewall.build_jail_rules(spec.name, jail.host_ifname, str(addressing.network),
-                                          addressing.jail_address, spec.vpn)
+        firewall.install(firewall.build_jail_rules(
+            spec.name, jail.host_ifname, str(addressing.network), addressing.jail_address, spec.vpn))
         undo.append(lambda: firewall.remove(spec.name))
-        firewall.install(rules)
 
-        undo.append(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         resolv.write_resolver_files(jail.netns, jail.dns, self.etc_netns)
+        undo.append(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
 
         # the door opens last: only now may packets from the jail be forwarded
         netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")

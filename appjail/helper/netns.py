@@ -210,9 +210,13 @@ def delete_link(ipr: IPRoute, ifname: str) -> None:
 
 
 def configure_host_end(ipr: IPRoute, ifname: str, address: str, prefixlen: int) -> None:
-    """Address the host end and bring it up; IPv6 off so nothing v6 is routed in."""
+    """Address the host end and bring it up; IPv6 off so nothing v6 is routed in.
+
+    Forwarding stays off (a new interface inherits conf/default, which may be
+    on) until the jail's firewall is in place.
+    """
     write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
-    write_sysctl(f"net/ipv4/conf/{ifname}/forwarding", "1")
+    write_sysctl(f"net/ipv4/conf/{ifname}/forwarding", "0")
     index = link_index(ipr, ifname)
     ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     ipr.link("set", index=index, state="up")

@@ -96,8 +96,12 @@ def write_resolver_files(netns_name: str, servers: Sequence[str], root: Path = E
     directory = jail_etc_dir(netns_name, root)
     root.mkdir(mode=0o755, exist_ok=True)
     directory.mkdir(mode=0o755)
-    _write_readable(directory / "resolv.conf", render_resolv_conf(servers))
-    _write_readable(directory / "nsswitch.conf", render_nsswitch_conf(nsswitch))
+    try:
+        _write_readable(directory / "resolv.conf", render_resolv_conf(servers))
+        _write_readable(directory / "nsswitch.conf", render_nsswitch_conf(nsswitch))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     return directory
 
 

@@ -1,0 +1,97 @@
+"""Integration fixtures: the lab, an engine running inside the lab's host.
+
+The machine's own network namespace is never touched: the engine runs in the
+test's main thread after it entered the lab's host namespace (network
+namespace only, so /run/netns mounts stay visible), and every check that
+something is left over looks there and at the machine-wide paths.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appjail.helper import firewall, netns
+from appjail.helper.jails import Engine
+from appjail.helper.pool import RULE_PRIORITY, TABLE_BASE
+from appjail.lab import Lab, in_netns
+
+LAB_PREFIX = "ajlab"
+_machine_netns = os.stat("/proc/self/ns/net")  # where pytest started: never to be touched
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="integration tests need root"))
+
+
+def residue_in_host() -> list[str]:
+    """Every aj-* trace in the calling thread's (the lab host's) namespace."""
+    found = []
+    with netns.rtnl() as ipr:
+        found += [f"link {n}" for n in netns.list_link_names(ipr) if n.startswith("aj-")]
+        found += [f"policy rule {r}" for r in netns.policy_rules(ipr, RULE_PRIORITY)]
+        found += [f"table {t}" for t in netns.route_tables(ipr)
+                  if TABLE_BASE <= t < TABLE_BASE + 16384]
+    owners, chains = firewall.list_owned()
+    found += [f"rule {o}" for o in owners] + [f"chain {c}" for c in chains]
+    return found
+
+
+def residue_machine_wide() -> list[str]:
+    found = [f"netns {n}" for n in netns.list_namespaces("aj-")]
+    found += [f"dir {p}" for p in Path("/etc/netns").glob("aj-*")]
+    return found
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    Lab.cleanup_stale(LAB_PREFIX)
+    with Lab(prefix=LAB_PREFIX) as the_lab:
+        yield the_lab
+        with in_netns(the_lab.host_ns):
+            left_in_host = residue_in_host()
+    left = residue_machine_wide()
+    assert not left_in_host and not left, f"aj-* residue after the run: {left_in_host + left}"
+
+
+@pytest.fixture
+def in_host(lab: Lab) -> Iterator[Lab]:
+    """The test's main thread runs inside the lab's host namespace."""
+    with in_netns(lab.host_ns):
+        here = os.stat("/proc/thread-self/ns/net")
+        assert (here.st_dev, here.st_ino) != (_machine_netns.st_dev, _machine_netns.st_ino)
+        yield lab
+
+
+@pytest.fixture
+def engine(in_host: Lab, tmp_path: Path) -> Iterator[Engine]:
+    the_engine = Engine(run_dir=tmp_path / "run")
+    the_engine.start_link_watch()
+    try:
+        yield the_engine
+    finally:
+        the_engine.close()
+        for jail in the_engine.list():
+            the_engine.destroy(jail.name)
+        if in_host.wg_ifname not in _links():
+            in_host.wg_create()  # a test that deleted the tunnel hands it back
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def _links() -> list[str]:
+    with netns.rtnl() as ipr:
+        return netns.list_link_names(ipr)
+
+
+def jail_run(name: str, *argv: str, timeout: float = 10, check: bool = False) -> subprocess.CompletedProcess:
+    """Run a command inside jail NAME the way ip-netns(8) does (resolver files bound)."""
+    return subprocess.run(["ip", "netns", "exec", f"aj-{name}", *argv], capture_output=True,
+                          text=True, timeout=timeout, check=check)

@@ -1,0 +1,249 @@
+"""The jail engine against the lab: NAT, VPN, kill switch, DNS, IPv6, INPUT, scale, crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from appjail.helper import firewall, netns
+from appjail.helper.jails import Engine, JailError
+from appjail.helper.state import JailRecord, StateStore
+from appjail.model import JailSpec, ValidationError
+
+from .conftest import jail_run, residue_in_host, residue_machine_wide
+
+LAB_DNS = ("192.0.2.53",)
+
+
+def fetch(name: str, url: str = "http://192.0.2.80/", timeout: float = 5) -> subprocess.CompletedProcess:
+    return jail_run(name, "curl", "-sS", "--max-time", str(timeout), url, timeout=timeout + 5)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def test_nat_jail_reaches_the_server_through_nat(engine, lab):
+    jail = engine.create(JailSpec("nat1", dns=LAB_DNS), 1000)
+    assert jail.addressing.jail_address.startswith("10.231.")
+    result = fetch("nat1")
+    assert result.stdout == f"client={lab.HOST_UPLINK_ADDR}\n", result.stderr
+
+
+def test_vpn_jail_reaches_the_server_through_the_tunnel(engine, lab):
+    engine.create(JailSpec("vpn1", vpn=lab.wg_ifname, dns=LAB_DNS), 1000)
+    result = fetch("vpn1")
+    assert result.stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n", result.stderr
+
+
+def test_vpn_jail_with_missing_interface_is_closed_until_it_appears(engine, lab):
+    engine.create(JailSpec("vpn2", vpn="wgnone0", dns=LAB_DNS), 1000)
+    result = fetch("vpn2", timeout=2)
+    assert result.returncode != 0 and "client=" not in result.stdout
+
+
+def test_kill_switch_holds_while_the_tunnel_goes_down_away_and_back(engine, lab):
+    engine.create(JailSpec("kill1", vpn=lab.wg_ifname, dns=LAB_DNS), 1000)
+    # everything on the host's uplink except the tunnel's own UDP packets
+    capture = lab.capture(lab.host_uplink_if, lab.host_ns, "ip and not udp port 51820")
+    sender = subprocess.Popen(
+        ["ip", "netns", "exec", "aj-kill1", sys.executable, "-c",
+         "import socket,time\n"
+         "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+         "while True:\n"
+         "    try: s.sendto(b'x',('192.0.2.80',9))\n"
+         "    except OSError: pass\n"
+         "    time.sleep(0.01)\n"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert fetch("kill1").stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n"
+        lab.wg_down()
+        assert fetch("kill1", timeout=1).returncode != 0
+        lab.wg_delete()
+        assert fetch("kill1", timeout=1).returncode != 0
+        time.sleep(0.5)
+        lab.wg_create()
+        assert wait_until(lambda: fetch("kill1", timeout=1).stdout
+                          == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n", timeout=15)
+    finally:
+        sender.kill()
+        sender.wait()
+        packets = capture.stop()
+    assert packets == [], f"jail traffic left outside the tunnel: {packets[:5]}"
+
+
+def test_names_resolve_through_the_jail_dns_only(engine, lab):
+    trap = lab.start_dns_trap(["127.0.0.53", "0.0.0.0"])
+    try:
+        engine.create(JailSpec("dns1", dns=LAB_DNS), 1000)
+        result = jail_run("dns1", "getent", "hosts", "www.lab.test")
+        assert result.stdout.split()[:1] == [lab.SERVER_ADDR], result
+        assert any(q["name"].rstrip(".") == "www.lab.test" for q in lab.dns_log())
+        # a resolver on the host is not reachable, even when asked for by address
+        for server in ("127.0.0.53", lab.HOST_UPLINK_ADDR, engine.get("dns1").addressing.host_address):
+            asked = jail_run("dns1", "dig", "+short", "+tries=1", "+time=1", f"@{server}", "x.lab.test")
+            assert lab.SERVER_ADDR not in asked.stdout
+        assert trap.log() == []
+    finally:
+        trap.stop()
+
+
+def test_no_ipv6_leaves_a_jail(engine, lab):
+    engine.create(JailSpec("six1", dns=LAB_DNS), 1000)
+    assert lab.run_in(lab.host_ns, ["curl", "-sS", "--max-time", "3", f"http://[{lab.SERVER6_ADDR}]/"]
+                      ).returncode == 0, "control: the lab host does reach the server over IPv6"
+    capture = lab.capture(lab.host_uplink_if, lab.host_ns, "ip6 and not icmp6")
+    try:
+        assert jail_run("six1", "ip", "-6", "addr").stdout.strip() == ""
+        assert jail_run("six1", "ping", "-6", "-c", "1", "-W", "1", lab.SERVER6_ADDR).returncode != 0
+        udp = jail_run("six1", sys.executable, "-c",
+                       "import socket;s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);"
+                       f"s.sendto(b'x',('{lab.SERVER6_ADDR}',53))")
+        assert udp.returncode != 0
+        assert fetch("six1", f"http://[{lab.SERVER6_ADDR}]/", timeout=2).returncode != 0
+    finally:
+        packets = capture.stop()
+    assert packets == []
+
+
+def test_jail_cannot_open_connections_to_the_host(engine, lab, tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "8931"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        jail = engine.create(JailSpec("in1", dns=LAB_DNS), 1000)
+        assert wait_until(lambda: subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:8931/"]).returncode == 0, 5), \
+            "control: the host service answers locally"
+        for address in (jail.addressing.host_address, lab.HOST_UPLINK_ADDR, lab.WG_CLIENT_TUNNEL_ADDR):
+            assert fetch("in1", f"http://{address}:8931/", timeout=1).returncode != 0, address
+        assert fetch("in1").returncode == 0, "the jail still reaches the internet"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_twenty_jails_concurrently(engine):
+    names = [f"c{i}" for i in range(20)]
+    specs = [JailSpec(n, vpn="wg0" if i % 2 else None, dns=LAB_DNS) for i, n in enumerate(names)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        jails = list(pool.map(lambda spec: engine.create(spec, 1000), specs))
+    assert len({j.addressing.network for j in jails}) == 20
+    owners, chains = firewall.list_owned()
+    assert owners == {f"aj-{n}" for n in names} | {firewall.GUARD_CHAIN}
+    assert chains == {f"aj-{n}" for n in names} | {firewall.GUARD_CHAIN}
+    _assert_one_set_of_rules_each(names)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(engine.destroy, names))
+    assert engine.list() == []
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def _assert_one_set_of_rules_each(names: list[str]) -> None:
+    saved = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True, check=True).stdout
+    for name in names:
+        hooks = [line for line in saved.splitlines() if f"--comment aj-{name} " in line + " "]
+        assert len(hooks) == 5, (name, hooks)
+        own = [line for line in saved.splitlines() if line.startswith(f"-A aj-{name} ")]
+        assert len(own) == 3, (name, own)
+
+
+def test_reconcile_after_a_crash_leaves_nothing(in_host, tmp_path):
+    run_dir = tmp_path / "run"
+    crashed = Engine(run_dir=run_dir)
+    crashed.create(JailSpec("crash1", dns=LAB_DNS), 1000)
+    crashed.create(JailSpec("crash2", vpn="wg0", dns=LAB_DNS), 1000)
+    # a creation that died halfway: record says "creating", namespace exists
+    StateStore(run_dir).save(JailRecord(JailSpec("half", dns=LAB_DNS), 1000, 99))
+    netns.create_namespace("aj-half")
+    Path("/etc/netns/aj-half").mkdir(parents=True)
+    del crashed  # the helper died: no teardown ran
+
+    report = Engine(run_dir=run_dir).reconcile(adopt=False)
+    assert report.adopted == []
+    assert "namespace aj-half" in report.removed and "link aj-crash1" in report.removed
+    assert residue_in_host() == [] and residue_machine_wide() == []
+    assert StateStore(run_dir).load_all() == ([], [])
+    assert not (run_dir / "forwarding.json").exists()
+
+
+def test_reconcile_adopts_finished_jails(in_host, tmp_path, lab):
+    run_dir = tmp_path / "run"
+    Engine(run_dir=run_dir).create(JailSpec("adopt1", vpn="wg0", dns=LAB_DNS), 1000)
+    engine = Engine(run_dir=run_dir)
+    report = engine.reconcile()
+    try:
+        assert report.adopted == ["adopt1"] and report.removed == []
+        assert engine.get("adopt1").owner_uid == 1000
+        assert fetch("adopt1").stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n"
+    finally:
+        engine.destroy("adopt1")
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_failed_creation_rolls_back(engine):
+    engine.create(JailSpec("keep1", dns=LAB_DNS), 1000)
+    blocker = Path("/etc/netns/aj-rb1")
+    blocker.mkdir(parents=True)  # the last step (resolver files) will fail
+    try:
+        with pytest.raises(JailError, match="could not create jail 'rb1'"):
+            engine.create(JailSpec("rb1", vpn="wg0", dns=LAB_DNS), 1000)
+    finally:
+        blocker.rmdir()
+    assert [j.name for j in engine.list()] == ["keep1"]
+    owners, chains = firewall.list_owned()
+    assert "aj-rb1" not in owners | chains
+    assert netns.list_namespaces("aj-") == ["aj-keep1"]
+    assert fetch("keep1").returncode == 0, "the other jail is untouched"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: JailSpec("../x"),
+    lambda: JailSpec("a" * 16),
+    lambda: JailSpec("ok", vpn="wg0;x"),
+    lambda: JailSpec("ok", dns=("300.1.1.1",)),
+])
+def test_bad_input_is_refused_before_anything_changes(engine, make):
+    before = (sorted(os.listdir("/run/netns")), residue_in_host())
+    with pytest.raises(ValidationError):
+        engine.create(make(), 1000)
+    assert (sorted(os.listdir("/run/netns")), residue_in_host()) == before
+    assert engine.store.load_all() == ([], [])
+
+
+def test_bad_owner_uid_is_refused(engine):
+    with pytest.raises(ValidationError):
+        engine.create(JailSpec("uid1", dns=LAB_DNS), -1)
+    assert residue_machine_wide() == []
+
+
+def test_link_watch_survives_concurrent_changes(engine, lab):
+    """A VPN flapping while jails come and go: no exception, no stale route."""
+    stop = threading.Event()
+
+    def flap() -> None:
+        while not stop.is_set():
+            lab.wg_down()
+            lab.wg_up()
+
+    flapper = threading.Thread(target=flap)
+    flapper.start()
+    try:
+        for i in range(5):
+            engine.create(JailSpec(f"flap{i}", vpn="wg0", dns=LAB_DNS), 1000)
+    finally:
+        stop.set()
+        flapper.join()
+    lab.wg_up()
+    assert wait_until(lambda: fetch("flap4", timeout=1).returncode == 0, timeout=10)
