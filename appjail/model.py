@@ -117,3 +117,92 @@ def _show(value: object) -> str:
     """Quote a rejected value for a message without letting it run away."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+MAX_ARGS = 4096
+MAX_ARG_BYTES = 128 * 1024  # the kernel's MAX_ARG_STRLEN
+MAX_TOTAL_BYTES = 2 * 1024 * 1024
+MAX_PATH_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to run in a jail: argv, environment and working directory, as bytes."""
+
+    argv: tuple[bytes, ...]
+    env: tuple[bytes, ...]
+    cwd: bytes
+
+    def __post_init__(self) -> None:
+        validate_argv(self.argv)
+        validate_env(self.env)
+        validate_cwd(self.cwd)
+
+    def env_dict(self) -> dict[bytes, bytes]:
+        return dict(entry.split(b"=", 1) for entry in self.env)
+
+
+def validate_argv(argv: object) -> tuple[bytes, ...]:
+    if not isinstance(argv, tuple) or not argv:
+        raise ValidationError("invalid command: expected a program and its arguments")
+    if len(argv) > MAX_ARGS:
+        raise ValidationError(f"invalid command: more than {MAX_ARGS} arguments")
+    _check_strings(argv, "argument")
+    if not argv[0]:
+        raise ValidationError("invalid command: the program name is empty")
+    return argv
+
+
+def validate_env(env: object) -> tuple[bytes, ...]:
+    if not isinstance(env, tuple) or len(env) > MAX_ARGS:
+        raise ValidationError("invalid environment: expected at most "
+                              f"{MAX_ARGS} NAME=VALUE entries")
+    _check_strings(env, "environment entry")
+    for entry in env:
+        if b"=" not in entry[1:]:
+            raise ValidationError(f"invalid environment entry {_show(entry)}: expected NAME=VALUE")
+    return env
+
+
+def validate_cwd(cwd: object) -> bytes:
+    if (not isinstance(cwd, bytes) or not cwd.startswith(b"/") or b"\0" in cwd
+            or len(cwd) > MAX_PATH_BYTES):
+        raise ValidationError(f"invalid working directory {_show(cwd)}: expected an absolute path")
+    return cwd
+
+
+def _check_strings(values: tuple, what: str) -> None:
+    total = 0
+    for value in values:
+        if not isinstance(value, bytes):
+            raise ValidationError(f"invalid {what} {_show(value)}: expected bytes")
+        if b"\0" in value:
+            raise ValidationError(f"invalid {what} {_show(value)}: contains a NUL byte")
+        if len(value) > MAX_ARG_BYTES:
+            raise ValidationError(f"invalid {what}: longer than {MAX_ARG_BYTES} bytes")
+        total += len(value)
+    if total > MAX_TOTAL_BYTES:
+        raise ValidationError(f"invalid {what}s: more than {MAX_TOTAL_BYTES} bytes in all")
+
+
+RUN_OPTIONS = {"name": str, "vpn": str, "dns": list, "keep": bool}
+
+
+def parse_run_options(options: object) -> dict:
+    """Check the option dict of a run request: known keys, right types."""
+    if not isinstance(options, dict):
+        raise ValidationError("invalid options: expected a dictionary")
+    for key, value in options.items():
+        expected = RUN_OPTIONS.get(key)
+        if expected is None:
+            raise ValidationError(f"unknown option {_show(key)}")
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ValidationError(f"invalid option {key}: expected {expected.__name__}")
+    if "name" not in options:
+        raise ValidationError("missing option name")
+    validate_name(options["name"])
+    if "vpn" in options:
+        validate_ifname(options["vpn"])
+    if "dns" in options:
+        validate_dns(options["dns"])
+    return dict(options)

@@ -99,6 +99,10 @@ class Engine:
             except KeyError:
                 raise JailNotFound(f"no jail named {name!r}") from None
 
+    def find(self, name: str) -> Jail | None:
+        with self._lock:
+            return self._jails.get(name)
+
     def list(self) -> list[Jail]:
         with self._lock:
             return sorted(self._jails.values(), key=lambda jail: jail.name)

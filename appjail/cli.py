@@ -1,0 +1,231 @@
+"""`appjail`: run programs in network jails, list, inspect and stop them.
+
+Unprivileged. Talks to appjail-helper over the system bus; imports nothing of
+the helper, and loads dbus only for commands that need it, so it starts fast.
+Exit status of `run`: the program's; 128+N when it died of signal N; 125 for
+an appjail error, 126 when the program is not executable, 127 when it is not
+found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import threading
+
+from . import interface as api
+from .model import ValidationError, parse_run_options
+
+EXIT_APPJAIL = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def default_jail_name(program: str) -> str:
+    """`/usr/bin/Firefox-ESR` -> `firefox-esr`: a valid jail name from a program."""
+    base = os.path.basename(program).lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")[:12].strip("-")
+    return name or "jail"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appjail", description="Run programs in their own network namespace.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a program in a jail",
+                              description="Run PROGRAM as you, inside a network jail.")
+    run.add_argument("--name", help="jail name (default: from PROGRAM); joins your jail of that name")
+    run.add_argument("--vpn", metavar="IFACE", help="the jail may leave only through IFACE")
+    run.add_argument("--dns", metavar="ADDR", action="append", help="nameserver for the jail (repeatable)")
+    run.add_argument("--keep", action="store_true", default=None,
+                     help="keep the jail after its last program exits")
+    run.add_argument("program", metavar="PROGRAM")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    ls = commands.add_parser("ls", help="list your jails")
+    ls.add_argument("--json", action="store_true")
+
+    inspect = commands.add_parser("inspect", help="show one jail")
+    inspect.add_argument("name")
+    inspect.add_argument("--json", action="store_true")
+
+    stop = commands.add_parser("stop", help="end every program in a jail and remove it")
+    stop.add_argument("name")
+
+    doctor = commands.add_parser("doctor", help="check that appjail can work here, and say how to fix what cannot")
+    doctor.add_argument("--vpn", metavar="IFACE", help="also check this VPN interface")
+    return parser
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    options: dict = {"name": args.name or default_jail_name(args.program)}
+    if args.vpn is not None:
+        options["vpn"] = args.vpn
+    if args.dns:
+        options["dns"] = args.dns
+    if args.keep:
+        options["keep"] = True
+    return parse_run_options(options)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .client import Client, HelperError, session_environment
+
+    options = run_options(args)
+    argv = [os.fsencode(a) for a in [args.program, *args.args]]
+    client = Client()
+    interactive = os.isatty(0)
+    relay = None
+    if interactive:
+        from .terminal import PtyRelay
+
+        relay = PtyRelay()
+        fds = [relay.slave] * 3
+    else:
+        fds = [0, 1, 2]
+    try:
+        try:
+            _, pid = client.run(options, argv, session_environment(), os.getcwdb(), fds)
+        except HelperError as exc:
+            return _run_failure(exc)
+        if relay is None:
+            return _wait_forwarding_signals(client, pid)
+        relay.close_slave()
+        with relay:
+            return _wait_relaying(client, pid, relay)
+    finally:
+        if relay is not None:
+            relay.close_slave()
+
+
+def _run_failure(exc) -> int:
+    code = {api.ERROR_PROGRAM_NOT_FOUND: EXIT_NOT_FOUND,
+            api.ERROR_NOT_EXECUTABLE: EXIT_NOT_EXECUTABLE}.get(exc.name, EXIT_APPJAIL)
+    _error(exc.message)
+    return code
+
+
+class _Waiter(threading.Thread):
+    """Waits for the program on its own bus connection, then pokes a pipe."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.result: int | None = None
+        self.done_read, self.done_write = os.pipe()
+
+    def run(self) -> None:
+        from .client import Client, HelperError
+
+        try:
+            self.result = Client().wait(self.pid).status
+        except HelperError as exc:
+            _error(f"lost the program: {exc.message}")
+            self.result = EXIT_APPJAIL
+        os.write(self.done_write, b"x")
+
+
+def _wait_forwarding_signals(client, pid: int) -> int:
+    waiter = _Waiter(pid)
+    waiter.start()
+
+    def forward(signum, _frame) -> None:
+        try:
+            client.signal(pid, signum)
+        except Exception:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    while waiter.is_alive():
+        waiter.join(0.2)
+    return waiter.result if waiter.result is not None else EXIT_APPJAIL
+
+
+def _wait_relaying(client, pid: int, relay) -> int:
+    waiter = _Waiter(pid)
+    waiter.start()
+    relay.relay(waiter.done_read)
+    waiter.join()
+    return waiter.result if waiter.result is not None else EXIT_APPJAIL
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    jails = Client().list()
+    if args.json:
+        print(json.dumps(jails, indent=2))
+        return 0
+    if not jails:
+        print("no jails")
+        return 0
+    rows = [("NAME", "OWNER", "ADDRESS", "VPN", "DNS", "PROCESSES", "KEEP")]
+    rows += [(j["name"], str(j["owner_uid"]), j["address"], j.get("vpn") or "-",
+              ",".join(j["dns"]), str(len(j["pids"])), "yes" if j["keep"] else "no") for j in jails]
+    print(_table(rows))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    jail = Client().inspect(args.name)
+    if args.json:
+        print(json.dumps(jail, indent=2))
+        return 0
+    for key in ("name", "owner_uid", "netns", "address", "vpn", "dns", "keep", "pids"):
+        value = jail.get(key)
+        print(f"{key:10} {', '.join(map(str, value)) if isinstance(value, list) else value}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    Client().stop(args.name)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    return run_checks(args.vpn)
+
+
+COMMANDS = {"run": cmd_run, "ls": cmd_ls, "inspect": cmd_inspect, "stop": cmd_stop, "doctor": cmd_doctor}
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _error(message: str) -> None:
+    print(f"appjail: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ValidationError as exc:
+        _error(str(exc))
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as exc:
+        from .client import HelperError
+
+        if not isinstance(exc, HelperError):
+            raise
+        _error(exc.message)
+    return EXIT_APPJAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""`appjail-helper`: the root service on the system bus."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .. import interface as api
+from .pool import DEFAULT_POOL
+from .state import RUN_DIR
+
+log = logging.getLogger("appjail.helper")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="appjail-helper", description=__doc__)
+    parser.add_argument("--bus-address", help="connect to this bus instead of the system bus")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="state directory (%(default)s)")
+    parser.add_argument("--pool", default=DEFAULT_POOL, help="jail address pool (%(default)s)")
+    parser.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
+                        help="exit after this long with no jail (0: never)")
+    parser.add_argument("--debug", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="appjail-helper: %(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        logging.getLogger("appjail").setLevel(logging.DEBUG)
+    import dbus
+    import dbus.service
+    from dbus.mainloop.glib import DBusGMainLoop
+    from gi.repository import GLib
+
+    from .jails import Engine
+    from .service import HelperService
+    from .supervisor import Supervisor
+
+    DBusGMainLoop(set_as_default=True)
+    bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
+    engine = Engine(run_dir=args.run_dir, pool=args.pool)
+    report = engine.reconcile()
+    log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")
+    engine.start_link_watch()
+
+    service: HelperService | None = None
+    supervisor = Supervisor(engine, on_added=lambda name: service and service.JailAdded(name),
+                            on_removed=lambda name: service and service.JailRemoved(name))
+    service = HelperService(bus, supervisor)
+    supervisor.adopt_all()
+    try:
+        bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)
+    except dbus.exceptions.NameExistsException:
+        log.error("%s is already owned: another helper is running", api.BUS_NAME)
+        return 1
+
+    loop = GLib.MainLoop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, loop.quit)
+    if args.idle_exit > 0:
+        def exit_when_idle() -> bool:
+            if not engine.list():
+                log.info("idle with no jail: exiting")
+                loop.quit()
+            return True
+        GLib.timeout_add_seconds(args.idle_exit, exit_when_idle)
+    log.info("serving %s", api.BUS_NAME)
+    loop.run()
+    engine.close()  # jails and their programs outlive the helper; reconcile adopts them
+    del bus_name
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The helper's D-Bus object: every method passes polkit before it runs.
+
+Each method is declared with `exported`, which looks its polkit action up in
+interface.METHOD_ACTIONS and refuses to declare a method that has none (deny
+by default). A call then goes: right signature? -> who is it (bus daemon) ->
+polkit for the method's action -> polkit for org.appjail.manage when the
+jail named belongs to someone else -> the Supervisor. Every failure becomes
+one of the org.appjail.Error.* names with one sentence; tracebacks stay in
+the helper's log.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+
+import dbus
+import dbus.service
+
+from .. import interface as api
+from ..model import LaunchSpec, ValidationError
+from . import launch
+from .authz import Authority, Caller, CallerUnknown, identify
+from .jails import JailError, JailNotFound
+from .supervisor import Conflict, NotAllowed, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class HelperError(dbus.DBusException):
+    include_traceback = False
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message, name=name)
+
+
+def as_dbus_error(exc: BaseException) -> HelperError:
+    """Map what went wrong to an error name and one readable sentence."""
+    if isinstance(exc, HelperError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return HelperError(api.ERROR_INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, NotAllowed):
+        return HelperError(api.ERROR_NOT_AUTHORIZED, str(exc))
+    if isinstance(exc, JailNotFound):
+        return HelperError(api.ERROR_NOT_FOUND, str(exc))
+    if isinstance(exc, Conflict):
+        return HelperError(api.ERROR_CONFLICT, str(exc))
+    if isinstance(exc, launch.LaunchError):
+        name = {126: api.ERROR_NOT_EXECUTABLE, 127: api.ERROR_PROGRAM_NOT_FOUND}.get(
+            exc.exit_code, api.ERROR_FAILED)
+        return HelperError(name, str(exc))
+    if isinstance(exc, JailError):
+        return HelperError(api.ERROR_FAILED, str(exc))
+    log.error("internal error", exc_info=exc)
+    return HelperError(api.ERROR_FAILED, "internal error in appjail-helper (details in its log)")
+
+
+def to_python(value):
+    """dbus-python values to plain Python; descriptors are taken (now ours to close)."""
+    if isinstance(value, dbus.Boolean):
+        return bool(value)
+    if isinstance(value, (dbus.ByteArray, bytes)):
+        return bytes(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, dbus.types.UnixFd):
+        return value.take()
+    if isinstance(value, (dbus.Array, list)):
+        return [to_python(v) for v in value]
+    if isinstance(value, (dbus.Struct, tuple)):
+        return tuple(to_python(v) for v in value)
+    if isinstance(value, dict):
+        return {to_python(k): to_python(v) for k, v in value.items()}
+    raise ValidationError(f"unsupported value of type {type(value).__name__}")
+
+
+def to_variant_dict(data: dict) -> dbus.Dictionary:
+    def convert(value):
+        if isinstance(value, bool):
+            return dbus.Boolean(value)
+        if isinstance(value, int):
+            return dbus.Int64(value)
+        if isinstance(value, str):
+            return dbus.String(value)
+        if isinstance(value, dict):
+            return to_variant_dict(value)
+        if isinstance(value, list):
+            if all(isinstance(v, dict) for v in value) and value:
+                return dbus.Array([to_variant_dict(v) for v in value], signature="a{sv}")
+            if all(isinstance(v, int) for v in value):
+                return dbus.Array([dbus.Int64(v) for v in value], signature="x")
+            return dbus.Array([dbus.String(v) for v in value], signature="s")
+        raise TypeError(f"cannot send {type(value).__name__}")
+
+    return dbus.Dictionary({k: convert(v) for k, v in data.items() if v is not None}, signature="sv")
+
+
+Respond = Callable[..., None]
+_CALL_KEYWORDS = ("sender", "message", "reply", "error")
+
+
+def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
+             target: Callable[[list], str | None] | None = None):
+    """Declare a D-Bus method guarded by its polkit action.
+
+    target(args) names the jail the call acts on, when it does: acting on a
+    jail of another user needs org.appjail.manage as well.
+    """
+    def decorate(fn):
+        if fn.__name__ not in api.METHOD_ACTIONS:
+            raise RuntimeError(f"method {fn.__name__} has no polkit action: refusing to export it")
+        action = api.METHOD_ACTIONS[fn.__name__]
+
+        def handler(self, *args, sender=None, message=None, reply=None, error=None):
+            self.dispatch(fn, action, in_signature, target, args, sender, message, reply, error)
+
+        # dbus-python reads the argument names; the handler takes any count so
+        # that a wrong-signature call gets our error, not a Python TypeError
+        parameter = inspect.Parameter
+        handler.__signature__ = inspect.Signature(
+            [parameter(n, parameter.POSITIONAL_OR_KEYWORD) for n in ("self", *params)]
+            + [parameter(n, parameter.POSITIONAL_OR_KEYWORD, default=None) for n in _CALL_KEYWORDS])
+        handler.__name__ = fn.__name__
+        return dbus.service.method(api.INTERFACE, in_signature=in_signature,
+                                   out_signature=out_signature, sender_keyword="sender",
+                                   message_keyword="message", async_callbacks=("reply", "error"),
+                                   byte_arrays=True)(handler)
+
+    return decorate
+
+
+class HelperService(dbus.service.Object):
+    def __init__(self, bus: dbus.Bus, supervisor: Supervisor) -> None:
+        super().__init__(bus, api.OBJECT_PATH)
+        self.bus = bus
+        self.authority = Authority(bus)
+        self.supervisor = supervisor
+
+    def dispatch(self, fn, action: str, in_signature: str, target, args: tuple, sender: str,
+                 message, reply: Respond, error: Callable[[Exception], None]) -> None:
+        call = _Call(reply, error)
+        signature_ok = (message.get_signature() or "") == in_signature
+        interactive = bool(message.get_allow_interactive_authorization())
+        del message, reply, error  # only `call` may hold them (see _Call)
+        fds: list[int] = []
+        try:
+            if not signature_ok:
+                raise ValidationError(f"expected arguments of type ({in_signature})")
+            values = [to_python(arg) for arg in args]
+            fds = [v for v in values[-1] if isinstance(v, int)] if in_signature.endswith("ah") else []
+            caller = identify(self.bus, sender)
+        except CallerUnknown as exc:
+            log.warning("%s", exc)
+            return call.fail(NotAllowed("the caller could not be identified"))
+        except Exception as exc:
+            _close(fds)
+            return call.fail(exc)
+
+        def run(final_caller: Caller) -> None:
+            try:
+                fn(self, final_caller, call.reply, *values)
+            except Exception as exc:
+                call.fail(exc)
+            finally:
+                _close(fds)
+
+        def denied(reason: str) -> None:
+            _close(fds)
+            call.fail(NotAllowed(reason))
+
+        def after_action(allowed: bool) -> None:
+            if not allowed:
+                return denied(f"not authorized to {_VERBS.get(action, action)} "
+                              f"(polkit action {action})")
+            owner = self._owner_of(target, values)
+            if owner is None or owner == caller.uid:
+                return run(caller)
+            self.authority.check(
+                sender, api.ACTION_MANAGE, interactive,
+                lambda ok: run(_managing(caller)) if ok else denied(
+                    f"jail {target(values)!r} belongs to another user (acting on it needs "
+                    f"polkit action {api.ACTION_MANAGE})"))
+
+        self.authority.check(sender, action, interactive, after_action)
+
+    def _owner_of(self, target, values: list) -> int | None:
+        if target is None:
+            return None
+        try:
+            return self.supervisor.engine.get(target(values)).owner_uid
+        except (JailError, ValidationError, TypeError, KeyError, AttributeError):
+            return None  # no such jail: the method itself says so
+
+    # -- methods -----------------------------------------------------------
+
+    @exported("a{sv}aayaayayah", "su", ("options", "argv", "env", "cwd", "fds"),
+              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None)
+    def Run(self, caller: Caller, reply: Respond, options, argv, env, cwd, fds) -> None:
+        program = LaunchSpec(tuple(argv), tuple(env), cwd)
+        name, pid = self.supervisor.run(caller, options, program, fds)
+        reply(name, dbus.UInt32(pid))
+
+    @exported("u", "ii", ("pid",))
+    def Wait(self, caller: Caller, reply: Respond, pid) -> None:
+        self.supervisor.wait(caller, pid, lambda code, sig: reply(dbus.Int32(code), dbus.Int32(sig)))
+
+    @exported("ui", "", ("pid", "signal"))
+    def Signal(self, caller: Caller, reply: Respond, pid, signum) -> None:
+        self.supervisor.signal(caller, pid, signum)
+        reply()
+
+    @exported("s", "", ("name",), target=lambda v: v[0])
+    def Stop(self, caller: Caller, reply: Respond, name) -> None:
+        self.supervisor.stop(caller, name)
+        reply()
+
+    @exported("", "aa{sv}", ())
+    def List(self, caller: Caller, reply: Respond) -> None:
+        jails = [to_variant_dict(self.supervisor.describe(j))
+                 for j in self.supervisor.visible_jails(caller)]
+        reply(dbus.Array(jails, signature="a{sv}"))
+
+    @exported("s", "a{sv}", ("name",), target=lambda v: v[0])
+    def Inspect(self, caller: Caller, reply: Respond, name) -> None:
+        reply(to_variant_dict(self.supervisor.inspect(caller, name)))
+
+    @exported("", "a{sv}", ())
+    def WhoAmI(self, caller: Caller, reply: Respond) -> None:
+        answers: dict[str, bool] = {}
+
+        def ask(action: str, key: str, then: Callable[[], None]) -> None:
+            def record(ok: bool) -> None:
+                answers[key] = ok
+                then()
+            self.authority.check(caller.sender, action, False, record)
+
+        ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: reply(
+            to_variant_dict({"uid": caller.uid, **answers}))))
+
+    # -- signals -----------------------------------------------------------
+
+    @dbus.service.signal(api.INTERFACE, signature="s")
+    def JailAdded(self, name: str) -> None:
+        pass
+
+    @dbus.service.signal(api.INTERFACE, signature="s")
+    def JailRemoved(self, name: str) -> None:
+        pass
+
+
+class _Call:
+    """The reply and error callbacks of one method call, dropped once used.
+
+    dbus-python's callbacks hold the method-call message, and libdbus keeps
+    the descriptors that came with a message open until the message is
+    freed. Held any longer (by a reference cycle, say, until the collector
+    runs), they would keep the caller's pipes open and its reader waiting.
+    """
+
+    def __init__(self, reply: Respond, error: Callable[[Exception], None]) -> None:
+        self._reply: Respond | None = reply
+        self._error: Callable[[Exception], None] | None = error
+
+    def reply(self, *values) -> None:
+        reply = self._reply
+        self._reply = self._error = None
+        if reply is not None:
+            reply(*values)
+
+    def fail(self, exc: BaseException) -> None:
+        error = self._error
+        self._reply = self._error = None
+        if error is not None:
+            error(as_dbus_error(exc))
+
+
+_VERBS = {api.ACTION_RUN: "run programs in jails", api.ACTION_INSPECT: "inspect jails"}
+
+
+def _managing(caller: Caller) -> Caller:
+    return Caller(caller.sender, caller.uid, caller.gid, caller.groups, may_manage=True)
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

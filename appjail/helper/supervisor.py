@@ -1,0 +1,241 @@
+"""Jails with programs in them: who owns what, who may act, when a jail ends.
+
+The helper's D-Bus object hands every authorised request to the Supervisor.
+It runs in the GLib main loop's thread only: launched programs are the
+helper's children, reaped by GLib child watches, and a jail whose namespace
+has no process left is torn down unless it was created with keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gi.repository import GLib
+
+from ..model import (JailSpec, LaunchSpec, ValidationError, parse_run_options, validate_dns,
+                     validate_name)
+from . import launch, netns, resolv
+from .authz import Caller
+from .jails import Engine, Jail, JailError
+
+log = logging.getLogger(__name__)
+
+EMPTY_POLL_MS = 500
+STOP_GRACE_S = 2.0
+ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                             signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
+                             signal.SIGTSTP, signal.SIGWINCH})
+FINISHED_KEEP_S = 300  # how long an exit status waits for its Wait call
+
+
+class NotAllowed(Exception):
+    """The caller may not act on this jail or process."""
+
+
+class Conflict(JailError):
+    """A request disagrees with the jail it names."""
+
+
+@dataclass
+class Process:
+    pid: int
+    jail: str
+    owner_uid: int
+    exit: tuple[int, int] | None = None  # (exit code, signal number)
+    finished_at: float = 0.0
+    waiters: list[Callable[[int, int], None]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, engine: Engine, on_added: Callable[[str], None],
+                 on_removed: Callable[[str], None]) -> None:
+        self.engine = engine
+        self.on_added = on_added
+        self.on_removed = on_removed
+        self.processes: dict[int, Process] = {}
+        self._draining: set[str] = set()
+
+    # -- helpers -----------------------------------------------------------
+
+    def _own_jail(self, caller: Caller, name: str) -> Jail:
+        jail = self.engine.get(validate_name(name))
+        if jail.owner_uid != caller.uid and not caller.may_manage:
+            raise NotAllowed(f"jail {name!r} belongs to another user")
+        return jail
+
+    def _own_process(self, caller: Caller, pid: int) -> Process:
+        process = self.processes.get(pid)
+        if process is None or process.owner_uid != caller.uid:
+            raise NotAllowed(f"process {pid} was not started by you")
+        return process
+
+    # -- run ---------------------------------------------------------------
+
+    def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int]) -> tuple[str, int]:
+        options = parse_run_options(options)
+        if len(fds) != 3:
+            raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
+        name = options["name"]
+        jail = self.engine.find(name)
+        created = jail is None
+        if jail is None:
+            spec = JailSpec(name, options.get("vpn") or None, tuple(options.get("dns", ())),
+                            options.get("keep", False))
+            jail = self.engine.create(spec, caller.uid)
+            self.on_added(name)
+        else:
+            self._check_join(caller, jail, options)
+        request = launch.LaunchRequest(
+            netns_path=str(netns.netns_path(jail.netns)),
+            resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
+            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
+        try:
+            pid = launch.launch(request, launch.Caller(caller.uid, caller.gid, caller.groups))
+        except launch.LaunchError:
+            if created:
+                self._drain(name)
+            raise
+        self.processes[pid] = Process(pid, name, caller.uid)
+        GLib.child_watch_add(GLib.PRIORITY_DEFAULT, pid, self._child_exited)
+        log.info("uid %d started pid %d in jail %s", caller.uid, pid, name)
+        return name, pid
+
+    def _check_join(self, caller: Caller, jail: Jail, options: dict) -> None:
+        if jail.owner_uid != caller.uid and not caller.may_manage:
+            raise NotAllowed(f"jail {jail.name!r} belongs to another user")
+        differs = []
+        if "vpn" in options and (options["vpn"] or None) != jail.spec.vpn:
+            differs.append(f"vpn {jail.spec.vpn or 'none'}")
+        if "dns" in options and validate_dns(options["dns"]) != jail.dns:
+            differs.append("dns " + ",".join(jail.dns))
+        if "keep" in options and options["keep"] != jail.spec.keep:
+            differs.append(f"keep {'yes' if jail.spec.keep else 'no'}")
+        if differs:
+            raise Conflict(f"jail {jail.name!r} already exists with " + "; ".join(differs)
+                           + ": leave those options out to join it, or pick another --name")
+
+    # -- processes ---------------------------------------------------------
+
+    def _child_exited(self, pid: int, status: int) -> None:
+        process = self.processes.get(pid)
+        if process is None:
+            return
+        process.exit = (os.WEXITSTATUS(status), 0) if os.WIFEXITED(status) else (0, os.WTERMSIG(status))
+        process.finished_at = time.monotonic()
+        for waiter in process.waiters:
+            waiter(*process.exit)
+        if process.waiters:
+            del self.processes[pid]
+        self._forget_old_exits()
+        self._drain(process.jail)
+
+    def _forget_old_exits(self) -> None:
+        cutoff = time.monotonic() - FINISHED_KEEP_S
+        for pid in [p.pid for p in self.processes.values() if p.exit and p.finished_at < cutoff]:
+            del self.processes[pid]
+
+    def wait(self, caller: Caller, pid: int, done: Callable[[int, int], None]) -> None:
+        process = self._own_process(caller, pid)
+        if process.exit is not None:
+            del self.processes[pid]
+            done(*process.exit)
+        else:
+            process.waiters.append(done)
+
+    def signal(self, caller: Caller, pid: int, signum: int) -> None:
+        process = self._own_process(caller, pid)
+        if signum not in ALLOWED_SIGNALS:
+            raise ValidationError(f"invalid signal {signum}")
+        if process.exit is None:
+            try:
+                os.killpg(pid, signum)  # the program leads its own session and group
+            except ProcessLookupError:
+                pass
+
+    # -- jail lifetime -----------------------------------------------------
+
+    def _drain(self, name: str) -> None:
+        """Tear the jail down once no process is left in it, unless kept."""
+        if name in self._draining:
+            return
+        self._draining.add(name)
+        if self._drain_step(name):
+            GLib.timeout_add(EMPTY_POLL_MS, self._drain_step, name)
+
+    def _drain_step(self, name: str) -> bool:
+        """One check; True means check again later."""
+        try:
+            jail = self.engine.get(name)
+        except JailError:
+            self._draining.discard(name)
+            return False
+        if jail.spec.keep:
+            self._draining.discard(name)
+            return False
+        if any(p.jail == name and p.exit is None for p in self.processes.values()) \
+                or netns.namespace_pids(jail.netns):
+            return True
+        self._draining.discard(name)
+        self._destroy(name)
+        return False
+
+    def _destroy(self, name: str) -> None:
+        try:
+            self.engine.destroy(name)
+        finally:
+            self.on_removed(name)
+
+    def adopt_all(self) -> None:
+        """After reconcile: watch adopted jails so empty ones still go away."""
+        for jail in self.engine.list():
+            self._drain(jail.name)
+
+    def stop(self, caller: Caller, name: str) -> None:
+        jail = self._own_jail(caller, name)
+        self._kill_all(jail.netns)
+        self._draining.discard(name)
+        self._destroy(name)
+
+    @staticmethod
+    def _kill_all(netns_name: str) -> None:
+        """SIGTERM everything in the namespace, SIGKILL what is left after a grace period."""
+        start = time.monotonic()
+        sig = signal.SIGTERM
+        while pids := netns.namespace_pids(netns_name):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            elapsed = time.monotonic() - start
+            if elapsed > STOP_GRACE_S:
+                sig = signal.SIGKILL
+            if elapsed > STOP_GRACE_S + 2:
+                log.warning("processes %s in %s did not die; tearing down anyway", pids, netns_name)
+                return
+            time.sleep(0.02)
+
+    # -- queries -----------------------------------------------------------
+
+    def visible_jails(self, caller: Caller) -> list[Jail]:
+        return [j for j in self.engine.list() if j.owner_uid == caller.uid or caller.may_manage]
+
+    def describe(self, jail: Jail) -> dict:
+        return {
+            "name": jail.name,
+            "owner_uid": jail.owner_uid,
+            "netns": jail.netns,
+            "address": jail.addressing.jail_address,
+            "vpn": jail.spec.vpn,
+            "dns": list(jail.dns),
+            "keep": jail.spec.keep,
+            "pids": netns.namespace_pids(jail.netns),
+        }
+
+    def inspect(self, caller: Caller, name: str) -> dict:
+        return self.describe(self._own_jail(caller, name))

@@ -1,0 +1,112 @@
+"""Root-side fixtures for talking to the helper: a private system bus with the
+project's bus policy and a real polkitd with the project's actions and rules,
+and test users. Everything installed is removed again; files that were
+already there (an installed appjail) are left as they were.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+from appjail.lab.bus import PrivateSystemBus
+
+REPO = Path(__file__).resolve().parents[1]
+POLKIT_DIR = REPO / "polkit"
+BUS_POLICY = POLKIT_DIR / "org.appjail.Helper1.conf"
+POLKIT_FILES = {
+    POLKIT_DIR / "org.appjail.policy": Path("/usr/share/polkit-1/actions/org.appjail.policy"),
+    POLKIT_DIR / "50-appjail.rules": Path("/etc/polkit-1/rules.d/50-appjail.rules"),
+}
+GROUP = "appjail"
+# name -> member of GROUP
+USERS = {"ajt-a": True, "ajt-b": True, "ajt-out": False}
+HOME_ROOT = Path("/var/tmp/appjail-test-homes")
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def install_temporarily(source: Path, target: Path, stack: ExitStack) -> None:
+    """Put `source` at `target` until `stack` closes, then restore what was there."""
+    if target.exists() and target.read_bytes() == source.read_bytes():
+        return
+    previous = target.read_bytes() if target.exists() else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(0o644)
+    if previous is None:
+        stack.callback(target.unlink, missing_ok=True)
+    else:
+        stack.callback(target.write_bytes, previous)
+
+
+class SystemBus:
+    """`with SystemBus() as bus:` the bus at `bus.address`, polkitd knowing appjail."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self.address = ""
+
+    def __enter__(self) -> SystemBus:
+        with ExitStack() as stack:
+            for source, target in POLKIT_FILES.items():
+                install_temporarily(source, target, stack)
+            bus = stack.enter_context(PrivateSystemBus(extra_policies=[BUS_POLICY]))
+            self.address = bus.address
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
+
+
+class TestUsers:
+    """`with TestUsers() as users:` the users of USERS exist; group GROUP too."""
+
+    __test__ = False  # not a test class
+
+    def __enter__(self) -> TestUsers:
+        self._created_group = False
+        try:
+            grp.getgrnam(GROUP)
+        except KeyError:
+            _run("groupadd", "--system", GROUP)
+            self._created_group = True
+        HOME_ROOT.mkdir(mode=0o755, exist_ok=True)
+        for name, member in USERS.items():
+            self._remove_user(name)  # left over from an interrupted run
+            extra = ["--groups", GROUP] if member else []
+            _run("useradd", "--create-home", "--home-dir", str(HOME_ROOT / name),
+                 "--shell", "/bin/sh", "--user-group", *extra, name)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name in USERS:
+            self._remove_user(name)
+        shutil.rmtree(HOME_ROOT, ignore_errors=True)
+        if self._created_group:
+            _run("groupdel", GROUP)
+
+    @staticmethod
+    def _remove_user(name: str) -> None:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return
+        _run("userdel", "--remove", "--force", name)
+
+    @staticmethod
+    def uid(name: str) -> int:
+        return pwd.getpwnam(name).pw_uid
+
+    @staticmethod
+    def gids(name: str) -> list[int]:
+        entry = pwd.getpwnam(name)
+        return os.getgrouplist(name, entry.pw_gid)

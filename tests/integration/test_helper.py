@@ -1,0 +1,322 @@
+"""appjail-helper behind the real bus and polkitd, used as test users would."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from appjail.helper.netns import list_namespaces
+
+from ..busfixture import SystemBus, TestUsers
+from .helperlab import (USER_PYTHON, HelperProcess, appjail_argv, as_user, remove_user_code,
+                        stage_user_code, user_popen_kwargs)
+
+MEMBER, OTHER_MEMBER, OUTSIDER = "ajt-a", "ajt-b", "ajt-out"
+DNS = "192.0.2.53"
+
+
+@pytest.fixture(scope="module")
+def bus():
+    with SystemBus() as system_bus:
+        yield system_bus
+
+
+@pytest.fixture(scope="module")
+def users():
+    stage_user_code()
+    try:
+        with TestUsers() as test_users:
+            yield test_users
+    finally:
+        remove_user_code()
+
+
+@pytest.fixture
+def helper(lab, bus, users, tmp_path):
+    process = HelperProcess(lab, bus.address, tmp_path / "run", tmp_path / "helper.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop_and_clean()
+    log = (tmp_path / "helper.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def appjail(helper, user, *args, **kwargs):
+    return as_user(user, helper.bus_address, *args, **kwargs)
+
+
+def jails(helper, user=MEMBER) -> list[dict]:
+    result = appjail(helper, user, "ls", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
+    result = appjail(helper, MEMBER, "run", "--vpn", lab.wg_ifname, "--dns", DNS, "--",
+                     "curl", "-sS", "http://www.lab.test/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n"
+
+
+def test_program_runs_with_the_callers_identity_and_nothing_more(helper, users):
+    script = ("id -u; id -G; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status;"
+              " ls /proc/self/fd; pwd")
+    result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert int(lines[0]) == users.uid(MEMBER)
+    assert sorted(map(int, lines[1].split())) == sorted(users.gids(MEMBER))
+    status = dict(line.split(":\t") for line in lines[2:8])
+    assert status["CapEff"] == status["CapPrm"] == status["CapInh"] == status["CapAmb"] == "0" * 16
+    assert status["NoNewPrivs"] == "1"
+    # ls lists its own directory descriptor too; sh opened none of its own
+    fds = lines[8:-1]
+    assert fds[:3] == ["0", "1", "2"] and len(fds) == 4, fds
+    assert lines[-1] == os.path.expanduser(f"~{MEMBER}")
+
+
+def test_outsider_is_refused_and_nothing_is_created(helper):
+    result = appjail(helper, OUTSIDER, "run", "--dns", DNS, "--", "true")
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1 and "not authorized" in result.stderr, result.stderr
+    assert list_namespaces("aj-") == []
+
+
+CALL_AND_DISCONNECT = """
+import os, sys, dbus, dbus.lowlevel
+from appjail import interface as api
+for i in range(50):
+    bus = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+    message = dbus.lowlevel.MethodCallMessage(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, "Run")
+    message.append({"name": "race%d" % i}, [b"true"], [], b"/", [dbus.types.UnixFd(0)] * 3,
+                   signature="a{sv}aayaayayah")
+    message.set_no_reply(True)
+    bus.send_message(message)
+    bus.flush()
+    bus.close()
+bus = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+try:
+    bus.call_blocking(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, "Run", "a{sv}aayaayayah",
+                      ({"name": "race"}, [b"true"], [], b"/", [dbus.types.UnixFd(0)] * 3))
+except dbus.DBusException as exc:
+    print(exc.get_dbus_name())
+"""
+
+
+def test_outsider_disconnecting_right_after_the_call_is_still_refused(helper):
+    result = subprocess.run([USER_PYTHON, "-c", CALL_AND_DISCONNECT], capture_output=True, text=True,
+                            timeout=120, **user_popen_kwargs(OUTSIDER, helper.bus_address))
+    assert result.stdout.strip() == "org.appjail.Error.NotAuthorized", result.stderr
+    time.sleep(1)  # let the helper finish any check still in flight
+    assert list_namespaces("aj-") == []
+    assert helper.proc.poll() is None
+
+
+def test_other_users_jail_is_out_of_reach(helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "mine", "--dns", DNS, "--", "true").returncode == 0
+    for args in (("run", "--name", "mine", "--", "true"), ("inspect", "mine"), ("stop", "mine")):
+        result = appjail(helper, OTHER_MEMBER, *args)
+        assert result.returncode == 125 and "another user" in result.stderr, (args, result.stderr)
+    assert [j["name"] for j in jails(helper, OTHER_MEMBER)] == []
+    assert [j["name"] for j in jails(helper)] == ["mine"]
+    assert appjail(helper, MEMBER, "stop", "mine").returncode == 0
+    assert jails(helper) == []
+
+
+@pytest.mark.parametrize("argv,status", [
+    (["sh", "-c", "exit 7"], 7),
+    (["sh", "-c", "kill -TERM $$"], 143),
+    (["no-such-program-here"], 127),
+    (["/etc/hostname"], 126),
+])
+def test_exit_status_is_the_programs(helper, argv, status):
+    result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", *argv)
+    assert result.returncode == status, result.stderr
+
+
+def test_stdin_is_passed_through_without_a_terminal(helper):
+    result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "cat", input="hi\n")
+    assert (result.returncode, result.stdout) == (0, "hi\n")
+
+
+def test_same_name_shares_one_jail_which_ends_with_its_last_program(helper):
+    first = subprocess.Popen(appjail_argv("run", "--name", "shared", "--dns", DNS, "--", "sleep", "3"),
+                             stdin=subprocess.DEVNULL, **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: len(jails(helper)) == 1, 10)
+        (jail,) = jails(helper)
+        second = appjail(helper, MEMBER, "run", "--name", "shared", "--", "readlink", "/proc/self/ns/net")
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == os.readlink(f"/proc/{jail['pids'][0]}/ns/net")
+        conflicting = appjail(helper, MEMBER, "run", "--name", "shared", "--vpn", "wg0", "--", "true")
+        assert conflicting.returncode == 125 and "already exists" in conflicting.stderr
+    finally:
+        assert first.wait(timeout=20) == 0
+    assert wait_until(lambda: jails(helper) == [], 10)
+    assert list_namespaces("aj-") == []
+
+
+def test_kept_jail_survives_until_stopped(helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "kept", "--dns", DNS, "--", "true").returncode == 0
+    time.sleep(1.5)
+    assert [j["name"] for j in jails(helper)] == ["kept"]
+    assert appjail(helper, MEMBER, "stop", "kept").returncode == 0
+    assert jails(helper) == [] and list_namespaces("aj-") == []
+
+
+def test_a_daemon_keeps_its_jail_alive(helper, tmp_path):
+    marker = Path(os.path.expanduser(f"~{MEMBER}")) / "daemon-done"
+    result = appjail(helper, MEMBER, "run", "--name", "daemon", "--dns", DNS, "--", "sh", "-c",
+                     f"(sleep 2; touch {marker}) >/dev/null 2>&1 </dev/null & exit 0", timeout=10)
+    assert result.returncode == 0
+    assert [j["name"] for j in jails(helper)] == ["daemon"], "the jail outlives the launcher"
+    assert wait_until(marker.exists, 10)
+    assert wait_until(lambda: jails(helper) == [], 10)
+
+
+def test_helper_killed_and_restarted_adopts_its_jails(helper, lab):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "adopt", "--vpn", lab.wg_ifname,
+                   "--dns", DNS, "--", "true").returncode == 0
+    busy = subprocess.Popen(appjail_argv("run", "--name", "busy", "--dns", DNS, "--", "sleep", "4"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **user_popen_kwargs(MEMBER, helper.bus_address))
+    assert wait_until(lambda: len(jails(helper)) == 2, 10)
+    helper.kill(signal.SIGKILL)
+    busy.wait(timeout=10)  # its CLI lost the helper; the program itself lives on
+    helper.start()
+    assert sorted(j["name"] for j in jails(helper)) == ["adopt", "busy"]
+    result = appjail(helper, MEMBER, "run", "--name", "adopt", "--", "curl", "-sS", "http://192.0.2.80/")
+    assert result.stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n", result.stderr
+    assert wait_until(lambda: [j["name"] for j in jails(helper)] == ["adopt"], 15), "busy ends with sleep"
+    assert appjail(helper, MEMBER, "stop", "adopt").returncode == 0
+    assert list_namespaces("aj-") == []
+
+
+class Terminal:
+    """Drive a program through a pty, like a person at a terminal."""
+
+    def __init__(self, argv: list[str], **kwargs) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                                     start_new_session=True, **kwargs)
+        os.close(slave)
+        self.seen = b""
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: str, timeout: float = 10) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern.encode(), self.seen)
+            if match:
+                self.seen = self.seen[match.end():]
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.master], [], [], left)[0]:
+                raise AssertionError(f"did not see {pattern!r} in {self.seen[-500:]!r}")
+            try:
+                self.seen += os.read(self.master, 4096)
+            except OSError:
+                raise AssertionError(f"terminal closed before {pattern!r}: {self.seen[-500:]!r}")
+
+
+def test_interactive_shell_gets_a_real_terminal(helper):
+    term = Terminal(appjail_argv("run", "--dns", DNS, "--", "bash", "--norc", "--noprofile", "-i"),
+                    **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        term.send("PS1='$ '; tty\n")
+        term.expect(r"/dev/pts/\d+")
+        term.send("sleep 100\n")
+        time.sleep(0.5)
+        term.send("\x03")  # Ctrl-C interrupts the sleep, not the shell
+        term.send("echo alive-$((20+22))\n")
+        term.expect("alive-42", timeout=5)
+        term.send("sleep 50 &\n")
+        term.send("jobs\n")
+        term.expect(r"\[1\]\+\s+Running\s+sleep 50")
+        term.send("kill %1; exit 3\n")
+        assert term.proc.wait(timeout=10) == 3
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+
+
+FUZZ = r"""
+import json, os, random, dbus
+from appjail import interface as api
+bus = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+rng = random.Random(7)
+strings = ["", "../x", "a" * 300, "x\x01y", "wg0;x", "wg0 x", "$(reboot)", "é", "A:1", "-a", "a" * 16,
+           "aj-x/", "/etc/passwd", "..", "x/y", "\u202e", "0" * 16]
+def call(method, signature, *args):
+    try:
+        bus.call_blocking(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, method, signature, args)
+        return "OK"
+    except dbus.DBusException as exc:
+        return exc.get_dbus_name()
+fd = [dbus.types.UnixFd(0)] * 3
+cases = []
+for s in strings:
+    cases.append(("Run name", call("Run", "a{sv}aayaayayah", {"name": s}, [b"true"], [], b"/", fd)))
+    cases.append(("Run vpn", call("Run", "a{sv}aayaayayah", {"name": "ok", "vpn": s}, [b"true"], [], b"/", fd)))
+    cases.append(("Run dns", call("Run", "a{sv}aayaayayah", {"name": "ok", "dns": dbus.Array([s], signature="s")}, [b"true"], [], b"/", fd)))
+    cases.append(("Run key", call("Run", "a{sv}aayaayayah", {s or "?": "x", "name": "ok"}, [b"true"], [], b"/", fd)))
+    cases.append(("Stop", call("Stop", "s", s)))
+    cases.append(("Inspect", call("Inspect", "s", s)))
+for value in [dbus.Int32(5), dbus.Boolean(True), dbus.Array([dbus.Int32(1)], signature="i"), dbus.Double(1.5)]:
+    cases.append(("Run name type", call("Run", "a{sv}aayaayayah", {"name": value}, [b"true"], [], b"/", fd)))
+    cases.append(("Run keep type", call("Run", "a{sv}aayaayayah", {"name": "ok", "keep": value if not isinstance(value, dbus.Boolean) else dbus.String("yes")}, [b"true"], [], b"/", fd)))
+for argv in ([], [b""], [b"a\0b"], [b"x" * 200000], [b"true"] * 5000):
+    cases.append(("Run argv", call("Run", "a{sv}aayaayayah", {"name": "ok"}, argv, [], b"/", fd)))
+for env in ([b"noequals"], [b"=x"], [b"A=\0"], [b"A=b"] * 5000):
+    cases.append(("Run env", call("Run", "a{sv}aayaayayah", {"name": "ok"}, [b"true"], env, b"/", fd)))
+for cwd in (b"", b"relative", b"/a\0b", b"/" + b"a" * 5000):
+    cases.append(("Run cwd", call("Run", "a{sv}aayaayayah", {"name": "ok"}, [b"true"], [], cwd, fd)))
+for fds in ([], fd[:1], fd * 2):
+    cases.append(("Run fds", call("Run", "a{sv}aayaayayah", {"name": "ok"}, [b"true"], [], b"/", fds)))
+for signature, args in [("s", ("x/y",)), ("", ()), ("ss", ("a", "b")), ("a{sv}", ({"name": "x"},)),
+                        ("a{sv}aayaayay", ({"name": "ok"}, [b"true"], [], b"/")), ("i", (1,))]:
+    cases.append(("Run signature " + signature, call("Run", signature, *args)))
+    cases.append(("Stop signature " + signature, call("Stop", signature, *args)))
+    cases.append(("Wait signature " + signature, call("Wait", signature, *args)))
+for _ in range(60):
+    garbage = "".join(chr(rng.randint(1, 0x2FF)) for _ in range(rng.randint(0, 40))) + "!"
+    cases.append(("Run random", call("Run", "a{sv}aayaayayah", {"name": garbage}, [b"true"], [], b"/", fd)))
+for sig in (0, -1, 9999, 31):
+    cases.append(("Signal", call("Signal", "ui", 1, sig)))
+print(json.dumps(cases))
+"""
+
+
+def test_fuzzed_arguments_are_refused_as_invalid(helper):
+    result = subprocess.run([USER_PYTHON, "-c", FUZZ], capture_output=True, text=True, timeout=300,
+                            **user_popen_kwargs(MEMBER, helper.bus_address))
+    assert result.returncode == 0, result.stderr
+    cases = json.loads(result.stdout)
+    assert len(cases) >= 200
+    unexpected = [(what, name) for what, name in cases if name != "org.appjail.Error.InvalidArgument"
+                  and not (what == "Signal" and name == "org.appjail.Error.NotAuthorized")]
+    assert unexpected == [], unexpected
+    assert list_namespaces("aj-") == [] and jails(helper) == []

@@ -1,0 +1,49 @@
+import dbus
+import pytest
+
+from appjail import interface as api
+from appjail.helper import service
+from appjail.helper.jails import JailNotFound
+from appjail.helper.launch import LaunchError
+from appjail.helper.supervisor import Conflict, NotAllowed
+from appjail.model import ValidationError
+
+
+def test_every_exported_method_has_an_action_and_every_action_a_method():
+    table = service.HelperService._dbus_class_table["appjail.helper.service.HelperService"][api.INTERFACE]
+    methods = {name for name, fn in table.items() if getattr(fn, "_dbus_is_method", False)}
+    signals = {name for name, fn in table.items() if getattr(fn, "_dbus_is_signal", False)}
+    assert methods == set(api.METHOD_ACTIONS)
+    assert signals == set(api.SIGNALS)
+
+
+def test_a_method_without_an_action_cannot_be_declared():
+    with pytest.raises(RuntimeError, match="no polkit action"):
+        @service.exported("", "", ())
+        def Reboot(self, caller, reply):  # noqa: N802 - D-Bus naming
+            pass
+
+
+@pytest.mark.parametrize("exc,name", [
+    (ValidationError("bad"), api.ERROR_INVALID_ARGUMENT),
+    (NotAllowed("no"), api.ERROR_NOT_AUTHORIZED),
+    (JailNotFound("gone"), api.ERROR_NOT_FOUND),
+    (Conflict("differs"), api.ERROR_CONFLICT),
+    (LaunchError("no such program", 127), api.ERROR_PROGRAM_NOT_FOUND),
+    (LaunchError("not executable", 126), api.ERROR_NOT_EXECUTABLE),
+    (LaunchError("mount failed", 125), api.ERROR_FAILED),
+    (KeyError("secret internals"), api.ERROR_FAILED),
+])
+def test_errors_map_to_names_with_one_sentence(exc, name):
+    error = service.as_dbus_error(exc)
+    assert error.get_dbus_name() == name
+    assert "\n" not in error.get_dbus_message() and "Traceback" not in error.get_dbus_message()
+    assert "secret internals" not in error.get_dbus_message()
+
+
+def test_values_from_the_bus_become_plain_python():
+    value = dbus.Dictionary({"name": dbus.String("web"), "keep": dbus.Boolean(True),
+                             "dns": dbus.Array([dbus.String("192.0.2.53")])}, signature="sv")
+    assert service.to_python(value) == {"name": "web", "keep": True, "dns": ["192.0.2.53"]}
+    assert type(service.to_python(dbus.Boolean(False))) is bool
+    assert service.to_python(dbus.ByteArray(b"/tmp")) == b"/tmp"
