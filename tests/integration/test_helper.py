@@ -17,8 +17,10 @@ import pytest
 from appjail.helper.netns import list_namespaces
 
 from ..busfixture import SystemBus, TestUsers
-from .helperlab import (USER_PYTHON, HelperProcess, appjail_argv, as_user, remove_user_code,
-                        stage_user_code, user_popen_kwargs)
+from appjail.lab.helper import LabHelper
+
+from .helperlab import (USER_PYTHON, appjail_argv, as_user, remove_user_code, stage_user_code,
+                        user_popen_kwargs)
 
 MEMBER, OTHER_MEMBER, OUTSIDER = "ajt-a", "ajt-b", "ajt-out"
 DNS = "192.0.2.53"
@@ -42,7 +44,7 @@ def users():
 
 @pytest.fixture
 def helper(lab, bus, users, tmp_path):
-    process = HelperProcess(lab, bus.address, tmp_path / "run", tmp_path / "helper.log")
+    process = LabHelper(lab.host_ns, bus.address, tmp_path / "run", tmp_path / "helper.log")
     process.start()
     try:
         yield process

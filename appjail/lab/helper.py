@@ -1,0 +1,104 @@
+"""appjail-helper inside a lab, and the appjail CLI as a user, for the tests and the demo.
+
+`LabHelper` runs `appjail-helper` as root inside the lab's host network
+namespace (setns only), connected to a given bus, with a state directory of
+its own. `UserCommand` runs the `appjail` CLI as an unprivileged user, the
+way a person would, knowing nothing but the bus address.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appjail.lab.errors import LabError
+from appjail.lab.netns import in_netns, netns_exec_argv
+from appjail.lab.process import READY_TIMEOUT, child_env, kill_pids
+
+READY_MARKER = b"serving org.appjail.Helper1"
+
+
+class LabHelper:
+    def __init__(self, host_ns: str, bus_address: str, run_dir: Path, log_path: Path) -> None:
+        self.host_ns = host_ns
+        self.bus_address = bus_address
+        self.run_dir = run_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 2 * READY_TIMEOUT) -> None:
+        argv = netns_exec_argv(self.host_ns, [
+            sys.executable, "-m", "appjail.helper.main", "--bus-address", self.bus_address,
+            "--run-dir", str(self.run_dir), "--debug"])
+        with open(self.log_path, "ab") as log:
+            start = log.tell()  # a restarted helper appends to the same log
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                         env=child_env())
+        deadline = time.monotonic() + timeout
+        while READY_MARKER not in self.log_path.read_bytes()[start:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError("appjail-helper did not start:\n" + self.log_path.read_text())
+            time.sleep(0.05)
+
+    def kill(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+        self.proc.wait(timeout=20)
+        self.proc = None
+
+    def stop_and_clean(self) -> None:
+        """Stop the helper and remove every jail it left (they outlive it by design)."""
+        from appjail.helper.jails import Engine
+        from appjail.helper.netns import namespace_pids
+
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+        with in_netns(self.host_ns):
+            engine = Engine(run_dir=self.run_dir)
+            engine.reconcile()
+            for jail in engine.list():
+                kill_pids(namespace_pids(jail.netns))
+                engine.destroy(jail.name)
+            engine.reconcile(adopt=False)
+
+
+@dataclass(frozen=True)
+class UserCommand:
+    """How to run `appjail` as a user: which Python, and where the package is."""
+
+    bus_address: str
+    python: str = sys.executable
+    pythonpath: str | None = None  # None: the package is installed for `python`
+
+    def env(self, user: str) -> dict[str, str]:
+        entry = pwd.getpwnam(user)
+        env = {"DBUS_SYSTEM_BUS_ADDRESS": self.bus_address, "HOME": entry.pw_dir, "USER": user,
+               "LOGNAME": user, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        return env
+
+    def popen_kwargs(self, user: str) -> dict[str, Any]:
+        entry = pwd.getpwnam(user)
+        return dict(user=entry.pw_uid, group=entry.pw_gid,
+                    extra_groups=os.getgrouplist(user, entry.pw_gid),
+                    env=self.env(user), cwd=entry.pw_dir)
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.python, "-m", "appjail.cli", *args]
+
+    def run(self, user: str, *args: str, timeout: float = 30,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`appjail ARGS` as USER; stdin is a pipe (or /dev/null), never a terminal."""
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout,
+                              input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                              **self.popen_kwargs(user))
