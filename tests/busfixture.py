@@ -11,7 +11,8 @@ import os
 import pwd
 import shutil
 import subprocess
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from appjail.lab.bus import PrivateSystemBus
@@ -47,6 +48,15 @@ def install_temporarily(source: Path, target: Path, stack: ExitStack) -> None:
         stack.callback(target.write_bytes, previous)
 
 
+@contextmanager
+def polkit_files_installed() -> Iterator[None]:
+    """The project's polkit action policy and rules, where polkitd reads them."""
+    with ExitStack() as stack:
+        for source, target in POLKIT_FILES.items():
+            install_temporarily(source, target, stack)
+        yield
+
+
 class SystemBus:
     """`with SystemBus() as bus:` the bus at `bus.address`, polkitd knowing appjail."""
 
@@ -56,8 +66,7 @@ class SystemBus:
 
     def __enter__(self) -> SystemBus:
         with ExitStack() as stack:
-            for source, target in POLKIT_FILES.items():
-                install_temporarily(source, target, stack)
+            stack.enter_context(polkit_files_installed())
             bus = stack.enter_context(PrivateSystemBus(extra_policies=[BUS_POLICY]))
             self.address = bus.address
             self._stack = stack.pop_all()
