@@ -322,3 +322,15 @@ def test_fuzzed_arguments_are_refused_as_invalid(helper):
                   and not (what == "Signal" and name == "org.appjail.Error.NotAuthorized")]
     assert unexpected == [], unexpected
     assert list_namespaces("aj-") == [] and jails(helper) == []
+
+
+def test_firefox_loads_a_page_through_the_vpn(helper, lab):
+    home = Path(os.path.expanduser(f"~{MEMBER}"))
+    screenshot = home / "lab.png"
+    result = appjail(helper, MEMBER, "run", "--vpn", lab.wg_ifname, "--dns", DNS, "--",
+                     "firefox-esr", "--headless", "--no-remote", "--screenshot", str(screenshot),
+                     f"http://www.{lab.ZONE}/firefox-probe", timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert screenshot.stat().st_size > 0
+    visits = [entry["client"] for entry in lab.http_log() if entry["path"] == "/firefox-probe"]
+    assert visits and set(visits) == {lab.WG_CLIENT_TUNNEL_ADDR}, visits
