@@ -275,8 +275,9 @@ class Engine:
                 live = set(self._jails)
                 self._sweep_kernel(ipr, live, report)
             self._sweep_firewall(live, report)
+            kept = set(netns.list_namespaces(PREFIX))  # live, or another helper's
             for directory in sorted(self.etc_netns.glob(PREFIX + "*")):
-                if directory.name[len(PREFIX):] not in live:
+                if directory.name not in kept:
                     resolv.remove_resolver_files(directory.name, self.etc_netns)
                     report.note("resolver files", directory.name)
             if not live:
@@ -295,6 +296,7 @@ class Engine:
 
     def _sweep_kernel(self, ipr, live: set[str], report: ReconcileReport) -> None:
         live_ifnames = {PREFIX + name for name in live}
+        own_links = set(netns.list_link_names(ipr))
         live_tables = {self._jails[name].addressing.table for name in live}
         for name in netns.list_link_names(ipr):
             if name.startswith(PREFIX) and name not in live_ifnames:
@@ -308,9 +310,16 @@ class Engine:
             netns.flush_table(ipr, table)
             report.note("routing table", str(table))
         for name in netns.list_namespaces(PREFIX):
-            if name[len(PREFIX):] not in live:
-                netns.delete_namespace(name)
-                report.note("namespace", name)
+            if name[len(PREFIX):] in live:
+                continue
+            if name not in own_links and netns.run_in_namespace(name, _has_jail_link):
+                # /run/netns is machine-wide, links are not: a namespace whose
+                # veth ends in another network namespace belongs to a helper
+                # running there (the demo's, a test's)
+                log.info("leaving %s alone: its veth peer is in another network namespace", name)
+                continue
+            netns.delete_namespace(name)
+            report.note("namespace", name)
 
     def _stale_tables(self, ipr, live_tables: set[int]) -> set[int]:
         ours = range(TABLE_BASE, TABLE_BASE + self.pool.size)
@@ -324,3 +333,9 @@ class Engine:
         residue = firewall.sweep(owners)
         for owner in sorted(residue.owners | residue.chains):
             report.note("netfilter", owner)
+
+
+def _has_jail_link() -> bool:
+    """Run inside a jail's namespace: whether its end of a veth pair is there."""
+    with netns.rtnl() as ipr:
+        return netns.link_index(ipr, netns.JAIL_IFNAME) is not None

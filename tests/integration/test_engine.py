@@ -15,6 +15,7 @@ import pytest
 from appjail.helper import firewall, netns
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.state import JailRecord, StateStore
+from appjail.lab import in_netns
 from appjail.model import JailSpec, ValidationError
 
 from .conftest import jail_run, residue_in_host, residue_machine_wide
@@ -190,6 +191,20 @@ def test_reconcile_adopts_finished_jails(in_host, tmp_path, lab):
     finally:
         engine.destroy("adopt1")
     assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_reconcile_leaves_the_jails_of_a_helper_in_another_namespace(engine, tmp_path):
+    engine.create(JailSpec("theirs1", dns=LAB_DNS), 1000)
+    subprocess.run(["ip", "netns", "add", "ajlt-otherhost"], check=True)
+    try:
+        with in_netns("ajlt-otherhost"):
+            report = Engine(run_dir=tmp_path / "other").reconcile()
+    finally:
+        subprocess.run(["ip", "netns", "del", "ajlt-otherhost"], check=True)
+    assert report.removed == []
+    assert "aj-theirs1" in netns.list_namespaces("aj-")
+    assert Path("/etc/netns/aj-theirs1/resolv.conf").exists()
+    assert jail_run("theirs1", "ip", "-br", "link", "show", "eth0").returncode == 0
 
 
 def test_failed_creation_rolls_back(engine):
