@@ -53,23 +53,34 @@ def check_firewall() -> bool:
     if os.geteuid() != 0:
         _say(WARN, "not root: cannot read the host's FORWARD policy", "run `sudo appjail doctor` to check it")
         return True
+    # appjail's x_tables rules accept jail traffic before a legacy DROP
+    # policy applies; an nftables forward hook with policy drop is a separate
+    # gate that drops it all the same (iptables-nft's FORWARD is one of those)
     drops = []
-    for tool in ("iptables-legacy", "iptables-nft"):
-        if shutil.which(tool):
-            out = subprocess.run([tool, "-S", "FORWARD"], capture_output=True, text=True).stdout
-            if "-P FORWARD DROP" in out:
-                drops.append(tool)
     if shutil.which("nft"):
         ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
-        if "hook forward" in ruleset and "policy drop" in ruleset:
-            drops.append("nftables")
+        drops = forward_drop_chains(ruleset)
     if drops:
-        _say(WARN, "the host drops forwarded traffic by default (" + ", ".join(drops) + ")",
+        _say(WARN, "nftables drops forwarded traffic by default (chain " + ", ".join(drops) + ")",
              "appjail's rules sit at the top of FORWARD in x_tables; with nftables add "
              "`iifname \"aj-*\" accept` and `oifname \"aj-*\" ct state established,related accept` to your forward chain")
         return False
     _say(OK, "the host's FORWARD policy lets jail traffic through appjail's own rules")
     return True
+
+
+def forward_drop_chains(ruleset: str) -> list[str]:
+    """`table NAME/chain NAME` of every nftables forward-hook chain whose policy is drop."""
+    found, table, chain = [], "", ""
+    for line in ruleset.splitlines():
+        words = line.split()
+        if words[:1] == ["table"] and len(words) >= 3:
+            table = f"{words[1]} {words[2]}"
+        elif words[:1] == ["chain"] and len(words) >= 2:
+            chain = words[1]
+        elif "hook forward" in line and "policy drop" in line:
+            found.append(f"{table}/{chain}")
+    return found
 
 
 def run_checks(vpn: str | None = None) -> int:

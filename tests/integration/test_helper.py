@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -95,6 +98,23 @@ def test_program_runs_with_the_callers_identity_and_nothing_more(helper, users):
     fds = lines[8:-1]
     assert fds[:3] == ["0", "1", "2"] and len(fds) == 4, fds
     assert lines[-1] == os.path.expanduser(f"~{MEMBER}")
+
+
+def test_names_resolve_through_the_jails_dns_server(helper, lab):
+    result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "getent", "hosts", "resolve-me.lab.test")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [lab.SERVER_ADDR, "resolve-me.lab.test"]
+    assert any(q["name"].rstrip(".") == "resolve-me.lab.test" for q in lab.dns_log())
+
+
+def test_doctor_tells_members_and_outsiders_where_they_stand(helper):
+    member = appjail(helper, MEMBER, "doctor", "--vpn", "wg0")
+    assert "appjail-helper answers on the system bus" in member.stdout
+    assert "you may run programs in jails" in member.stdout
+    outsider = appjail(helper, OUTSIDER, "doctor")
+    assert outsider.returncode == 1
+    assert "polkit does not let you run programs in jails" in outsider.stdout
+    assert "usermod -aG appjail" in outsider.stdout
 
 
 def test_outsider_is_refused_and_nothing_is_created(helper):
@@ -217,12 +237,19 @@ def test_helper_killed_and_restarted_adopts_its_jails(helper, lab):
 class Terminal:
     """Drive a program through a pty, like a person at a terminal."""
 
-    def __init__(self, argv: list[str], **kwargs) -> None:
+    def __init__(self, argv: list[str], rows: int, columns: int, **kwargs) -> None:
         self.master, slave = pty.openpty()
+        self.resize(rows, columns)
+        # its own session, with the pty as controlling terminal: resizes send it SIGWINCH
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True, **kwargs)
+                                     start_new_session=True,
+                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+                                     **kwargs)
         os.close(slave)
         self.seen = b""
+
+    def resize(self, rows: int, columns: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
     def send(self, text: str) -> None:
         os.write(self.master, text.encode())
@@ -245,10 +272,15 @@ class Terminal:
 
 def test_interactive_shell_gets_a_real_terminal(helper):
     term = Terminal(appjail_argv("run", "--dns", DNS, "--", "bash", "--norc", "--noprofile", "-i"),
-                    **user_popen_kwargs(MEMBER, helper.bus_address))
+                    rows=33, columns=111, **user_popen_kwargs(MEMBER, helper.bus_address))
     try:
-        term.send("PS1='$ '; tty\n")
+        term.send("PS1='$ '; tty; stty size\n")
         term.expect(r"/dev/pts/\d+")
+        term.expect(r"\b33 111\b")
+        term.resize(40, 120)
+        time.sleep(0.3)
+        term.send("stty size\n")
+        term.expect(r"\b40 120\b")
         term.send("sleep 100\n")
         time.sleep(0.5)
         term.send("\x03")  # Ctrl-C interrupts the sleep, not the shell
