@@ -18,6 +18,7 @@ import sys
 import threading
 
 from . import interface as api
+from .instances import own_process_names, single_instance_warning
 from .model import ValidationError, parse_run_options
 
 EXIT_APPJAIL = 125
@@ -83,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = run_options(args)
     argv = [os.fsencode(a) for a in [args.program, *args.args]]
+    if warning := single_instance_warning(args.program, args.args, own_process_names(os.getuid())):
+        _error(f"warning: {warning}")
     client = Client()
     interactive = os.isatty(0)
     relay = None
