@@ -163,7 +163,7 @@ class HelperService(dbus.service.Object):
 
         def run(final_caller: Caller) -> None:
             try:
-                fn(self, final_caller, call.reply, *values)
+                fn(self, final_caller, call, *values)
             except Exception as exc:
                 call.fail(exc)
             finally:
@@ -200,46 +200,52 @@ class HelperService(dbus.service.Object):
 
     @exported("a{sv}aayaayayah", "su", ("options", "argv", "env", "cwd", "fds"),
               target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None)
-    def Run(self, caller: Caller, reply: Respond, options, argv, env, cwd, fds) -> None:
+    def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         program = LaunchSpec(tuple(argv), tuple(env), cwd)
         name, pid = self.supervisor.run(caller, options, program, fds)
-        reply(name, dbus.UInt32(pid))
+        call.reply(name, dbus.UInt32(pid))
 
     @exported("u", "ii", ("pid",))
-    def Wait(self, caller: Caller, reply: Respond, pid) -> None:
-        self.supervisor.wait(caller, pid, lambda code, sig: reply(dbus.Int32(code), dbus.Int32(sig)))
+    def Wait(self, caller: Caller, call: _Call, pid) -> None:
+        self.supervisor.wait(caller, pid, call.later(
+            lambda code, sig: call.reply(dbus.Int32(code), dbus.Int32(sig))))
 
     @exported("ui", "", ("pid", "signal"))
-    def Signal(self, caller: Caller, reply: Respond, pid, signum) -> None:
+    def Signal(self, caller: Caller, call: _Call, pid, signum) -> None:
         self.supervisor.signal(caller, pid, signum)
-        reply()
+        call.reply()
 
     @exported("s", "", ("name",), target=lambda v: v[0])
-    def Stop(self, caller: Caller, reply: Respond, name) -> None:
+    def Stop(self, caller: Caller, call: _Call, name) -> None:
         self.supervisor.stop(caller, name)
-        reply()
+        call.reply()
 
     @exported("", "aa{sv}", ())
-    def List(self, caller: Caller, reply: Respond) -> None:
-        jails = [to_variant_dict(self.supervisor.describe(j))
-                 for j in self.supervisor.visible_jails(caller)]
-        reply(dbus.Array(jails, signature="a{sv}"))
+    def List(self, caller: Caller, call: _Call) -> None:
+        """The caller's jails; everyone's for a caller polkit allows to manage (no prompt)."""
+        def answer(may_manage: bool) -> None:
+            viewer = _managing(caller) if may_manage else caller
+            jails = [to_variant_dict(self.supervisor.describe(j))
+                     for j in self.supervisor.visible_jails(viewer)]
+            call.reply(dbus.Array(jails, signature="a{sv}"))
+
+        self.authority.check(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
 
     @exported("s", "a{sv}", ("name",), target=lambda v: v[0])
-    def Inspect(self, caller: Caller, reply: Respond, name) -> None:
-        reply(to_variant_dict(self.supervisor.inspect(caller, name)))
+    def Inspect(self, caller: Caller, call: _Call, name) -> None:
+        call.reply(to_variant_dict(self.supervisor.inspect(caller, name)))
 
     @exported("", "a{sv}", ())
-    def WhoAmI(self, caller: Caller, reply: Respond) -> None:
+    def WhoAmI(self, caller: Caller, call: _Call) -> None:
         answers: dict[str, bool] = {}
 
         def ask(action: str, key: str, then: Callable[[], None]) -> None:
             def record(ok: bool) -> None:
                 answers[key] = ok
                 then()
-            self.authority.check(caller.sender, action, False, record)
+            self.authority.check(caller.sender, action, False, call.later(record))
 
-        ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: reply(
+        ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: call.reply(
             to_variant_dict({"uid": caller.uid, **answers}))))
 
     # -- signals -----------------------------------------------------------
@@ -277,6 +283,15 @@ class _Call:
         self._reply = self._error = None
         if error is not None:
             error(as_dbus_error(exc))
+
+    def later(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """`callback` for a later event; what it raises fails the call instead of vanishing."""
+        def guarded(*args) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self.fail(exc)
+        return guarded
 
 
 _VERBS = {api.ACTION_RUN: "run programs in jails", api.ACTION_INSPECT: "inspect jails"}

@@ -165,6 +165,15 @@ def test_other_users_jail_is_out_of_reach(helper):
     assert jails(helper) == []
 
 
+def test_a_caller_polkit_allows_to_manage_may_act_on_any_jail(helper, users):
+    # polkit authorises uid 0 for every action, org.appjail.manage included
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "theirs", "--dns", DNS, "--", "true").returncode == 0
+    listed = jails(helper, "root")
+    assert [(j["name"], j["owner_uid"]) for j in listed] == [("theirs", users.uid(MEMBER))]
+    assert appjail(helper, "root", "stop", "theirs").returncode == 0
+    assert jails(helper) == [] and list_namespaces("aj-") == []
+
+
 @pytest.mark.parametrize("argv,status", [
     (["sh", "-c", "exit 7"], 7),
     (["sh", "-c", "kill -TERM $$"], 143),

@@ -47,3 +47,24 @@ def test_values_from_the_bus_become_plain_python():
     assert service.to_python(value) == {"name": "web", "keep": True, "dns": ["192.0.2.53"]}
     assert type(service.to_python(dbus.Boolean(False))) is bool
     assert service.to_python(dbus.ByteArray(b"/tmp")) == b"/tmp"
+
+
+def test_a_call_answers_once_and_then_holds_nothing():
+    replies, errors = [], []
+    call = service._Call(lambda *v: replies.append(v), errors.append)
+    call.reply("web", 7)
+    call.reply("again")
+    call.fail(ValueError("late"))
+    assert replies == [("web", 7)] and errors == []
+    assert call._reply is None and call._error is None
+
+
+def test_a_failing_later_callback_becomes_the_calls_error():
+    errors = []
+    call = service._Call(lambda *v: None, errors.append)
+
+    def broken(ok):
+        raise ValidationError("bad value")
+
+    call.later(broken)(True)
+    assert [e.get_dbus_name() for e in errors] == [api.ERROR_INVALID_ARGUMENT]
