@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from pathlib import Path
 import pytest
 
 from appjail.helper.launch import Caller, LaunchError, LaunchRequest, launch
+from appjail.lab.process import child_env, stop, wait_for_output
+from appjail.lab.servers import READY, read_log
 
 pytestmark = [
     pytest.mark.integration,
@@ -419,6 +422,7 @@ def _listen(path: str) -> socket.socket:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     server = socket.socket(socket.AF_UNIX)
     server.bind(path)
+    os.chmod(path, 0o666)  # as the real daemons' sockets: anyone may connect
     server.listen()
     return server
 
@@ -446,7 +450,8 @@ print(json.dumps({
 """
 
 
-def _jail_on_a_fake_host(jail: Jail, scratch: Path, resolv_target: str) -> dict:
+def _jail_on_a_fake_host(jail: Jail, scratch: Path, resolv_target: str,
+                         script: str = HIDDEN_VIEW, args: tuple[str, ...] | None = None) -> dict:
     """In this (private) mount namespace: /etc/resolv.conf -> resolv_target, lookup
     daemons listening in /run; then launch and report what the jail sees and what
     the fake host looks like afterwards."""
@@ -475,13 +480,20 @@ def _jail_on_a_fake_host(jail: Jail, scratch: Path, resolv_target: str) -> dict:
     _set_propagation(_MS_SHARED)
     mounts_before = _mount_points()
 
-    view = run_python(jail, HIDDEN_VIEW, resolv_target, *HIDDEN,
+    view = run_python(jail, script, *(args if args is not None else (resolv_target, *HIDDEN)),
                       netns_path=f"/proc/self/fd/{netns_fd}")
-
+    connections = 0
     for server in servers:
+        server.setblocking(False)
+        try:
+            server.accept()[0].close()
+            connections += 1
+        except BlockingIOError:
+            pass
         server.close()
     return {
         "jail": view,
+        "connections": connections,
         "mounts_unchanged": _mount_points() == mounts_before,
         "link": os.readlink("/etc/resolv.conf"),
         "host_hidden": {d: sorted(os.listdir(d)) for d in HIDDEN},
@@ -529,3 +541,36 @@ def test_host_lookup_sockets_are_hidden(jail: Jail, scratch: Path, real_etc_guar
         "/run/systemd/resolve": ["io.systemd.Resolve", "stub-resolv.conf"],
         "/run/nscd": ["socket"], "/run/avahi-daemon": ["socket"]}
     assert seen["mounts_unchanged"]
+
+
+GETENT = """
+import json, subprocess, sys
+lookup = subprocess.run(["getent", "hosts", sys.argv[1]], capture_output=True, text=True)
+print(json.dumps({"status": lookup.returncode, "out": lookup.stdout}))
+"""
+
+
+@pytest.fixture
+def jail_dns_server(netns_path: str, tmp_path: Path) -> Iterator[Path]:
+    """The jail's nameserver (JAIL_RESOLV), inside the jail's own namespace; yields its query log."""
+    log = tmp_path / "dns.jsonl"
+    _run("ip", "-n", NETNS, "address", "add", "192.0.2.53/32", "dev", "lo")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", NETNS, sys.executable, "-m", "appjail.lab.servers", "dns",
+         "--bind", "192.0.2.53", "--zone", "lab.test", "--answer", "192.0.2.80", "--log", str(log)],
+        stdout=subprocess.PIPE, env=child_env())
+    try:
+        wait_for_output(server, server.stdout, READY.encode(), "the jail's DNS server")
+        yield log
+    finally:
+        stop(server)
+        _run("ip", "-n", NETNS, "address", "del", "192.0.2.53/32", "dev", "lo")
+
+
+def test_names_resolve_through_the_jails_server_only_on_a_stub_resolver_host(
+        jail: Jail, scratch: Path, real_etc_guard: None, jail_dns_server: Path) -> None:
+    seen = in_forked_child(lambda: _jail_on_a_fake_host(
+        jail, scratch, "/run/systemd/resolve/stub-resolv.conf", GETENT, ("www.lab.test",)))
+    assert seen["jail"] == {"status": 0, "out": "192.0.2.80      www.lab.test\n"}
+    assert {q["name"].rstrip(".") for q in read_log(jail_dns_server)} == {"www.lab.test"}
+    assert seen["connections"] == 0  # resolved, nscd and avahi stand-ins were never asked
