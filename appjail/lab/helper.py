@@ -32,10 +32,11 @@ class LabHelper:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 2 * READY_TIMEOUT) -> None:
+    def start(self, *options: str, timeout: float = 2 * READY_TIMEOUT) -> None:
+        """Start the helper (with extra command-line `options`) and wait until it serves."""
         argv = netns_exec_argv(self.host_ns, [
             sys.executable, "-m", "appjail.helper.main", "--bus-address", self.bus_address,
-            "--run-dir", str(self.run_dir), "--debug"])
+            "--run-dir", str(self.run_dir), "--debug", *options])
         with open(self.log_path, "ab") as log:
             start = log.tell()  # a restarted helper appends to the same log
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

@@ -243,6 +243,17 @@ def test_helper_killed_and_restarted_adopts_its_jails(helper, lab):
     assert list_namespaces("aj-") == []
 
 
+def test_idle_helper_exits_only_when_no_jail_is_left(helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "idle", "--dns", DNS, "--", "true").returncode == 0
+    helper.kill(signal.SIGTERM)
+    helper.start("--idle-exit", "1")
+    time.sleep(2.5)
+    assert helper.proc.poll() is None, "a kept jail holds the helper"
+    assert appjail(helper, MEMBER, "stop", "idle").returncode == 0
+    assert helper.proc.wait(timeout=5) == 0
+    helper.proc = None
+
+
 class Terminal:
     """Drive a program through a pty, like a person at a terminal."""
 
