@@ -95,6 +95,71 @@ def validate_network(cidr: object, what: str = "network") -> ipaddress.IPv4Netwo
         raise ValidationError(f"invalid {what} {_show(cidr)}: expected an IPv4 CIDR such as 10.0.0.0/8") from None
 
 
+# --no-lan: private (RFC 1918), link-local and carrier-grade NAT ranges
+LAN_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+PROTOCOLS = ("tcp", "udp")
+MAX_RULES = 64  # published ports, denied ranges: each one is a netfilter rule
+
+
+@dataclass(frozen=True)
+class Publish:
+    """A host port forwarded into the jail: `[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]`."""
+
+    host_port: int
+    jail_port: int
+    proto: str = "tcp"
+    host_address: str | None = None  # None: every address of the host
+
+    def __str__(self) -> str:
+        address = f"{self.host_address}:" if self.host_address else ""
+        return f"{address}{self.host_port}:{self.jail_port}/{self.proto}"
+
+    def overlaps(self, other: Publish) -> bool:
+        """Whether both would claim the same packets on the host."""
+        if (self.proto, self.host_port) != (other.proto, other.host_port):
+            return False
+        return None in (self.host_address, other.host_address) or self.host_address == other.host_address
+
+
+def parse_publish(text: object) -> Publish:
+    if not isinstance(text, str) or not text.isascii() or len(text) > 40:
+        raise ValidationError(f"invalid --publish {_show(text)}: expected "
+                              "[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]")
+    spec, slash, proto = text.partition("/")
+    proto = proto if slash else "tcp"
+    parts = spec.split(":")
+    if proto not in PROTOCOLS or len(parts) not in (2, 3):
+        raise ValidationError(f"invalid --publish {_show(text)}: expected "
+                              "[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]")
+    host_address = validate_ipv4(parts[0], "--publish host address") if len(parts) == 3 else None
+    host_port, jail_port = (_port(p, text) for p in parts[-2:])
+    return Publish(host_port, jail_port, proto, host_address)
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValidationError(f"invalid port {_show(text)} in --publish {whole}: use 1-65535")
+    return int(text)
+
+
+def validate_deny(cidrs: object) -> tuple[str, ...]:
+    if not isinstance(cidrs, (list, tuple)) or len(cidrs) > MAX_RULES:
+        raise ValidationError(f"invalid --deny: expected at most {MAX_RULES} CIDRs")
+    return tuple(dict.fromkeys(str(validate_network(c, "--deny range")) for c in cidrs))
+
+
+def validate_publish(entries: object) -> tuple[Publish, ...]:
+    if not isinstance(entries, (list, tuple)) or len(entries) > MAX_RULES:
+        raise ValidationError(f"invalid --publish: expected at most {MAX_RULES} ports")
+    result: list[Publish] = []
+    for entry in entries:
+        publish = entry if isinstance(entry, Publish) else parse_publish(entry)
+        if any(publish.overlaps(other) for other in result):
+            raise ValidationError(f"--publish {publish} is given twice")
+        result.append(publish)
+    return tuple(result)
+
+
 @dataclass(frozen=True)
 class JailSpec:
     """The network shape of one jail, as requested by its owner."""
@@ -103,14 +168,27 @@ class JailSpec:
     vpn: str | None = None
     dns: tuple[str, ...] = field(default_factory=tuple)
     keep: bool = False
+    publish: tuple[Publish, ...] = field(default_factory=tuple)
+    deny: tuple[str, ...] = field(default_factory=tuple)
+    no_lan: bool = False
 
     def __post_init__(self) -> None:
         validate_name(self.name)
         if self.vpn is not None:
             validate_ifname(self.vpn)
         object.__setattr__(self, "dns", validate_dns(self.dns))
-        if not isinstance(self.keep, bool):
-            raise ValidationError("invalid keep flag: expected true or false")
+        object.__setattr__(self, "publish", validate_publish(self.publish))
+        object.__setattr__(self, "deny", validate_deny(self.deny))
+        for flag in ("keep", "no_lan"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValidationError(f"invalid {flag} flag: expected true or false")
+        if self.publish and self.vpn:
+            # replies to a published port would follow the jail's only route: the VPN
+            raise ValidationError("--publish cannot be combined with --vpn: a --vpn jail's "
+                                  "only way in and out is the VPN")
+
+    def lan_ranges(self) -> tuple[str, ...]:
+        return LAN_RANGES if self.no_lan else ()
 
 
 def _show(value: object) -> str:
@@ -185,7 +263,8 @@ def _check_strings(values: tuple, what: str) -> None:
         raise ValidationError(f"invalid {what}s: more than {MAX_TOTAL_BYTES} bytes in all")
 
 
-RUN_OPTIONS = {"name": str, "vpn": str, "dns": list, "keep": bool}
+RUN_OPTIONS = {"name": str, "vpn": str, "dns": list, "keep": bool, "publish": list,
+               "deny": list, "no_lan": bool}
 
 
 def parse_run_options(options: object) -> dict:
@@ -205,4 +284,8 @@ def parse_run_options(options: object) -> dict:
         validate_ifname(options["vpn"])
     if "dns" in options:
         validate_dns(options["dns"])
+    if "publish" in options:
+        validate_publish(options["publish"])
+    if "deny" in options:
+        validate_deny(options["deny"])
     return dict(options)

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..model import JailSpec, Publish
+
 PREFIX = "aj-"
 GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail
 XTABLES_LOCK = "/run/xtables.lock"
@@ -60,33 +62,69 @@ class JailRules:
         return jail_chain(self.name)
 
 
-def build_jail_rules(name: str, host_ifname: str, network: str, jail_address: str,
-                     vpn: str | None) -> JailRules:
-    """The jail's own chain and its hooks into FORWARD, INPUT and POSTROUTING.
+# What each rule of a jail's chain counts, kept in its comment: `inspect`
+# adds the counters up by role.
+ROLE_IN, ROLE_OUT, ROLE_DROPPED = "in", "out", "dropped"
+ROLES = (ROLE_IN, ROLE_OUT, ROLE_DROPPED)
 
-    Chain order matters for `inspect`: rule 0 counts what came in, rule 1 what
-    went out, the final DROP what was refused.
+
+def _role(rule: dict, role: str) -> dict:
+    return {**rule, "comment": {"comment": role}}
+
+
+def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str) -> JailRules:
+    """The jail's own chain and its hooks into FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING.
+
+    Chain order: replies in; published ports in; replies out (also to denied
+    ranges, for connections that came in through a published port); denied
+    ranges dropped; the jail's own traffic out; everything else dropped.
     """
-    chain = jail_chain(name)
+    chain = jail_chain(spec.name)
     owner = chain
+    vpn = spec.vpn
     egress = {"out-interface": vpn} if vpn else {"out-interface": "!" + PREFIX + "+"}
+    from_jail = {"in-interface": host_ifname, "src": jail_address}
     inbound = {"out-interface": host_ifname, **ESTABLISHED, "target": "ACCEPT"}
     if vpn:
         inbound = {"in-interface": vpn, **inbound}
-    chain_rules = (
-        inbound,
-        {"in-interface": host_ifname, "src": jail_address, **egress, "target": "ACCEPT"},
-        {"target": "DROP"},
-    )
-    hooks = (
+    chain_rules = [_role(inbound, ROLE_IN)]
+    chain_rules += [_role({"out-interface": host_ifname, "dst": jail_address, "protocol": p.proto,
+                           p.proto: {"dport": str(p.jail_port)}, "conntrack": {"ctstate": "DNAT"},
+                           "target": "ACCEPT"}, ROLE_IN) for p in spec.publish]
+    if spec.publish:
+        chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
+    chain_rules += [_role({**from_jail, "dst": cidr, "target": "DROP"}, ROLE_DROPPED)
+                    for cidr in spec.deny]
+    # the VPN's own ranges are the VPN path: --no-lan keeps them open
+    beside_vpn = {"out-interface": "!" + vpn} if vpn else {}
+    chain_rules += [_role({**from_jail, "dst": cidr, **beside_vpn, "target": "DROP"}, ROLE_DROPPED)
+                    for cidr in spec.lan_ranges()]
+    chain_rules += [_role({**from_jail, **egress, "target": "ACCEPT"}, ROLE_OUT),
+                    _role({"target": "DROP"}, ROLE_DROPPED)]
+    hooks = [
         Hook("filter", "FORWARD", tag({"in-interface": host_ifname, "target": chain}, owner)),
         Hook("filter", "FORWARD", tag({"out-interface": host_ifname, "target": chain}, owner)),
         # the jail may answer the host, never open anything on it
         Hook("filter", "INPUT", tag({"in-interface": host_ifname, **ESTABLISHED, "target": "ACCEPT"}, owner)),
         Hook("filter", "INPUT", tag({"in-interface": host_ifname, "target": "DROP"}, owner)),
         Hook("nat", "POSTROUTING", tag({"src": network, **egress, "target": "MASQUERADE"}, owner)),
-    )
-    return JailRules(name, chain_rules, hooks)
+    ]
+    for publish in spec.publish:
+        dnat = _dnat(publish, jail_address)
+        hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
+        # the host itself, at its own addresses (loopback would need route_localnet)
+        local = dnat if publish.host_address else {"dst": "!127.0.0.0/8", **dnat}
+        hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
+    return JailRules(spec.name, tuple(chain_rules), tuple(hooks))
+
+
+def _dnat(publish: Publish, jail_address: str) -> dict:
+    """Packets to a host address and port, sent on to the jail."""
+    rule: dict = {"protocol": publish.proto, publish.proto: {"dport": str(publish.host_port)},
+                  "addrtype": {"dst-type": "LOCAL"}}
+    if publish.host_address:
+        rule["dst"] = publish.host_address
+    return {**rule, "target": {"DNAT": {"to-destination": f"{jail_address}:{publish.jail_port}"}}}
 
 
 def build_guard_rules(forwarding_ifnames: Iterable[str]) -> tuple[dict, ...]:
@@ -232,6 +270,24 @@ def sweep(live_owners: set[str]) -> Residue:
                           if c.name.startswith(PREFIX) and c.name not in live_owners}
         _delete_chains(filter_table, sorted(residue.chains))
     return residue
+
+
+def read_counters(name: str) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per role, from the jail's own chain; one read of the filter table."""
+    import iptc
+
+    totals = {role: (0, 0) for role in ROLES}
+    with _iptc_lock:
+        table = iptc.Table("filter")
+        table.refresh()  # one copy of the table from the kernel, then only our chain
+        if not table.is_chain(jail_chain(name)):
+            raise FirewallError(f"chain {jail_chain(name)} does not exist")
+        for rule in _chain(table, jail_chain(name)).rules:
+            role = owner_of(rule)
+            if role in totals:
+                packets, size = rule.get_counters()
+                totals[role] = (totals[role][0] + packets, totals[role][1] + size)
+    return totals
 
 
 def list_owned() -> tuple[set[str], set[str]]:

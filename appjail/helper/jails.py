@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import JailSpec, ValidationError
-from . import firewall, netns, resolv
+from . import firewall, hostports, netns, resolv
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
@@ -33,6 +33,10 @@ class JailError(RuntimeError):
 
 class JailExists(JailError):
     pass
+
+
+class Conflict(JailError):
+    """A request disagrees with a jail, or wants what another jail or the host has."""
 
 
 class JailNotFound(JailError):
@@ -115,6 +119,7 @@ class Engine:
         with self._lock:
             if spec.name in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
+            self._check_ports(spec)
             try:
                 dns = spec.dns or tuple(resolv.host_upstream_servers(self.upstream_sources))
             except resolv.NoUpstreamDNS as exc:
@@ -132,6 +137,16 @@ class Engine:
                     raise
             self._jails[spec.name] = jail
             return jail
+
+    def _check_ports(self, spec: JailSpec) -> None:
+        for publish in spec.publish:
+            for other in self._jails.values():
+                if any(publish.overlaps(theirs) for theirs in other.spec.publish):
+                    raise Conflict(f"port {publish.host_port}/{publish.proto} is already "
+                                   f"published by another jail ({other.name})")
+            if hostports.port_in_use(publish.proto, publish.host_port, publish.host_address):
+                raise Conflict(f"port {publish.host_port}/{publish.proto} is already in use "
+                               "on the host")
 
     def _allocate(self, ipr) -> JailAddressing:
         host_routes = [ipaddress.IPv4Network(f"{dst}/{length}", strict=False)
@@ -165,7 +180,7 @@ class Engine:
         self.forwarding.enable(egress, netns.list_link_names(ipr))
 
         firewall.install(firewall.build_jail_rules(
-            spec.name, jail.host_ifname, str(addressing.network), addressing.jail_address, spec.vpn))
+            spec, jail.host_ifname, str(addressing.network), addressing.jail_address))
         undo.append(lambda: firewall.remove(spec.name))
 
         resolv.write_resolver_files(jail.netns, jail.dns, self.etc_netns)

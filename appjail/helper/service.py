@@ -23,8 +23,8 @@ from .. import interface as api
 from ..model import LaunchSpec, ValidationError
 from . import launch
 from .authz import Authority, Caller, CallerUnknown, identify
-from .jails import JailError, JailNotFound
-from .supervisor import Conflict, NotAllowed, Supervisor
+from .jails import Conflict, JailError, JailNotFound
+from .supervisor import NotAllowed, Supervisor
 
 log = logging.getLogger(__name__)
 

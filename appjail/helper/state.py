@@ -28,14 +28,17 @@ class JailRecord:
     status: str = CREATING
 
     def to_json(self) -> str:
-        return json.dumps({"spec": {**asdict(self.spec), "dns": list(self.spec.dns)},
-                           "owner_uid": self.owner_uid, "slot": self.slot, "status": self.status})
+        spec = {**asdict(self.spec), "dns": list(self.spec.dns), "deny": list(self.spec.deny),
+                "publish": [str(p) for p in self.spec.publish]}
+        return json.dumps({"spec": spec, "owner_uid": self.owner_uid, "slot": self.slot,
+                           "status": self.status})
 
     @classmethod
     def from_json(cls, text: str) -> JailRecord:
         data = json.loads(text)
         spec = data["spec"]
-        return cls(JailSpec(spec["name"], spec["vpn"], tuple(spec["dns"]), spec["keep"]),
+        return cls(JailSpec(spec["name"], spec["vpn"], tuple(spec["dns"]), spec["keep"],
+                            tuple(spec["publish"]), tuple(spec["deny"]), spec["no_lan"]),
                    int(data["owner_uid"]), int(data["slot"]), data["status"])
 
 

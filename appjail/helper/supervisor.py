@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 from gi.repository import GLib
 
-from ..model import (JailSpec, LaunchSpec, ValidationError, parse_run_options, validate_dns,
-                     validate_name)
+from ..model import (JailSpec, LaunchSpec, ValidationError, parse_run_options, validate_deny,
+                     validate_dns, validate_name, validate_publish)
 from . import launch, netns, resolv
 from .authz import Caller
-from .jails import Engine, Jail, JailError
+from .jails import Conflict, Engine, Jail, JailError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ FINISHED_KEEP_S = 300  # how long an exit status waits for its Wait call
 
 class NotAllowed(Exception):
     """The caller may not act on this jail or process."""
-
-
-class Conflict(JailError):
-    """A request disagrees with the jail it names."""
 
 
 @dataclass
@@ -85,7 +81,8 @@ class Supervisor:
         created = jail is None
         if jail is None:
             spec = JailSpec(name, options.get("vpn") or None, tuple(options.get("dns", ())),
-                            options.get("keep", False))
+                            options.get("keep", False), tuple(options.get("publish", ())),
+                            tuple(options.get("deny", ())), options.get("no_lan", False))
             jail = self.engine.create(spec, caller.uid)
             self.on_added(name)
         else:
@@ -115,6 +112,12 @@ class Supervisor:
             differs.append("dns " + ",".join(jail.dns))
         if "keep" in options and options["keep"] != jail.spec.keep:
             differs.append(f"keep {'yes' if jail.spec.keep else 'no'}")
+        if "publish" in options and validate_publish(options["publish"]) != jail.spec.publish:
+            differs.append("publish " + (",".join(map(str, jail.spec.publish)) or "none"))
+        if "deny" in options and validate_deny(options["deny"]) != jail.spec.deny:
+            differs.append("deny " + (",".join(jail.spec.deny) or "none"))
+        if "no_lan" in options and options["no_lan"] != jail.spec.no_lan:
+            differs.append(f"no-lan {'yes' if jail.spec.no_lan else 'no'}")
         if differs:
             raise Conflict(f"jail {jail.name!r} already exists with " + "; ".join(differs)
                            + ": leave those options out to join it, or pick another --name")
@@ -234,6 +237,9 @@ class Supervisor:
             "vpn": jail.spec.vpn,
             "dns": list(jail.dns),
             "keep": jail.spec.keep,
+            "publish": [str(p) for p in jail.spec.publish],
+            "deny": list(jail.spec.deny),
+            "no_lan": jail.spec.no_lan,
             "pids": netns.namespace_pids(jail.netns),
         }
 

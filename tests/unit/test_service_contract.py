@@ -5,7 +5,8 @@ from appjail import interface as api
 from appjail.helper import service
 from appjail.helper.jails import JailNotFound
 from appjail.helper.launch import LaunchError
-from appjail.helper.supervisor import Conflict, NotAllowed
+from appjail.helper.jails import Conflict
+from appjail.helper.supervisor import NotAllowed
 from appjail.model import ValidationError
 
 
