@@ -16,8 +16,10 @@ import re
 import signal
 import sys
 import threading
+import time
 
 from . import interface as api
+from . import report
 from .instances import own_process_names, single_instance_warning
 from .model import ValidationError, parse_run_options
 
@@ -45,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dns", metavar="ADDR", action="append", help="nameserver for the jail (repeatable)")
     run.add_argument("--keep", action="store_true", default=None,
                      help="keep the jail after its last program exits")
+    run.add_argument("--publish", metavar="[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]", action="append",
+                     help="forward a host port into the jail (repeatable)")
+    run.add_argument("--deny", metavar="CIDR", action="append",
+                     help="drop the jail's traffic to CIDR (repeatable)")
+    run.add_argument("--no-lan", action="store_true", default=None,
+                     help="drop traffic to private, link-local and CGNAT ranges (the VPN path stays open)")
     run.add_argument("program", metavar="PROGRAM")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
@@ -54,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show one jail")
     inspect.add_argument("name")
     inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
 
     stop = commands.add_parser("stop", help="end every program in a jail and remove it")
     stop.add_argument("name")
@@ -76,6 +85,12 @@ def run_options(args: argparse.Namespace) -> dict:
         options["dns"] = args.dns
     if args.keep:
         options["keep"] = True
+    if args.publish:
+        options["publish"] = args.publish
+    if args.deny:
+        options["deny"] = args.deny
+    if args.no_lan:
+        options["no_lan"] = True
     return parse_run_options(options)
 
 
@@ -167,30 +182,35 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from .client import Client
 
     jails = Client().list()
-    if args.json:
-        print(json.dumps(jails, indent=2))
-        return 0
-    if not jails:
-        print("no jails")
-        return 0
-    rows = [("NAME", "OWNER", "ADDRESS", "VPN", "DNS", "PROCESSES", "KEEP")]
-    rows += [(j["name"], str(j["owner_uid"]), j["address"], j.get("vpn") or "-",
-              ",".join(j["dns"]), str(len(j["pids"])), "yes" if j["keep"] else "no") for j in jails]
-    print(_table(rows))
+    print(json.dumps([report.normalised(j) for j in jails], indent=2) if args.json
+          else report.jail_list(jails))
     return 0
+
+
+WATCH_INTERVAL_S = 1.0
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .client import Client
 
-    jail = Client().inspect(args.name)
+    client = Client()
     if args.json:
-        print(json.dumps(jail, indent=2))
+        print(json.dumps(report.normalised(client.inspect(args.name)), indent=2))
         return 0
-    for key in ("name", "owner_uid", "netns", "address", "vpn", "dns", "keep", "pids"):
-        value = jail.get(key)
-        print(f"{key:10} {', '.join(map(str, value)) if isinstance(value, list) else value}")
-    return 0
+    previous = client.inspect(args.name)
+    if not args.watch:
+        time.sleep(WATCH_INTERVAL_S)  # a second sample, for the rates
+        print(report.inspection(client.inspect(args.name), previous, WATCH_INTERVAL_S))
+        return 0
+    try:
+        while True:
+            time.sleep(WATCH_INTERVAL_S)
+            current = client.inspect(args.name)
+            print(CLEAR_SCREEN + report.inspection(current, previous, WATCH_INTERVAL_S), flush=True)
+            previous = current
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -219,11 +239,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "ls": cmd_ls, "inspect": cmd_inspect, "stop": cmd_stop,
             "doctor": cmd_doctor, "demo": cmd_demo}
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def _error(message: str) -> None:

@@ -36,4 +36,4 @@ METHOD_ACTIONS: dict[str, str] = {
     "WhoAmI": ACTION_INSPECT,
 }
 
-SIGNALS = ("JailAdded", "JailRemoved")
+SIGNALS = ("JailAdded", "JailRemoved", "VpnChanged")

@@ -272,22 +272,29 @@ def sweep(live_owners: set[str]) -> Residue:
     return residue
 
 
-def read_counters(name: str) -> dict[str, tuple[int, int]]:
-    """(packets, bytes) per role, from the jail's own chain; one read of the filter table."""
+def read_counters(names: Iterable[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """(packets, bytes) per role for each jail, from its own chain.
+
+    One copy of the filter table from the kernel, then only the jails' chains
+    are walked; a jail whose chain is missing gets no entry.
+    """
     import iptc
 
-    totals = {role: (0, 0) for role in ROLES}
+    result = {}
     with _iptc_lock:
         table = iptc.Table("filter")
-        table.refresh()  # one copy of the table from the kernel, then only our chain
-        if not table.is_chain(jail_chain(name)):
-            raise FirewallError(f"chain {jail_chain(name)} does not exist")
-        for rule in _chain(table, jail_chain(name)).rules:
-            role = owner_of(rule)
-            if role in totals:
-                packets, size = rule.get_counters()
-                totals[role] = (totals[role][0] + packets, totals[role][1] + size)
-    return totals
+        table.refresh()
+        for name in names:
+            if not table.is_chain(jail_chain(name)):
+                continue
+            totals = {role: (0, 0) for role in ROLES}
+            for rule in _chain(table, jail_chain(name)).rules:
+                role = owner_of(rule)
+                if role in totals:
+                    packets, size = rule.get_counters()
+                    totals[role] = (totals[role][0] + packets, totals[role][1] + size)
+            result[name] = totals
+    return result
 
 
 def list_owned() -> tuple[set[str], set[str]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import JailSpec, ValidationError
-from . import firewall, hostports, netns, resolv
+from . import firewall, hostports, netns, resolv, traffic
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
@@ -93,6 +93,10 @@ class Engine:
         self.etc_netns = etc_netns
         self.upstream_sources = upstream_sources
         self._watcher: LinkWatcher | None = None
+        # called (from the link watcher's thread) as on_vpn_change(jail, up)
+        # whenever a VPN jail's interface goes away or comes back
+        self.on_vpn_change: Callable[[str, bool], None] | None = None
+        self._vpn_up: dict[str, bool] = {}
 
     # -- queries ---------------------------------------------------------
 
@@ -179,6 +183,8 @@ class Engine:
             name for name in netns.list_link_names(ipr) if name != "lo" and not name.startswith(PREFIX)]
         self.forwarding.enable(egress, netns.list_link_names(ipr))
 
+        # per-connection bytes for `inspect` (applies to connections from now on)
+        netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
         firewall.install(firewall.build_jail_rules(
             spec, jail.host_ifname, str(addressing.network), addressing.jail_address))
         undo.append(lambda: firewall.remove(spec.name))
@@ -248,10 +254,24 @@ class Engine:
         Called on every link change: a recreated VPN interface gets the
         route back; a missing one leaves only the unreachable route.
         """
+        changed = []
         with self._lock, netns.rtnl() as ipr:
             for jail in self._jails.values():
                 if jail.spec.vpn:
                     netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn)
+                    up = netns.link_is_up(ipr, jail.spec.vpn)
+                    if self._vpn_up.setdefault(jail.name, up) != up:
+                        self._vpn_up[jail.name] = up
+                        changed.append((jail.name, up))
+            for name in set(self._vpn_up) - set(self._jails):
+                del self._vpn_up[name]
+        for name, up in changed:
+            if self.on_vpn_change is not None:
+                self.on_vpn_change(name, up)
+
+    def vpn_up(self, ifname: str) -> bool:
+        with netns.rtnl() as ipr:
+            return netns.link_is_up(ipr, ifname)
 
     def start_link_watch(self) -> None:
         """Follow link changes from a thread in the caller's namespace."""

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(engine, on_added=lambda name: service and service.JailAdded(name),
                             on_removed=lambda name: service and service.JailRemoved(name))
     service = HelperService(bus, supervisor)
+    # from the link watcher's thread: emit in the main loop's
+    engine.on_vpn_change = lambda name, up: GLib.idle_add(service.VpnChanged, name, up)
     supervisor.adopt_all()
     try:
         bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)

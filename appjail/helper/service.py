@@ -225,8 +225,8 @@ class HelperService(dbus.service.Object):
         """The caller's jails; everyone's for a caller polkit allows to manage (no prompt)."""
         def answer(may_manage: bool) -> None:
             viewer = _managing(caller) if may_manage else caller
-            jails = [to_variant_dict(self.supervisor.describe(j))
-                     for j in self.supervisor.visible_jails(viewer)]
+            jails = [to_variant_dict(j)
+                     for j in self.supervisor.describe(self.supervisor.visible_jails(viewer))]
             call.reply(dbus.Array(jails, signature="a{sv}"))
 
         self.authority.check(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
@@ -257,6 +257,10 @@ class HelperService(dbus.service.Object):
     @dbus.service.signal(api.INTERFACE, signature="s")
     def JailRemoved(self, name: str) -> None:
         pass
+
+    @dbus.service.signal(api.INTERFACE, signature="sb")
+    def VpnChanged(self, name: str, up: bool) -> None:
+        """A VPN jail's interface went down or away (up=False), or came back."""
 
 
 class _Call:

@@ -19,7 +19,7 @@ from gi.repository import GLib
 
 from ..model import (JailSpec, LaunchSpec, ValidationError, parse_run_options, validate_deny,
                      validate_dns, validate_name, validate_publish)
-from . import launch, netns, resolv
+from . import launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
 
@@ -228,20 +228,26 @@ class Supervisor:
     def visible_jails(self, caller: Caller) -> list[Jail]:
         return [j for j in self.engine.list() if j.owner_uid == caller.uid or caller.may_manage]
 
-    def describe(self, jail: Jail) -> dict:
-        return {
+    def describe(self, jails: list[Jail]) -> list[dict]:
+        """What `ls` shows of each jail: its shape, its processes, its totals."""
+        totals = traffic.counters(j.name for j in jails)
+        return [{
             "name": jail.name,
             "owner_uid": jail.owner_uid,
             "netns": jail.netns,
             "address": jail.addressing.jail_address,
             "vpn": jail.spec.vpn,
+            "vpn_up": jail.spec.vpn is None or self.engine.vpn_up(jail.spec.vpn),
             "dns": list(jail.dns),
             "keep": jail.spec.keep,
             "publish": [str(p) for p in jail.spec.publish],
             "deny": list(jail.spec.deny),
             "no_lan": jail.spec.no_lan,
             "pids": netns.namespace_pids(jail.netns),
-        }
+            "counters": totals.get(jail.name, {}),
+        } for jail in jails]
 
     def inspect(self, caller: Caller, name: str) -> dict:
-        return self.describe(self._own_jail(caller, name))
+        jail = self._own_jail(caller, name)
+        (described,) = self.describe([jail])
+        return {**described, "connections": traffic.connections(jail.addressing.jail_address)}

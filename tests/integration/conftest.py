@@ -19,6 +19,10 @@ from appjail.helper import firewall, netns
 from appjail.helper.jails import Engine
 from appjail.helper.pool import RULE_PRIORITY, TABLE_BASE
 from appjail.lab import Lab, in_netns
+from appjail.lab.helper import LabHelper
+
+from ..busfixture import SystemBus, TestUsers
+from .helperlab import remove_user_code, stage_user_code
 
 LAB_PREFIX = "ajlab"
 _machine_netns = os.stat("/proc/self/ns/net")  # where pytest started: never to be touched
@@ -95,3 +99,33 @@ def jail_run(name: str, *argv: str, timeout: float = 10, check: bool = False) ->
     """Run a command inside jail NAME the way ip-netns(8) does (resolver files bound)."""
     return subprocess.run(["ip", "netns", "exec", f"aj-{name}", *argv], capture_output=True,
                           text=True, timeout=timeout, check=check)
+
+
+# -- the helper behind a private system bus and polkitd, used by test users --
+
+@pytest.fixture(scope="module")
+def bus():
+    with SystemBus() as system_bus:
+        yield system_bus
+
+
+@pytest.fixture(scope="module")
+def users():
+    stage_user_code()
+    try:
+        with TestUsers() as test_users:
+            yield test_users
+    finally:
+        remove_user_code()
+
+
+@pytest.fixture
+def helper(lab, bus, users, tmp_path):
+    process = LabHelper(lab.host_ns, bus.address, tmp_path / "run", tmp_path / "helper.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop_and_clean()
+    log = (tmp_path / "helper.log").read_text()
+    assert "Traceback" not in log, log

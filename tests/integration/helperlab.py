@@ -7,13 +7,17 @@ package, on a world-readable copy of the package.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from appjail.lab.helper import UserCommand
 
 REPO = Path(__file__).resolve().parents[2]
+MEMBER, OTHER_MEMBER, OUTSIDER = "ajt-a", "ajt-b", "ajt-out"
+DNS = "192.0.2.53"
 USER_PYTHON = "/usr/bin/python3"
 USER_CODE = Path("/var/tmp/appjail-test-code")
 
@@ -47,3 +51,22 @@ def user_popen_kwargs(user: str, bus_address: str) -> dict:
 def as_user(user: str, bus_address: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run `appjail ARGS` as USER; stdin is a pipe (or /dev/null), never a terminal."""
     return user_command(bus_address).run(user, *args, **kwargs)
+
+
+def appjail(helper, user, *args, **kwargs):
+    return as_user(user, helper.bus_address, *args, **kwargs)
+
+
+def jails(helper, user=MEMBER) -> list[dict]:
+    result = appjail(helper, user, "ls", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()

@@ -19,61 +19,8 @@ import pytest
 
 from appjail.helper.netns import list_namespaces
 
-from ..busfixture import SystemBus, TestUsers
-from appjail.lab.helper import LabHelper
-
-from .helperlab import (USER_PYTHON, appjail_argv, as_user, remove_user_code, stage_user_code,
-                        user_popen_kwargs)
-
-MEMBER, OTHER_MEMBER, OUTSIDER = "ajt-a", "ajt-b", "ajt-out"
-DNS = "192.0.2.53"
-
-
-@pytest.fixture(scope="module")
-def bus():
-    with SystemBus() as system_bus:
-        yield system_bus
-
-
-@pytest.fixture(scope="module")
-def users():
-    stage_user_code()
-    try:
-        with TestUsers() as test_users:
-            yield test_users
-    finally:
-        remove_user_code()
-
-
-@pytest.fixture
-def helper(lab, bus, users, tmp_path):
-    process = LabHelper(lab.host_ns, bus.address, tmp_path / "run", tmp_path / "helper.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop_and_clean()
-    log = (tmp_path / "helper.log").read_text()
-    assert "Traceback" not in log, log
-
-
-def appjail(helper, user, *args, **kwargs):
-    return as_user(user, helper.bus_address, *args, **kwargs)
-
-
-def jails(helper, user=MEMBER) -> list[dict]:
-    result = appjail(helper, user, "ls", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
+                        jails, user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):

@@ -1,0 +1,79 @@
+"""What a jail's traffic is doing: its chain's counters and its live connections.
+
+Counters come from the jail's own filter chain (one read of the filter
+table, then only that chain), connections from conntrack. Per-connection
+byte counts need conntrack accounting, which the engine switches on in its
+namespace (net.netfilter.nf_conntrack_acct) when it creates a jail.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+from . import firewall
+
+CONNTRACK_ACCT = "net/netfilter/nf_conntrack_acct"
+_PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp"}
+_IPS_SEEN_REPLY = 1 << 1
+_IPS_ASSURED = 1 << 2
+
+
+def counters(names: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Per jail: tx (its traffic out), rx (replies and published ports in), dropped."""
+    result = {}
+    for name, totals in firewall.read_counters(names).items():
+        fields = {}
+        for role, prefix in ((firewall.ROLE_OUT, "tx"), (firewall.ROLE_IN, "rx"),
+                             (firewall.ROLE_DROPPED, "dropped")):
+            fields[f"{prefix}_packets"], fields[f"{prefix}_bytes"] = totals[role]
+        result[name] = fields
+    return result
+
+
+def connections(jail_address: str) -> list[dict]:
+    """The jail's conntrack entries: what it opened (out) and what came in to it (in)."""
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    found = []
+    ct = Conntrack()
+    try:
+        for message in ct.dump():
+            family = message["nfgen_family"]
+            if family != socket.AF_INET:
+                continue
+            orig = NFCTAttrTuple.from_netlink(family, message.get_attr("CTA_TUPLE_ORIG"))
+            reply = NFCTAttrTuple.from_netlink(family, message.get_attr("CTA_TUPLE_REPLY"))
+            sent, received = (_bytes(message, "CTA_COUNTERS_ORIG"), _bytes(message, "CTA_COUNTERS_REPLY"))
+            if orig.saddr == jail_address:
+                entry = {"direction": "out", "dst": orig.daddr, "dport": orig.dport or 0,
+                         "tx_bytes": sent, "rx_bytes": received}
+            elif reply.saddr == jail_address:  # a published port: the peer came to us
+                entry = {"direction": "in", "dst": orig.saddr, "dport": reply.sport or 0,
+                         "tx_bytes": received, "rx_bytes": sent}
+            else:
+                continue
+            found.append({"proto": _PROTOCOLS.get(orig.proto, str(orig.proto)), **entry,
+                          "state": _state(message)})
+    finally:
+        ct.close()
+    return sorted(found, key=lambda c: (c["direction"], c["dst"], c["dport"]))
+
+
+def _bytes(message, attr: str) -> int:
+    counters = message.get_attr(attr)
+    return int(counters.get_attr("CTA_COUNTERS_BYTES") or 0) if counters else 0
+
+
+def _state(message) -> str:
+    protoinfo = message.get_attr("CTA_PROTOINFO")
+    tcp = protoinfo.get_attr("CTA_PROTOINFO_TCP") if protoinfo else None
+    if tcp is not None:
+        from pyroute2.netlink.nfnetlink.nfctsocket import TCP_CONNTRACK_TO_NAME
+
+        return TCP_CONNTRACK_TO_NAME.get(tcp.get_attr("CTA_PROTOINFO_TCP_STATE"), "UNKNOWN")
+    status = message.get_attr("CTA_STATUS") or 0
+    if status & _IPS_ASSURED:
+        return "ASSURED"
+    return "REPLIED" if status & _IPS_SEEN_REPLY else "UNREPLIED"
