@@ -175,7 +175,7 @@ class Engine:
 
         if spec.vpn:
             undo.append(lambda: self._remove_vpn_routing(ipr, jail))  # removes what exists
-            netns.set_vpn_table(ipr, addressing.table, spec.vpn)
+            netns.set_vpn_table(ipr, addressing.table, spec.vpn, jail.host_ifname)
             netns.add_policy_rule(ipr, jail.host_ifname, addressing.table, RULE_PRIORITY)
 
         undo.append(self._restore_forwarding_if_idle)
@@ -258,7 +258,7 @@ class Engine:
         with self._lock, netns.rtnl() as ipr:
             for jail in self._jails.values():
                 if jail.spec.vpn:
-                    netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn)
+                    netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
                     up = netns.link_is_up(ipr, jail.spec.vpn)
                     if self._vpn_up.setdefault(jail.name, up) != up:
                         self._vpn_up[jail.name] = up

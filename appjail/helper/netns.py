@@ -226,6 +226,10 @@ def configure_jail_side(address: str, prefixlen: int, gateway: str) -> None:
     """Inside the jail's namespace: IPv6 off, lo and eth0 up, default route."""
     for scope in ("all", "default"):
         write_sysctl(f"net/ipv6/conf/{scope}/disable_ipv6", "1")
+    # the host's redirects (sent when a VPN jail's traffic turns back, see
+    # set_vpn_table) must not leave stale routes behind in the jail
+    for scope in ("all", "default", JAIL_IFNAME):
+        write_sysctl(f"net/ipv4/conf/{scope}/accept_redirects", "0")
     with rtnl() as ipr:
         ipr.link("set", index=link_index(ipr, "lo"), state="up")
         index = link_index(ipr, JAIL_IFNAME)
@@ -244,16 +248,30 @@ def ipv4_routes(ipr: IPRoute) -> Iterator[tuple[str, int, str | None]]:
         yield dst, route["dst_len"], names.get(route.get("oif"))
 
 
-def set_vpn_table(ipr: IPRoute, table: int, vpn_ifname: str) -> None:
-    """Per-jail table: `unreachable default` always, `default dev VPN` when it is up.
+# metrics in a VPN jail's table: lower wins
+VPN_METRIC, TURN_BACK_METRIC, UNREACHABLE_METRIC = 1, 2048, 4096
 
-    The unreachable route has the higher metric, so it wins only while the
-    VPN route is missing: the kernel deletes that one with its device.
+
+def set_vpn_table(ipr: IPRoute, table: int, vpn_ifname: str, jail_ifname: str) -> None:
+    """A VPN jail's routing table, best route first.
+
+    1. `default dev VPN`, while the VPN is up (the kernel deletes this route
+       with its device, and refresh puts it back);
+    2. `default dev JAIL_VETH`: without the VPN, traffic turns back toward
+       the jail, so it crosses FORWARD, where the jail's chain drops and
+       counts it: the kill switch shows in `inspect`. Even without any
+       firewall rule it only goes back to the jail, never elsewhere;
+    3. `unreachable default`, for when even the veth is gone.
     """
-    _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, type="unreachable", priority=4096))
+    _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, type="unreachable",
+                             priority=UNREACHABLE_METRIC))
+    jail_index = link_index(ipr, jail_ifname)
+    if jail_index is not None:
+        _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, oif=jail_index,
+                                 priority=TURN_BACK_METRIC))
     index = link_index(ipr, vpn_ifname)
     if index is not None and link_is_up(ipr, vpn_ifname):
-        _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, oif=index, priority=1))
+        _replace_route(ipr, dict(dst="0.0.0.0/0", table=table, oif=index, priority=VPN_METRIC))
 
 
 def _replace_route(ipr: IPRoute, route: dict) -> None:

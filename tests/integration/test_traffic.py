@@ -1,0 +1,194 @@
+"""Seeing and shaping a jail's traffic through the helper: counters, connections,
+published ports, denied ranges, and the signals the tray listens to."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appjail.helper.netns import list_namespaces
+
+from .helperlab import DNS, MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
+
+DOWNLOAD = 200_000
+
+
+def inspect_json(helper, name: str, user: str = MEMBER) -> dict:
+    result = appjail(helper, user, "inspect", "--json", name)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def keep_jail(helper, name: str, *options: str) -> None:
+    result = appjail(helper, MEMBER, "run", "--keep", "--name", name, "--dns", DNS, *options, "--", "true")
+    assert result.returncode == 0, result.stderr
+
+
+def test_counters_and_connections_follow_a_download(helper, lab):
+    keep_jail(helper, "dl")
+    fetched = appjail(helper, MEMBER, "run", "--name", "dl", "--", "curl", "-sS", "-o", "/dev/null",
+                      "-w", "%{size_download}", f"http://{lab.SERVER_ADDR}/bytes/{DOWNLOAD}")
+    assert fetched.stdout == str(DOWNLOAD), fetched.stderr
+    jail = inspect_json(helper, "dl")
+    counters = jail["counters"]
+    assert counters["rx_bytes"] >= DOWNLOAD and counters["tx_packets"] > 0, counters
+    assert set(counters) == {"tx_packets", "tx_bytes", "rx_packets", "rx_bytes",
+                             "dropped_packets", "dropped_bytes"}
+    assert {"name", "owner_uid", "netns", "address", "vpn", "dns", "pids", "connections"} <= set(jail)
+    assert jail["vpn"] is None
+
+    slow = subprocess.Popen(appjail_argv("run", "--name", "dl", "--", "curl", "-sS", "-o", "/dev/null",
+                                         f"http://{lab.SERVER_ADDR}/bytes/{DOWNLOAD}?rate=20000"),
+                            stdin=subprocess.DEVNULL, **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        def downloading() -> list[dict]:
+            return [c for c in inspect_json(helper, "dl")["connections"]
+                    if (c["proto"], c["dst"], c["dport"]) == ("tcp", lab.SERVER_ADDR, 80)
+                    and c["state"] == "ESTABLISHED"]
+        assert wait_until(downloading, 10)
+        assert wait_until(lambda: downloading() and downloading()[0]["rx_bytes"] > 20_000, 10)
+    finally:
+        slow.kill()
+        slow.wait()
+    listed = [j for j in json.loads(appjail(helper, MEMBER, "ls", "--json").stdout) if j["name"] == "dl"]
+    assert listed[0]["counters"]["rx_bytes"] >= DOWNLOAD and "connections" not in listed[0]
+
+
+def test_kill_switch_drops_are_counted_and_explained(helper, lab):
+    keep_jail(helper, "ks", "--vpn", lab.wg_ifname)
+    before = inspect_json(helper, "ks")["counters"]["dropped_packets"]
+    lab.wg_down()
+    try:
+        blocked = appjail(helper, MEMBER, "run", "--name", "ks", "--", "curl", "-sS", "--max-time", "2",
+                          f"http://{lab.SERVER_ADDR}/")
+        assert blocked.returncode != 0
+        jail = inspect_json(helper, "ks")
+        assert jail["counters"]["dropped_packets"] > before and jail["vpn_up"] is False
+        human = appjail(helper, MEMBER, "inspect", "ks")
+        assert "KILL SWITCH" in human.stdout and "wg0 is down or missing" in human.stdout, human.stdout
+    finally:
+        lab.wg_up()
+    assert "KILL SWITCH" not in appjail(helper, MEMBER, "inspect", "ks").stdout
+
+
+def serve(helper, name: str, port: str, content: str) -> subprocess.Popen:
+    """`python3 -m http.server 8080` in jail NAME published as PORT, serving CONTENT."""
+    directory = Path(os.path.expanduser(f"~{MEMBER}")) / name
+    directory.mkdir(exist_ok=True)
+    (directory / "index.html").write_text(content)
+    os.chown(directory, *(os.stat(directory.parent)[4:6]))
+    return subprocess.Popen(
+        appjail_argv("run", "--name", name, "--dns", DNS, "--publish", f"{port}:8080", "--",
+                     "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(directory)),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        **user_popen_kwargs(MEMBER, helper.bus_address))
+
+
+def fetch_from(lab, ns: str, url: str) -> str:
+    result = lab.run_in(ns, ["curl", "-sS", "--max-time", "5", url], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else f"error: {result.stderr.strip()}"
+
+
+def test_two_servers_on_one_port_in_two_jails_published_on_two_host_ports(helper, lab):
+    first, second = serve(helper, "web1", "6000", "first\n"), serve(helper, "web2", "6001", "second\n")
+    host = lab.HOST_UPLINK_ADDR
+    try:
+        assert wait_until(lambda: fetch_from(lab, lab.uplink_ns, f"http://{host}:6000/") == "first\n", 15)
+        assert wait_until(lambda: fetch_from(lab, lab.uplink_ns, f"http://{host}:6001/") == "second\n", 15)
+        # the host itself, at its own address
+        assert fetch_from(lab, lab.host_ns, f"http://{host}:6001/") == "second\n"
+        again = appjail(helper, MEMBER, "run", "--name", "web3", "--publish", "6000:8080", "--", "true")
+        assert again.returncode == 125 and "already published by another jail (web1)" in again.stderr
+        assert inspect_json(helper, "web1")["counters"]["rx_packets"] > 0
+    finally:
+        for server in (first, second):
+            server.terminate()
+            server.wait(timeout=10)
+    assert wait_until(lambda: list_namespaces("aj-") == [], 10)
+
+
+def test_a_port_the_host_uses_cannot_be_published(helper, lab):
+    listener = lab.popen_in(lab.host_ns, [sys.executable, "-c",
+                                          "import socket,time;s=socket.socket();s.bind(('0.0.0.0',6002));"
+                                          "s.listen();print('up',flush=True);time.sleep(60)"],
+                            stdout=subprocess.PIPE)
+    try:
+        assert listener.stdout.readline() == b"up\n"
+        taken = appjail(helper, MEMBER, "run", "--publish", "6002:8080", "--", "true")
+        assert taken.returncode == 125 and "already in use on the host" in taken.stderr
+    finally:
+        listener.kill()
+        listener.wait()
+    assert list_namespaces("aj-") == []
+
+
+@pytest.fixture
+def other_server(lab):
+    """A second destination on the uplink, outside 192.0.2.0/24."""
+    server = lab.popen_in(lab.uplink_ns, [sys.executable, "-m", "http.server", "--bind", lab.UPLINK_ADDR,
+                                          "8081", "--directory", "/nonexistent-dir-listing"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://{lab.UPLINK_ADDR}:8081/"
+    assert wait_until(lambda: lab.run_in(lab.uplink_ns, ["curl", "-s", "-o", "/dev/null", url]).returncode == 0, 10)
+    yield url
+    server.kill()
+    server.wait()
+
+
+def test_denied_range_is_dropped_and_counted_while_others_work(helper, lab, other_server):
+    keep_jail(helper, "deny", "--deny", "192.0.2.0/24")
+    blocked = appjail(helper, MEMBER, "run", "--name", "deny", "--", "curl", "-sS", "--max-time", "2",
+                      f"http://{lab.SERVER_ADDR}/")
+    assert blocked.returncode != 0
+    assert inspect_json(helper, "deny")["counters"]["dropped_packets"] > 0
+    other = appjail(helper, MEMBER, "run", "--name", "deny", "--", "curl", "-sS", "-o", "/dev/null",
+                    "-w", "%{http_code}", other_server)
+    assert other.returncode == 0 and other.stdout in ("200", "404"), other.stderr
+
+
+def test_no_lan_with_vpn_still_reaches_the_server_through_the_tunnel(helper, lab):
+    result = appjail(helper, MEMBER, "run", "--no-lan", "--vpn", lab.wg_ifname, "--dns", DNS, "--",
+                     "curl", "-sS", f"http://www.{lab.ZONE}/")
+    assert result.stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n", result.stderr
+
+
+SIGNALS = """
+import sys, dbus
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
+DBusGMainLoop(set_as_default=True)
+bus = dbus.bus.BusConnection(sys.argv[1])
+loop = GLib.MainLoop()
+def seen(*args, member=None):
+    print(member, *[str(bool(a)) if isinstance(a, dbus.Boolean) else str(a) for a in args], flush=True)
+bus.add_signal_receiver(seen, dbus_interface="org.appjail.Helper1", member_keyword="member")
+print("listening", flush=True)
+GLib.timeout_add_seconds(30, loop.quit)
+loop.run()
+"""
+
+
+def test_signals_tell_of_jails_and_of_a_vpn_going_away(helper, lab):
+    listener = subprocess.Popen([sys.executable, "-c", SIGNALS, helper.bus_address],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline() == "listening\n"
+        keep_jail(helper, "sig", "--vpn", lab.wg_ifname)
+        lab.wg_delete()
+        lab.wg_create()
+        assert appjail(helper, MEMBER, "stop", "sig").returncode == 0
+        expected = ["JailAdded sig", "VpnChanged sig False", "VpnChanged sig True", "JailRemoved sig"]
+        seen = []
+        deadline = time.monotonic() + 15
+        while seen != expected and time.monotonic() < deadline:
+            seen.append(listener.stdout.readline().strip())
+        assert seen == expected
+    finally:
+        listener.kill()
+        listener.wait()
