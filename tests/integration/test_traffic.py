@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -192,3 +193,18 @@ def test_signals_tell_of_jails_and_of_a_vpn_going_away(helper, lab):
     finally:
         listener.kill()
         listener.wait()
+
+
+def test_inspect_watch_redraws_until_interrupted(helper):
+    keep_jail(helper, "watched")
+    watch = subprocess.Popen(appjail_argv("inspect", "--watch", "watched"), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+    time.sleep(3.5)
+    watch.send_signal(signal.SIGINT)
+    out, _ = watch.communicate(timeout=10)
+    assert watch.returncode == 0
+    pages = out.split("\x1b[H\x1b[2J")[1:]
+    assert len(pages) >= 2 and all("PACKETS" in page and "jail watched" in page for page in pages)
+    human = appjail(helper, MEMBER, "ls")
+    assert human.stdout.splitlines()[0].split() == ["NAME", "OWNER", "ADDRESS", "VPN", "PROCESSES",
+                                                    "KEEP", "OUT", "IN", "DROPPED"]
