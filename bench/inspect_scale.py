@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
+
+from benchlab import engine_in_lab, median_line
 
 from appjail.helper.authz import Caller
-from appjail.helper.jails import Engine
 from appjail.helper.supervisor import Supervisor
-from appjail.lab import Lab, in_netns
 from appjail.model import JailSpec
 
 
@@ -40,36 +38,25 @@ def main() -> None:
     parser.add_argument("--jails", type=int, default=200)
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
-    Lab.cleanup_stale("ajbench")
-    with Lab(prefix="ajbench", wg_ifname="ajbwg0") as lab, tempfile.TemporaryDirectory() as run_dir:
-        with in_netns(lab.host_ns):
-            engine = Engine(run_dir=Path(run_dir))
-            names = [f"b{i}" for i in range(args.jails)]
-            try:
-                for name in names:
-                    engine.create(JailSpec(name, dns=(lab.DNS_ADDR,)), 1000)
-                target = engine.get(names[-1])
-                subprocess.run(["ip", "netns", "exec", target.netns, "curl", "-s", "-o", "/dev/null",
-                                f"http://{lab.SERVER_ADDR}/bytes/100000"], check=True)
-                supervisor = Supervisor(engine, on_added=lambda n: None, on_removed=lambda n: None)
-                caller = Caller(":bench", 1000, 1000, (1000,))
-                inspected = supervisor.inspect(caller, target.name)
-                assert inspected["counters"]["rx_bytes"] >= 100000, inspected
-                helper = timed(lambda: supervisor.inspect(caller, target.name), args.runs)
-                address = target.addressing.jail_address
-                shell = timed(lambda: (
-                    subprocess.run(["iptables-legacy", "-w", "-L", f"aj-{target.name}", "-v", "-n", "-x"],
-                                   check=True, capture_output=True),
-                    subprocess.run(["conntrack", "-L", "-s", address], capture_output=True)), args.runs)
-            finally:
-                for name in names:
-                    if engine.find(name):
-                        engine.destroy(name)
-                engine.close()
-    for label, values in (("appjail helper Inspect", helper), ("shell recipe", shell)):
-        ms = sorted(v * 1000 for v in values)
-        print(f"{label:24} median {statistics.median(ms):7.2f} ms   min {ms[0]:7.2f}   max {ms[-1]:7.2f}"
-              f"   ({args.jails} jails, n={len(ms)})")
+    with engine_in_lab() as (lab, engine):
+        for i in range(args.jails):
+            engine.create(JailSpec(f"b{i}", dns=(lab.DNS_ADDR,)), 1000)
+        target = engine.get(f"b{args.jails - 1}")
+        subprocess.run(["ip", "netns", "exec", target.netns, "curl", "-s", "-o", "/dev/null",
+                        f"http://{lab.SERVER_ADDR}/bytes/100000"], check=True)
+        supervisor = Supervisor(engine, on_added=lambda n: None, on_removed=lambda n: None)
+        caller = Caller(":bench", 1000, 1000, (1000,))
+        inspected = supervisor.inspect(caller, target.name)
+        assert inspected["counters"]["rx_bytes"] >= 100000, inspected
+        helper = timed(lambda: supervisor.inspect(caller, target.name), args.runs)
+        address = target.addressing.jail_address
+        shell = timed(lambda: (
+            subprocess.run(["iptables-legacy", "-w", "-L", f"aj-{target.name}", "-v", "-n", "-x"],
+                           check=True, capture_output=True),
+            subprocess.run(["conntrack", "-L", "-s", address], capture_output=True)), args.runs)
+    note = f", {args.jails} jails"
+    print(median_line("appjail helper Inspect", helper, note))
+    print(median_line("shell recipe", shell, note))
     print(f"ratio helper/shell {statistics.median(helper) / statistics.median(shell):.2f}")
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
+
+from benchlab import engine_in_lab, median_line
 
 from appjail.helper.jails import Engine
-from appjail.lab import Lab, in_netns
 from appjail.model import JailSpec
 
 
@@ -68,29 +67,23 @@ def measure(engine: Engine, spec: JailSpec, runs: int) -> list[float]:
 
 
 def report(label: str, times: list[float], shell_times: list[float]) -> None:
-    for who, values in (("appjail", times), ("shell recipe", shell_times)):
-        ms = sorted(t * 1000 for t in values)
-        print(f"{label:24} {who:13} median {statistics.median(ms):7.1f} ms   "
-              f"min {ms[0]:6.1f}   max {ms[-1]:6.1f}   (n={len(ms)})")
-    ratio = statistics.median(times) / statistics.median(shell_times)
-    print(f"{label:24} ratio appjail/shell {ratio:.2f}")
+    print(median_line(f"{label} appjail", times))
+    print(median_line(f"{label} shell recipe", shell_times))
+    print(f"{label} ratio appjail/shell {statistics.median(times) / statistics.median(shell_times):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    Lab.cleanup_stale("ajbench")
-    with Lab(prefix="ajbench", wg_ifname="ajbwg0") as lab, tempfile.TemporaryDirectory() as run_dir:
-        with in_netns(lab.host_ns):
-            engine = Engine(run_dir=Path(run_dir))
-            measure(engine, JailSpec("warmup", dns=(lab.DNS_ADDR,)), 2)
-            report("create+destroy (NAT)",
-                   measure(engine, JailSpec("bench", dns=(lab.DNS_ADDR,)), args.runs),
-                   measure_shell(lab.host_uplink_if, args.runs))
-            report("create+destroy (--vpn)",
-                   measure(engine, JailSpec("bench", vpn=lab.wg_ifname, dns=(lab.DNS_ADDR,)), args.runs),
-                   measure_shell(lab.wg_ifname, args.runs))
+    with engine_in_lab() as (lab, engine):
+        measure(engine, JailSpec("warmup", dns=(lab.DNS_ADDR,)), 2)
+        report("NAT",
+               measure(engine, JailSpec("bench", dns=(lab.DNS_ADDR,)), args.runs),
+               measure_shell(lab.host_uplink_if, args.runs))
+        report("--vpn",
+               measure(engine, JailSpec("bench", vpn=lab.wg_ifname, dns=(lab.DNS_ADDR,)), args.runs),
+               measure_shell(lab.wg_ifname, args.runs))
 
 
 if __name__ == "__main__":
