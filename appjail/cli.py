@@ -22,6 +22,7 @@ from . import interface as api
 from . import report
 from .instances import own_process_names, single_instance_warning
 from .model import ValidationError, parse_run_options
+from .profiles import ProfileError
 
 EXIT_APPJAIL = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -53,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="drop the jail's traffic to CIDR (repeatable)")
     run.add_argument("--no-lan", action="store_true", default=None,
                      help="drop traffic to private, link-local and CGNAT ranges (the VPN path stays open)")
-    run.add_argument("program", metavar="PROGRAM")
+    run.add_argument("-p", "--profile", metavar="NAME",
+                     help="take the command and options from a profile (options given here win)")
+    run.add_argument("program", metavar="PROGRAM", nargs="?")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    commands.add_parser("profiles", help="list the profiles of profiles.toml")
 
     ls = commands.add_parser("ls", help="list your jails")
     ls.add_argument("--json", action="store_true")
@@ -77,29 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_options(args: argparse.Namespace) -> dict:
-    options: dict = {"name": args.name or default_jail_name(args.program)}
-    if args.vpn is not None:
-        options["vpn"] = args.vpn
-    if args.dns:
-        options["dns"] = args.dns
-    if args.keep:
-        options["keep"] = True
-    if args.publish:
-        options["publish"] = args.publish
-    if args.deny:
-        options["deny"] = args.deny
-    if args.no_lan:
-        options["no_lan"] = True
-    return parse_run_options(options)
+def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """(run options, command) from the arguments and, with -p, a profile."""
+    options: dict = {}
+    command = [args.program, *args.args] if args.program else []
+    if args.profile:
+        from .profiles import load_profiles, profiles_path
+
+        profile = load_profiles().get(args.profile)
+        if profile is None:
+            raise ValidationError(f"no profile named {args.profile!r} in {profiles_path()}")
+        options = dict(profile.options)
+        command = command or list(profile.command)
+    if not command:
+        raise ValidationError("no program given (appjail run [options] PROGRAM [ARGS...], or -p PROFILE)")
+    given = {"name": args.name, "vpn": args.vpn, "dns": args.dns, "keep": args.keep,
+             "publish": args.publish, "deny": args.deny, "no_lan": args.no_lan}
+    options.update({key: value for key, value in given.items() if value})
+    options.setdefault("name", default_jail_name(command[0]))
+    return parse_run_options(options), command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .client import Client, HelperError, session_environment
 
-    options = run_options(args)
-    argv = [os.fsencode(a) for a in [args.program, *args.args]]
-    if warning := single_instance_warning(args.program, args.args, own_process_names(os.getuid())):
+    options, command = run_request(args)
+    argv = [os.fsencode(a) for a in command]
+    if warning := single_instance_warning(command[0], command[1:], own_process_names(os.getuid())):
         _error(f"warning: {warning}")
     client = Client()
     interactive = os.isatty(0)
@@ -226,6 +235,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_checks(args.vpn)
 
 
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from .profiles import load_profiles, profiles_path
+
+    profiles = load_profiles()
+    if not profiles:
+        print(f"no profiles ({profiles_path()} does not exist or is empty)")
+    for name, profile in profiles.items():
+        print(f"{name:14} {profile.describe()}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoError, run_demo
 
@@ -238,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "ls": cmd_ls, "inspect": cmd_inspect, "stop": cmd_stop,
-            "doctor": cmd_doctor, "demo": cmd_demo}
+            "doctor": cmd_doctor, "demo": cmd_demo, "profiles": cmd_profiles}
 
 
 def _error(message: str) -> None:
@@ -249,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ValidationError as exc:
+    except (ValidationError, ProfileError) as exc:
         _error(str(exc))
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

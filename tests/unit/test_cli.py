@@ -16,20 +16,45 @@ def test_default_jail_name(program, name):
     assert cli.default_jail_name(program) == name
 
 
+def request(*argv):
+    return cli.run_request(cli.build_parser().parse_args(["run", *argv]))
+
+
 def test_run_options_only_carry_what_was_given():
-    args = cli.build_parser().parse_args(["run", "--vpn", "wg0", "firefox", "--new-instance"])
-    assert cli.run_options(args) == {"name": "firefox", "vpn": "wg0"}
-    assert args.args == ["--new-instance"]
-    args = cli.build_parser().parse_args(["run", "--name", "web", "--dns", "192.0.2.53", "--keep", "--", "ls", "-l"])
-    assert cli.run_options(args) == {"name": "web", "dns": ["192.0.2.53"], "keep": True}
-    assert (args.program, args.args) == ("ls", ["-l"])
+    assert request("--vpn", "wg0", "firefox", "--new-instance") == (
+        {"name": "firefox", "vpn": "wg0"}, ["firefox", "--new-instance"])
+    assert request("--name", "web", "--dns", "192.0.2.53", "--keep", "--", "ls", "-l") == (
+        {"name": "web", "dns": ["192.0.2.53"], "keep": True}, ["ls", "-l"])
+    assert request("--publish", "6000:8080", "--deny", "192.0.2.0/24", "--no-lan", "srv")[0] == {
+        "name": "srv", "publish": ["6000:8080"], "deny": ["192.0.2.0/24"], "no_lan": True}
 
 
-@pytest.mark.parametrize("argv", [["run", "--name", "../x", "ls"], ["run", "--vpn", "wg0;x", "ls"],
-                                  ["run", "--dns", "300.1.1.1", "ls"]])
+@pytest.mark.parametrize("argv", [["--name", "../x", "ls"], ["--vpn", "wg0;x", "ls"],
+                                  ["--dns", "300.1.1.1", "ls"], ["--publish", "6000", "ls"],
+                                  ["--deny", "192.0.2.1/24", "ls"], []])
 def test_bad_options_fail_before_any_bus_call(argv):
     with pytest.raises(ValidationError):
-        cli.run_options(cli.build_parser().parse_args(argv))
+        request(*argv)
+
+
+PROFILES = """
+[browser]
+command = ["firefox", "--new-instance", "-P", "vpn"]
+vpn = "wg0"
+dns = ["10.64.0.1"]
+"""
+
+
+def test_a_profile_gives_command_and_options_and_the_command_line_wins(tmp_path, monkeypatch):
+    (tmp_path / "appjail").mkdir()
+    (tmp_path / "appjail" / "profiles.toml").write_text(PROFILES)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert request("-p", "browser") == (
+        {"name": "browser", "vpn": "wg0", "dns": ["10.64.0.1"]}, ["firefox", "--new-instance", "-P", "vpn"])
+    assert request("-p", "browser", "--vpn", "wg1", "--", "chromium") == (
+        {"name": "browser", "vpn": "wg1", "dns": ["10.64.0.1"]}, ["chromium"])
+    with pytest.raises(ValidationError, match="no profile named 'mail'"):
+        request("-p", "mail")
 
 
 def test_bad_option_exit_status_and_one_line(capsys):
