@@ -1,10 +1,13 @@
-"""Suite-wide rules: where integration tests are required, skipping one fails the run."""
+"""Suite-wide rules: where integration tests are required, skipping one fails the run.
+Qt draws offscreen: the tests need no display."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REQUIRED = os.environ.get("APPJAIL_REQUIRE_INTEGRATION") == "1"
 _skipped: list[str] = []

@@ -1,0 +1,1 @@
+"""appjail-tray: the Qt tray app (installed as the package appjail.desktop)."""

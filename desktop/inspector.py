@@ -1,0 +1,120 @@
+"""The inspector window: one jail's rates over the last minute, totals, drops, connections."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import pyqtgraph
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from ..report import kill_switch_blocking, normalised, size
+
+HISTORY_S = 60
+REFRESH_MS = 1000
+CONNECTION_COLUMNS = ("proto", "direction", "dst", "dport", "state", "tx_bytes", "rx_bytes")
+CONNECTION_HEADERS = ("Proto", "Dir", "Peer", "Port", "State", "Sent", "Received")
+
+
+class InspectorWindow(QWidget):
+    """Asks for the jail every second (wanted), draws what arrives (show)."""
+
+    wanted = pyqtSignal(str)
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.setWindowTitle(f"appjail: {name}")
+        self.resize(640, 520)
+        self.times: deque[float] = deque(maxlen=HISTORY_S)
+        # a full minute from the start, so an idle jail's line never changes
+        self.rates_in: deque[float] = deque([0.0] * HISTORY_S, maxlen=HISTORY_S)
+        self.rates_out: deque[float] = deque([0.0] * HISTORY_S, maxlen=HISTORY_S)
+        self._last: tuple[float, dict] | None = None
+        self._drawn: tuple[list[float], list[float]] | None = None
+        self._connections: list[dict] | None = None
+
+        self.summary = QLabel("waiting for the helper…")
+        self.warning = QLabel("")
+        self.warning.setStyleSheet("color: white; background: #b00020; padding: 6px; font-weight: bold")
+        self.warning.setWordWrap(True)
+        self.warning.hide()
+        self.plot = pyqtgraph.PlotWidget(background="w")
+        self.plot.setLabel("left", "bytes/s")
+        self.plot.setLabel("bottom", "seconds ago")
+        self.plot.setXRange(-(HISTORY_S - 1), 0, padding=0)  # fixed: an idle jail needs no redraw
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.addLegend()
+        self.curve_in = self.plot.plot(pen=pyqtgraph.mkPen("#1565c0", width=2), name="in")
+        self.curve_out = self.plot.plot(pen=pyqtgraph.mkPen("#2e7d32", width=2), name="out")
+        self.table = QTableWidget(0, len(CONNECTION_COLUMNS))
+        self.table.setHorizontalHeaderLabels(CONNECTION_HEADERS)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        layout = QVBoxLayout(self)
+        for widget in (self.summary, self.warning, self.plot, QLabel("Connections"), self.table):
+            layout.addWidget(widget)
+
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(lambda: self.wanted.emit(self.name))
+        self.timer.start(REFRESH_MS)
+
+    def show_jail(self, jail: dict, now: float | None = None) -> None:
+        jail = normalised(jail)
+        now = time.monotonic() if now is None else now
+        counters = jail["counters"]
+        if self._last is not None:
+            then, before = self._last
+            elapsed = max(now - then, 1e-3)
+            self.times.append(now)
+            self.rates_in.append((counters["rx_bytes"] - before["rx_bytes"]) / elapsed)
+            self.rates_out.append((counters["tx_bytes"] - before["tx_bytes"]) / elapsed)
+            self._draw_rates()
+        self._last = (now, counters)
+        vpn_text = f"VPN {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'down'})" if jail["vpn"] else "no VPN (NAT)"
+        self._set_text(self.summary,
+            f"<b>{jail['name']}</b> · {jail['address']} · {vpn_text} · {len(jail['pids'])} processes<br>"
+            f"in {size(counters['rx_bytes'])} ({counters['rx_packets']} packets) · "
+            f"out {size(counters['tx_bytes'])} ({counters['tx_packets']} packets) · "
+            f"dropped {counters['dropped_packets']} packets")
+        if kill_switch_blocking(jail):
+            self._set_text(self.warning, f"Kill switch: {jail['vpn']} is down or missing. This jail's traffic "
+                                 f"is blocked ({counters['dropped_packets']} packets dropped); nothing "
+                                 "leaves it until the VPN is back.")
+            self.warning.show()
+        else:
+            self.warning.hide()
+        self._fill_table(jail.get("connections", []))
+
+    def _draw_rates(self) -> None:
+        """Redraw only when the picture changes: an idle jail's flat line stays as it is."""
+        shown = (list(self.rates_in), list(self.rates_out))
+        if shown == self._drawn:
+            return
+        self._drawn = shown
+        ages = list(range(1 - len(shown[0]), 1))
+        self.curve_in.setData(ages, shown[0])
+        self.curve_out.setData(ages, shown[1])
+
+    @staticmethod
+    def _set_text(label: QLabel, text: str) -> None:
+        if label.text() != text:
+            label.setText(text)
+
+    def latest_rates(self) -> tuple[float, float]:
+        """(in, out) bytes per second of the last sample; zeros before two samples."""
+        return self.rates_in[-1], self.rates_out[-1]
+
+    def _fill_table(self, connections: list[dict]) -> None:
+        if connections == self._connections:
+            return
+        self._connections = connections
+        self.table.setRowCount(len(connections))
+        for row, connection in enumerate(connections):
+            for column, key in enumerate(CONNECTION_COLUMNS):
+                value = connection.get(key, "")
+                text = size(value) if key.endswith("_bytes") else str(value)
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, column, item)
+        self.table.resizeColumnsToContents()

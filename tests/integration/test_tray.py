@@ -1,0 +1,165 @@
+"""appjail-tray against the real helper in the lab (pytest-qt, offscreen).
+
+The tray runs in the test process, but its bus connections are made with
+the test user's identity (the bus daemon takes the peer's credentials at
+connect time), so the helper and polkit see that user, as with a real tray.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import dbus
+import pytest
+from PyQt6.QtCore import QTimer
+
+from appjail.client import Client
+from appjail.desktop.tray import Tray
+from appjail.desktop.worker import Session
+from appjail.helper.netns import list_namespaces
+from appjail.lab.helper import UserCommand
+from appjail.profiles import Profile
+
+from .helperlab import DNS, MEMBER, OUTSIDER, appjail
+
+_identity_lock = threading.Lock()
+
+
+def client_as(user: str, bus_address: str) -> Callable[[], Client]:
+    entry = pwd.getpwnam(user)
+
+    def connect() -> Client:
+        with _identity_lock:
+            groups = os.getgroups()
+            os.setgroups(os.getgrouplist(user, entry.pw_gid))
+            os.setegid(entry.pw_gid)
+            os.seteuid(entry.pw_uid)
+            try:
+                bus = dbus.bus.BusConnection(bus_address)
+            finally:
+                os.seteuid(0)
+                os.setegid(0)
+                os.setgroups(groups)
+        return Client(bus)
+    return connect
+
+
+def session_of(user: str) -> Session:
+    env = UserCommand("").env(user)
+    return Session(env=[f"{k}={v}".encode() for k, v in env.items()],
+                   cwd=os.fsencode(pwd.getpwnam(user).pw_dir), log_dir=None)
+
+
+def download_profile(lab, rate: int = 150_000, size: int = 3_000_000) -> Profile:
+    command = ("curl", "-sS", "-o", "/dev/null", f"http://{lab.SERVER_ADDR}/bytes/{size}?rate={rate}")
+    return Profile("dl", command, {"name": "dl", "dns": [DNS]})
+
+
+@pytest.fixture
+def make_tray(qtbot, helper):
+    trays = []
+
+    def make(user: str, profiles: dict) -> Tray:
+        tray = Tray(client_factory=client_as(user, helper.bus_address), session=session_of(user),
+                    profiles_loader=lambda: profiles, use_tray=False)
+        qtbot.addWidget(tray.window)
+        trays.append(tray)
+        return tray
+    yield make
+    for tray in trays:
+        tray.close()
+
+
+def jail_submenu_action(tray: Tray, name: str, label: str):
+    (menu,) = [a.menu() for a in tray.menu.actions() if a.menu() and a.menu().objectName() == f"jail:{name}"]
+    (action,) = [a for a in menu.actions() if a.text() == label]
+    return action
+
+
+def peers(window) -> list[str]:
+    return [window.table.item(row, 2).text() for row in range(window.table.rowCount())
+            if window.table.item(row, 2) is not None]
+
+
+def test_profile_click_starts_a_jail_the_inspector_shows_it_and_stop_removes_it(make_tray, qtbot, lab):
+    tray = make_tray(MEMBER, {"dl": download_profile(lab)})
+    tray.profile_action("dl").trigger()
+    qtbot.waitUntil(lambda: "dl" in tray.jail_menu_names(), timeout=10_000)
+    window = tray.inspect("dl")
+    qtbot.waitUntil(lambda: window.latest_rates()[0] > 10_000, timeout=10_000)
+    qtbot.waitUntil(lambda: lab.SERVER_ADDR in peers(window), timeout=10_000)
+    jail_submenu_action(tray, "dl", "Stop").trigger()
+    qtbot.waitUntil(lambda: "dl" not in tray.jail_menu_names(), timeout=15_000)
+    assert list_namespaces("aj-") == []
+    assert "dl" not in tray.inspectors
+
+
+def test_a_refused_user_and_a_stopped_helper_are_explained(make_tray, qtbot, lab, helper):
+    tray = make_tray(OUTSIDER, {"dl": download_profile(lab)})
+    tray.profile_action("dl").trigger()
+    qtbot.waitUntil(lambda: any(title == "Not started" and "not authorized" in text
+                                for title, text in tray.notifications), timeout=10_000)
+    assert list_namespaces("aj-") == []
+
+    helper.kill(signal.SIGTERM)
+    tray.want_list.emit()
+    qtbot.waitUntil(lambda: "appjail-helper is not running" in tray.status, timeout=10_000)
+    assert "appjail-helper is not running" in tray.status_label.text()
+    # still responsive: the GUI thread answers a timer right away
+    fired = []
+    QTimer.singleShot(0, lambda: fired.append(time.monotonic()))
+    qtbot.waitUntil(lambda: bool(fired), timeout=200)
+
+
+def test_vpn_loss_is_notified(make_tray, qtbot, lab, helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "vpn", "--vpn", lab.wg_ifname, "--dns", DNS,
+                   "--", "true").returncode == 0
+    tray = make_tray(MEMBER, {})
+    qtbot.waitUntil(lambda: "vpn" in tray.jail_menu_names(), timeout=10_000)
+    lab.wg_down()
+    try:
+        qtbot.waitUntil(lambda: any(title == "VPN gone" for title, _ in tray.notifications), timeout=10_000)
+    finally:
+        lab.wg_up()
+
+
+WATCH_S = 30
+IDLE_S = 20
+
+
+def test_gui_thread_stays_free_and_the_tray_idles_with_five_jails_watched(make_tray, qtbot, lab, helper):
+    names = [f"w{i}" for i in range(5)]
+    for name in names:
+        assert appjail(helper, MEMBER, "run", "--keep", "--name", name, "--dns", DNS, "--", "true").returncode == 0
+    tray = make_tray(MEMBER, {})
+    qtbot.waitUntil(lambda: sorted(tray.jail_menu_names()) == names, timeout=10_000)
+    windows = [tray.inspect(name) for name in names]
+    qtbot.waitUntil(lambda: all(w._last is not None for w in windows), timeout=10_000)
+
+    cpu_before = _cpu_seconds()
+    qtbot.wait(IDLE_S * 1000)
+    cpu = (_cpu_seconds() - cpu_before) / IDLE_S
+
+    beats: list[float] = []
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: beats.append(time.monotonic()))
+    heartbeat.start(10)
+    qtbot.wait(WATCH_S * 1000)
+    heartbeat.stop()
+    worst_gap = max(b - a for a, b in zip(beats, beats[1:]))
+    print(f"\n5 jails watched: tray CPU {cpu * 100:.2f}% of one core over {IDLE_S} s; worst "
+          f"GUI-thread gap {worst_gap * 1000:.1f} ms over {WATCH_S} s (heartbeat every 10 ms)")
+    assert worst_gap < 0.050
+    assert cpu < 0.02
+    assert all(len(w.times) >= IDLE_S + WATCH_S - 5 for w in windows)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
