@@ -11,19 +11,15 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from appjail.lab.bus import PrivateSystemBus
+from appjail.lab.bus import polkit_files_installed as checkout_polkit_files
 
 REPO = Path(__file__).resolve().parents[1]
 POLKIT_DIR = REPO / "polkit"
 BUS_POLICY = POLKIT_DIR / "org.appjail.Helper1.conf"
-POLKIT_FILES = {
-    POLKIT_DIR / "org.appjail.policy": Path("/usr/share/polkit-1/actions/org.appjail.policy"),
-    POLKIT_DIR / "50-appjail.rules": Path("/etc/polkit-1/rules.d/50-appjail.rules"),
-}
 GROUP = "appjail"
 # name -> member of GROUP
 USERS = {"ajt-a": True, "ajt-b": True, "ajt-out": False}
@@ -34,27 +30,8 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
 
-def install_temporarily(source: Path, target: Path, stack: ExitStack) -> None:
-    """Put `source` at `target` until `stack` closes, then restore what was there."""
-    if target.exists() and target.read_bytes() == source.read_bytes():
-        return
-    previous = target.read_bytes() if target.exists() else None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    target.chmod(0o644)
-    if previous is None:
-        stack.callback(target.unlink, missing_ok=True)
-    else:
-        stack.callback(target.write_bytes, previous)
-
-
-@contextmanager
-def polkit_files_installed() -> Iterator[None]:
-    """The project's polkit action policy and rules, where polkitd reads them."""
-    with ExitStack() as stack:
-        for source, target in POLKIT_FILES.items():
-            install_temporarily(source, target, stack)
-        yield
+def polkit_files_installed():
+    return checkout_polkit_files(POLKIT_DIR)
 
 
 class SystemBus:

@@ -10,10 +10,12 @@ Nothing of the machine's own bus (if it has one) is touched.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from xml.sax.saxutils import escape
@@ -24,6 +26,11 @@ from appjail.lab.process import READY_TIMEOUT, stop, wait_for_output
 DBUS_DAEMON = "/usr/bin/dbus-daemon"
 POLKITD = "/usr/lib/polkit-1/polkitd"
 SYSTEM_POLICY_DIR = "/usr/share/dbus-1/system.d"
+# polkit/ file -> where polkitd reads it (it reads nowhere else)
+POLKIT_TARGETS = {
+    "org.appjail.policy": Path("/usr/share/polkit-1/actions/org.appjail.policy"),
+    "50-appjail.rules": Path("/etc/polkit-1/rules.d/50-appjail.rules"),
+}
 
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -53,6 +60,29 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
   <includedir>{system_policies}</includedir>
 {extra}</busconfig>
 """
+
+
+def install_temporarily(source: Path, target: Path, stack: ExitStack) -> None:
+    """Put `source` at `target` until `stack` closes, then restore what was there."""
+    if target.exists() and target.read_bytes() == source.read_bytes():
+        return
+    previous = target.read_bytes() if target.exists() else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(0o644)
+    if previous is None:
+        stack.callback(target.unlink, missing_ok=True)
+    else:
+        stack.callback(target.write_bytes, previous)
+
+
+@contextmanager
+def polkit_files_installed(polkit_dir: Path) -> Iterator[None]:
+    """A checkout's polkit action policy and rules, where polkitd reads them, for a while."""
+    with ExitStack() as stack:
+        for name, target in POLKIT_TARGETS.items():
+            install_temporarily(polkit_dir / name, target, stack)
+        yield
 
 
 def bus_config(socket: Path, extra_policies: Sequence[Path] = (),

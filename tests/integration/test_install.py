@@ -29,6 +29,8 @@ INSTALLED = [
     Path("/usr/share/dbus-1/system.d/org.appjail.Helper1.conf"),
     Path("/usr/share/dbus-1/system-services/org.appjail.Helper1.service"),
     Path("/etc/systemd/system/appjail-helper.service"),
+    Path("/usr/share/applications/appjail-tray.desktop"),
+    Path("/usr/share/icons/hicolor/scalable/apps/appjail.svg"),
 ]
 
 
@@ -83,7 +85,8 @@ def test_install_as_written_installs_root_owned_code_and_ends_with_the_demo(mach
     package = subprocess.run([PREFIX / "venv/bin/python", "-c", "import appjail; print(appjail.__file__)"],
                              cwd="/", capture_output=True, text=True, check=True).stdout.strip()
     assert package.startswith(str(PREFIX)), "the helper's code is a copy, not this checkout"
-    assert os.path.realpath("/usr/local/bin/appjail") == str(PREFIX / "venv/bin/appjail")
+    for command in ("appjail", "appjail-tray"):
+        assert os.path.realpath(f"/usr/local/bin/{command}") == str(PREFIX / "venv/bin" / command)
     assert _group_exists("appjail") and _system_bus_answers()
 
     assert "the web server saw: client=203.0.113.2" in result.stdout
