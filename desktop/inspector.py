@@ -56,8 +56,13 @@ class InspectorWindow(QWidget):
             layout.addWidget(widget)
 
         self.timer = QTimer(self)
-        self.timer.timeout.connect(lambda: self.wanted.emit(self.name))
+        # a bound method, not a lambda: PyQt holds it weakly, so no reference
+        # cycle keeps the window for the garbage collector to delete mid-event
+        self.timer.timeout.connect(self._ask)
         self.timer.start(REFRESH_MS)
+
+    def _ask(self) -> None:
+        self.wanted.emit(self.name)
 
     def show_jail(self, jail: dict, now: float | None = None) -> None:
         jail = normalised(jail)

@@ -55,12 +55,13 @@ class Tray(QObject):
         self.worker.jails_listed.connect(self.on_jails)
         self.worker.inspected.connect(self.on_inspected)
         self.worker.failed.connect(self.on_failed)
-        self.worker.launched.connect(lambda name, pid: self.notify("Started", f"{name}: process {pid}"))
+        self.worker.launched.connect(self.on_launched)
         self.worker.program_ended.connect(self.on_program_ended)
         self.thread.start()
 
         self.menu = QMenu()
         self.menu.aboutToShow.connect(self.want_list.emit)
+        self.profiles: dict[str, Profile] = {}
         self.icon = QIcon(str(ICON))
         if use_tray is None:
             use_tray = QSystemTrayIcon.isSystemTrayAvailable()
@@ -103,26 +104,46 @@ class Tray(QObject):
         except ProfileError as exc:
             profiles = {}
             self.set_status(str(exc))
+        self.profiles = profiles
         for name, profile in profiles.items():
             action = self.menu.addAction(f"Start {name}")
             action.setToolTip(profile.describe())
             action.setObjectName(f"profile:{name}")
-            action.triggered.connect(lambda _=False, p=profile: self.launch(dict(p.options), list(p.command)))
-        self.menu.addAction("Run a program…").triggered.connect(self.run_dialog)
+            self._route(action, "profile", name)
+        self._route(self.menu.addAction("Run a program…"), "run")
         self.menu.addSeparator()
         if self.jails:
             for name, jail in sorted(self.jails.items()):
                 vpn = f", {jail['vpn']}" if jail.get("vpn") else ""
                 submenu = self.menu.addMenu(f"{name} ({len(jail.get('pids', []))} processes{vpn})")
                 submenu.setObjectName(f"jail:{name}")
-                submenu.addAction("Inspect").triggered.connect(lambda _=False, n=name: self.inspect(n))
-                submenu.addAction("Stop").triggered.connect(lambda _=False, n=name: self.want_stop.emit(n))
+                self._route(submenu.addAction("Inspect"), "inspect", name)
+                self._route(submenu.addAction("Stop"), "stop", name)
         else:
             self.menu.addAction("no jails").setEnabled(False)
         self.menu.addSeparator()
         status = self.menu.addAction(self.status)
         status.setEnabled(False)
-        self.menu.addAction("Quit").triggered.connect(self.quit)
+        self._route(self.menu.addAction("Quit"), "quit")
+
+    def _route(self, action: QAction, what: str, name: str = "") -> None:
+        action.setData((what, name))
+        action.triggered.connect(self.on_menu)
+
+    def on_menu(self) -> None:
+        """Every menu entry lands here: one bound slot, no lambda holding the tray."""
+        what, name = self.sender().data()
+        if what == "profile":
+            profile = self.profiles[name]
+            self.launch(dict(profile.options), list(profile.command))
+        elif what == "run":
+            self.run_dialog()
+        elif what == "inspect":
+            self.inspect(name)
+        elif what == "stop":
+            self.want_stop.emit(name)
+        elif what == "quit":
+            self.quit()
 
     def jail_menu_names(self) -> list[str]:
         return [a.menu().objectName()[len("jail:"):] for a in self.menu.actions()
@@ -170,6 +191,9 @@ class Tray(QObject):
         self.jails = current
         if not self.set_status(f"{len(current)} jail{'s' if len(current) != 1 else ''}") and menu_changed:
             self.rebuild_menu()
+
+    def on_launched(self, name: str, pid: int) -> None:
+        self.notify("Started", f"{name}: process {pid}")
 
     def on_inspected(self, name: str, jail: dict) -> None:
         window = self.inspectors.get(name)
