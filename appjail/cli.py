@@ -22,7 +22,6 @@ from . import interface as api
 from . import report
 from .instances import own_process_names, single_instance_warning
 from .model import ValidationError, parse_run_options
-from .profiles import ProfileError
 
 EXIT_APPJAIL = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -108,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options, command = run_request(args)
     argv = [os.fsencode(a) for a in command]
-    if warning := single_instance_warning(command[0], command[1:], own_process_names(os.getuid())):
+    if warning := single_instance_warning(command[0], command[1:], lambda: own_process_names(os.getuid())):
         _error(f"warning: {warning}")
     client = Client()
     interactive = os.isatty(0)
@@ -143,7 +142,8 @@ def _run_failure(exc) -> int:
 
 
 class _Waiter(threading.Thread):
-    """Waits for the program on its own bus connection, then pokes a pipe."""
+    """Waits for the program on a bus connection of its own (the main thread
+    uses the first one to forward signals meanwhile), then pokes a pipe."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValidationError, ProfileError) as exc:
+    except ValidationError as exc:  # a ProfileError too
         _error(str(exc))
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

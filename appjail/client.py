@@ -7,8 +7,8 @@ The bus is the one in DBUS_SYSTEM_BUS_ADDRESS, else the system bus.
 from __future__ import annotations
 
 import os
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dbus
 import dbus.lowlevel
@@ -30,10 +30,8 @@ class HelperError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ProgramExit:
-    code: int
-    signal: int
+class ProgramExit(namedtuple("ProgramExit", "code signal")):
+    __slots__ = ()
 
     @property
     def status(self) -> int:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -134,14 +132,7 @@ def _demo_user(requested: str | None) -> Iterator[str]:
     except KeyError:
         raise DemoError(f"group {GROUP!r} does not exist: install appjail first "
                         "(sudo ./scripts/install)") from None
-    home = Path(tempfile.mkdtemp(prefix="appjail-demo-home-"))
-    subprocess.run(["userdel", DEMO_USER], capture_output=True)  # left by an interrupted demo
-    try:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home),
-                        "--shell", "/usr/sbin/nologin", "--groups", GROUP, DEMO_USER],
-                       check=True, capture_output=True)
-        shutil.chown(home, DEMO_USER, DEMO_USER)
-        yield DEMO_USER
-    finally:
-        subprocess.run(["userdel", DEMO_USER], capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+    from appjail.lab.helper import temporary_user
+
+    with temporary_user(DEMO_USER, GROUP) as name:
+        yield name

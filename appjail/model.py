@@ -2,14 +2,15 @@
 
 Both sides of the privilege line use this module: the CLI to fail early with a
 readable message, the helper because it trusts nothing that crosses the bus.
-It imports nothing privileged.
+It imports nothing privileged, and nothing slow: the records are named tuples
+(dataclasses would pull `inspect` and friends into every CLI start).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,11}")
 # Linux IFNAMSIZ is 16 including the NUL; "/", ":" and whitespace are
@@ -101,14 +102,13 @@ PROTOCOLS = ("tcp", "udp")
 MAX_RULES = 64  # published ports, denied ranges: each one is a netfilter rule
 
 
-@dataclass(frozen=True)
-class Publish:
-    """A host port forwarded into the jail: `[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]`."""
+class Publish(namedtuple("Publish", "host_port jail_port proto host_address", defaults=("tcp", None))):
+    """A host port forwarded into the jail: `[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]`.
 
-    host_port: int
-    jail_port: int
-    proto: str = "tcp"
-    host_address: str | None = None  # None: every address of the host
+    host_address None: every address of the host.
+    """
+
+    __slots__ = ()
 
     def __str__(self) -> str:
         address = f"{self.host_address}:" if self.host_address else ""
@@ -160,32 +160,26 @@ def validate_publish(entries: object) -> tuple[Publish, ...]:
     return tuple(result)
 
 
-@dataclass(frozen=True)
-class JailSpec:
-    """The network shape of one jail, as requested by its owner."""
+class JailSpec(namedtuple("JailSpec", "name vpn dns keep publish deny no_lan")):
+    """The network shape of one jail, as requested by its owner; validated when made."""
 
-    name: str
-    vpn: str | None = None
-    dns: tuple[str, ...] = field(default_factory=tuple)
-    keep: bool = False
-    publish: tuple[Publish, ...] = field(default_factory=tuple)
-    deny: tuple[str, ...] = field(default_factory=tuple)
-    no_lan: bool = False
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        validate_name(self.name)
-        if self.vpn is not None:
-            validate_ifname(self.vpn)
-        object.__setattr__(self, "dns", validate_dns(self.dns))
-        object.__setattr__(self, "publish", validate_publish(self.publish))
-        object.__setattr__(self, "deny", validate_deny(self.deny))
-        for flag in ("keep", "no_lan"):
-            if not isinstance(getattr(self, flag), bool):
+    def __new__(cls, name: str, vpn: str | None = None, dns: tuple[str, ...] = (), keep: bool = False,
+                publish: tuple = (), deny: tuple[str, ...] = (), no_lan: bool = False) -> JailSpec:
+        validate_name(name)
+        if vpn is not None:
+            validate_ifname(vpn)
+        for flag, value in (("keep", keep), ("no_lan", no_lan)):
+            if not isinstance(value, bool):
                 raise ValidationError(f"invalid {flag} flag: expected true or false")
-        if self.publish and self.vpn:
+        publish = validate_publish(publish)
+        if publish and vpn:
             # replies to a published port would follow the jail's only route: the VPN
             raise ValidationError("--publish cannot be combined with --vpn: a --vpn jail's "
                                   "only way in and out is the VPN")
+        return super().__new__(cls, name, vpn, validate_dns(dns), keep, publish,
+                               validate_deny(deny), no_lan)
 
     def lan_ranges(self) -> tuple[str, ...]:
         return LAN_RANGES if self.no_lan else ()
@@ -203,18 +197,13 @@ MAX_TOTAL_BYTES = 2 * 1024 * 1024
 MAX_PATH_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class LaunchSpec:
+class LaunchSpec(namedtuple("LaunchSpec", "argv env cwd")):
     """What to run in a jail: argv, environment and working directory, as bytes."""
 
-    argv: tuple[bytes, ...]
-    env: tuple[bytes, ...]
-    cwd: bytes
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        validate_argv(self.argv)
-        validate_env(self.env)
-        validate_cwd(self.cwd)
+    def __new__(cls, argv: tuple[bytes, ...], env: tuple[bytes, ...], cwd: bytes) -> LaunchSpec:
+        return super().__new__(cls, validate_argv(argv), validate_env(env), validate_cwd(cwd))
 
     def env_dict(self) -> dict[bytes, bytes]:
         return dict(entry.split(b"=", 1) for entry in self.env)

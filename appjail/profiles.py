@@ -33,7 +33,7 @@ KEYS: dict[str, tuple[type, str]] = {
 }
 
 
-class ProfileError(ValueError):
+class ProfileError(ValidationError):
     """A profile file or entry that cannot be used; the message says where and why."""
 
 

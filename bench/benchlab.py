@@ -1,17 +1,31 @@
-"""What the bench scripts share: an engine inside a throwaway lab, and a median line."""
+"""What the bench scripts share: the lab, an engine or a whole helper inside it,
+an unprivileged user, and medians.
+
+Everything runs in the lab's namespaces; the machine's own network namespace
+is never touched, and everything made here is removed at the end.
+"""
 
 from __future__ import annotations
 
+import grp
 import statistics
+import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from appjail.helper.jails import Engine
 from appjail.lab import Lab, in_netns
+from appjail.lab.bus import PrivateSystemBus, polkit_files_installed
+from appjail.lab.helper import LabHelper, UserCommand, stage_package, temporary_user
 
+REPO = Path(__file__).resolve().parents[1]
 PREFIX, VPN = "ajbench", "ajbwg0"
+GROUP = "appjail"
+BENCH_USER = "ajbench-user"
 
 
 @contextmanager
@@ -27,6 +41,69 @@ def engine_in_lab() -> Iterator[tuple[Lab, Engine]]:
                 for jail in engine.list():
                     engine.destroy(jail.name)
                 engine.close()
+
+
+@dataclass
+class HelperLab:
+    lab: Lab
+    helper: LabHelper
+    user: str
+    cli: UserCommand
+
+    def appjail(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = self.cli.run(self.user, *args, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"appjail {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+
+@contextmanager
+def helper_in_lab() -> Iterator[HelperLab]:
+    """appjail-helper in the lab behind a private bus and polkitd, and a user in group appjail
+    who runs the CLI from a world-readable copy of this checkout."""
+    Lab.cleanup_stale(PREFIX)
+    with ExitStack() as stack:
+        lab = stack.enter_context(Lab(prefix=PREFIX, wg_ifname=VPN))
+        if not _group_exists(GROUP):
+            subprocess.run(["groupadd", "--system", GROUP], check=True)
+            stack.callback(subprocess.run, ["groupdel", GROUP], check=True)
+        stack.enter_context(polkit_files_installed(REPO / "polkit"))
+        bus = stack.enter_context(PrivateSystemBus([REPO / "polkit" / "org.appjail.Helper1.conf"]))
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="appjail-bench-")))
+        work.chmod(0o755)
+        stage_package(work / "code")
+        helper = LabHelper(lab.host_ns, bus.address, work / "run", work / "helper.log")
+        stack.callback(helper.stop_and_clean)
+        helper.start()
+        user = stack.enter_context(temporary_user(BENCH_USER, GROUP))
+        yield HelperLab(lab, helper, user, UserCommand(bus.address, "/usr/bin/python3", str(work / "code")))
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
+    """Each contender once per round, A B C A B C…, so drifts in machine speed hit all alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, fn in contenders.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def median_ms(seconds: list[float]) -> float:
+    return statistics.median(seconds) * 1000
 
 
 def median_line(label: str, seconds: list[float], note: str = "") -> str:

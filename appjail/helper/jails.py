@@ -165,6 +165,10 @@ class Engine:
         self.store.save(jail.record)
         undo.append(lambda: self.store.delete(spec.name))
 
+        links = netns.list_link_names(ipr)
+        if jail.host_ifname in links and not netns.wait_until_gone(ipr, jail.host_ifname):
+            # the namespace of an earlier jail of this name is still being torn down
+            raise netns.NetnsError(f"interface {jail.host_ifname} still exists")
         netns.create_namespace(jail.netns)
         undo.append(lambda: netns.delete_namespace(jail.netns))
         netns.create_veth(ipr, jail.host_ifname, jail.netns)
@@ -180,8 +184,8 @@ class Engine:
 
         undo.append(self._restore_forwarding_if_idle)
         egress = [spec.vpn] if spec.vpn else [
-            name for name in netns.list_link_names(ipr) if name != "lo" and not name.startswith(PREFIX)]
-        self.forwarding.enable(egress, netns.list_link_names(ipr))
+            name for name in links if name != "lo" and not name.startswith(PREFIX)]
+        self.forwarding.enable(egress, [*links, jail.host_ifname])
 
         # per-connection bytes for `inspect` (applies to connections from now on)
         netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
@@ -224,8 +228,10 @@ class Engine:
                 errors.append(exc)
 
         with netns.rtnl() as ipr:
-            # deleting the host end deletes the pair: the jail is cut off first
-            attempt(lambda: netns.delete_link(ipr, jail.host_ifname))
+            # the jail is cut off first. Deleting the veth would wait for the
+            # kernel's RCU grace period (~25 ms); the pair goes with the
+            # namespace instead, in the kernel's own time
+            attempt(lambda: netns.set_link_down(ipr, jail.host_ifname))
             if jail.spec.vpn:
                 attempt(lambda: self._remove_vpn_routing(ipr, jail))
         attempt(lambda: firewall.remove(jail.name))

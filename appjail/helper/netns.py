@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,6 +198,26 @@ def create_veth(ipr: IPRoute, host_ifname: str, namespace: str) -> None:
                  peer={"ifname": JAIL_IFNAME, "net_ns_fd": fd})
     finally:
         os.close(fd)
+
+
+def set_link_down(ipr: IPRoute, ifname: str) -> None:
+    index = link_index(ipr, ifname)
+    if index is not None:
+        try:
+            ipr.link("set", index=index, state="down")
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+
+
+def wait_until_gone(ipr: IPRoute, ifname: str, timeout: float = 3.0) -> bool:
+    """Wait for a link the kernel is still tearing down (with its namespace) to go."""
+    deadline = time.monotonic() + timeout
+    while link_index(ipr, ifname) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def delete_link(ipr: IPRoute, ifname: str) -> None:

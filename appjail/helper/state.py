@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import JailSpec, ValidationError, validate_name
@@ -28,7 +28,7 @@ class JailRecord:
     status: str = CREATING
 
     def to_json(self) -> str:
-        spec = {**asdict(self.spec), "dns": list(self.spec.dns), "deny": list(self.spec.deny),
+        spec = {**self.spec._asdict(), "dns": list(self.spec.dns), "deny": list(self.spec.deny),
                 "publish": [str(p) for p in self.spec.publish]}
         return json.dumps({"spec": spec, "owner_uid": self.owner_uid, "slot": self.slot,
                            "status": self.status})

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appjail.lab.errors import LabError
 from appjail.lab.netns import in_netns, netns_exec_argv
-from appjail.lab.process import READY_TIMEOUT, child_env, kill_pids
+from appjail.lab.process import PACKAGE_ROOT, READY_TIMEOUT, child_env, kill_pids
 
 READY_MARKER = b"serving org.appjail.Helper1"
 
@@ -103,3 +107,36 @@ class UserCommand:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL,
                               **self.popen_kwargs(user))
+
+
+@contextmanager
+def temporary_user(name: str, group: str) -> Iterator[str]:
+    """A system user NAME in GROUP, with a home of its own, for as long as the block runs."""
+    home = Path(tempfile.mkdtemp(prefix=f"{name}-home-"))
+    subprocess.run(["userdel", name], capture_output=True)  # left by an interrupted run
+    try:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home),
+                        "--shell", "/usr/sbin/nologin", "--groups", group, name],
+                       check=True, capture_output=True)
+        shutil.chown(home, name, name)
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def stage_package(target: Path) -> None:
+    """A world-readable copy of the appjail package under TARGET (replacing an older one).
+
+    For unprivileged users of a checkout they cannot read (one under /root):
+    they run /usr/bin/python3 (with Debian's python3-dbus) with PYTHONPATH=TARGET.
+    """
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(mode=0o755, parents=True)
+    shutil.copytree(PACKAGE_ROOT / "appjail", target / "appjail",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    # byte-compiled for the system Python, as an installation would be: its
+    # users cannot write the cache themselves
+    subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(target)], check=True)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +37,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason="integration tests need root"))
 
 
-def residue_in_host() -> list[str]:
-    """Every aj-* trace in the calling thread's (the lab host's) namespace."""
+def residue_in_host(settle: float = 3.0) -> list[str]:
+    """Every aj-* trace in the calling thread's (the lab host's) namespace.
+
+    A destroyed jail's veth goes with its namespace, in the kernel's own time:
+    what is left is looked at again for up to `settle` seconds.
+    """
+    deadline = time.monotonic() + settle
+    while (found := _residue_in_host()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
+def _residue_in_host() -> list[str]:
     found = []
     with netns.rtnl() as ipr:
         found += [f"link {n}" for n in netns.list_link_names(ipr) if n.startswith("aj-")]

@@ -13,9 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from appjail.lab.helper import UserCommand
+from appjail.lab.helper import UserCommand, stage_package
 
-REPO = Path(__file__).resolve().parents[2]
 MEMBER, OTHER_MEMBER, OUTSIDER = "ajt-a", "ajt-b", "ajt-out"
 DNS = "192.0.2.53"
 USER_PYTHON = "/usr/bin/python3"
@@ -24,12 +23,7 @@ USER_CODE = Path("/var/tmp/appjail-test-code")
 
 def stage_user_code() -> None:
     """Copy the package to USER_CODE for the test users (replacing an older copy)."""
-    remove_user_code()
-    USER_CODE.mkdir(mode=0o755)
-    shutil.copytree(REPO / "appjail", USER_CODE / "appjail",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for path in USER_CODE.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    stage_package(USER_CODE)
 
 
 def remove_user_code() -> None:

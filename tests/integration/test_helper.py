@@ -132,9 +132,10 @@ def test_exit_status_is_the_programs(helper, argv, status):
     assert result.returncode == status, result.stderr
 
 
-def test_stdin_is_passed_through_without_a_terminal(helper):
+def test_stdin_is_passed_through_without_a_terminal_and_the_jail_is_gone_on_return(helper):
     result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "cat", input="hi\n")
     assert (result.returncode, result.stdout) == (0, "hi\n")
+    assert list_namespaces("aj-") == []
 
 
 def test_same_name_shares_one_jail_which_ends_with_its_last_program(helper):
