@@ -129,7 +129,7 @@ class Engine:
             except resolv.NoUpstreamDNS as exc:
                 raise JailError(str(exc)) from None
             with netns.rtnl() as ipr:
-                addressing = self._allocate(ipr)
+                addressing = self._allocate()
                 jail = Jail(JailRecord(spec, owner_uid, addressing.slot), addressing, dns)
                 undo: list[Callable[[], None]] = []
                 try:
@@ -152,9 +152,9 @@ class Engine:
                 raise Conflict(f"port {publish.host_port}/{publish.proto} is already in use "
                                "on the host")
 
-    def _allocate(self, ipr) -> JailAddressing:
+    def _allocate(self) -> JailAddressing:
         host_routes = [ipaddress.IPv4Network(f"{dst}/{length}", strict=False)
-                       for dst, length, dev in netns.ipv4_routes(ipr)
+                       for dst, length, dev in netns.ipv4_routes()
                        if not (dev or "").startswith(PREFIX)]
         used = {jail.addressing.slot for jail in self._jails.values()}
         return self.pool.allocate(used, host_routes)
@@ -165,7 +165,7 @@ class Engine:
         self.store.save(jail.record)
         undo.append(lambda: self.store.delete(spec.name))
 
-        links = netns.list_link_names(ipr)
+        links = netns.list_link_names()
         if jail.host_ifname in links and not netns.wait_until_gone(ipr, jail.host_ifname):
             # the namespace of an earlier jail of this name is still being torn down
             raise netns.NetnsError(f"interface {jail.host_ifname} still exists")
@@ -249,8 +249,7 @@ class Engine:
 
     def _restore_forwarding_if_idle(self) -> None:
         if not self._jails:
-            with netns.rtnl() as ipr:
-                self.forwarding.restore(netns.list_link_names(ipr))
+            self.forwarding.restore(netns.list_link_names())
 
     # -- VPN interface changes ---------------------------------------------
 
@@ -265,7 +264,7 @@ class Engine:
             for jail in self._jails.values():
                 if jail.spec.vpn:
                     netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
-                    up = netns.link_is_up(ipr, jail.spec.vpn)
+                    up = netns.link_is_up(jail.spec.vpn)
                     if self._vpn_up.setdefault(jail.name, up) != up:
                         self._vpn_up[jail.name] = up
                         changed.append((jail.name, up))
@@ -276,8 +275,7 @@ class Engine:
                 self.on_vpn_change(name, up)
 
     def vpn_up(self, ifname: str) -> bool:
-        with netns.rtnl() as ipr:
-            return netns.link_is_up(ipr, ifname)
+        return netns.link_is_up(ifname)
 
     def start_link_watch(self) -> None:
         """Follow link changes from a thread in the caller's namespace."""
@@ -303,7 +301,7 @@ class Engine:
                 path.unlink(missing_ok=True)
                 report.note("record", path.name)
             with netns.rtnl() as ipr:
-                links = set(netns.list_link_names(ipr))
+                links = set(netns.list_link_names())
                 for record in records:
                     name = record.spec.name
                     if (adopt and record.status == READY and name not in self._jails
@@ -337,9 +335,9 @@ class Engine:
 
     def _sweep_kernel(self, ipr, live: set[str], report: ReconcileReport) -> None:
         live_ifnames = {PREFIX + name for name in live}
-        own_links = set(netns.list_link_names(ipr))
+        own_links = set(netns.list_link_names())
         live_tables = {self._jails[name].addressing.table for name in live}
-        for name in netns.list_link_names(ipr):
+        for name in netns.list_link_names():
             if name.startswith(PREFIX) and name not in live_ifnames:
                 netns.delete_link(ipr, name)
                 report.note("link", name)
@@ -378,5 +376,4 @@ class Engine:
 
 def _has_jail_link() -> bool:
     """Run inside a jail's namespace: whether its end of a veth pair is there."""
-    with netns.rtnl() as ipr:
-        return netns.link_index(ipr, netns.JAIL_IFNAME) is not None
+    return netns.link_index(netns.JAIL_IFNAME) is not None

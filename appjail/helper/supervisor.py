@@ -233,19 +233,21 @@ class Supervisor:
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
         totals = traffic.counters(j.name for j in jails)
+        pids = netns.pids_by_namespace(j.netns for j in jails)
+        vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
             "name": jail.name,
             "owner_uid": jail.owner_uid,
             "netns": jail.netns,
             "address": jail.addressing.jail_address,
             "vpn": jail.spec.vpn,
-            "vpn_up": jail.spec.vpn is None or self.engine.vpn_up(jail.spec.vpn),
+            "vpn_up": jail.spec.vpn is None or vpn_up[jail.spec.vpn],
             "dns": list(jail.dns),
             "keep": jail.spec.keep,
             "publish": [str(p) for p in jail.spec.publish],
             "deny": list(jail.spec.deny),
             "no_lan": jail.spec.no_lan,
-            "pids": netns.namespace_pids(jail.netns),
+            "pids": pids[jail.netns],
             "counters": totals.get(jail.name, {}),
         } for jail in jails]
 

@@ -52,7 +52,7 @@ def residue_in_host(settle: float = 3.0) -> list[str]:
 def _residue_in_host() -> list[str]:
     found = []
     with netns.rtnl() as ipr:
-        found += [f"link {n}" for n in netns.list_link_names(ipr) if n.startswith("aj-")]
+        found += [f"link {n}" for n in netns.list_link_names() if n.startswith("aj-")]
         found += [f"policy rule {r}" for r in netns.policy_rules(ipr, RULE_PRIORITY)]
         found += [f"table {t}" for t in netns.route_tables(ipr)
                   if TABLE_BASE <= t < TABLE_BASE + 16384]
@@ -103,8 +103,7 @@ def engine(in_host: Lab, tmp_path: Path) -> Iterator[Engine]:
 
 
 def _links() -> list[str]:
-    with netns.rtnl() as ipr:
-        return netns.list_link_names(ipr)
+    return netns.list_link_names()
 
 
 def jail_run(name: str, *argv: str, timeout: float = 10, check: bool = False) -> subprocess.CompletedProcess:
