@@ -1,0 +1,85 @@
+"""Throughput and latency: does a jail cost anything on the wire?
+
+    sudo .venv/bin/python bench/throughput.py [--rounds 5] [--seconds 3]
+
+iperf3 downloads (-R: the uplink sends) from the lab's uplink namespace to
+  host      the host namespace directly
+  nat       a NAT jail
+  vpn       a --vpn jail (through the WireGuard tunnel)
+  host-wg   the host namespace through the same tunnel
+in rounds (host, nat, vpn, host-wg, host, …), and ping round trips on the
+same four paths. Prints medians and the ratios jail / host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import time
+
+from benchlab import engine_in_lab
+
+from appjail.model import JailSpec
+
+PING_COUNT = 200
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    args = parser.parse_args()
+    with engine_in_lab() as (lab, engine):
+        engine.start_link_watch()
+        nat = engine.create(JailSpec("tnat", dns=(lab.DNS_ADDR,)), 1000)
+        vpn = engine.create(JailSpec("tvpn", vpn=lab.wg_ifname, dns=(lab.DNS_ADDR,)), 1000)
+        server = lab.popen_in(lab.uplink_ns, ["iperf3", "-s"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        try:
+            paths = {  # where the client runs, what it reaches
+                "host": ([], lab.SERVER_ADDR),
+                "nat": (["ip", "netns", "exec", nat.netns], lab.SERVER_ADDR),
+                "vpn": (["ip", "netns", "exec", vpn.netns], lab.WG_SERVER_TUNNEL_ADDR),
+                "host-wg": ([], lab.WG_SERVER_TUNNEL_ADDR),
+            }
+            speeds: dict[str, list[float]] = {name: [] for name in paths}
+            for _ in range(args.rounds):
+                for name, (prefix, target) in paths.items():
+                    speeds[name].append(_iperf(prefix, target, args.seconds))
+            rtts = {name: _ping(prefix, target) for name, (prefix, target) in paths.items()}
+        finally:
+            server.terminate()
+            server.wait()
+    for name in paths:
+        print(f"{name:8} throughput median {statistics.median(speeds[name]):8.0f} Mbit/s   "
+              f"rtt median {statistics.median(rtts[name]) * 1000:6.0f} µs")
+    for jail, host in (("nat", "host"), ("vpn", "host-wg")):
+        ratio = statistics.median(speeds[jail]) / statistics.median(speeds[host])
+        added = (statistics.median(rtts[jail]) - statistics.median(rtts[host])) * 1000
+        print(f"{jail} / {host}: throughput ratio {ratio:.2f}, added rtt {added:+.0f} µs")
+
+
+def _iperf(prefix: list[str], target: str, seconds: int) -> float:
+    """Mbit/s received, the uplink sending (retried while the server re-opens between tests)."""
+    for _ in range(50):
+        out = subprocess.run([*prefix, "iperf3", "-c", target, "-R", "-t", str(seconds), "-J"],
+                             capture_output=True, text=True).stdout
+        result = json.loads(out)
+        if "error" not in result:
+            return result["end"]["sum_received"]["bits_per_second"] / 1e6
+        time.sleep(0.1)
+    raise RuntimeError(f"iperf3 to {target}: {result['error']}")
+
+
+def _ping(prefix: list[str], target: str) -> list[float]:
+    """Round trips in milliseconds."""
+    out = subprocess.run([*prefix, "ping", "-n", "-c", str(PING_COUNT), "-i", "0.002", target],
+                         capture_output=True, text=True, check=True).stdout
+    return [float(ms) for ms in re.findall(r"time=([0-9.]+) ms", out)]
+
+
+if __name__ == "__main__":
+    main()
