@@ -19,7 +19,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import dbus
 from PyQt6.QtWidgets import QApplication
 
 from appjail.client import Client
@@ -46,7 +45,7 @@ def main() -> int:
 
         app = QApplication(sys.argv)
         session = Session(env=[b"PATH=/usr/bin:/bin", b"HOME=/"], cwd=b"/", log_dir=None)
-        tray = Tray(client_factory=lambda: Client(dbus.bus.BusConnection(bus.address)), session=session,
+        tray = Tray(client_factory=lambda: Client(bus.address), session=session,
                     profiles_loader=dict, use_tray=False)
         stack.callback(tray.close)
         url = f"http://{lab.SERVER_ADDR}/bytes/50000000?rate=400000"

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import dbus
 import pytest
 from PyQt6.QtCore import QTimer
 
@@ -41,12 +40,11 @@ def client_as(user: str, bus_address: str) -> Callable[[], Client]:
             os.setegid(entry.pw_gid)
             os.seteuid(entry.pw_uid)
             try:
-                bus = dbus.bus.BusConnection(bus_address)
+                return Client(bus_address)
             finally:
                 os.seteuid(0)
                 os.setegid(0)
                 os.setgroups(groups)
-        return Client(bus)
     return connect
 
 

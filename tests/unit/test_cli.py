@@ -69,3 +69,9 @@ def test_cli_imports_nothing_privileged():
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_cli_speaks_the_bus_protocol_itself():
+    code = "import sys, appjail.cli, appjail.client; print(sorted(m for m in sys.modules if m.startswith('dbus')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
