@@ -10,9 +10,7 @@ found.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -21,7 +19,7 @@ import time
 from . import interface as api
 from . import report
 from .instances import own_process_names, single_instance_warning
-from .model import ValidationError, parse_run_options
+from .model import NAME_CHARS, NAME_MAX, ValidationError, parse_run_options
 
 EXIT_APPJAIL = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -32,7 +30,8 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 def default_jail_name(program: str) -> str:
     """`/usr/bin/Firefox-ESR` -> `firefox-esr`: a valid jail name from a program."""
     base = os.path.basename(program).lower()
-    name = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")[:12].strip("-")
+    dashed = "".join(c if c in NAME_CHARS else " " for c in base)
+    name = "-".join(dashed.split()).strip("-")[:NAME_MAX].strip("-")
     return name or "jail"
 
 
@@ -141,53 +140,61 @@ def _run_failure(exc) -> int:
     return code
 
 
-class _Waiter(threading.Thread):
-    """Waits for the program on a bus connection of its own (the main thread
-    uses the first one to forward signals meanwhile), then pokes a pipe."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.result: int | None = None
-        self.done_read, self.done_write = os.pipe()
-
-    def run(self) -> None:
-        from .client import Client, HelperError
-
-        try:
-            self.result = Client().wait(self.pid).status
-        except HelperError as exc:
-            _error(f"lost the program: {exc.message}")
-            self.result = EXIT_APPJAIL
-        os.write(self.done_write, b"x")
+def _report_lost(exc) -> int:
+    _error(f"lost the program: {exc.message}")
+    return EXIT_APPJAIL
 
 
 def _wait_forwarding_signals(client, pid: int) -> int:
-    waiter = _Waiter(pid)
-    waiter.start()
+    """Wait on the run's own connection; a signal to us interrupts the wait, is
+    sent on to the program over a second connection, and the wait goes on."""
+    from .client import Client, HelperError
 
     def forward(signum, _frame) -> None:
         try:
-            client.signal(pid, signum)
-        except Exception:
+            Client().signal(pid, signum)
+        except HelperError:
             pass
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    while waiter.is_alive():
-        waiter.join(0.2)
-    return waiter.result if waiter.result is not None else EXIT_APPJAIL
+    try:
+        return client.wait(pid).status
+    except HelperError as exc:
+        return _report_lost(exc)
+
+
+class _Waiter(threading.Thread):
+    """Waits for the program while the main thread relays the terminal, then pokes a pipe."""
+
+    def __init__(self, client, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.pid = pid
+        self.result = EXIT_APPJAIL
+        self.done_read, self.done_write = os.pipe()
+
+    def run(self) -> None:
+        from .client import HelperError
+
+        try:
+            self.result = self.client.wait(self.pid).status
+        except HelperError as exc:
+            self.result = _report_lost(exc)
+        os.write(self.done_write, b"x")
 
 
 def _wait_relaying(client, pid: int, relay) -> int:
-    waiter = _Waiter(pid)
+    waiter = _Waiter(client, pid)
     waiter.start()
     relay.relay(waiter.done_read)
     waiter.join()
-    return waiter.result if waiter.result is not None else EXIT_APPJAIL
+    return waiter.result
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    import json
+
     from .client import Client
 
     jails = Client().list()
@@ -201,6 +208,8 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
     from .client import Client
 
     client = Client()

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import array
 import os
-import socket
 import struct
+
+# _socket, not socket: the wrapper module pulls in enum, a few milliseconds
+# of every CLI start for nothing this module uses
+import _socket as socket
 
 SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
 BUS_NAME = "org.freedesktop.DBus"

@@ -9,14 +9,18 @@ It imports nothing privileged, and nothing slow: the records are named tuples
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import namedtuple
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,11}")
+# Character sets instead of regular expressions: `re` would add 5 ms to every CLI start.
+_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+NAME_CHARS = _LOWER_ALNUM | {"-"}  # [a-z0-9][a-z0-9-]{0,11}
+NAME_MAX = 12
 # Linux IFNAMSIZ is 16 including the NUL; "/", ":" and whitespace are
 # refused by the kernel, the rest we refuse because no real VPN uses them and
 # they only make log lines and rule dumps ambiguous.
-IFNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_ALNUM = _LOWER_ALNUM | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+IFNAME_CHARS = _ALNUM | {"_", ".", "-"}  # [A-Za-z0-9][A-Za-z0-9_.-]{0,14}
+IFNAME_MAX = 15
 MAX_DNS_SERVERS = 3  # glibc reads at most three nameserver lines
 
 
@@ -26,7 +30,7 @@ class ValidationError(ValueError):
 
 def validate_name(name: object) -> str:
     """A jail name: `[a-z0-9][a-z0-9-]{0,11}`, so `aj-NAME` fits an interface name."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+    if not (isinstance(name, str) and _made_of(name, _LOWER_ALNUM, NAME_CHARS, NAME_MAX)):
         raise ValidationError(
             f"invalid jail name {_show(name)}: use 1-12 characters from a-z, 0-9 "
             "and '-', starting with a letter or digit"
@@ -34,11 +38,15 @@ def validate_name(name: object) -> str:
     return name
 
 
+def _made_of(text: str, first: frozenset, rest: frozenset, longest: int) -> bool:
+    return 0 < len(text) <= longest and text[0] in first and all(c in rest for c in text[1:])
+
+
 def validate_ifname(ifname: object) -> str:
     """A network interface name such as `wg0` (never a path, never shell text)."""
     if (
         not isinstance(ifname, str)
-        or not IFNAME_PATTERN.fullmatch(ifname)
+        or not _made_of(ifname, _ALNUM, IFNAME_CHARS, IFNAME_MAX)
         or ifname in (".", "..")
     ):
         raise ValidationError(

@@ -153,26 +153,32 @@ def xtables_lock() -> Iterator[None]:
 
 @contextmanager
 def batch(*table_names: str, commit: bool = True) -> Iterator[dict]:
-    """Tables with autocommit off; committed together on success, dropped on error."""
+    """Fresh copies of the tables; committed together on success, dropped on error.
+
+    Autocommit stays off for good: python-iptables' Table objects are shared
+    per name, and with autocommit on, the next refresh would commit whatever
+    stale copy the handle still holds over changes made since by others. Each
+    use starts with refresh(), which then only drops the old copy.
+    """
     import iptc  # loaded on first use: libxtables is slow to load and root-only
 
     with _iptc_lock, xtables_lock():
         tables = {}
         for table_name in table_names:
-            table = iptc.Table(table_name)
-            table.autocommit = False
-            table.refresh()
-            tables[table_name] = table
+            tables[table_name] = _fresh_table(iptc, table_name)
         try:
             yield tables
             for table in tables.values() if commit else ():
                 table.commit()
         except iptc.IPTCError as exc:
             raise FirewallError(f"netfilter refused a change: {exc}") from exc
-        finally:
-            for table in tables.values():
-                table.refresh()
-                table.autocommit = True
+
+
+def _fresh_table(iptc, name: str):
+    table = iptc.Table(name)
+    table.autocommit = False
+    table.refresh()
+    return table
 
 
 def _encode(rule: dict):
@@ -282,8 +288,7 @@ def read_counters(names: Iterable[str]) -> dict[str, dict[str, tuple[int, int]]]
 
     result = {}
     with _iptc_lock:
-        table = iptc.Table("filter")
-        table.refresh()
+        table = _fresh_table(iptc, "filter")
         for name in names:
             if not table.is_chain(jail_chain(name)):
                 continue
