@@ -230,8 +230,8 @@ class Engine:
         with netns.rtnl() as ipr:
             # the jail is cut off first. Deleting the veth would wait for the
             # kernel's RCU grace period (~25 ms); the pair goes with the
-            # namespace instead, in the kernel's own time
-            attempt(lambda: netns.set_link_down(ipr, jail.host_ifname))
+            # namespace instead, in the kernel's own time, renamed meanwhile
+            attempt(lambda: netns.retire_link(ipr, jail.host_ifname))
             if jail.spec.vpn:
                 attempt(lambda: self._remove_vpn_routing(ipr, jail))
         attempt(lambda: firewall.remove(jail.name))
@@ -338,7 +338,7 @@ class Engine:
         own_links = set(netns.list_link_names())
         live_tables = {self._jails[name].addressing.table for name in live}
         for name in netns.list_link_names():
-            if name.startswith(PREFIX) and name not in live_ifnames:
+            if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(netns.RETIRED_PREFIX):
                 netns.delete_link(ipr, name)
                 report.note("link", name)
         for iifname, table in netns.policy_rules(ipr, RULE_PRIORITY):

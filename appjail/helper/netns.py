@@ -227,14 +227,22 @@ def create_veth(ipr: IPRoute, host_ifname: str, namespace: str) -> None:
         os.close(fd)
 
 
-def set_link_down(ipr: IPRoute, ifname: str) -> None:
+# a jail's host-side veth, cut off and renamed, while the kernel removes it
+# with its namespace: the jail's own name is free again at once
+RETIRED_PREFIX = "ajz"
+
+
+def retire_link(ipr: IPRoute, ifname: str) -> None:
+    """Take the link down and rename it RETIRED_PREFIX + random, in that order."""
     index = link_index(ifname)
-    if index is not None:
-        try:
-            ipr.link("set", index=index, state="down")
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise
+    if index is None:
+        return
+    try:
+        ipr.link("set", index=index, state="down")
+        ipr.link("set", index=index, ifname=RETIRED_PREFIX + os.urandom(6).hex())
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
 
 
 def wait_until_gone(ipr: IPRoute, ifname: str, timeout: float = 3.0) -> bool:

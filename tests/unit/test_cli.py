@@ -75,3 +75,18 @@ def test_the_cli_speaks_the_bus_protocol_itself():
     code = "import sys, appjail.cli, appjail.client; print(sorted(m for m in sys.modules if m.startswith('dbus')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "firefox"], ["run", "--vpn", "wg0", "--dns", "a", "--dns=b", "-p", "x", "--", "ls", "-l"],
+    ["run", "--keep", "--no-lan", "--publish", "1:2", "--deny", "c", "prog", "--keep"],
+    ["run", "-p", "browser"], ["run", "--name=web", "--", "--weird"],
+])
+def test_the_quick_run_parser_agrees_with_argparse(argv):
+    assert vars(cli.quick_run_args(argv)) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["run", "--vp", "wg0", "x"], ["run", "--vpn"],
+                                  ["run", "--keep=yes", "x"], ["ls"], []])
+def test_the_quick_run_parser_leaves_anything_else_to_argparse(argv):
+    assert cli.quick_run_args(argv) is None
