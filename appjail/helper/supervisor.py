@@ -130,14 +130,14 @@ class Supervisor:
             return
         process.exit = (os.WEXITSTATUS(status), 0) if os.WIFEXITED(status) else (0, os.WTERMSIG(status))
         process.finished_at = time.monotonic()
-        # a jail left empty goes before the exit is reported: when `appjail
-        # run` returns, its jail is gone
-        self._drain(process.jail)
         for waiter in process.waiters:
             waiter(*process.exit)
         if process.waiters:
             del self.processes[pid]
         self._forget_old_exits()
+        # the exit is reported first, then a jail left empty goes, in this
+        # same main-loop turn: any call that comes after it sees no jail
+        self._drain(process.jail)
 
     def _forget_old_exits(self) -> None:
         cutoff = time.monotonic() - FINISHED_KEEP_S

@@ -132,9 +132,10 @@ def test_exit_status_is_the_programs(helper, argv, status):
     assert result.returncode == status, result.stderr
 
 
-def test_stdin_is_passed_through_without_a_terminal_and_the_jail_is_gone_on_return(helper):
+def test_stdin_is_passed_through_without_a_terminal_and_the_jail_is_gone_for_the_next_call(helper):
     result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "cat", input="hi\n")
     assert (result.returncode, result.stdout) == (0, "hi\n")
+    assert jails(helper) == []  # the helper tore it down before answering anything else
     assert list_namespaces("aj-") == []
 
 
