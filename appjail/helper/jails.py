@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,16 +261,18 @@ class Engine:
         route back; a missing one leaves only the unreachable route.
         """
         changed = []
-        with self._lock, netns.rtnl() as ipr:
-            for jail in self._jails.values():
-                if jail.spec.vpn:
+        with self._lock:
+            vpn_jails = [jail for jail in self._jails.values() if jail.spec.vpn]
+            for name in set(self._vpn_up) - {jail.name for jail in vpn_jails}:
+                del self._vpn_up[name]
+            # every link event lands here: no netlink socket when no jail needs one
+            with netns.rtnl() if vpn_jails else nullcontext() as ipr:
+                for jail in vpn_jails:
                     netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
                     up = netns.link_is_up(jail.spec.vpn)
                     if self._vpn_up.setdefault(jail.name, up) != up:
                         self._vpn_up[jail.name] = up
                         changed.append((jail.name, up))
-            for name in set(self._vpn_up) - set(self._jails):
-                del self._vpn_up[name]
         for name, up in changed:
             if self.on_vpn_change is not None:
                 self.on_vpn_change(name, up)
