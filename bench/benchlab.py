@@ -7,7 +7,6 @@ is never touched, and everything made here is removed at the end.
 
 from __future__ import annotations
 
-import grp
 import statistics
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from appjail.helper.jails import Engine
 from appjail.lab import Lab, in_netns
 from appjail.lab.bus import PrivateSystemBus, polkit_files_installed
-from appjail.lab.helper import LabHelper, UserCommand, stage_package, temporary_user
+from appjail.lab.helper import LabHelper, UserCommand, group_exists, stage_package, temporary_user
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX, VPN = "ajbench", "ajbwg0"
@@ -64,7 +63,7 @@ def helper_in_lab() -> Iterator[HelperLab]:
     Lab.cleanup_stale(PREFIX)
     with ExitStack() as stack:
         lab = stack.enter_context(Lab(prefix=PREFIX, wg_ifname=VPN))
-        if not _group_exists(GROUP):
+        if not group_exists(GROUP):
             subprocess.run(["groupadd", "--system", GROUP], check=True)
             stack.callback(subprocess.run, ["groupdel", GROUP], check=True)
         stack.enter_context(polkit_files_installed(REPO / "polkit"))
@@ -77,14 +76,6 @@ def helper_in_lab() -> Iterator[HelperLab]:
         helper.start()
         user = stack.enter_context(temporary_user(BENCH_USER, GROUP))
         yield HelperLab(lab, helper, user, UserCommand(bus.address, "/usr/bin/python3", str(work / "code")))
-
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -8,6 +8,7 @@ way a person would, knowing nothing but the bus address.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -108,6 +109,14 @@ class UserCommand:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL,
                               **self.popen_kwargs(user))
+
+
+def group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 @contextmanager

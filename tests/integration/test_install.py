@@ -8,7 +8,6 @@ install created or started is removed or stopped.
 
 from __future__ import annotations
 
-import grp
 import os
 import signal
 import stat
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from appjail.lab.helper import group_exists
 from appjail.lab.process import alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,14 +40,6 @@ def _system_bus_answers() -> bool:
          "/org/freedesktop/DBus", "org.freedesktop.DBus.GetId"], capture_output=True).returncode == 0
 
 
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 def _stop_started(pidfile: Path) -> None:
     if pidfile.exists():
         pid = int(pidfile.read_text())
@@ -59,7 +51,7 @@ def _stop_started(pidfile: Path) -> None:
 @pytest.fixture
 def machine_put_back():
     was_installed = (PREFIX / "venv/bin/appjail").exists()
-    had_group = _group_exists("appjail")
+    had_group = group_exists("appjail")
     had_bus = _system_bus_answers()
     had_polkitd_pidfile = POLKITD_PIDFILE.exists()
     yield
@@ -87,7 +79,7 @@ def test_install_as_written_installs_root_owned_code_and_ends_with_the_demo(mach
     assert package.startswith(str(PREFIX)), "the helper's code is a copy, not this checkout"
     for command in ("appjail", "appjail-tray"):
         assert os.path.realpath(f"/usr/local/bin/{command}") == str(PREFIX / "venv/bin" / command)
-    assert _group_exists("appjail") and _system_bus_answers()
+    assert group_exists("appjail") and _system_bus_answers()
 
     assert "the web server saw: client=203.0.113.2" in result.stdout
     assert "the kill switch held" in result.stdout
