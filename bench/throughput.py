@@ -1,6 +1,6 @@
 """Throughput and latency: does a jail cost anything on the wire?
 
-    sudo .venv/bin/python bench/throughput.py [--rounds 5] [--seconds 3]
+    sudo .venv/bin/python bench/throughput.py [--rounds 7] [--seconds 3]
 
 iperf3 downloads (-R: the uplink sends) from the lab's uplink namespace to
   host      the host namespace directly
@@ -33,7 +33,7 @@ PING_COUNT = 200
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args()
     with ExitStack() as stack:
