@@ -45,7 +45,7 @@ def main() -> None:
         subprocess.run(["ip", "netns", "exec", target.netns, "curl", "-s", "-o", "/dev/null",
                         f"http://{lab.SERVER_ADDR}/bytes/100000"], check=True)
         supervisor = Supervisor(engine, on_added=lambda n: None, on_removed=lambda n: None)
-        caller = Caller(":bench", 1000, 1000, (1000,))
+        caller = Caller(1000, 1000, (1000,), ":bench")
         inspected = supervisor.inspect(caller, target.name)
         assert inspected["counters"]["rx_bytes"] >= 100000, inspected
         helper = timed(lambda: supervisor.inspect(caller, target.name), args.runs)

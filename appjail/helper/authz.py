@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import dbus
 
+from . import launch
+
 log = logging.getLogger(__name__)
 
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
@@ -32,11 +34,10 @@ class CallerUnknown(Exception):
 
 
 @dataclass(frozen=True)
-class Caller:
-    sender: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
+class Caller(launch.Caller):
+    """The identity a program is launched with, plus the bus connection it came from."""
+
+    sender: str = ""
     may_manage: bool = False
 
 
@@ -53,7 +54,7 @@ def identify(bus: dbus.Bus, sender: str) -> Caller:
     groups = credentials.get("UnixGroupIDs")
     if groups is None:
         groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-    return Caller(sender, uid, entry.pw_gid, tuple(int(g) for g in groups))
+    return Caller(uid, entry.pw_gid, tuple(int(g) for g in groups), sender)
 
 
 class Authority:

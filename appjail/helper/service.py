@@ -11,6 +11,7 @@ the helper's log.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -302,7 +303,7 @@ _VERBS = {api.ACTION_RUN: "run programs in jails", api.ACTION_INSPECT: "inspect 
 
 
 def _managing(caller: Caller) -> Caller:
-    return Caller(caller.sender, caller.uid, caller.gid, caller.groups, may_manage=True)
+    return dataclasses.replace(caller, may_manage=True)
 
 
 def _close(fds: list[int]) -> None:

@@ -92,7 +92,7 @@ class Supervisor:
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
             argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
         try:
-            pid = launch.launch(request, launch.Caller(caller.uid, caller.gid, caller.groups))
+            pid = launch.launch(request, caller)
         except launch.LaunchError:
             if created:
                 self._drain(name)
