@@ -9,16 +9,16 @@ found.
 
 from __future__ import annotations
 
+import _signal as signal  # the signal module wraps these numbers in enums: importing enum costs 3 ms
 import os
-import signal
 import sys
-import threading
 import time
 from types import SimpleNamespace
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on every start
 if TYPE_CHECKING:
     import argparse
+    from typing import NoReturn
 
 from . import interface as api
 from . import report
@@ -169,14 +169,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         fds = [0, 1, 2]
     try:
         try:
-            _, pid = client.run(options, argv, session_environment(), os.getcwdb(), fds)
+            _, pid, exit_pipe = client.run(options, argv, session_environment(), os.getcwdb(), fds)
         except HelperError as exc:
             return _run_failure(exc)
         if relay is None:
-            return _wait_forwarding_signals(client, pid)
+            return _wait_forwarding_signals(client, pid, exit_pipe)
         relay.close_slave()
         with relay:
-            return _wait_relaying(client, pid, relay)
+            relay.relay(exit_pipe)
+        return _exit_status(exit_pipe)
     finally:
         if relay is not None:
             relay.close_slave()
@@ -189,56 +190,30 @@ def _run_failure(exc) -> int:
     return code
 
 
-def _report_lost(exc) -> int:
-    _error(f"lost the program: {exc.message}")
-    return EXIT_APPJAIL
-
-
-def _wait_forwarding_signals(client, pid: int) -> int:
-    """Wait on the run's own connection; a signal to us interrupts the wait, is
-    sent on to the program over a second connection, and the wait goes on."""
-    from .client import Client, HelperError
+def _wait_forwarding_signals(client, pid: int, exit_pipe: int) -> int:
+    """A signal to us interrupts the wait for the exit, is sent on to the
+    program over the run's connection, and the wait goes on."""
+    from .client import HelperError
 
     def forward(signum, _frame) -> None:
         try:
-            Client().signal(pid, signum)
+            client.signal(pid, signum)
         except HelperError:
             pass
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    try:
-        return client.wait(pid).status
-    except HelperError as exc:
-        return _report_lost(exc)
+    return _exit_status(exit_pipe)
 
 
-class _Waiter(threading.Thread):
-    """Waits for the program while the main thread relays the terminal, then pokes a pipe."""
+def _exit_status(exit_pipe: int) -> int:
+    from .client import read_exit
 
-    def __init__(self, client, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.client = client
-        self.pid = pid
-        self.result = EXIT_APPJAIL
-        self.done_read, self.done_write = os.pipe()
-
-    def run(self) -> None:
-        from .client import HelperError
-
-        try:
-            self.result = self.client.wait(self.pid).status
-        except HelperError as exc:
-            self.result = _report_lost(exc)
-        os.write(self.done_write, b"x")
-
-
-def _wait_relaying(client, pid: int, relay) -> int:
-    waiter = _Waiter(client, pid)
-    waiter.start()
-    relay.relay(waiter.done_read)
-    waiter.join()
-    return waiter.result
+    ended = read_exit(exit_pipe)
+    if ended is None:
+        _error("lost the program: appjail-helper went away before it ended")
+        return EXIT_APPJAIL
+    return ended.status
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -341,5 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_APPJAIL
 
 
+def entry() -> NoReturn:
+    """The `appjail` command: main(), then an exit that skips the interpreter's
+    teardown (3 ms of every `appjail run`); nothing here needs it."""
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe: nothing more can be said anyway
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from . import interface as api
 from .dbuswire import Connection, DBusError, UnixFd
 
-# Wait lasts as long as the program does
-NO_TIMEOUT = None
 CALL_TIMEOUT = 60.0
 RUN_TIMEOUT = 300.0  # polkit may be asking the user for a password
 
@@ -66,14 +64,11 @@ class Client:
             raise _translate(exc) from None
 
     def run(self, options: dict, argv: Sequence[bytes], env: Sequence[bytes], cwd: bytes,
-            fds: Sequence[int]) -> tuple[str, int]:
-        name, pid = self._call("Run", "a{sv}aayaayayah", options, list(argv), list(env), cwd,
-                               [UnixFd(fd) for fd in fds], timeout=RUN_TIMEOUT)
-        return name, pid
-
-    def wait(self, pid: int) -> ProgramExit:
-        code, sig = self._call("Wait", "u", pid, timeout=NO_TIMEOUT)
-        return ProgramExit(code, sig)
+            fds: Sequence[int]) -> tuple[str, int, int]:
+        """(jail name, pid, exit pipe): read the pipe with read_exit(), which closes it."""
+        name, pid, exit_pipe = self._call("Run", "a{sv}aayaayayah", options, list(argv), list(env),
+                                          cwd, [UnixFd(fd) for fd in fds], timeout=RUN_TIMEOUT)
+        return name, pid, exit_pipe
 
     def signal(self, pid: int, signum: int) -> None:
         self._call("Signal", "ui", pid, signum)
@@ -92,6 +87,24 @@ class Client:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def read_exit(exit_pipe: int) -> ProgramExit | None:
+    """Block until the helper writes the program's exit into its pipe; closes the pipe.
+
+    The helper writes once the program has ended and a jail it left empty is
+    gone. None: end-of-file without an exit, the helper went away.
+    """
+    data = b""
+    try:
+        while chunk := os.read(exit_pipe, 64):
+            data += chunk
+    finally:
+        os.close(exit_pipe)
+    fields = data.split()
+    if len(fields) != 2 or not all(field.isdigit() for field in fields):
+        return None
+    return ProgramExit(int(fields[0]), int(fields[1]))
 
 
 def session_environment() -> list[bytes]:

@@ -345,7 +345,8 @@ class Connection:
 
     def _read_exactly(self, size: int) -> bytes:
         while len(self._buffer) < size:
-            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(64 * 4),
+                                                     socket.MSG_CMSG_CLOEXEC)
             for level, kind, payload in ancillary:
                 if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
                     fds = array.array("i")

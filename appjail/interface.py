@@ -28,7 +28,6 @@ ACTIONS = (ACTION_RUN, ACTION_INSPECT, ACTION_MANAGE)
 # Acting on another user's jail needs ACTION_MANAGE in addition.
 METHOD_ACTIONS: dict[str, str] = {
     "Run": ACTION_RUN,
-    "Wait": ACTION_RUN,
     "Signal": ACTION_RUN,
     "Stop": ACTION_RUN,
     "List": ACTION_INSPECT,

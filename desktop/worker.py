@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 
-from ..client import Client, HelperError, session_environment
+from ..client import Client, HelperError, read_exit, session_environment
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,18 @@ class HelperWorker(QObject):
                 [stdin, output, output]))
         if not ok:
             return
-        name, pid = started
+        name, pid, exit_pipe = started
         self.launched.emit(name, pid)
-        threading.Thread(target=self._wait, args=(name, pid), daemon=True).start()
+        threading.Thread(target=self._wait, args=(name, exit_pipe), daemon=True).start()
         self.refresh()
 
-    def _wait(self, name: str, pid: int) -> None:
-        """Blocks until the program ends, on a connection of its own (Wait lasts as long as it)."""
-        try:
-            status = self._client_factory().wait(pid).status
-        except HelperError as exc:
-            self.failed.emit(f"follow {name}", exc.message)
+    def _wait(self, name: str, exit_pipe: int) -> None:
+        """Blocks until the program ends (its exit pipe is read in a thread of its own)."""
+        ended = read_exit(exit_pipe)
+        if ended is None:
+            self.failed.emit(f"follow {name}", "appjail-helper went away before the program ended")
             return
-        self.program_ended.emit(name, status)
+        self.program_ended.emit(name, ended.status)
 
 
 class _Output:

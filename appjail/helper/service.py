@@ -199,17 +199,16 @@ class HelperService(dbus.service.Object):
 
     # -- methods -----------------------------------------------------------
 
-    @exported("a{sv}aayaayayah", "su", ("options", "argv", "env", "cwd", "fds"),
+    @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
               target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None)
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
+        """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)
-        name, pid = self.supervisor.run(caller, options, program, fds)
-        call.reply(name, dbus.UInt32(pid))
-
-    @exported("u", "ii", ("pid",))
-    def Wait(self, caller: Caller, call: _Call, pid) -> None:
-        self.supervisor.wait(caller, pid, call.later(
-            lambda code, sig: call.reply(dbus.Int32(code), dbus.Int32(sig))))
+        name, pid, exit_pipe = self.supervisor.run(caller, options, program, fds)
+        try:
+            call.reply(name, dbus.UInt32(pid), dbus.types.UnixFd(exit_pipe))  # the reply holds a copy
+        finally:
+            os.close(exit_pipe)
 
     @exported("ui", "", ("pid", "signal"))
     def Signal(self, caller: Caller, call: _Call, pid, signum) -> None:

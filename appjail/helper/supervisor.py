@@ -4,6 +4,11 @@ The helper's D-Bus object hands every authorised request to the Supervisor.
 It runs in the GLib main loop's thread only: launched programs are the
 helper's children, reaped by GLib child watches, and a jail whose namespace
 has no process left is torn down unless it was created with keep.
+
+Each launch comes with an exit pipe: the caller gets its read end, and the
+helper writes "CODE SIGNAL\n" into it when the program has ended, after a
+jail the exit left empty is gone. End-of-file without a line means the
+helper itself went away.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gi.repository import GLib
 
@@ -30,7 +35,6 @@ STOP_GRACE_S = 2.0
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
                              signal.SIGTSTP, signal.SIGWINCH})
-FINISHED_KEEP_S = 300  # how long an exit status waits for its Wait call
 
 
 class NotAllowed(Exception):
@@ -39,12 +43,12 @@ class NotAllowed(Exception):
 
 @dataclass
 class Process:
+    """A running program the helper started; it leaves the table when it ends."""
+
     pid: int
     jail: str
     owner_uid: int
-    exit: tuple[int, int] | None = None  # (exit code, signal number)
-    finished_at: float = 0.0
-    waiters: list[Callable[[int, int], None]] = field(default_factory=list)
+    exit_pipe: int  # write end; the caller holds the read end
 
 
 class Supervisor:
@@ -64,15 +68,16 @@ class Supervisor:
             raise NotAllowed(f"jail {name!r} belongs to another user")
         return jail
 
-    def _own_process(self, caller: Caller, pid: int) -> Process:
+    def _check_own_process(self, caller: Caller, pid: int) -> None:
         process = self.processes.get(pid)
         if process is None or process.owner_uid != caller.uid:
-            raise NotAllowed(f"process {pid} was not started by you")
-        return process
+            raise NotAllowed(f"process {pid} is not a running program of yours")
 
     # -- run ---------------------------------------------------------------
 
-    def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int]) -> tuple[str, int]:
+    def run(self, caller: Caller, options: dict, program: LaunchSpec,
+            fds: list[int]) -> tuple[str, int, int]:
+        """Start `program`; (jail name, pid, the exit pipe's read end, for the caller to close)."""
         options = parse_run_options(options)
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
@@ -91,16 +96,20 @@ class Supervisor:
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
             argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
+        exit_read, exit_write = os.pipe()
         try:
             pid = launch.launch(request, caller)
         except launch.LaunchError:
+            os.close(exit_read)
+            os.close(exit_write)
             if created:
                 self._drain(name)
             raise
-        self.processes[pid] = Process(pid, name, caller.uid)
+        os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
+        self.processes[pid] = Process(pid, name, caller.uid, exit_write)
         GLib.child_watch_add(GLib.PRIORITY_DEFAULT, pid, self._child_exited)
         log.info("uid %d started pid %d in jail %s", caller.uid, pid, name)
-        return name, pid
+        return name, pid, exit_read
 
     def _check_join(self, caller: Caller, jail: Jail, options: dict) -> None:
         if jail.owner_uid != caller.uid and not caller.may_manage:
@@ -125,42 +134,24 @@ class Supervisor:
     # -- processes ---------------------------------------------------------
 
     def _child_exited(self, pid: int, status: int) -> None:
-        process = self.processes.get(pid)
+        process = self.processes.pop(pid, None)
         if process is None:
             return
-        process.exit = (os.WEXITSTATUS(status), 0) if os.WIFEXITED(status) else (0, os.WTERMSIG(status))
-        process.finished_at = time.monotonic()
-        for waiter in process.waiters:
-            waiter(*process.exit)
-        if process.waiters:
-            del self.processes[pid]
-        self._forget_old_exits()
-        # the exit is reported first, then a jail left empty goes, in this
-        # same main-loop turn: any call that comes after it sees no jail
-        self._drain(process.jail)
-
-    def _forget_old_exits(self) -> None:
-        cutoff = time.monotonic() - FINISHED_KEEP_S
-        for pid in [p.pid for p in self.processes.values() if p.exit and p.finished_at < cutoff]:
-            del self.processes[pid]
-
-    def wait(self, caller: Caller, pid: int, done: Callable[[int, int], None]) -> None:
-        process = self._own_process(caller, pid)
-        if process.exit is not None:
-            del self.processes[pid]
-            done(*process.exit)
-        else:
-            process.waiters.append(done)
+        code, signum = (os.WEXITSTATUS(status), 0) if os.WIFEXITED(status) else (0, os.WTERMSIG(status))
+        try:
+            # a jail left empty goes first: whoever reads the exit may reuse its name at once
+            self._drain(process.jail)
+        finally:
+            _report_exit(process.exit_pipe, code, signum)
 
     def signal(self, caller: Caller, pid: int, signum: int) -> None:
-        process = self._own_process(caller, pid)
+        self._check_own_process(caller, pid)
         if signum not in ALLOWED_SIGNALS:
             raise ValidationError(f"invalid signal {signum}")
-        if process.exit is None:
-            try:
-                os.killpg(pid, signum)  # the program leads its own session and group
-            except ProcessLookupError:
-                pass
+        try:
+            os.killpg(pid, signum)  # the program leads its own session and group
+        except ProcessLookupError:
+            pass
 
     # -- jail lifetime -----------------------------------------------------
 
@@ -182,7 +173,7 @@ class Supervisor:
         if jail.spec.keep:
             self._draining.discard(name)
             return False
-        if any(p.jail == name and p.exit is None for p in self.processes.values()) \
+        if any(p.jail == name for p in self.processes.values()) \
                 or netns.namespace_pids(jail.netns):
             return True
         self._draining.discard(name)
@@ -255,3 +246,12 @@ class Supervisor:
         jail = self._own_jail(caller, name)
         (described,) = self.describe([jail])
         return {**described, "connections": traffic.connections(jail.addressing.jail_address)}
+
+
+def _report_exit(exit_pipe: int, code: int, signum: int) -> None:
+    try:
+        os.write(exit_pipe, f"{code} {signum}\n".encode())
+    except OSError:
+        pass  # the caller closed its end: nobody is waiting
+    finally:
+        os.close(exit_pipe)

@@ -100,8 +100,8 @@ class UserCommand:
                     env=self.env(user), cwd=entry.pw_dir)
 
     def argv(self, *args: str) -> list[str]:
-        """What the `appjail` console script runs (without `-m`, whose runpy costs 4 ms)."""
-        return [self.python, "-c", "import sys; from appjail.cli import main; sys.exit(main())", *args]
+        """What the installed `appjail` command runs (without `-m`, whose runpy costs 4 ms)."""
+        return [self.python, "-c", "from appjail.cli import entry; entry()", *args]
 
     def run(self, user: str, *args: str, timeout: float = 30,
             input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -174,15 +174,36 @@ def test_a_daemon_keeps_its_jail_alive(helper, tmp_path):
     assert wait_until(lambda: jails(helper) == [], 10)
 
 
-def test_helper_killed_and_restarted_adopts_its_jails(helper, lab):
+DROP_THE_EXIT_PIPE = """
+import os
+from appjail.client import Client, session_environment
+name, pid, exit_pipe = Client().run({"name": "dropped", "dns": ["192.0.2.53"]}, [b"sleep", b"0.5"],
+                                    session_environment(), b"/", [0, 1, 2])
+os.close(exit_pipe)
+print(name, pid)
+"""
+
+
+def test_a_caller_that_drops_its_exit_pipe_harms_nothing(helper):
+    result = subprocess.run([USER_PYTHON, "-c", DROP_THE_EXIT_PIPE], capture_output=True, text=True,
+                            timeout=30, **user_popen_kwargs(MEMBER, helper.bus_address))
+    assert result.returncode == 0 and result.stdout.startswith("dropped "), result.stderr
+    assert wait_until(lambda: jails(helper) == [], 10), "the jail still goes when the program ends"
+    assert appjail(helper, MEMBER, "run", "--dns", DNS, "--", "sh", "-c", "exit 3").returncode == 3
+
+
+def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
     assert appjail(helper, MEMBER, "run", "--keep", "--name", "adopt", "--vpn", lab.wg_ifname,
                    "--dns", DNS, "--", "true").returncode == 0
-    busy = subprocess.Popen(appjail_argv("run", "--name", "busy", "--dns", DNS, "--", "sleep", "4"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            **user_popen_kwargs(MEMBER, helper.bus_address))
+    cli_errors = tmp_path / "busy.err"
+    with cli_errors.open("w") as errors:  # the program shares it: a pipe would stay open 4 s
+        busy = subprocess.Popen(appjail_argv("run", "--name", "busy", "--dns", DNS, "--", "sleep", "4"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                **user_popen_kwargs(MEMBER, helper.bus_address))
     assert wait_until(lambda: len(jails(helper)) == 2, 10)
     helper.kill(signal.SIGKILL)
     busy.wait(timeout=10)  # its CLI lost the helper; the program itself lives on
+    assert busy.returncode == 125 and "lost the program" in cli_errors.read_text()
     helper.start()
     assert sorted(j["name"] for j in jails(helper)) == ["adopt", "busy"]
     result = appjail(helper, MEMBER, "run", "--name", "adopt", "--", "curl", "-sS", "http://192.0.2.80/")
@@ -303,7 +324,7 @@ for signature, args in [("s", ("x/y",)), ("", ()), ("ss", ("a", "b")), ("a{sv}",
                         ("a{sv}aayaayay", ({"name": "ok"}, [b"true"], [], b"/")), ("i", (1,))]:
     cases.append(("Run signature " + signature, call("Run", signature, *args)))
     cases.append(("Stop signature " + signature, call("Stop", signature, *args)))
-    cases.append(("Wait signature " + signature, call("Wait", signature, *args)))
+    cases.append(("Signal signature " + signature, call("Signal", signature, *args)))
 for _ in range(60):
     garbage = "".join(chr(rng.randint(1, 0x2FF)) for _ in range(rng.randint(0, 40))) + "!"
     cases.append(("Run random", call("Run", "a{sv}aayaayayah", {"name": garbage}, [b"true"], [], b"/", fd)))

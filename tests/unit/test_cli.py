@@ -1,11 +1,14 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from appjail import cli
+from appjail import cli, client
 from appjail.model import ValidationError
 
+REPO = Path(__file__).resolve().parents[2]
 PRIVILEGED = ("pyroute2", "iptc", "appjail.helper", "gi", "PyQt6")
 
 
@@ -90,3 +93,30 @@ def test_the_quick_run_parser_agrees_with_argparse(argv):
                                   ["run", "--keep=yes", "x"], ["ls"], []])
 def test_the_quick_run_parser_leaves_anything_else_to_argparse(argv):
     assert cli.quick_run_args(argv) is None
+
+
+def test_the_run_path_loads_no_enum_threading_or_regular_expressions():
+    """Each of them costs 1-5 ms of every `appjail run` (-S: without what site.py imports here)."""
+    code = ("import sys, appjail.cli, appjail.client; appjail.cli.quick_run_args(['run', '--', 'true'])\n"
+            "print(sorted(m for m in sys.modules if m in ('enum', 'threading', 're', 'argparse', 'json')))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("written,status", [(b"7 0\n", 7), (b"0 15\n", 143), (b"0 0\n", 0)])
+def test_the_exit_pipe_gives_the_shell_status(written, status):
+    read_end, write_end = os.pipe()
+    os.write(write_end, written)
+    os.close(write_end)
+    assert client.read_exit(read_end).status == status
+    with pytest.raises(OSError):
+        os.fstat(read_end)  # read_exit closes it
+
+
+@pytest.mark.parametrize("written", [b"", b"7", b"x y\n", b"1 2 3\n", b"-1 0\n"])
+def test_an_exit_pipe_closed_without_an_exit_means_the_helper_went_away(written):
+    read_end, write_end = os.pipe()
+    os.write(write_end, written)
+    os.close(write_end)
+    assert client.read_exit(read_end) is None
