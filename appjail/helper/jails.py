@@ -70,6 +70,10 @@ class Jail:
     def owner_uid(self) -> int:
         return self.record.owner_uid
 
+    def firewall_rules(self) -> firewall.JailRules:
+        return firewall.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
+                                         self.addressing.jail_address)
+
 
 @dataclass
 class ReconcileReport:
@@ -190,9 +194,9 @@ class Engine:
 
         # per-connection bytes for `inspect` (applies to connections from now on)
         netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
-        firewall.install(firewall.build_jail_rules(
-            spec, jail.host_ifname, str(addressing.network), addressing.jail_address))
-        undo.append(lambda: firewall.remove(spec.name))
+        rules = jail.firewall_rules()
+        firewall.install(rules)
+        undo.append(lambda: firewall.remove(rules))
 
         resolv.write_resolver_files(jail.netns, jail.dns, self.etc_netns)
         undo.append(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
@@ -235,7 +239,7 @@ class Engine:
             attempt(lambda: netns.retire_link(ipr, jail.host_ifname))
             if jail.spec.vpn:
                 attempt(lambda: self._remove_vpn_routing(ipr, jail))
-        attempt(lambda: firewall.remove(jail.name))
+        attempt(lambda: firewall.remove(jail.firewall_rules()))
         attempt(lambda: netns.delete_namespace(jail.netns))
         attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         attempt(self._restore_forwarding_if_idle)

@@ -4,6 +4,11 @@
 rules they describe. A record says which slot (addresses, routing table) a
 jail holds and whether its creation finished; reconcile reads them after a
 helper crash to adopt finished jails and remove the rest.
+
+Records are replaced atomically (rename) but never fsync'ed: what a helper
+crash leaves is in the page cache, and what a machine crash would lose
+describes kernel objects that die with the machine anyway. (On a disk, the
+two fsyncs of each creation cost ~2.5 ms.)
 """
 
 from __future__ import annotations
@@ -54,10 +59,7 @@ class StateStore:
     def save(self, record: JailRecord) -> None:
         path = self._path(record.spec.name)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as handle:
-            handle.write(record.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
+        tmp.write_text(record.to_json())
         os.replace(tmp, path)
 
     def delete(self, name: str) -> None:

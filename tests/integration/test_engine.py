@@ -16,7 +16,7 @@ from appjail.helper import firewall, netns
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.state import JailRecord, StateStore
 from appjail.lab import in_netns
-from appjail.model import JailSpec, ValidationError
+from appjail.model import JailSpec, Publish, ValidationError
 
 from .conftest import jail_run, residue_in_host, residue_machine_wide
 
@@ -148,6 +148,33 @@ def test_twenty_jails_concurrently(engine):
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(engine.destroy, names))
     assert engine.list() == []
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_teardown_deletes_each_hook_as_the_exact_rule_it_was(engine, lab, monkeypatch):
+    engine.create(JailSpec("stay1", dns=LAB_DNS), 1000)  # keeps the forwarding guard in place
+    engine.create(JailSpec("exact1", dns=LAB_DNS, publish=(Publish(47001, 8080),),
+                           deny=("198.51.100.0/24",), no_lan=True), 1000)
+    engine.create(JailSpec("exact2", vpn=lab.wg_ifname, dns=LAB_DNS, deny=("198.51.100.0/24",),
+                           no_lan=True), 1000)
+
+    def walk(*_):
+        raise AssertionError("walked the built-in chains")
+
+    monkeypatch.setattr(firewall, "_remove_owned", walk)
+    engine.destroy("exact1")
+    engine.destroy("exact2")
+    monkeypatch.undo()
+    owners, chains = firewall.list_owned()
+    assert owners == chains == {"aj-stay1", firewall.GUARD_CHAIN}
+
+
+def test_a_hook_missing_at_teardown_is_found_by_walking(engine):
+    jail = engine.create(JailSpec("walk1", dns=LAB_DNS, deny=("198.51.100.0/24",)), 1000)
+    hooks = jail.firewall_rules().hooks
+    with firewall.batch(hooks[-1].table) as tables:  # someone deleted the last hook by hand
+        firewall._chain(tables[hooks[-1].table], hooks[-1].chain).delete_rule(firewall._encode(hooks[-1].rule))
+    engine.destroy("walk1")
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
