@@ -164,6 +164,13 @@ def test_kept_jail_survives_until_stopped(helper):
     assert jails(helper) == [] and list_namespaces("aj-") == []
 
 
+def test_when_run_returns_the_jail_it_left_is_gone(helper, lab):
+    for options in ([], ["--vpn", lab.wg_ifname], []):  # a jail still there would conflict
+        result = appjail(helper, MEMBER, "run", "--name", "gone", *options, "--dns", DNS, "--", "true")
+        assert result.returncode == 0, result.stderr
+        assert list_namespaces("aj-") == [] and not Path("/etc/netns/aj-gone").exists()
+
+
 def test_a_daemon_keeps_its_jail_alive(helper, tmp_path):
     marker = Path(os.path.expanduser(f"~{MEMBER}")) / "daemon-done"
     result = appjail(helper, MEMBER, "run", "--name", "daemon", "--dns", DNS, "--", "sh", "-c",
