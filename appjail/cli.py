@@ -56,6 +56,38 @@ RUN_FLAGS: dict[tuple[str, ...], tuple[str, bool, bool, str | None, str]] = {
 }
 
 
+# Commands with only positionals and switches: name -> (help, positionals, {switch: help})
+SIMPLE_COMMANDS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
+    "ls": ("list your jails", (), {"--json": "print JSON"}),
+    "inspect": ("show one jail", ("name",),
+                {"--json": "print JSON", "--watch": "redraw every second until Ctrl-C"}),
+    "stop": ("end every program in a jail and remove it", ("name",), {}),
+}
+
+
+def quick_args(argv: list[str]) -> SimpleNamespace | None:
+    """The everyday commands read without argparse (whose import and parser
+    cost ~10 ms of each call); None leaves the rest to argparse."""
+    if argv[:1] == ["run"]:
+        return quick_run_args(argv)
+    simple = SIMPLE_COMMANDS.get(argv[0]) if argv else None
+    if simple is None:
+        return None
+    _, positionals, switches = simple
+    values = {switch[2:]: False for switch in switches}
+    given = []
+    for arg in argv[1:]:
+        if arg in switches:
+            values[arg[2:]] = True
+        elif arg.startswith("-"):
+            return None
+        else:
+            given.append(arg)
+    if len(given) != len(positionals):
+        return None
+    return SimpleNamespace(command=argv[0], **dict(zip(positionals, given)), **values)
+
+
 def quick_run_args(argv: list[str]) -> SimpleNamespace | None:
     """`run [OPTIONS] [--] PROGRAM [ARGS...]` read without argparse, which costs a
     fifth of a warm `appjail run`. None for anything else (help, other commands,
@@ -108,16 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("profiles", help="list the profiles of profiles.toml")
 
-    ls = commands.add_parser("ls", help="list your jails")
-    ls.add_argument("--json", action="store_true")
-
-    inspect = commands.add_parser("inspect", help="show one jail")
-    inspect.add_argument("name")
-    inspect.add_argument("--json", action="store_true")
-    inspect.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
-
-    stop = commands.add_parser("stop", help="end every program in a jail and remove it")
-    stop.add_argument("name")
+    for name, (text, positionals, switches) in SIMPLE_COMMANDS.items():
+        command = commands.add_parser(name, help=text)
+        for positional in positionals:
+            command.add_argument(positional)
+        for switch, switch_text in switches.items():
+            command.add_argument(switch, action="store_true", help=switch_text)
 
     doctor = commands.add_parser("doctor", help="check that appjail can work here, and say how to fix what cannot")
     doctor.add_argument("--vpn", metavar="IFACE", help="also check this VPN interface")
@@ -300,7 +328,7 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = quick_run_args(argv) or build_parser().parse_args(argv)
+    args = quick_args(argv) or build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ValidationError as exc:  # a ProfileError too

@@ -95,9 +95,26 @@ def test_the_quick_run_parser_leaves_anything_else_to_argparse(argv):
     assert cli.quick_run_args(argv) is None
 
 
-def test_the_run_path_loads_no_enum_threading_or_regular_expressions():
-    """Each of them costs 1-5 ms of every `appjail run` (-S: without what site.py imports here)."""
-    code = ("import sys, appjail.cli, appjail.client; appjail.cli.quick_run_args(['run', '--', 'true'])\n"
+@pytest.mark.parametrize("argv", [
+    ["ls"], ["ls", "--json"], ["inspect", "web"], ["inspect", "--json", "web", "--watch"],
+    ["inspect", "web", "--json", "--json"], ["stop", "web"],
+])
+def test_the_quick_parser_of_simple_commands_agrees_with_argparse(argv):
+    assert vars(cli.quick_args(argv)) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["ls", "--help"], ["ls", "extra"], ["ls", "--js"], ["inspect"], ["inspect", "a", "b"],
+    ["stop", "-x"], ["stop", "--", "web"], ["doctor"], ["profiles"], ["demo"], ["nonsense"], [],
+])
+def test_the_quick_parser_leaves_help_mistakes_and_other_commands_to_argparse(argv):
+    assert cli.quick_args(argv) is None
+
+
+@pytest.mark.parametrize("argv", [["run", "--", "true"], ["stop", "web"], ["inspect", "web"]])
+def test_everyday_commands_load_no_enum_threading_or_regular_expressions(argv):
+    """Each of them costs 1-10 ms of every call (-S: without what site.py imports here)."""
+    code = (f"import sys, appjail.cli, appjail.client; appjail.cli.quick_args({argv!r})\n"
             "print(sorted(m for m in sys.modules if m in ('enum', 'threading', 're', 'argparse', 'json')))")
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
