@@ -15,7 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -60,6 +60,11 @@ class JailRules:
     @property
     def chain(self) -> str:
         return jail_chain(self.name)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """What each rule of the chain counts, in order (see read_counters)."""
+        return tuple(rule["comment"]["comment"] for rule in self.chain_rules)
 
 
 # What each rule of a jail's chain counts, kept in its comment: `inspect`
@@ -290,28 +295,47 @@ def sweep(live_owners: set[str]) -> Residue:
     return residue
 
 
-def read_counters(names: Iterable[str]) -> dict[str, dict[str, tuple[int, int]]]:
+def read_counters(layouts: Mapping[str, Sequence[str]]) -> dict[str, dict[str, tuple[int, int]]]:
     """(packets, bytes) per role for each jail, from its own chain.
 
-    One copy of the filter table from the kernel, then only the jails' chains
-    are walked; a jail whose chain is missing gets no entry.
+    layouts[name] is the role of each rule of the jail's chain, in order
+    (JailRules.roles). A chain with exactly that many rules is read by
+    position from the raw entries, no rule decoded: decoding costs ~0.1 ms
+    a rule, which was most of `ls` with 200 jails. Any other chain (changed
+    by hand, made by another version; an empty layout) is decoded rule by
+    rule and summed by the role in each comment. One copy of the filter
+    table from the kernel; a jail whose chain is missing gets no entry.
     """
     import iptc
 
     result = {}
     with _iptc_lock:
         table = _fresh_table(iptc, "filter")
-        for name in names:
-            if not table.is_chain(jail_chain(name)):
+        for name, layout in layouts.items():
+            chain = jail_chain(name)
+            if not table.is_chain(chain):
                 continue
+            entries = _raw_entries(table, chain)
+            if layout and len(entries) == len(layout):
+                counted = zip(layout, [(e.counters.pcnt, e.counters.bcnt) for e in entries])
+            else:
+                counted = ((owner_of(rule), rule.get_counters()) for rule in _chain(table, chain).rules)
             totals = {role: (0, 0) for role in ROLES}
-            for rule in _chain(table, jail_chain(name)).rules:
-                role = owner_of(rule)
+            for role, (packets, size) in counted:
                 if role in totals:
-                    packets, size = rule.get_counters()
                     totals[role] = (totals[role][0] + packets, totals[role][1] + size)
             result[name] = totals
     return result
+
+
+def _raw_entries(table, chain: str) -> list:
+    """The chain's ipt_entry structures, as libiptc holds them."""
+    entries = []
+    entry = table.first_rule(chain)
+    while entry:
+        entries.append(entry)
+        entry = table.next_rule(entry)
+    return entries
 
 
 def list_owned() -> tuple[set[str], set[str]]:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..model import JailSpec, ValidationError
@@ -70,6 +71,7 @@ class Jail:
     def owner_uid(self) -> int:
         return self.record.owner_uid
 
+    @cached_property
     def firewall_rules(self) -> firewall.JailRules:
         return firewall.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
                                          self.addressing.jail_address)
@@ -194,7 +196,7 @@ class Engine:
 
         # per-connection bytes for `inspect` (applies to connections from now on)
         netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
-        rules = jail.firewall_rules()
+        rules = jail.firewall_rules
         firewall.install(rules)
         undo.append(lambda: firewall.remove(rules))
 
@@ -239,7 +241,7 @@ class Engine:
             attempt(lambda: netns.retire_link(ipr, jail.host_ifname))
             if jail.spec.vpn:
                 attempt(lambda: self._remove_vpn_routing(ipr, jail))
-        attempt(lambda: firewall.remove(jail.firewall_rules()))
+        attempt(lambda: firewall.remove(jail.firewall_rules))
         attempt(lambda: netns.delete_namespace(jail.netns))
         attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         attempt(self._restore_forwarding_if_idle)

@@ -9,7 +9,7 @@ namespace (net.netfilter.nf_conntrack_acct) when it creates a jail.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 
 from . import firewall
 
@@ -19,10 +19,13 @@ _IPS_SEEN_REPLY = 1 << 1
 _IPS_ASSURED = 1 << 2
 
 
-def counters(names: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Per jail: tx (its traffic out), rx (replies and published ports in), dropped."""
+def counters(layouts: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+    """Per jail: tx (its traffic out), rx (replies and published ports in), dropped.
+
+    layouts: jail name -> the roles of its chain's rules (firewall.read_counters).
+    """
     result = {}
-    for name, totals in firewall.read_counters(names).items():
+    for name, totals in firewall.read_counters(layouts).items():
         fields = {}
         for role, prefix in ((firewall.ROLE_OUT, "tx"), (firewall.ROLE_IN, "rx"),
                              (firewall.ROLE_DROPPED, "dropped")):

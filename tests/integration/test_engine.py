@@ -169,9 +169,29 @@ def test_teardown_deletes_each_hook_as_the_exact_rule_it_was(engine, lab, monkey
     assert owners == chains == {"aj-stay1", firewall.GUARD_CHAIN}
 
 
+def test_counters_read_by_position_equal_counters_read_by_comment(engine, lab):
+    jail = engine.create(JailSpec("count1", dns=LAB_DNS, deny=("198.51.100.0/24",)), 1000)
+    assert fetch("count1").returncode == 0
+    assert jail_run("count1", "curl", "-sS", "--max-time", "1", "http://198.51.100.1/").returncode != 0
+    by_position = firewall.read_counters({"count1": jail.firewall_rules.roles})
+    by_comment = firewall.read_counters({"count1": ()})  # no layout: every rule decoded
+    assert by_position == by_comment
+    totals = by_position["count1"]
+    assert totals["in"][0] > 0 and totals["out"][0] > 0 and totals["dropped"][0] > 0
+
+
+def test_a_hand_made_rule_in_a_jail_chain_does_not_shift_the_counters(engine):
+    jail = engine.create(JailSpec("count2", dns=LAB_DNS), 1000)
+    assert fetch("count2").returncode == 0
+    before = firewall.read_counters({"count2": jail.firewall_rules.roles})
+    subprocess.run(["iptables-legacy", "-w", "-I", "aj-count2", "1", "-p", "icmp", "-j", "RETURN"], check=True)
+    after = firewall.read_counters({"count2": jail.firewall_rules.roles})
+    assert after == before and before["count2"]["out"][0] > 0
+
+
 def test_a_hook_missing_at_teardown_is_found_by_walking(engine):
     jail = engine.create(JailSpec("walk1", dns=LAB_DNS, deny=("198.51.100.0/24",)), 1000)
-    hooks = jail.firewall_rules().hooks
+    hooks = jail.firewall_rules.hooks
     with firewall.batch(hooks[-1].table) as tables:  # someone deleted the last hook by hand
         firewall._chain(tables[hooks[-1].table], hooks[-1].chain).delete_rule(firewall._encode(hooks[-1].rule))
     engine.destroy("walk1")

@@ -25,6 +25,7 @@ def test_nat_jail_chain():
                                       "out-interface": "!aj-+", "target": "ACCEPT"}
     assert without_role(final) == {"target": "DROP"}
     assert [role(r) for r in rules.chain_rules] == [ROLE_IN, ROLE_OUT, ROLE_DROPPED]
+    assert rules.roles == (ROLE_IN, ROLE_OUT, ROLE_DROPPED)
 
 
 def test_vpn_jail_accepts_only_the_vpn_interface_both_ways():
