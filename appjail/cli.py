@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except HelperError as exc:
             return _run_failure(exc)
         if relay is None:
-            return _wait_forwarding_signals(client, pid, exit_pipe)
+            return _wait_forwarding_signals(pid, exit_pipe)
         relay.close_slave()
         with relay:
             relay.relay(exit_pipe)
@@ -218,14 +218,16 @@ def _run_failure(exc) -> int:
     return code
 
 
-def _wait_forwarding_signals(client, pid: int, exit_pipe: int) -> int:
+def _wait_forwarding_signals(pid: int, exit_pipe: int) -> int:
     """A signal to us interrupts the wait for the exit, is sent on to the
-    program over the run's connection, and the wait goes on."""
-    from .client import HelperError
+    program, and the wait goes on. Each signal gets a connection of its own:
+    a second signal may arrive while the first is being sent, and two calls
+    interleaved on one connection could take each other's replies."""
+    from .client import Client, HelperError
 
     def forward(signum, _frame) -> None:
         try:
-            client.signal(pid, signum)
+            Client().signal(pid, signum)
         except HelperError:
             pass
 
