@@ -190,13 +190,19 @@ def hidden_dirs(candidates: Sequence[str] = HIDDEN_DIRS) -> list[bytes]:
     """The existing directories among `candidates`, symlinks resolved, without repeats.
 
     /var/run is usually a symlink to /run; the tmpfs is attached to the real
-    directory, once.
+    directory, once. (A stat first: most candidates do not exist, and
+    realpath() of each was a tenth of the helper's work for a launch.)
     """
     found: list[bytes] = []
+    seen: set[tuple[int, int]] = set()
     for candidate in candidates:
-        real = os.fsencode(os.path.realpath(candidate))
-        if os.path.isdir(real) and real not in found:
-            found.append(real)
+        try:
+            info = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            found.append(os.fsencode(os.path.realpath(candidate)))
     return found
 
 
