@@ -7,7 +7,7 @@ VPN client may delete and recreate at any time. So appjail switches on the
 egress interfaces and `conf/default` (for interfaces born later), never
 `ip_forward` / `conf/all`, and writes down the old values first so that the
 last jail, or reconcile after a crash, restores them. While anything was
-switched on, the guard chain (see firewall.build_guard_rules) drops the
+switched on, the guard chain (see rules.build_guard_rules) drops the
 forwarding the host did not do before.
 """
 
@@ -17,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from . import firewall
+from .firewall import FirewallBackend
+from .rules import PREFIX
 from .netns import read_sysctl, write_sysctl
 
 DEFAULT = "default"
@@ -30,8 +31,9 @@ def _key(ifname: str) -> str:
 class Forwarding:
     """The record of what was switched on, kept in a file under the state dir."""
 
-    def __init__(self, record: Path) -> None:
+    def __init__(self, record: Path, firewall: FirewallBackend) -> None:
         self.record = record
+        self.firewall = firewall
 
     def _load(self) -> dict | None:
         try:
@@ -48,7 +50,7 @@ class Forwarding:
         """Switch forwarding on for ifnames and for interfaces born from now on."""
         data = self._load()
         if data is None:
-            host_forwarding = [i for i in all_ifnames if not i.startswith(firewall.PREFIX)
+            host_forwarding = [i for i in all_ifnames if not i.startswith(PREFIX)
                                and _read(i) == "1"]
             data = {"original": {}, "host_forwarding": host_forwarding}
         original = data["original"]
@@ -61,7 +63,7 @@ class Forwarding:
         # guard before switching, record before guarding: a crash in between
         # leaves something reconcile knows how to undo
         self._save(data)
-        firewall.set_guard(data["host_forwarding"])
+        self.firewall.set_guard(data["host_forwarding"])
         for name in changes:
             _write(name, "1")
 
@@ -73,14 +75,14 @@ class Forwarding:
         original = data["original"]
         default = original.get(DEFAULT)
         for ifname in all_ifnames:
-            if ifname.startswith(firewall.PREFIX) or ifname in data["host_forwarding"]:
+            if ifname.startswith(PREFIX) or ifname in data["host_forwarding"]:
                 continue
             old = original.get(ifname, default)
             if old is not None:
                 _write(ifname, old)
         if default is not None:
             _write(DEFAULT, default)
-        firewall.set_guard(None)
+        self.firewall.set_guard(None)
         self.record.unlink()
 
     def active(self) -> bool:

@@ -19,14 +19,15 @@ from functools import cached_property
 from pathlib import Path
 
 from ..model import JailSpec, ValidationError
-from . import firewall, hostports, netns, resolv, traffic
+from . import firewall, hostports, netns, resolv, rules, traffic
+from .firewall import Choice, FirewallBackend
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
-PREFIX = firewall.PREFIX
+PREFIX = rules.PREFIX
 
 
 class JailError(RuntimeError):
@@ -72,8 +73,8 @@ class Jail:
         return self.record.owner_uid
 
     @cached_property
-    def firewall_rules(self) -> firewall.JailRules:
-        return firewall.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
+    def firewall_rules(self) -> rules.JailRules:
+        return rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
                                          self.addressing.jail_address)
 
 
@@ -91,11 +92,15 @@ class Engine:
 
     def __init__(self, run_dir: Path = RUN_DIR, pool: str = DEFAULT_POOL,
                  etc_netns: Path = resolv.ETC_NETNS,
-                 upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES) -> None:
+                 upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
+                 firewall_choice: Choice | None = None) -> None:
+        """firewall_choice: the backend to use (default: firewall.choose() for this host)."""
         self._lock = threading.RLock()
         self._jails: dict[str, Jail] = {}
         self.store = StateStore(run_dir)
-        self.forwarding = Forwarding(run_dir / "forwarding.json")
+        self.firewall_choice = firewall_choice or firewall.choose()
+        self.firewall: FirewallBackend = firewall.open_backend(self.firewall_choice.name)
+        self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall)
         self.pool = AddressPool(pool)
         self.etc_netns = etc_netns
         self.upstream_sources = upstream_sources
@@ -196,9 +201,9 @@ class Engine:
 
         # per-connection bytes for `inspect` (applies to connections from now on)
         netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
-        rules = jail.firewall_rules
-        firewall.install(rules)
-        undo.append(lambda: firewall.remove(rules))
+        jail_rules = jail.firewall_rules
+        self.firewall.install(jail_rules)
+        undo.append(lambda: self.firewall.remove(jail_rules))
 
         resolv.write_resolver_files(jail.netns, jail.dns, self.etc_netns)
         undo.append(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
@@ -241,7 +246,7 @@ class Engine:
             attempt(lambda: netns.retire_link(ipr, jail.host_ifname))
             if jail.spec.vpn:
                 attempt(lambda: self._remove_vpn_routing(ipr, jail))
-        attempt(lambda: firewall.remove(jail.firewall_rules))
+        attempt(lambda: self.firewall.remove(jail.firewall_rules))
         attempt(lambda: netns.delete_namespace(jail.netns))
         attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         attempt(self._restore_forwarding_if_idle)
@@ -375,12 +380,16 @@ class Engine:
                 if table in ours and table not in live_tables}
 
     def _sweep_firewall(self, live: set[str], report: ReconcileReport) -> None:
-        owners = {firewall.jail_chain(name) for name in live}
+        owners = {rules.jail_chain(name) for name in live}
         if live and self.forwarding.active():
-            owners.add(firewall.GUARD_CHAIN)
-        residue = firewall.sweep(owners)
+            owners.add(rules.GUARD_CHAIN)
+        residue = self.firewall.sweep(owners)
         for owner in sorted(residue.owners | residue.chains):
             report.note("netfilter", owner)
+        for other in firewall.other_backends(self.firewall.name):  # left by a helper set otherwise
+            residue = other.sweep(set())
+            for owner in sorted(residue.owners | residue.chains):
+                report.note(f"netfilter ({other.name})", owner)
 
 
 def _has_jail_link() -> bool:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import interface as api
+from . import firewall
 from .pool import DEFAULT_POOL
 from .state import RUN_DIR
 
@@ -22,12 +23,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", default=DEFAULT_POOL, help="jail address pool (%(default)s)")
     parser.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
                         help="exit after this long with no jail (0: never)")
+    parser.add_argument("--firewall", metavar="BACKEND",
+                        help=f"{', '.join((firewall.AUTO, *firewall.BACKENDS))} "
+                             f"(default: ${firewall.SETTING_ENV}, else {firewall.AUTO})")
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        choice = firewall.choose(args.firewall)
+    except firewall.UnknownBackend as exc:
+        print(f"appjail-helper: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO,
                         format="appjail-helper: %(levelname)s %(name)s: %(message)s")
     if args.debug:
@@ -43,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     DBusGMainLoop(set_as_default=True)
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
-    engine = Engine(run_dir=args.run_dir, pool=args.pool)
+    log.info("firewall backend: %s (%s)", choice.name, choice.reason)
+    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice)
     report = engine.reconcile()
     log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")
     engine.start_link_watch()

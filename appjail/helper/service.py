@@ -245,8 +245,10 @@ class HelperService(dbus.service.Object):
                 then()
             self.authority.check(caller.sender, action, False, call.later(record))
 
+        choice = self.supervisor.engine.firewall_choice
         ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: call.reply(
-            to_variant_dict({"uid": caller.uid, **answers}))))
+            to_variant_dict({"uid": caller.uid, **answers, "firewall": choice.name,
+                             "firewall_reason": choice.reason}))))
 
     # -- signals -----------------------------------------------------------
 

@@ -223,7 +223,7 @@ class Supervisor:
 
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
-        totals = traffic.counters({j.name: j.firewall_rules.roles for j in jails})
+        totals = traffic.counters(self.engine.firewall, {j.name: j.firewall_rules.roles for j in jails})
         pids = netns.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{

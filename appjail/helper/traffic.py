@@ -11,7 +11,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping, Sequence
 
-from . import firewall
+from .firewall import FirewallBackend
+from .rules import ROLE_DROPPED, ROLE_IN, ROLE_OUT
 
 CONNTRACK_ACCT = "net/netfilter/nf_conntrack_acct"
 _PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp"}
@@ -19,16 +20,15 @@ _IPS_SEEN_REPLY = 1 << 1
 _IPS_ASSURED = 1 << 2
 
 
-def counters(layouts: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+def counters(firewall: FirewallBackend, layouts: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
     """Per jail: tx (its traffic out), rx (replies and published ports in), dropped.
 
-    layouts: jail name -> the roles of its chain's rules (firewall.read_counters).
+    layouts: jail name -> the roles of its chain's rules (FirewallBackend.read_counters).
     """
     result = {}
     for name, totals in firewall.read_counters(layouts).items():
         fields = {}
-        for role, prefix in ((firewall.ROLE_OUT, "tx"), (firewall.ROLE_IN, "rx"),
-                             (firewall.ROLE_DROPPED, "dropped")):
+        for role, prefix in ((ROLE_OUT, "tx"), (ROLE_IN, "rx"), (ROLE_DROPPED, "dropped")):
             fields[f"{prefix}_packets"], fields[f"{prefix}_bytes"] = totals[role]
         result[name] = fields
     return result

@@ -56,8 +56,9 @@ def _residue_in_host() -> list[str]:
         found += [f"policy rule {r}" for r in netns.policy_rules(ipr, RULE_PRIORITY)]
         found += [f"table {t}" for t in netns.route_tables(ipr)
                   if TABLE_BASE <= t < TABLE_BASE + 16384]
-    owners, chains = firewall.list_owned()
-    found += [f"rule {o}" for o in owners] + [f"chain {c}" for c in chains]
+    for backend in map(firewall.open_backend, firewall.BACKENDS):  # leftovers in either are leaks
+        owners, chains = backend.list_owned()
+        found += [f"{backend.name} rule {o}" for o in owners] + [f"{backend.name} chain {c}" for c in chains]
     return found
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import firewall, netns
+from appjail.helper import firewall_xt, netns, rules
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.state import JailRecord, StateStore
 from appjail.lab import in_netns
@@ -141,10 +141,10 @@ def test_twenty_jails_concurrently(engine):
     with ThreadPoolExecutor(max_workers=20) as pool:
         jails = list(pool.map(lambda spec: engine.create(spec, 1000), specs))
     assert len({j.addressing.network for j in jails}) == 20
-    owners, chains = firewall.list_owned()
-    assert owners == {f"aj-{n}" for n in names} | {firewall.GUARD_CHAIN}
-    assert chains == {f"aj-{n}" for n in names} | {firewall.GUARD_CHAIN}
-    _assert_one_set_of_rules_each(names)
+    owners, chains = engine.firewall.list_owned()
+    assert owners == {f"aj-{n}" for n in names} | {rules.GUARD_CHAIN}
+    assert chains == {f"aj-{n}" for n in names} | {rules.GUARD_CHAIN}
+    _assert_one_set_of_rules_each(engine.firewall.name, names)
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(engine.destroy, names))
     assert engine.list() == []
@@ -159,22 +159,25 @@ def test_teardown_deletes_each_hook_as_the_exact_rule_it_was(engine, lab, monkey
                            no_lan=True), 1000)
 
     def walk(*_):
-        raise AssertionError("walked the built-in chains")
+        raise AssertionError("walked the shared chains")
 
-    monkeypatch.setattr(firewall, "_remove_owned", walk)
+    if engine.firewall.name == "xtables":
+        monkeypatch.setattr(firewall_xt, "_remove_owned", walk)
+    else:
+        monkeypatch.setattr(engine.firewall, "_list_table", walk)
     engine.destroy("exact1")
     engine.destroy("exact2")
     monkeypatch.undo()
-    owners, chains = firewall.list_owned()
-    assert owners == chains == {"aj-stay1", firewall.GUARD_CHAIN}
+    owners, chains = engine.firewall.list_owned()
+    assert owners == chains == {"aj-stay1", rules.GUARD_CHAIN}
 
 
 def test_counters_read_by_position_equal_counters_read_by_comment(engine, lab):
     jail = engine.create(JailSpec("count1", dns=LAB_DNS, deny=("198.51.100.0/24",)), 1000)
     assert fetch("count1").returncode == 0
     assert jail_run("count1", "curl", "-sS", "--max-time", "1", "http://198.51.100.1/").returncode != 0
-    by_position = firewall.read_counters({"count1": jail.firewall_rules.roles})
-    by_comment = firewall.read_counters({"count1": ()})  # no layout: every rule decoded
+    by_position = engine.firewall.read_counters({"count1": jail.firewall_rules.roles})
+    by_comment = engine.firewall.read_counters({"count1": ()})  # no layout: every rule decoded
     assert by_position == by_comment
     totals = by_position["count1"]
     assert totals["in"][0] > 0 and totals["out"][0] > 0 and totals["dropped"][0] > 0
@@ -183,27 +186,54 @@ def test_counters_read_by_position_equal_counters_read_by_comment(engine, lab):
 def test_a_hand_made_rule_in_a_jail_chain_does_not_shift_the_counters(engine):
     jail = engine.create(JailSpec("count2", dns=LAB_DNS), 1000)
     assert fetch("count2").returncode == 0
-    before = firewall.read_counters({"count2": jail.firewall_rules.roles})
-    subprocess.run(["iptables-legacy", "-w", "-I", "aj-count2", "1", "-p", "icmp", "-j", "RETURN"], check=True)
-    after = firewall.read_counters({"count2": jail.firewall_rules.roles})
+    before = engine.firewall.read_counters({"count2": jail.firewall_rules.roles})
+    by_hand = {"xtables": ["iptables-legacy", "-w", "-I", "aj-count2", "1", "-p", "icmp", "-j", "RETURN"],
+               "nftables": ["nft", "insert", "rule", "inet", "appjail", "aj-count2", "meta", "l4proto",
+                            "icmp", "counter", "return"]}
+    subprocess.run(by_hand[engine.firewall.name], check=True)
+    after = engine.firewall.read_counters({"count2": jail.firewall_rules.roles})
     assert after == before and before["count2"]["out"][0] > 0
 
 
 def test_a_hook_missing_at_teardown_is_found_by_walking(engine):
     jail = engine.create(JailSpec("walk1", dns=LAB_DNS, deny=("198.51.100.0/24",)), 1000)
     hooks = jail.firewall_rules.hooks
-    with firewall.batch(hooks[-1].table) as tables:  # someone deleted the last hook by hand
-        firewall._chain(tables[hooks[-1].table], hooks[-1].chain).delete_rule(firewall._encode(hooks[-1].rule))
+    # someone deleted the last hook by hand
+    if engine.firewall.name == "xtables":
+        with firewall_xt.batch(hooks[-1].table) as tables:
+            firewall_xt._chain(tables[hooks[-1].table], hooks[-1].chain).delete_rule(
+                firewall_xt._encode(hooks[-1].rule))
+    else:
+        listing = subprocess.run(["nft", "-a", "list", "chain", "inet", "appjail", "postrouting"],
+                                 capture_output=True, text=True, check=True).stdout
+        handle = next(line.split("# handle ")[1] for line in listing.splitlines()
+                      if 'comment "aj-walk1"' in line)
+        subprocess.run(["nft", "delete", "rule", "inet", "appjail", "postrouting", "handle", handle], check=True)
     engine.destroy("walk1")
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def _assert_one_set_of_rules_each(names: list[str]) -> None:
-    saved = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True, check=True).stdout
+def _assert_one_set_of_rules_each(backend: str, names: list[str]) -> None:
+    """Five hooks and a chain of three rules per jail, as the admin's tools list them."""
+    if backend == "xtables":
+        saved = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True, check=True).stdout
+        hook_marker, chain_rule = "--comment aj-{} ", "-A aj-{} "
+    else:  # one rule a line, chains opened by `chain NAME {`
+        saved = subprocess.run(["nft", "list", "table", "inet", "appjail"], capture_output=True, text=True,
+                               check=True).stdout
+        chain = ""
+        lines = []
+        for line in saved.splitlines():
+            if line.strip().startswith("chain "):
+                chain = line.split()[1]
+            elif line.startswith("\t\t"):
+                lines.append(f"{chain}: {line.strip()} ")
+        saved = "\n".join(lines)
+        hook_marker, chain_rule = 'comment "aj-{}" ', "aj-{}: "
     for name in names:
-        hooks = [line for line in saved.splitlines() if f"--comment aj-{name} " in line + " "]
+        hooks = [line for line in saved.splitlines() if hook_marker.format(name) in line + " "]
         assert len(hooks) == 5, (name, hooks)
-        own = [line for line in saved.splitlines() if line.startswith(f"-A aj-{name} ")]
+        own = [line for line in saved.splitlines() if line.startswith(chain_rule.format(name))]
         assert len(own) == 3, (name, own)
 
 
@@ -264,7 +294,7 @@ def test_failed_creation_rolls_back(engine):
     finally:
         blocker.rmdir()
     assert [j.name for j in engine.list()] == ["keep1"]
-    owners, chains = firewall.list_owned()
+    owners, chains = engine.firewall.list_owned()
     assert "aj-rb1" not in owners | chains
     assert netns.list_namespaces("aj-") == ["aj-keep1"]
     assert fetch("keep1").returncode == 0, "the other jail is untouched"

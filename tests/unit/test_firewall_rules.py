@@ -1,4 +1,4 @@
-from appjail.helper.firewall import (GUARD_CHAIN, ROLE_DROPPED, ROLE_IN, ROLE_OUT, build_guard_rules,
+from appjail.helper.rules import (GUARD_CHAIN, ROLE_DROPPED, ROLE_IN, ROLE_OUT, build_guard_rules,
                                      build_jail_rules)
 from appjail.model import LAN_RANGES, JailSpec
 

@@ -1,0 +1,145 @@
+"""A jail's netfilter rules as plain data, for every firewall backend.
+
+Rules are dicts in python-iptables' `iptc.easy` form (a small vocabulary:
+interfaces, addresses, protocol and port, conntrack state, address type,
+comment, target), so building them is pure and unit-tested, and each backend
+(firewall_xt, firewall_nft) only encodes them. Every rule that appjail puts
+into a chain it shares (a hook) carries the comment `aj-NAME`: that is how
+teardown and reconcile find them without guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..model import JailSpec, Publish
+
+PREFIX = "aj-"
+GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail
+ESTABLISHED = {"conntrack": {"ctstate": "RELATED,ESTABLISHED"}}
+def jail_chain(name: str) -> str:
+    return PREFIX + name
+
+
+def tag(rule: dict, owner: str) -> dict:
+    return {**rule, "comment": {"comment": owner}}
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A rule in a built-in chain, inserted at its top."""
+
+    table: str
+    chain: str
+    rule: dict
+
+    @property
+    def table_chain(self) -> tuple[str, str]:
+        return self.table, self.chain
+
+
+@dataclass(frozen=True)
+class JailRules:
+    name: str
+    chain_rules: tuple[dict, ...]
+    hooks: tuple[Hook, ...]
+
+    @property
+    def chain(self) -> str:
+        return jail_chain(self.name)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """What each rule of the chain counts, in order (see read_counters)."""
+        return tuple(rule["comment"]["comment"] for rule in self.chain_rules)
+
+
+# What each rule of a jail's chain counts, kept in its comment: `inspect`
+# adds the counters up by role.
+ROLE_IN, ROLE_OUT, ROLE_DROPPED = "in", "out", "dropped"
+ROLES = (ROLE_IN, ROLE_OUT, ROLE_DROPPED)
+
+
+def sum_by_role(counted: Iterable[tuple[str | None, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per role from (role, (packets, bytes)) of each rule; other roles ignored."""
+    totals = {role: (0, 0) for role in ROLES}
+    for role, (packets, size) in counted:
+        if role in totals:
+            totals[role] = (totals[role][0] + packets, totals[role][1] + size)
+    return totals
+
+
+def _role(rule: dict, role: str) -> dict:
+    return {**rule, "comment": {"comment": role}}
+
+
+def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str) -> JailRules:
+    """The jail's own chain and its hooks into FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING.
+
+    Chain order: replies in; published ports in; replies out (also to denied
+    ranges, for connections that came in through a published port); denied
+    ranges dropped; the jail's own traffic out; everything else dropped.
+    """
+    chain = jail_chain(spec.name)
+    owner = chain
+    vpn = spec.vpn
+    egress = {"out-interface": vpn} if vpn else {"out-interface": "!" + PREFIX + "+"}
+    from_jail = {"in-interface": host_ifname, "src": jail_address}
+    inbound = {"out-interface": host_ifname, **ESTABLISHED, "target": "ACCEPT"}
+    if vpn:
+        inbound = {"in-interface": vpn, **inbound}
+    chain_rules = [_role(inbound, ROLE_IN)]
+    chain_rules += [_role({"out-interface": host_ifname, "dst": jail_address, "protocol": p.proto,
+                           p.proto: {"dport": str(p.jail_port)}, "conntrack": {"ctstate": "DNAT"},
+                           "target": "ACCEPT"}, ROLE_IN) for p in spec.publish]
+    if spec.publish:
+        chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
+    chain_rules += [_role({**from_jail, "dst": cidr, "target": "DROP"}, ROLE_DROPPED)
+                    for cidr in spec.deny]
+    # the VPN's own ranges are the VPN path: --no-lan keeps them open
+    beside_vpn = {"out-interface": "!" + vpn} if vpn else {}
+    chain_rules += [_role({**from_jail, "dst": cidr, **beside_vpn, "target": "DROP"}, ROLE_DROPPED)
+                    for cidr in spec.lan_ranges()]
+    chain_rules += [_role({**from_jail, **egress, "target": "ACCEPT"}, ROLE_OUT),
+                    _role({"target": "DROP"}, ROLE_DROPPED)]
+    hooks = [
+        Hook("filter", "FORWARD", tag({"in-interface": host_ifname, "target": chain}, owner)),
+        Hook("filter", "FORWARD", tag({"out-interface": host_ifname, "target": chain}, owner)),
+        # the jail may answer the host, never open anything on it
+        Hook("filter", "INPUT", tag({"in-interface": host_ifname, **ESTABLISHED, "target": "ACCEPT"}, owner)),
+        Hook("filter", "INPUT", tag({"in-interface": host_ifname, "target": "DROP"}, owner)),
+        Hook("nat", "POSTROUTING", tag({"src": network, **egress, "target": "MASQUERADE"}, owner)),
+    ]
+    for publish in spec.publish:
+        dnat = _dnat(publish, jail_address)
+        hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
+        # the host itself, at its own addresses (loopback would need route_localnet)
+        local = dnat if publish.host_address else {"dst": "!127.0.0.0/8", **dnat}
+        hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
+    return JailRules(spec.name, tuple(chain_rules), tuple(hooks))
+
+
+def _dnat(publish: Publish, jail_address: str) -> dict:
+    """Packets to a host address and port, sent on to the jail."""
+    rule: dict = {"protocol": publish.proto, publish.proto: {"dport": str(publish.host_port)},
+                  "addrtype": {"dst-type": "LOCAL"}}
+    if publish.host_address:
+        rule["dst"] = publish.host_address
+    return {**rule, "target": {"DNAT": {"to-destination": f"{jail_address}:{publish.jail_port}"}}}
+
+
+def build_guard_rules(forwarding_ifnames: Iterable[str]) -> tuple[dict, ...]:
+    """Undo, in FORWARD, the forwarding that appjail had to switch on.
+
+    Replies to a jail enter through the uplink or VPN interface, so those need
+    per-interface forwarding. A host that did not forward before must not
+    start routing for others: only jail traffic and interfaces on which the
+    host itself had forwarding on get past this chain.
+    """
+    passes = [{"in-interface": PREFIX + "+", "target": "RETURN"},
+              {"out-interface": PREFIX + "+", "target": "RETURN"}]
+    passes += [{"in-interface": ifname, "target": "RETURN"} for ifname in sorted(forwarding_ifnames)]
+    return (*passes, {"target": "DROP"})
+
+

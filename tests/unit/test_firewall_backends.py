@@ -1,0 +1,100 @@
+"""Which backend the helper picks, and how the nftables backend spells the rules."""
+
+import pytest
+
+from appjail.helper import firewall
+from appjail.helper.firewall_nft import encode
+from appjail.helper.main import main
+from appjail.helper.rules import build_jail_rules
+from appjail.model import JailSpec, Publish
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """A host whose legacy tables and iptables build the test sets."""
+    monkeypatch.delenv(firewall.SETTING_ENV, raising=False)
+    facts = {"tables": [], "build": "nft"}
+    monkeypatch.setattr(firewall, "legacy_tables", lambda: facts["tables"])
+    monkeypatch.setattr(firewall, "iptables_build", lambda: facts["build"])
+    return facts
+
+
+def test_nftables_unless_the_host_uses_legacy(host):
+    assert firewall.choose().name == "nftables"
+    host["build"] = "legacy"
+    assert firewall.choose() == firewall.Choice("xtables", "the host's iptables command is the legacy build")
+    host["build"], host["tables"] = "nft", ["filter", "nat"]
+    choice = firewall.choose()
+    assert choice.name == "xtables" and "filter, nat" in choice.reason
+
+
+def test_a_kernel_without_legacy_x_tables_gets_nftables(host):
+    host["tables"], host["build"] = None, "legacy"
+    assert firewall.choose() == firewall.Choice("nftables", "this kernel has no legacy x_tables")
+
+
+def test_the_setting_wins(host, monkeypatch):
+    host["build"] = "legacy"
+    assert firewall.choose("nftables").name == "nftables"
+    monkeypatch.setenv(firewall.SETTING_ENV, "nftables")
+    assert firewall.choose().name == "nftables"
+    assert firewall.choose("xtables").name == "xtables"
+
+
+@pytest.mark.parametrize("setting", ["nft", "iptables", "NFTABLES", "legacy"])
+def test_an_unknown_backend_is_a_clear_error_at_helper_start(host, capsys, setting):
+    assert main(["--firewall", setting]) == 2
+    assert capsys.readouterr().err == (f"appjail-helper: unknown firewall backend {setting!r}: "
+                                       "choose auto, nftables, xtables\n")
+
+
+def _match(meta_or_payload, op, right):
+    return {"match": {"op": op, "left": meta_or_payload, "right": right}}
+
+
+IIF = {"meta": {"key": "iifname"}}
+OIF = {"meta": {"key": "oifname"}}
+SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
+DADDR = {"payload": {"protocol": "ip", "field": "daddr"}}
+
+
+def test_encode_interfaces_addresses_and_wildcards():
+    assert encode({"in-interface": "aj-web", "src": "10.231.0.2", "out-interface": "!aj-+",
+                   "target": "ACCEPT"}) == [
+        _match(IIF, "==", "aj-web"), _match(OIF, "!=", "aj-*"), _match(SADDR, "==", "10.231.0.2"),
+        {"accept": None}]
+    assert encode({"dst": "!127.0.0.0/8", "target": "DROP"}) == [
+        _match(DADDR, "!=", {"prefix": {"addr": "127.0.0.0", "len": 8}}), {"drop": None}]
+
+
+def test_encode_conntrack_counter_and_jump():
+    assert encode({"out-interface": "aj-web", "conntrack": {"ctstate": "RELATED,ESTABLISHED"},
+                   "counter": True, "target": "aj-web"}) == [
+        _match(OIF, "==", "aj-web"),
+        {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["related", "established"]}},
+        {"counter": None}, {"jump": {"target": "aj-web"}}]
+
+
+def test_encode_published_port():
+    rules = build_jail_rules(JailSpec("web", publish=(Publish(6000, 8080, "udp", "192.0.2.7"),)),
+                             "aj-web", "10.231.0.0/30", "10.231.0.2")
+    prerouting = next(hook.rule for hook in rules.hooks if hook.chain == "PREROUTING")
+    assert encode(prerouting) == [
+        _match(DADDR, "==", "192.0.2.7"),
+        _match({"meta": {"key": "l4proto"}}, "==", "udp"),
+        _match({"payload": {"protocol": "udp", "field": "dport"}}, "==", 6000),
+        _match({"fib": {"result": "type", "flags": ["daddr"]}}, "==", "local"),
+        {"dnat": {"family": "ip", "addr": "10.231.0.2", "port": 8080}}]
+    accept_dnat = next(rule for rule in rules.chain_rules if "conntrack" in rule
+                       and rule["conntrack"]["ctstate"] == "DNAT")
+    assert {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}} in encode(accept_dnat)
+
+
+@pytest.mark.parametrize("spec", [
+    JailSpec("web", vpn="wg0", deny=("192.0.2.0/24",), no_lan=True),
+    JailSpec("web", publish=(Publish(6000, 8080),), deny=("192.0.2.0/24",), no_lan=True)])
+def test_every_rule_of_every_jail_shape_encodes(spec):
+    rules = build_jail_rules(spec, "aj-web", "10.231.0.0/30", "10.231.0.2")
+    verdicts = {"accept", "drop", "return", "jump", "masquerade", "dnat"}
+    for rule in [*rules.chain_rules, *(hook.rule for hook in rules.hooks)]:
+        assert set(encode(rule)[-1]) <= verdicts, rule
