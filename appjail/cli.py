@@ -149,11 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check that appjail can work here, and say how to fix what cannot")
     doctor.add_argument("--vpn", metavar="IFACE", help="also check this VPN interface")
-
-    demo = commands.add_parser("demo", help="show appjail at work on a simulated internet (root)",
-                               description="Build a simulated internet in network namespaces, run "
-                               "curl through a --vpn jail as USER, show the kill switch, remove it all.")
-    demo.add_argument("--user", help="who runs curl (default: the sudo user, else a temporary user)")
     return parser
 
 
@@ -309,19 +304,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoError, run_demo
-
-    try:
-        run_demo(args.user)
-    except DemoError as exc:
-        _error(f"demo: {exc}")
-        return EXIT_APPJAIL
-    return 0
-
-
 COMMANDS = {"run": cmd_run, "ls": cmd_ls, "inspect": cmd_inspect, "stop": cmd_stop,
-            "doctor": cmd_doctor, "demo": cmd_demo, "profiles": cmd_profiles}
+            "doctor": cmd_doctor, "profiles": cmd_profiles}
 
 
 def _error(message: str) -> None:

@@ -1,10 +1,10 @@
-"""`appjail demo` end to end: its own lab, bus, polkitd, helper and temporary user."""
+"""`appjail-demo` end to end: its own lab, bus, polkitd, helper and temporary user."""
 
 import pwd
 
 import pytest
 
-from appjail.demo import DEMO_USER, DemoError, run_demo
+from appjail.lab.demo import DEMO_USER, DemoError, run_demo
 from appjail.helper.netns import list_namespaces
 
 from ..busfixture import BUS_POLICY, TestUsers, polkit_files_installed

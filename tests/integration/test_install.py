@@ -1,6 +1,6 @@
 """The README's first set-up command, as written: `sudo ./scripts/install`.
 
-It installs for real (that is what it is for) and ends with `appjail demo`.
+It installs for real (that is what it is for) and ends with `appjail-demo`.
 Afterwards the test puts the machine back as it found it: an appjail that
 was not installed before is uninstalled, a group, system bus or polkitd the
 install created or started is removed or stopped.
@@ -77,7 +77,7 @@ def test_install_as_written_installs_root_owned_code_and_ends_with_the_demo(mach
     package = subprocess.run([PREFIX / "venv/bin/python", "-c", "import appjail; print(appjail.__file__)"],
                              cwd="/", capture_output=True, text=True, check=True).stdout.strip()
     assert package.startswith(str(PREFIX)), "the helper's code is a copy, not this checkout"
-    for command in ("appjail", "appjail-tray"):
+    for command in ("appjail", "appjail-tray", "appjail-demo"):
         assert os.path.realpath(f"/usr/local/bin/{command}") == str(PREFIX / "venv/bin" / command)
     assert group_exists("appjail") and _system_bus_answers()
     command = (PREFIX / "venv/bin/appjail").read_text()

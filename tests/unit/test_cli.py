@@ -74,6 +74,14 @@ def test_cli_imports_nothing_privileged():
     assert out.strip() == "[]"
 
 
+def test_the_demo_is_not_a_command_of_the_unprivileged_cli():
+    """It runs a lab and a helper in its own process: root's side of the privilege line."""
+    source = (REPO / "appjail" / "cli.py").read_text()
+    assert "demo" not in source and "appjail.lab" not in source and ".lab" not in source
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["demo"])
+
+
 def test_the_cli_speaks_the_bus_protocol_itself():
     code = "import sys, appjail.cli, appjail.client; print(sorted(m for m in sys.modules if m.startswith('dbus')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -105,7 +113,7 @@ def test_the_quick_parser_of_simple_commands_agrees_with_argparse(argv):
 
 @pytest.mark.parametrize("argv", [
     ["ls", "--help"], ["ls", "extra"], ["ls", "--js"], ["inspect"], ["inspect", "a", "b"],
-    ["stop", "-x"], ["stop", "--", "web"], ["doctor"], ["profiles"], ["demo"], ["nonsense"], [],
+    ["stop", "-x"], ["stop", "--", "web"], ["doctor"], ["profiles"], ["nonsense"], [],
 ])
 def test_the_quick_parser_leaves_help_mistakes_and_other_commands_to_argparse(argv):
     assert cli.quick_args(argv) is None

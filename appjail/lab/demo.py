@@ -1,4 +1,8 @@
-"""`appjail demo`: appjail at work on a simulated internet, then nothing left.
+"""`appjail-demo` (root only): appjail at work on a simulated internet, then nothing left.
+
+Its own entry point, not a subcommand of `appjail`: it builds a lab and runs
+a helper in this process, so it belongs with the lab, on root's side of the
+privilege line; the unprivileged CLI imports nothing of it.
 
 Builds the lab (an "uplink" namespace playing the internet, with a web server,
 DNS and a WireGuard server; a "host" namespace with the WireGuard client),
@@ -12,6 +16,7 @@ while jails exist, because its helper would take their names for leftovers.
 
 from __future__ import annotations
 
+import argparse
 import grp
 import os
 import pwd
@@ -50,7 +55,7 @@ def run_demo(user: str | None = None, say: Say = print, cli_python: str = sys.ex
     from appjail.lab.helper import LabHelper, UserCommand
 
     if os.geteuid() != 0:
-        raise DemoError("the demo builds network namespaces and needs root: sudo appjail demo")
+        raise DemoError("the demo builds network namespaces and needs root: sudo appjail-demo")
     if jails := list_namespaces("aj-"):
         raise DemoError(f"jails exist ({', '.join(jails)}): stop them before running the demo")
     with ExitStack() as stack:
@@ -136,3 +141,21 @@ def _demo_user(requested: str | None) -> Iterator[str]:
 
     with temporary_user(DEMO_USER, GROUP) as name:
         yield name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="appjail-demo", description="Build a simulated internet in network namespaces, run curl "
+        "through a --vpn jail as USER, show the kill switch, remove it all (root only).")
+    parser.add_argument("--user", help="who runs curl (default: the sudo user, else a temporary user)")
+    args = parser.parse_args(argv)
+    try:
+        run_demo(args.user)
+    except DemoError as exc:
+        print(f"appjail-demo: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
