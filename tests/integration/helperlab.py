@@ -8,6 +8,7 @@ package, on a world-readable copy of the package.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -55,6 +56,11 @@ def jails(helper, user=MEMBER) -> list[dict]:
     result = appjail(helper, user, "ls", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def open_fds(helper) -> int:
+    """How many descriptors the helper process holds."""
+    return len(os.listdir(f"/proc/{helper.proc.pid}/fd"))
 
 
 def wait_until(predicate, timeout: float) -> bool:

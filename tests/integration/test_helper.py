@@ -20,7 +20,7 @@ import pytest
 from appjail.helper.netns import list_namespaces
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        jails, user_popen_kwargs, wait_until)
+                        jails, open_fds, user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -99,6 +99,41 @@ def test_outsider_disconnecting_right_after_the_call_is_still_refused(helper):
     time.sleep(1)  # let the helper finish any check still in flight
     assert list_namespaces("aj-") == []
     assert helper.proc.poll() is None
+
+
+DESCRIPTOR_FLOOD = """
+import os, dbus
+from appjail import interface as api
+bus = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+read_end, _ = os.pipe()
+fd = dbus.types.UnixFd(read_end)
+run = ("Run", "a{sv}aayaayayah")
+calls = [
+    (*run, ({"name": "flood", "dns": fd}, [b"true"], [], b"/", [fd] * 3)),  # one hidden in a variant
+    (*run, ({"name": "flood"}, [b"true"], [], b"/", [fd] * 3)),
+    ("Stop", "h", (fd,)),
+]
+names = set()
+for i in range(1000):
+    method, signature, args = calls[i % len(calls)]
+    try:
+        bus.call_blocking(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, method, signature, args)
+    except dbus.DBusException as exc:
+        names.add(exc.get_dbus_name())
+print(" ".join(sorted(names)))
+"""
+
+
+def test_descriptors_of_refused_calls_are_all_closed(helper):
+    assert appjail(helper, MEMBER, "ls").returncode == 0  # the helper's own connections are made
+    before = open_fds(helper)
+    result = subprocess.run([USER_PYTHON, "-c", DESCRIPTOR_FLOOD], capture_output=True, text=True,
+                            timeout=300, **user_popen_kwargs(OUTSIDER, helper.bus_address))
+    assert result.stdout.split() == ["org.appjail.Error.InvalidArgument",
+                                     "org.appjail.Error.NotAuthorized"], result.stderr
+    assert wait_until(lambda: open_fds(helper) <= before, 5), (before, open_fds(helper))
+    served = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "echo", "served")
+    assert (served.returncode, served.stdout) == (0, "served\n"), served.stderr
 
 
 def test_other_users_jail_is_out_of_reach(helper):
@@ -337,11 +372,33 @@ for _ in range(60):
     cases.append(("Run random", call("Run", "a{sv}aayaayayah", {"name": garbage}, [b"true"], [], b"/", fd)))
 for sig in (0, -1, 9999, 31):
     cases.append(("Signal", call("Signal", "ui", 1, sig)))
+run_args = [{"name": "ok"}, [b"true"], [], b"/", fd]
+run_types = ["a{sv}", "aay", "aay", "ay", "ah"]
+for position in range(len(run_args)):  # a descriptor in place of each argument
+    signature = "".join("h" if i == position else t for i, t in enumerate(run_types))
+    args = [fd[0] if i == position else a for i, a in enumerate(run_args)]
+    cases.append(("Run fd at %d" % position, call("Run", signature, *args)))
+for method, types, args in [("Stop", "s", ["ok"]), ("Inspect", "s", ["ok"]), ("Signal", "ui", [1, 15])]:
+    for position in range(len(types)):
+        signature = "".join("h" if i == position else t for i, t in enumerate(types))
+        cases.append((method + " fd", call(method, signature, *[fd[0] if i == position else a
+                                                               for i, a in enumerate(args)])))
+for method in ("List", "WhoAmI"):
+    cases.append((method + " fd", call(method, "h", fd[0])))
+hidden = [fd[0], dbus.Array(fd, signature="h"), dbus.Struct((fd[0], "x")),
+          dbus.Dictionary({"h": fd[0]}, signature="sv"), dbus.Array([fd[0]], signature="v")]
+for value in hidden:  # a descriptor inside a variant, however deep
+    cases.append(("Run fd in option", call("Run", "a{sv}aayaayayah", {"name": "ok", "dns": value},
+                                           [b"true"], [], b"/", fd)))
+    cases.append(("Run fd as option", call("Run", "a{sv}aayaayayah", {"name": "ok", "fd": value},
+                                           [b"true"], [], b"/", fd)))
 print(json.dumps(cases))
 """
 
 
 def test_fuzzed_arguments_are_refused_as_invalid(helper):
+    assert appjail(helper, MEMBER, "ls").returncode == 0  # the helper's own connections are made
+    before = open_fds(helper)
     result = subprocess.run([USER_PYTHON, "-c", FUZZ], capture_output=True, text=True, timeout=300,
                             **user_popen_kwargs(MEMBER, helper.bus_address))
     assert result.returncode == 0, result.stderr
@@ -351,6 +408,7 @@ def test_fuzzed_arguments_are_refused_as_invalid(helper):
                   and not (what == "Signal" and name == "org.appjail.Error.NotAuthorized")]
     assert unexpected == [], unexpected
     assert list_namespaces("aj-") == [] and jails(helper) == []
+    assert wait_until(lambda: open_fds(helper) <= before, 5), "every descriptor passed is closed"
 
 
 def test_firefox_loads_a_page_through_the_vpn(helper, lab):
