@@ -72,14 +72,13 @@ class Forwarding:
             return
         original = data["original"]
         default = original.get(DEFAULT)
-        for ifname in all_ifnames:
-            if ifname.startswith(firewall.PREFIX) or ifname in data["host_forwarding"]:
-                continue
-            old = original.get(ifname, default)
-            if old is not None:
-                _write(ifname, old)
         if default is not None:
-            _write(DEFAULT, default)
+            for ifname in all_ifnames:
+                if not (ifname.startswith(firewall.PREFIX) or ifname in data["host_forwarding"]
+                        or ifname in original):
+                    _write(ifname, default)
+        for key, old in original.items():  # every key recorded, whether listed or not
+            _write(key, old)
         firewall.set_guard(None)
         self.record.unlink()
 

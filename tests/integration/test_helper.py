@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.netns import list_namespaces
+from appjail.helper.netns import list_namespaces, read_sysctl
+from appjail.lab import in_netns
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
                         jails, open_fds, user_popen_kwargs, wait_until)
@@ -134,6 +135,22 @@ def test_descriptors_of_refused_calls_are_all_closed(helper):
     assert wait_until(lambda: open_fds(helper) <= before, 5), (before, open_fds(helper))
     served = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "echo", "served")
     assert (served.returncode, served.stdout) == (0, "served\n"), served.stderr
+
+
+def _forwarding_flags(lab) -> dict[str, str]:
+    keys = ["net/ipv4/ip_forward"] + [f"net/ipv4/conf/{i}/forwarding" for i in ("all", "default", "lo")]
+    with in_netns(lab.host_ns):
+        return {key: read_sysctl(key) for key in keys}
+
+
+@pytest.mark.parametrize("vpn", ["all", "default", "lo", "aj-x"])
+def test_a_vpn_that_is_not_one_interface_is_refused(helper, lab, vpn):
+    before = _forwarding_flags(lab)
+    result = appjail(helper, MEMBER, "run", "--vpn", vpn, "--dns", DNS, "--", "true")
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{vpn!r}" in result.stderr
+    assert _forwarding_flags(lab) == before
+    assert list_namespaces("aj-") == []
 
 
 def test_other_users_jail_is_out_of_reach(helper):
@@ -372,6 +389,9 @@ for _ in range(60):
     cases.append(("Run random", call("Run", "a{sv}aayaayayah", {"name": garbage}, [b"true"], [], b"/", fd)))
 for sig in (0, -1, 9999, 31):
     cases.append(("Signal", call("Signal", "ui", 1, sig)))
+for vpn in ("all", "default", "lo", "aj-x"):  # the helper refuses them whatever the CLI does
+    cases.append(("Run vpn " + vpn, call("Run", "a{sv}aayaayayah", {"name": "ok", "vpn": vpn},
+                                         [b"true"], [], b"/", fd)))
 run_args = [{"name": "ok"}, [b"true"], [], b"/", fd]
 run_types = ["a{sv}", "aay", "aay", "ay", "ah"]
 for position in range(len(run_args)):  # a descriptor in place of each argument
