@@ -202,17 +202,12 @@ class Supervisor:
         """SIGTERM everything in the namespace, SIGKILL what is left after a grace period."""
         start = time.monotonic()
         sig = signal.SIGTERM
-        while pids := netns.namespace_pids(netns_name):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+        while netns.signal_namespace(netns_name, sig):
             elapsed = time.monotonic() - start
             if elapsed > STOP_GRACE_S:
                 sig = signal.SIGKILL
             if elapsed > STOP_GRACE_S + 2:
-                log.warning("processes %s in %s did not die; tearing down anyway", pids, netns_name)
+                log.warning("processes in %s did not die; tearing down anyway", netns_name)
                 return
             time.sleep(0.02)
 
