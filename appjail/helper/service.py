@@ -212,11 +212,14 @@ class HelperService(dbus.service.Object):
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)
-        name, pid, exit_pipe = self.supervisor.run(caller, options, program, fds)
-        try:
-            call.reply(name, dbus.UInt32(pid), dbus.types.UnixFd(exit_pipe))  # the reply holds a copy
-        finally:
-            os.close(exit_pipe)
+
+        def started(name: str, pid: int, exit_pipe: int) -> None:
+            try:
+                call.reply(name, dbus.UInt32(pid), dbus.types.UnixFd(exit_pipe))  # the reply holds a copy
+            finally:
+                os.close(exit_pipe)
+
+        self.supervisor.run(caller, options, program, fds, call.later(started), call.fail)
 
     @exported("ui", "", ("pid", "signal"))
     def Signal(self, caller: Caller, call: _Call, pid, signum) -> None:
@@ -225,8 +228,8 @@ class HelperService(dbus.service.Object):
 
     @exported("s", "", ("name",), target=lambda v: v[0])
     def Stop(self, caller: Caller, call: _Call, name) -> None:
-        self.supervisor.stop(caller, name)
-        call.reply()
+        self.supervisor.stop(caller, name, call.later(
+            lambda error: call.reply() if error is None else call.fail(error)))
 
     @exported("", "aa{sv}", ())
     def List(self, caller: Caller, call: _Call) -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.netns import list_namespaces, read_sysctl
+from appjail.helper.netns import list_namespaces, namespace_pids, read_sysctl
 from appjail.lab import in_netns
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        jails, open_fds, user_popen_kwargs, wait_until)
+                        jails, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -249,6 +249,59 @@ def test_a_caller_that_drops_its_exit_pipe_harms_nothing(helper):
     assert result.returncode == 0 and result.stdout.startswith("dropped "), result.stderr
     assert wait_until(lambda: jails(helper) == [], 10), "the jail still goes when the program ends"
     assert appjail(helper, MEMBER, "run", "--dns", DNS, "--", "sh", "-c", "exit 3").returncode == 3
+
+
+RUN_IN = """
+import sys
+from appjail.client import Client, HelperError, session_environment
+try:
+    Client().run({"name": "stuck", "dns": ["192.0.2.53"]}, [b"true"], session_environment(),
+                 sys.argv[1].encode(), [0, 1, 2])
+except HelperError as exc:
+    print(exc.name, exc)
+"""
+
+
+def _answers_quickly(helper, user: str) -> float:
+    """Seconds `appjail ls` of USER takes (the CLI's own start included)."""
+    start = time.monotonic()
+    result = appjail(helper, user, "ls", timeout=10)
+    assert result.returncode == 0, result.stderr
+    return time.monotonic() - start
+
+
+def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper):
+    with unanswering_fuse() as mountpoint:
+        stuck = subprocess.Popen([USER_PYTHON, "-c", RUN_IN, str(mountpoint)], stdout=subprocess.PIPE,
+                                 text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+        try:
+            # the child entered the jail: now it enters the directory, and hangs there
+            assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-")
+                              and namespace_pids("aj-stuck"), 10)
+            time.sleep(0.3)
+            assert _answers_quickly(helper, OTHER_MEMBER) < 1.0
+            out, _ = stuck.communicate(timeout=30)
+        finally:
+            stuck.kill()
+    assert out.startswith("org.appjail.Error.Failed ") and "did not start within" in out, out
+    assert wait_until(lambda: jails(helper) == [], 10), "the killed child's jail goes"
+
+
+def test_stopping_a_program_that_ignores_sigterm_delays_no_one(helper):
+    stubborn = subprocess.Popen(appjail_argv("run", "--name", "stubborn", "--dns", DNS, "--", "sh", "-c",
+                                             "trap '' TERM; sleep 60"),
+                                stdin=subprocess.DEVNULL, **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: [j["name"] for j in jails(helper)] == ["stubborn"], 10)
+        stop = subprocess.Popen(appjail_argv("stop", "stubborn"), stdin=subprocess.DEVNULL,
+                                **user_popen_kwargs(MEMBER, helper.bus_address))
+        time.sleep(0.5)  # the stop waits out the grace period of SIGTERM now
+        assert _answers_quickly(helper, OTHER_MEMBER) < 1.0
+        assert stop.wait(timeout=20) == 0
+        assert stubborn.wait(timeout=10) == 128 + signal.SIGKILL
+    finally:
+        stubborn.kill()
+    assert jails(helper) == [] and list_namespaces("aj-") == []
 
 
 def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
