@@ -140,6 +140,34 @@ def pids_by_namespace(names: Iterable[str]) -> dict[str, list[int]]:
     return result
 
 
+_NS_GET_USERNS = 0xB701  # ioctl: the user namespace that owns a namespace
+
+
+def process_netns(pid: int) -> tuple[NamespaceId, bool]:
+    """The network namespace of process `pid`, and whether our own user namespace owns it.
+
+    A namespace owned by another user namespace was made by an unprivileged
+    process (unshare -rn), from a jail or not: nobody can say where it leads.
+    Raises ProcessLookupError when the process ended while it was looked at.
+    """
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            owner = fcntl.ioctl(fd, _NS_GET_USERNS)
+            try:
+                ours = namespace_id(f"/proc/self/fd/{owner}") == namespace_id("/proc/self/ns/user")
+            finally:
+                os.close(owner)
+            found = namespace_id(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        signal.pidfd_send_signal(pidfd, 0)  # still the process the pidfd pinned
+    finally:
+        os.close(pidfd)
+    return found, ours
+
+
 def signal_namespace(name: str, signum: int) -> int:
     """Send `signum` to every process in /run/netns/NAME; how many it reached."""
     try:

@@ -160,7 +160,7 @@ class HelperService(dbus.service.Object):
             if takes_fds:
                 *args, passed = args
             values = [to_python(arg) for arg in args]
-            caller = identify(self.bus, sender)
+            caller = self.supervisor.confine(identify(self.bus, sender))
         except CallerUnknown as exc:
             log.warning("%s", exc)
             _discard(passed)

@@ -15,6 +15,7 @@ helper itself went away.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -96,6 +97,27 @@ class Supervisor:
 
     # -- helpers -----------------------------------------------------------
 
+    def confine(self, caller: Caller) -> Caller:
+        """`caller` with the jail it runs inside, if any; refused from a namespace of its own.
+
+        A program inside a jail may act only within that jail: a new jail or
+        another one would be a way out beside the jail's own (a --vpn jail's
+        kill switch, its deny rules).
+        """
+        if not caller.netns_ours:
+            raise NotAllowed("appjail does not answer programs in a network namespace they made "
+                             "themselves (unshare -n): it may be inside a jail")
+        jails = {netns.namespace_id(netns.netns_path(j.netns)): j.name for j in self.engine.list()}
+        return dataclasses.replace(caller, inside=jails.get(caller.netns))
+
+    @staticmethod
+    def _check_inside(caller: Caller, name: str | None, verb: str) -> None:
+        """Refuse a caller inside a jail to act on another one (name None: a new one)."""
+        if caller.inside is not None and name != caller.inside:
+            target = "a new jail" if name is None else f"jail {name!r}"
+            raise NotAllowed(f"a program inside jail {caller.inside!r} may not {verb} {target}, "
+                             f"only its own")
+
     def _own_jail(self, caller: Caller, name: str) -> Jail:
         jail = self.engine.get(validate_name(name))
         if jail.owner_uid != caller.uid and not caller.may_manage:
@@ -106,6 +128,7 @@ class Supervisor:
         process = self.processes.get(pid)
         if process is None or process.owner_uid != caller.uid:
             raise NotAllowed(f"process {pid} is not a running program of yours")
+        self._check_inside(caller, process.jail, "signal programs in")
 
     # -- run ---------------------------------------------------------------
 
@@ -121,6 +144,7 @@ class Supervisor:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]
         jail = self.engine.find(name)
+        self._check_inside(caller, name if jail else None, "start programs in")
         created = jail is None
         if jail is None:
             spec = JailSpec(name, options.get("vpn") or None, tuple(options.get("dns", ())),
@@ -303,6 +327,7 @@ class Supervisor:
         a program that ignores SIGTERM delays only this call.
         """
         jail = self._own_jail(caller, name)
+        self._check_inside(caller, name, "stop")
         if name in self._stopping:  # already on its way
             return self._stopping[name].append(done)
         self._stopping[name] = [done]

@@ -304,6 +304,36 @@ def test_stopping_a_program_that_ignores_sigterm_delays_no_one(helper):
     assert jails(helper) == [] and list_namespaces("aj-") == []
 
 
+def test_a_program_inside_a_vpn_jail_cannot_get_out_by_asking_appjail(helper, lab):
+    for options in (["--name", "tunnel", "--vpn", lab.wg_ifname], ["--name", "other"]):
+        assert appjail(helper, MEMBER, "run", "--keep", *options, "--dns", DNS, "--", "true").returncode == 0
+    curl = ["curl", "-sS", "--max-time", "3", f"http://{lab.SERVER_ADDR}/escape"]
+    asked = {  # what a program inside the jail asks appjail for, and why it is refused
+        "a new NAT jail": (appjail_argv("run", "--", *curl), "may not start programs in a new jail"),
+        "a jail on the uplink": (appjail_argv("run", "--vpn", "up0", "--", *curl),
+                                 "may not start programs in a new jail"),
+        "another jail": (appjail_argv("run", "--name", "other", "--", *curl),
+                         "may not start programs in jail 'other'"),
+        "to stop another jail": (appjail_argv("stop", "other"), "may not stop jail 'other'"),
+        "from a namespace of its own": (["unshare", "-cn", *appjail_argv("run", "--", *curl)],
+                                        "network namespace they made themselves"),
+    }
+    lab.wg_down()
+    try:
+        for what, (argv, why) in asked.items():
+            result = appjail(helper, MEMBER, "run", "--name", "tunnel", "--", *argv)
+            assert result.returncode == 125 and result.stdout == "", (what, result)
+            assert result.stderr.count("\n") == 1 and why in result.stderr, (what, result.stderr)
+        own = appjail(helper, MEMBER, "run", "--name", "tunnel", "--",
+                      *appjail_argv("run", "--name", "tunnel", "--", *curl))
+        assert own.returncode != 0 and "/escape" not in str(lab.http_log()), "the kill switch holds"
+    finally:
+        lab.wg_up()
+    assert sorted(j["name"] for j in jails(helper)) == ["other", "tunnel"]
+    for name in ("other", "tunnel"):
+        assert appjail(helper, MEMBER, "stop", name).returncode == 0
+
+
 def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
     assert appjail(helper, MEMBER, "run", "--keep", "--name", "adopt", "--vpn", lab.wg_ifname,
                    "--dns", DNS, "--", "true").returncode == 0
