@@ -21,6 +21,11 @@ NAME_MAX = 12
 _ALNUM = _LOWER_ALNUM | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 IFNAME_CHARS = _ALNUM | {"_", ".", "-"}  # [A-Za-z0-9][A-Za-z0-9_.-]{0,14}
 IFNAME_MAX = 15
+# Names that pass the character rules but are no single way out: the kernel's
+# per-interface settings call every interface "all" and the template for new
+# ones "default" (as a VPN, forwarding would be switched on for all of them).
+NOT_ONE_INTERFACE = {"all": "every interface", "default": "the template for new interfaces",
+                     "lo": "the loopback interface"}
 MAX_DNS_SERVERS = 3  # glibc reads at most three nameserver lines
 
 
@@ -56,6 +61,10 @@ def validate_ifname(ifname: object) -> str:
     if ifname.startswith("aj-"):
         raise ValidationError(
             f"interface {ifname!r} belongs to another jail and cannot be a VPN"
+        )
+    if ifname in NOT_ONE_INTERFACE:
+        raise ValidationError(
+            f"{ifname!r} is {NOT_ONE_INTERFACE[ifname]}, not a VPN interface"
         )
     return ifname
 

@@ -1,7 +1,8 @@
 """Who is calling, and may they: the bus daemon and polkit, nothing else.
 
 The caller's identity comes from the bus daemon (GetConnectionCredentials of
-the unique sender name), never from an argument. Authorisation asks polkit
+the unique sender name), never from an argument: uid and groups, and the
+process, whose network namespace tells whether it runs inside a jail. Authorisation asks polkit
 about the `system-bus-name` subject, so polkit itself resolves the name to a
 process and user at check time; a caller that has already gone away, a
 polkit that does not answer, or any error at all, is a refusal.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import dbus
 
 from . import launch
+from .netns import NamespaceId, process_netns
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class Caller(launch.Caller):
 
     sender: str = ""
     may_manage: bool = False
+    netns: NamespaceId | None = None  # the calling process's network namespace
+    netns_ours: bool = True           # owned by the helper's user namespace (see process_netns)
+    inside: str | None = None         # the jail whose namespace that is (Supervisor.confine)
 
 
 def identify(bus: dbus.Bus, sender: str) -> Caller:
@@ -49,12 +54,14 @@ def identify(bus: dbus.Bus, sender: str) -> Caller:
             "GetConnectionCredentials", "s", (sender,), timeout=10)
         uid = int(credentials["UnixUserID"])
         entry = pwd.getpwuid(uid)
-    except (dbus.DBusException, KeyError, ValueError) as exc:
+        netns, ours = process_netns(int(credentials["ProcessID"]))
+    except (dbus.DBusException, KeyError, ValueError, OSError) as exc:
         raise CallerUnknown(f"cannot identify {sender}: {exc}") from None
     groups = credentials.get("UnixGroupIDs")
     if groups is None:
         groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-    return Caller(uid, entry.pw_gid, tuple(int(g) for g in groups), sender)
+    return Caller(uid, entry.pw_gid, tuple(int(g) for g in groups), sender, netns=netns,
+                  netns_ours=ours)
 
 
 class Authority:

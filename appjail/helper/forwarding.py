@@ -78,14 +78,13 @@ class Forwarding:
             return
         original = data["original"]
         default = original.get(DEFAULT)
-        for ifname in all_ifnames:
-            if ifname.startswith(PREFIX) or ifname in data["host_forwarding"]:
-                continue
-            old = original.get(ifname, default)
-            if old is not None:
-                self._write(ifname, old)
         if default is not None:
-            self._write(DEFAULT, default)
+            for ifname in all_ifnames:
+                if not (ifname.startswith(PREFIX) or ifname in data["host_forwarding"]
+                        or ifname in original):
+                    self._write(ifname, default)
+        for key, old in original.items():  # every key recorded, whether listed or not
+            self._write(key, old)
         self.firewall.set_guard(None)
         self.record.unlink()
 

@@ -106,7 +106,7 @@ _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _TIOCSCTTY = 0x540E
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MAX_FD = 0xFFFFFFFF
-_MAX_REPORT = 4096
+MAX_REPORT = 4096
 
 
 class _CapHeader(ctypes.Structure):
@@ -243,20 +243,29 @@ def remap_fds(fds: Sequence[int], keep: int) -> None:
     _close_range(keep + 1, _MAX_FD)
 
 
-def launch(request: LaunchRequest, caller: Caller) -> int:
-    """Start `request.argv` in the jail as `caller`; return the child's pid once it has exec'd.
+@dataclass(frozen=True)
+class Started:
+    """A forked child on its way to becoming the program."""
 
-    Whoever calls launch() reaps the child. Raises LaunchError when the
-    program did not start; that child is reaped here.
+    pid: int
+    report_fd: int  # end-of-file with nothing read: it exec'd; else "CODE message" (see failure())
+
+
+def start(request: LaunchRequest, caller: Caller) -> Started:
+    """Fork the child that becomes `request.argv` in the jail as `caller`, and return at once.
+
+    The child enters the caller's directory and execs as the caller, which
+    can take forever (a filesystem that never answers): whoever calls start()
+    owns `report_fd` and reaps `pid`, and must not wait on either.
     """
     with ExitStack() as cleanup:
         try:
             prepared = _prepare(request, caller, cleanup)
             report_fd, child_end = os.pipe()
-            cleanup.callback(os.close, report_fd)
             try:
                 pid = os.fork()
             except OSError:
+                os.close(report_fd)
                 os.close(child_end)
                 raise
         except OSError as error:
@@ -265,12 +274,34 @@ def launch(request: LaunchRequest, caller: Caller) -> int:
         if pid == 0:
             _run_child(prepared, child_end)
         os.close(child_end)
-        report = _read_all(report_fd)
+    return Started(pid, report_fd)
+
+
+def failure(report: bytes) -> LaunchError | None:
+    """What the child reported: None when it exec'd (it wrote nothing)."""
     if not report:
-        return pid
-    os.waitpid(pid, 0)
+        return None
     code, _, message = report.partition(b" ")
-    raise LaunchError(message.decode(errors="replace"), int(code))
+    return LaunchError(message.decode(errors="replace"), int(code))
+
+
+def launch(request: LaunchRequest, caller: Caller) -> int:
+    """start() and wait for the child's report: for callers that may block (tests, tools).
+
+    Return the pid once the child has exec'd; whoever calls launch() reaps
+    it. Raises LaunchError when the program did not start; that child is
+    reaped here.
+    """
+    started = start(request, caller)
+    try:
+        report = _read_all(started.report_fd)
+    finally:
+        os.close(started.report_fd)
+    error = failure(report)
+    if error is None:
+        return started.pid
+    os.waitpid(started.pid, 0)
+    raise error
 
 
 def _prepare(request: LaunchRequest, caller: Caller, cleanup: ExitStack) -> _Prepared:
@@ -294,7 +325,9 @@ def _prepare(request: LaunchRequest, caller: Caller, cleanup: ExitStack) -> _Pre
                            f"clone {source}")
             mounts.append((opened(clone), target))
     for fd in request.fds:
-        os.fstat(fd)  # a bad descriptor fails here, with a clear message
+        # a bad descriptor fails here, with a clear message (F_GETFD, not fstat():
+        # that would ask the file's filesystem, which may never answer)
+        fcntl.fcntl(fd, fcntl.F_GETFD)
     # A program started with 0, 1 or 2 closed would get one of its own files
     # there and could write its error messages into it.
     stdio = [opened(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
@@ -334,7 +367,7 @@ def _describe(error: OSError) -> str:
 
 def _read_all(fd: int) -> bytes:
     chunks = []
-    while chunk := os.read(fd, _MAX_REPORT):
+    while chunk := os.read(fd, MAX_REPORT):
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -355,7 +388,7 @@ def _run_child(prepared: _Prepared, report_fd: int) -> NoReturn:
             message = _describe(error)
         except BaseException as error:
             message = str(error) or type(error).__name__
-        os.write(report_fd, f"{code} {message}".encode(errors="replace")[:_MAX_REPORT])
+        os.write(report_fd, f"{code} {message}".encode(errors="replace")[:MAX_REPORT])
     finally:
         os._exit(code)
 

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import signal
 import socket
 import struct
 import threading
@@ -101,6 +102,15 @@ def list_namespaces(prefix: str) -> list[str]:
         return []
 
 
+NamespaceId = tuple[int, int]  # (st_dev, st_ino) of a namespace file
+
+
+def namespace_id(path: str | Path) -> NamespaceId:
+    """What identifies a namespace: the device and inode of its file (/run/netns/X, /proc/P/ns/net)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def namespace_pids(name: str) -> list[int]:
     """Pids of the processes whose network namespace is /run/netns/NAME."""
     return pids_by_namespace([name])[name]
@@ -109,27 +119,88 @@ def namespace_pids(name: str) -> list[int]:
 def pids_by_namespace(names: Iterable[str]) -> dict[str, list[int]]:
     """Pids in each of the namespaces /run/netns/NAME, from one walk through /proc."""
     result: dict[str, list[int]] = {}
-    wanted: dict[tuple[int, int], str] = {}
+    wanted: dict[NamespaceId, str] = {}
     for name in names:
         result[name] = []
         try:
-            target = os.stat(netns_path(name))
+            wanted[namespace_id(netns_path(name))] = name
         except FileNotFoundError:
             continue
-        wanted[(target.st_dev, target.st_ino)] = name
     if not wanted:
         return result
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            st = os.stat(f"/proc/{entry.name}/ns/net")
+            name = wanted.get(namespace_id(f"/proc/{entry.name}/ns/net"))
         except OSError:
             continue
-        name = wanted.get((st.st_dev, st.st_ino))
         if name is not None:
             result[name].append(int(entry.name))
     return result
+
+
+_NS_GET_USERNS = 0xB701  # ioctl: the user namespace that owns a namespace
+
+
+def process_netns(pid: int) -> tuple[NamespaceId, bool]:
+    """The network namespace of process `pid`, and whether our own user namespace owns it.
+
+    A namespace owned by another user namespace was made by an unprivileged
+    process (unshare -rn), from a jail or not: nobody can say where it leads.
+    Raises ProcessLookupError when the process ended while it was looked at.
+    """
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            owner = fcntl.ioctl(fd, _NS_GET_USERNS)
+            try:
+                ours = namespace_id(f"/proc/self/fd/{owner}") == namespace_id("/proc/self/ns/user")
+            finally:
+                os.close(owner)
+            found = namespace_id(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        signal.pidfd_send_signal(pidfd, 0)  # still the process the pidfd pinned
+    finally:
+        os.close(pidfd)
+    return found, ours
+
+
+def signal_namespace(name: str, signum: int) -> int:
+    """Send `signum` to every process in /run/netns/NAME; how many it reached."""
+    try:
+        wanted = namespace_id(netns_path(name))
+    except FileNotFoundError:
+        return 0
+    return signal_members(namespace_pids(name), wanted, signum)
+
+
+def signal_members(pids: Iterable[int], namespace: NamespaceId, signum: int) -> int:
+    """Signal those of `pids` that are in `namespace`, each through a pidfd.
+
+    The pids come from a walk through /proc and any of them may have ended
+    and been reused since. A pidfd pins one process: it is opened first, the
+    namespace is checked again by pid, and the signal goes to the pidfd. If
+    the pid changed hands in between, the pidfd's process is gone and the
+    signal fails (ESRCH): a recycled pid is never hit.
+    """
+    reached = 0
+    for pid in pids:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue  # already gone
+        try:
+            if namespace_id(f"/proc/{pid}/ns/net") == namespace:
+                signal.pidfd_send_signal(pidfd, signum)
+                reached += 1
+        except OSError:
+            pass  # ended meanwhile
+        finally:
+            os.close(pidfd)
+    return reached
 
 
 def run_in_namespace(name: str, fn: Callable[[], T]) -> T:

@@ -60,7 +60,11 @@ def as_dbus_error(exc: BaseException) -> HelperError:
 
 
 def to_python(value):
-    """dbus-python values to plain Python; descriptors are taken (now ours to close)."""
+    """dbus-python values to plain Python.
+
+    A descriptor is refused here, untaken (its UnixFd closes it when dropped):
+    descriptors are welcome only in a method's descriptor array, see dispatch.
+    """
     if isinstance(value, dbus.Boolean):
         return bool(value)
     if isinstance(value, (dbus.ByteArray, bytes)):
@@ -70,7 +74,7 @@ def to_python(value):
     if isinstance(value, int):
         return int(value)
     if isinstance(value, dbus.types.UnixFd):
-        return value.take()
+        raise ValidationError("a descriptor is accepted only in the descriptor array")
     if isinstance(value, (dbus.Array, list)):
         return [to_python(v) for v in value]
     if isinstance(value, (dbus.Struct, tuple)):
@@ -148,30 +152,34 @@ class HelperService(dbus.service.Object):
         signature_ok = (message.get_signature() or "") == in_signature
         interactive = bool(message.get_allow_interactive_authorization())
         del message, reply, error  # only `call` may hold them (see _Call)
-        fds: list[int] = []
+        takes_fds = in_signature.endswith("ah")
+        passed: list[dbus.types.UnixFd] = []  # the descriptor array, taken only once authorised
         try:
             if not signature_ok:
                 raise ValidationError(f"expected arguments of type ({in_signature})")
+            if takes_fds:
+                *args, passed = args
             values = [to_python(arg) for arg in args]
-            fds = [v for v in values[-1] if isinstance(v, int)] if in_signature.endswith("ah") else []
-            caller = identify(self.bus, sender)
+            caller = self.supervisor.confine(identify(self.bus, sender))
         except CallerUnknown as exc:
             log.warning("%s", exc)
+            _discard(passed)
             return call.fail(NotAllowed("the caller could not be identified"))
         except Exception as exc:
-            _close(fds)
+            _discard(passed)
             return call.fail(exc)
 
         def run(final_caller: Caller) -> None:
+            fds = [fd.take() for fd in passed]
             try:
-                fn(self, final_caller, call, *values)
+                fn(self, final_caller, call, *values, *([fds] if takes_fds else []))
             except Exception as exc:
                 call.fail(exc)
             finally:
                 _close(fds)
 
         def denied(reason: str) -> None:
-            _close(fds)
+            _discard(passed)
             call.fail(NotAllowed(reason))
 
         def after_action(allowed: bool) -> None:
@@ -204,11 +212,14 @@ class HelperService(dbus.service.Object):
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)
-        name, pid, exit_pipe = self.supervisor.run(caller, options, program, fds)
-        try:
-            call.reply(name, dbus.UInt32(pid), dbus.types.UnixFd(exit_pipe))  # the reply holds a copy
-        finally:
-            os.close(exit_pipe)
+
+        def started(name: str, pid: int, exit_pipe: int) -> None:
+            try:
+                call.reply(name, dbus.UInt32(pid), dbus.types.UnixFd(exit_pipe))  # the reply holds a copy
+            finally:
+                os.close(exit_pipe)
+
+        self.supervisor.run(caller, options, program, fds, call.later(started), call.fail)
 
     @exported("ui", "", ("pid", "signal"))
     def Signal(self, caller: Caller, call: _Call, pid, signum) -> None:
@@ -217,8 +228,8 @@ class HelperService(dbus.service.Object):
 
     @exported("s", "", ("name",), target=lambda v: v[0])
     def Stop(self, caller: Caller, call: _Call, name) -> None:
-        self.supervisor.stop(caller, name)
-        call.reply()
+        self.supervisor.stop(caller, name, call.later(
+            lambda error: call.reply() if error is None else call.fail(error)))
 
     @exported("", "aa{sv}", ())
     def List(self, caller: Caller, call: _Call) -> None:
@@ -305,6 +316,11 @@ _VERBS = {api.ACTION_RUN: "run programs in jails", api.ACTION_INSPECT: "inspect 
 
 def _managing(caller: Caller) -> Caller:
     return dataclasses.replace(caller, may_manage=True)
+
+
+def _discard(passed: list[dbus.types.UnixFd]) -> None:
+    """Close descriptors of a call that will not run (not left to the collector)."""
+    _close([fd.take() for fd in passed])
 
 
 def _close(fds: list[int]) -> None:

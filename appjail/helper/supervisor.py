@@ -3,7 +3,9 @@
 The helper's D-Bus object hands every authorised request to the Supervisor.
 It runs in the GLib main loop's thread only: launched programs are the
 helper's children, reaped by GLib child watches, and a jail whose namespace
-has no process left is torn down unless it was created with keep.
+has no process left is torn down unless it was created with keep. Nothing
+here waits on a user's work or sleeps: a launch is answered from its
+child's report pipe (or its deadline), a stop escalates from timeouts.
 
 Each launch comes with an exit pipe: the caller gets its read end, and the
 helper writes "CODE SIGNAL\n" into it when the program has ended, after a
@@ -13,6 +15,7 @@ helper itself went away.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -31,7 +34,10 @@ from .jails import Conflict, Engine, Jail, JailError
 log = logging.getLogger(__name__)
 
 EMPTY_POLL_MS = 500
-STOP_GRACE_S = 2.0
+LAUNCH_DEADLINE_MS = 10_000  # fork to exec: the child's chdir() and execve() as the user
+STOP_GRACE_MS = 2000  # SIGTERM, then SIGKILL
+STOP_GIVE_UP_MS = 2000  # after SIGKILL: what is still there is left behind
+STOP_POLL_MS = 20
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
                              signal.SIGTSTP, signal.SIGWINCH})
@@ -51,6 +57,33 @@ class Process:
     exit_pipe: int  # write end; the caller holds the read end
 
 
+class _Launch:
+    """A child between fork and exec, watched from the main loop, never waited on.
+
+    Settled by two events in either order: the end of its report (or the
+    deadline) and its exit status (a failed child is reaped before the
+    call is answered, so the jail it leaves empty is gone by then).
+    """
+
+    def __init__(self, process: Process, report_fd: int, exit_read: int, created: bool,
+                 reply: Callable[[str, int, int], None],
+                 fail: Callable[[BaseException], None]) -> None:
+        self.process = process
+        self.report_fd = report_fd
+        self.exit_read = exit_read
+        self.created = created
+        self.reply = reply
+        self.fail = fail
+        self.report = b""
+        self.status: int | None = None
+        self.reported = False
+        self.watch = self.deadline = 0  # GLib sources: the report pipe, the deadline
+
+    def end_report(self) -> None:
+        self.reported = True
+        os.close(self.report_fd)
+
+
 class Supervisor:
     def __init__(self, engine: Engine, on_added: Callable[[str], None],
                  on_removed: Callable[[str], None]) -> None:
@@ -58,9 +91,32 @@ class Supervisor:
         self.on_added = on_added
         self.on_removed = on_removed
         self.processes: dict[int, Process] = {}
+        self._launching: dict[int, _Launch] = {}
         self._draining: set[str] = set()
+        self._stopping: dict[str, list[Callable[[BaseException | None], None]]] = {}
 
     # -- helpers -----------------------------------------------------------
+
+    def confine(self, caller: Caller) -> Caller:
+        """`caller` with the jail it runs inside, if any; refused from a namespace of its own.
+
+        A program inside a jail may act only within that jail: a new jail or
+        another one would be a way out beside the jail's own (a --vpn jail's
+        kill switch, its deny rules).
+        """
+        if not caller.netns_ours:
+            raise NotAllowed("appjail does not answer programs in a network namespace they made "
+                             "themselves (unshare -n): it may be inside a jail")
+        jails = {netns.namespace_id(netns.netns_path(j.netns)): j.name for j in self.engine.list()}
+        return dataclasses.replace(caller, inside=jails.get(caller.netns))
+
+    @staticmethod
+    def _check_inside(caller: Caller, name: str | None, verb: str) -> None:
+        """Refuse a caller inside a jail to act on another one (name None: a new one)."""
+        if caller.inside is not None and name != caller.inside:
+            target = "a new jail" if name is None else f"jail {name!r}"
+            raise NotAllowed(f"a program inside jail {caller.inside!r} may not {verb} {target}, "
+                             f"only its own")
 
     def _own_jail(self, caller: Caller, name: str) -> Jail:
         jail = self.engine.get(validate_name(name))
@@ -72,17 +128,23 @@ class Supervisor:
         process = self.processes.get(pid)
         if process is None or process.owner_uid != caller.uid:
             raise NotAllowed(f"process {pid} is not a running program of yours")
+        self._check_inside(caller, process.jail, "signal programs in")
 
     # -- run ---------------------------------------------------------------
 
-    def run(self, caller: Caller, options: dict, program: LaunchSpec,
-            fds: list[int]) -> tuple[str, int, int]:
-        """Start `program`; (jail name, pid, the exit pipe's read end, for the caller to close)."""
+    def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int],
+            reply: Callable[[str, int, int], None], fail: Callable[[BaseException], None]) -> None:
+        """Start `program`; reply(jail name, pid, the exit pipe's read end) once it has exec'd.
+
+        reply must close the read end. What fails before the fork raises;
+        what fails after (the program, its directory, the deadline) goes to fail.
+        """
         options = parse_run_options(options)
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]
         jail = self.engine.find(name)
+        self._check_inside(caller, name if jail else None, "start programs in")
         created = jail is None
         if jail is None:
             spec = JailSpec(name, options.get("vpn") or None, tuple(options.get("dns", ())),
@@ -98,7 +160,7 @@ class Supervisor:
             argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
         exit_read, exit_write = os.pipe()
         try:
-            pid = launch.launch(request, caller)
+            started = launch.start(request, caller)
         except launch.LaunchError:
             os.close(exit_read)
             os.close(exit_write)
@@ -106,14 +168,70 @@ class Supervisor:
                 self._drain(name)
             raise
         os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
-        self.processes[pid] = Process(pid, name, caller.uid, exit_write)
-        GLib.child_watch_add(GLib.PRIORITY_DEFAULT, pid, self._child_exited)
-        log.info("uid %d started pid %d in jail %s", caller.uid, pid, name)
-        return name, pid, exit_read
+        os.set_blocking(started.report_fd, False)
+        pending = _Launch(Process(started.pid, name, caller.uid, exit_write), started.report_fd,
+                          exit_read, created, reply, fail)
+        self._launching[started.pid] = pending
+        GLib.child_watch_add(GLib.PRIORITY_DEFAULT, started.pid, self._child_exited)
+        pending.watch = GLib.io_add_watch(started.report_fd, GLib.PRIORITY_DEFAULT,
+                                          GLib.IO_IN | GLib.IO_HUP | GLib.IO_ERR,
+                                          self._child_reported, pending)
+        pending.deadline = GLib.timeout_add(LAUNCH_DEADLINE_MS, self._launch_overdue, pending)
+
+    def _child_reported(self, _channel: object, _condition: int, pending: _Launch) -> bool:
+        """The report pipe is readable: more of a failure report, or end-of-file."""
+        try:
+            chunk = os.read(pending.report_fd, launch.MAX_REPORT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            chunk = b""
+        if chunk:
+            pending.report += chunk
+            return True
+        GLib.source_remove(pending.deadline)
+        pending.end_report()
+        self._settle(pending)
+        return False
+
+    def _launch_overdue(self, pending: _Launch) -> bool:
+        """The child did not exec in time: kill it and answer now, reap it whenever it dies."""
+        GLib.source_remove(pending.watch)
+        pending.end_report()
+        pending.report = (f"{launch.EXIT_SETUP_FAILED} the program did not start within "
+                          f"{LAUNCH_DEADLINE_MS // 1000} s (is its working directory or the "
+                          "program on a filesystem that does not answer?)").encode()
+        os.kill(pending.process.pid, signal.SIGKILL)  # our unreaped child: the pid is still its
+        pending.fail(launch.failure(pending.report))
+        self._settle(pending)
+        return False
+
+    def _settle(self, pending: _Launch) -> None:
+        """Answer the call once the child exec'd, or once it failed and has been reaped."""
+        if not pending.reported:
+            return
+        process = pending.process
+        error = launch.failure(pending.report)
+        if error is None:
+            del self._launching[process.pid]
+            self.processes[process.pid] = process
+            log.info("uid %d started pid %d in jail %s", process.owner_uid, process.pid, process.jail)
+            pending.reply(process.jail, process.pid, pending.exit_read)
+            if pending.status is not None:  # it has already ended, too
+                self._child_exited(process.pid, pending.status)
+        elif pending.status is not None:
+            del self._launching[process.pid]
+            os.close(process.exit_pipe)
+            os.close(pending.exit_read)
+            if pending.created:
+                self._drain(process.jail)  # the child has left it: gone before the answer
+            pending.fail(error)
 
     def _check_join(self, caller: Caller, jail: Jail, options: dict) -> None:
         if jail.owner_uid != caller.uid and not caller.may_manage:
             raise NotAllowed(f"jail {jail.name!r} belongs to another user")
+        if jail.name in self._stopping:
+            raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
         differs = []
         if "vpn" in options and (options["vpn"] or None) != jail.spec.vpn:
             differs.append(f"vpn {jail.spec.vpn or 'none'}")
@@ -134,10 +252,18 @@ class Supervisor:
     # -- processes ---------------------------------------------------------
 
     def _child_exited(self, pid: int, status: int) -> None:
+        pending = self._launching.get(pid)
+        if pending is not None:
+            pending.status = status
+            return self._settle(pending)
         process = self.processes.pop(pid, None)
         if process is None:
             return
         code, signum = (os.WEXITSTATUS(status), 0) if os.WIFEXITED(status) else (0, os.WTERMSIG(status))
+        if process.jail in self._stopping:  # reported once stop() has removed the jail
+            self._stopping[process.jail].append(
+                lambda _error: _report_exit(process.exit_pipe, code, signum))
+            return
         try:
             # a jail left empty goes first: whoever reads the exit may reuse its name at once
             self._drain(process.jail)
@@ -165,6 +291,9 @@ class Supervisor:
 
     def _drain_step(self, name: str) -> bool:
         """One check; True means check again later."""
+        if name in self._stopping:  # stop() removes it
+            self._draining.discard(name)
+            return False
         try:
             jail = self.engine.get(name)
         except JailError:
@@ -191,30 +320,45 @@ class Supervisor:
         for jail in self.engine.list():
             self._drain(jail.name)
 
-    def stop(self, caller: Caller, name: str) -> None:
-        jail = self._own_jail(caller, name)
-        self._kill_all(jail.netns)
-        self._draining.discard(name)
-        self._destroy(name)
+    def stop(self, caller: Caller, name: str, done: Callable[[BaseException | None], None]) -> None:
+        """End the jail's programs, then remove it; done(error or None) when it is gone.
 
-    @staticmethod
-    def _kill_all(netns_name: str) -> None:
-        """SIGTERM everything in the namespace, SIGKILL what is left after a grace period."""
-        start = time.monotonic()
-        sig = signal.SIGTERM
-        while pids := netns.namespace_pids(netns_name):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            elapsed = time.monotonic() - start
-            if elapsed > STOP_GRACE_S:
-                sig = signal.SIGKILL
-            if elapsed > STOP_GRACE_S + 2:
-                log.warning("processes %s in %s did not die; tearing down anyway", pids, netns_name)
-                return
-            time.sleep(0.02)
+        SIGTERM first, SIGKILL after STOP_GRACE_MS, from main-loop timeouts:
+        a program that ignores SIGTERM delays only this call.
+        """
+        jail = self._own_jail(caller, name)
+        self._check_inside(caller, name, "stop")
+        if name in self._stopping:  # already on its way
+            return self._stopping[name].append(done)
+        self._stopping[name] = [done]
+        started = time.monotonic()
+        if not netns.signal_namespace(jail.netns, signal.SIGTERM):
+            self._finish_stop(name)  # nothing runs in it
+        else:
+            GLib.timeout_add(STOP_POLL_MS, self._stop_step, name, jail.netns, started)
+
+    def _stop_step(self, name: str, netns_name: str, started: float) -> bool:
+        """One look at a stopping jail; True means look again later."""
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if elapsed_ms < STOP_GRACE_MS:
+            if netns.namespace_pids(netns_name):
+                return True
+        elif netns.signal_namespace(netns_name, signal.SIGKILL):
+            if elapsed_ms < STOP_GRACE_MS + STOP_GIVE_UP_MS:
+                return True
+            log.warning("processes in %s did not die; tearing down anyway", netns_name)
+        self._finish_stop(name)
+        return False
+
+    def _finish_stop(self, name: str) -> None:
+        error: BaseException | None = None
+        try:
+            if self.engine.find(name) is not None:
+                self._destroy(name)
+        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
+            error = exc
+        for done in self._stopping.pop(name):
+            done(error)
 
     # -- queries -----------------------------------------------------------
 

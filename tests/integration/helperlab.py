@@ -7,10 +7,15 @@ package, on a world-readable copy of the package.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from appjail.lab.helper import UserCommand, stage_package
@@ -57,6 +62,11 @@ def jails(helper, user=MEMBER) -> list[dict]:
     return json.loads(result.stdout)
 
 
+def open_fds(helper) -> int:
+    """How many descriptors the helper process holds."""
+    return len(os.listdir(f"/proc/{helper.proc.pid}/fd"))
+
+
 def wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,3 +74,35 @@ def wait_until(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return predicate()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 0x2, 0x4, 0x2
+
+
+@contextmanager
+def unanswering_fuse() -> Iterator[Path]:
+    """A FUSE mount, open to every user, whose server never answers: any use of it hangs.
+
+    Nobody reads /dev/fuse, so even the kernel's INIT stays unanswered and
+    every request waits (killably). Closing the device at the end aborts
+    the connection: whatever still waits gets an error.
+    """
+    mountpoint = Path(tempfile.mkdtemp(prefix="appjail-fuse-", dir="/var/tmp"))
+    mountpoint.chmod(0o755)
+    device = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        options = f"fd={device},rootmode=40000,user_id=0,group_id=0,allow_other".encode()
+        if _libc.mount(b"appjail-test", bytes(mountpoint), b"fuse", _MS_NOSUID | _MS_NODEV,
+                       options) != 0:
+            raise OSError(ctypes.get_errno(), "cannot mount a FUSE filesystem", str(mountpoint))
+        try:
+            yield mountpoint
+        finally:
+            os.close(device)
+            device = -1
+            _libc.umount2(bytes(mountpoint), _MNT_DETACH)
+    finally:
+        if device >= 0:
+            os.close(device)
+        mountpoint.rmdir()

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.netns import list_namespaces
+from appjail.helper.netns import list_namespaces, namespace_pids, read_sysctl
+from appjail.lab import in_netns
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        jails, user_popen_kwargs, wait_until)
+                        jails, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -99,6 +100,57 @@ def test_outsider_disconnecting_right_after_the_call_is_still_refused(helper):
     time.sleep(1)  # let the helper finish any check still in flight
     assert list_namespaces("aj-") == []
     assert helper.proc.poll() is None
+
+
+DESCRIPTOR_FLOOD = """
+import os, dbus
+from appjail import interface as api
+bus = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+read_end, _ = os.pipe()
+fd = dbus.types.UnixFd(read_end)
+run = ("Run", "a{sv}aayaayayah")
+calls = [
+    (*run, ({"name": "flood", "dns": fd}, [b"true"], [], b"/", [fd] * 3)),  # one hidden in a variant
+    (*run, ({"name": "flood"}, [b"true"], [], b"/", [fd] * 3)),
+    ("Stop", "h", (fd,)),
+]
+names = set()
+for i in range(1000):
+    method, signature, args = calls[i % len(calls)]
+    try:
+        bus.call_blocking(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, method, signature, args)
+    except dbus.DBusException as exc:
+        names.add(exc.get_dbus_name())
+print(" ".join(sorted(names)))
+"""
+
+
+def test_descriptors_of_refused_calls_are_all_closed(helper):
+    assert appjail(helper, MEMBER, "ls").returncode == 0  # the helper's own connections are made
+    before = open_fds(helper)
+    result = subprocess.run([USER_PYTHON, "-c", DESCRIPTOR_FLOOD], capture_output=True, text=True,
+                            timeout=300, **user_popen_kwargs(OUTSIDER, helper.bus_address))
+    assert result.stdout.split() == ["org.appjail.Error.InvalidArgument",
+                                     "org.appjail.Error.NotAuthorized"], result.stderr
+    assert wait_until(lambda: open_fds(helper) <= before, 5), (before, open_fds(helper))
+    served = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "echo", "served")
+    assert (served.returncode, served.stdout) == (0, "served\n"), served.stderr
+
+
+def _forwarding_flags(lab) -> dict[str, str]:
+    keys = ["net/ipv4/ip_forward"] + [f"net/ipv4/conf/{i}/forwarding" for i in ("all", "default", "lo")]
+    with in_netns(lab.host_ns):
+        return {key: read_sysctl(key) for key in keys}
+
+
+@pytest.mark.parametrize("vpn", ["all", "default", "lo", "aj-x"])
+def test_a_vpn_that_is_not_one_interface_is_refused(helper, lab, vpn):
+    before = _forwarding_flags(lab)
+    result = appjail(helper, MEMBER, "run", "--vpn", vpn, "--dns", DNS, "--", "true")
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{vpn!r}" in result.stderr
+    assert _forwarding_flags(lab) == before
+    assert list_namespaces("aj-") == []
 
 
 def test_other_users_jail_is_out_of_reach(helper):
@@ -197,6 +249,89 @@ def test_a_caller_that_drops_its_exit_pipe_harms_nothing(helper):
     assert result.returncode == 0 and result.stdout.startswith("dropped "), result.stderr
     assert wait_until(lambda: jails(helper) == [], 10), "the jail still goes when the program ends"
     assert appjail(helper, MEMBER, "run", "--dns", DNS, "--", "sh", "-c", "exit 3").returncode == 3
+
+
+RUN_IN = """
+import sys
+from appjail.client import Client, HelperError, session_environment
+try:
+    Client().run({"name": "stuck", "dns": ["192.0.2.53"]}, [b"true"], session_environment(),
+                 sys.argv[1].encode(), [0, 1, 2])
+except HelperError as exc:
+    print(exc.name, exc)
+"""
+
+
+def _answers_quickly(helper, user: str) -> float:
+    """Seconds `appjail ls` of USER takes (the CLI's own start included)."""
+    start = time.monotonic()
+    result = appjail(helper, user, "ls", timeout=10)
+    assert result.returncode == 0, result.stderr
+    return time.monotonic() - start
+
+
+def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper):
+    with unanswering_fuse() as mountpoint:
+        stuck = subprocess.Popen([USER_PYTHON, "-c", RUN_IN, str(mountpoint)], stdout=subprocess.PIPE,
+                                 text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+        try:
+            # the child entered the jail: now it enters the directory, and hangs there
+            assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-")
+                              and namespace_pids("aj-stuck"), 10)
+            time.sleep(0.3)
+            assert _answers_quickly(helper, OTHER_MEMBER) < 1.0
+            out, _ = stuck.communicate(timeout=30)
+        finally:
+            stuck.kill()
+    assert out.startswith("org.appjail.Error.Failed ") and "did not start within" in out, out
+    assert wait_until(lambda: jails(helper) == [], 10), "the killed child's jail goes"
+
+
+def test_stopping_a_program_that_ignores_sigterm_delays_no_one(helper):
+    stubborn = subprocess.Popen(appjail_argv("run", "--name", "stubborn", "--dns", DNS, "--", "sh", "-c",
+                                             "trap '' TERM; sleep 60"),
+                                stdin=subprocess.DEVNULL, **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: [j["name"] for j in jails(helper)] == ["stubborn"], 10)
+        stop = subprocess.Popen(appjail_argv("stop", "stubborn"), stdin=subprocess.DEVNULL,
+                                **user_popen_kwargs(MEMBER, helper.bus_address))
+        time.sleep(0.5)  # the stop waits out the grace period of SIGTERM now
+        assert _answers_quickly(helper, OTHER_MEMBER) < 1.0
+        assert stop.wait(timeout=20) == 0
+        assert stubborn.wait(timeout=10) == 128 + signal.SIGKILL
+    finally:
+        stubborn.kill()
+    assert jails(helper) == [] and list_namespaces("aj-") == []
+
+
+def test_a_program_inside_a_vpn_jail_cannot_get_out_by_asking_appjail(helper, lab):
+    for options in (["--name", "tunnel", "--vpn", lab.wg_ifname], ["--name", "other"]):
+        assert appjail(helper, MEMBER, "run", "--keep", *options, "--dns", DNS, "--", "true").returncode == 0
+    curl = ["curl", "-sS", "--max-time", "3", f"http://{lab.SERVER_ADDR}/escape"]
+    asked = {  # what a program inside the jail asks appjail for, and why it is refused
+        "a new NAT jail": (appjail_argv("run", "--", *curl), "may not start programs in a new jail"),
+        "a jail on the uplink": (appjail_argv("run", "--vpn", "up0", "--", *curl),
+                                 "may not start programs in a new jail"),
+        "another jail": (appjail_argv("run", "--name", "other", "--", *curl),
+                         "may not start programs in jail 'other'"),
+        "to stop another jail": (appjail_argv("stop", "other"), "may not stop jail 'other'"),
+        "from a namespace of its own": (["unshare", "-cn", *appjail_argv("run", "--", *curl)],
+                                        "network namespace they made themselves"),
+    }
+    lab.wg_down()
+    try:
+        for what, (argv, why) in asked.items():
+            result = appjail(helper, MEMBER, "run", "--name", "tunnel", "--", *argv)
+            assert result.returncode == 125 and result.stdout == "", (what, result)
+            assert result.stderr.count("\n") == 1 and why in result.stderr, (what, result.stderr)
+        own = appjail(helper, MEMBER, "run", "--name", "tunnel", "--",
+                      *appjail_argv("run", "--name", "tunnel", "--", *curl))
+        assert own.returncode != 0 and "/escape" not in str(lab.http_log()), "the kill switch holds"
+    finally:
+        lab.wg_up()
+    assert sorted(j["name"] for j in jails(helper)) == ["other", "tunnel"]
+    for name in ("other", "tunnel"):
+        assert appjail(helper, MEMBER, "stop", name).returncode == 0
 
 
 def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
@@ -337,11 +472,36 @@ for _ in range(60):
     cases.append(("Run random", call("Run", "a{sv}aayaayayah", {"name": garbage}, [b"true"], [], b"/", fd)))
 for sig in (0, -1, 9999, 31):
     cases.append(("Signal", call("Signal", "ui", 1, sig)))
+for vpn in ("all", "default", "lo", "aj-x"):  # the helper refuses them whatever the CLI does
+    cases.append(("Run vpn " + vpn, call("Run", "a{sv}aayaayayah", {"name": "ok", "vpn": vpn},
+                                         [b"true"], [], b"/", fd)))
+run_args = [{"name": "ok"}, [b"true"], [], b"/", fd]
+run_types = ["a{sv}", "aay", "aay", "ay", "ah"]
+for position in range(len(run_args)):  # a descriptor in place of each argument
+    signature = "".join("h" if i == position else t for i, t in enumerate(run_types))
+    args = [fd[0] if i == position else a for i, a in enumerate(run_args)]
+    cases.append(("Run fd at %d" % position, call("Run", signature, *args)))
+for method, types, args in [("Stop", "s", ["ok"]), ("Inspect", "s", ["ok"]), ("Signal", "ui", [1, 15])]:
+    for position in range(len(types)):
+        signature = "".join("h" if i == position else t for i, t in enumerate(types))
+        cases.append((method + " fd", call(method, signature, *[fd[0] if i == position else a
+                                                               for i, a in enumerate(args)])))
+for method in ("List", "WhoAmI"):
+    cases.append((method + " fd", call(method, "h", fd[0])))
+hidden = [fd[0], dbus.Array(fd, signature="h"), dbus.Struct((fd[0], "x")),
+          dbus.Dictionary({"h": fd[0]}, signature="sv"), dbus.Array([fd[0]], signature="v")]
+for value in hidden:  # a descriptor inside a variant, however deep
+    cases.append(("Run fd in option", call("Run", "a{sv}aayaayayah", {"name": "ok", "dns": value},
+                                           [b"true"], [], b"/", fd)))
+    cases.append(("Run fd as option", call("Run", "a{sv}aayaayayah", {"name": "ok", "fd": value},
+                                           [b"true"], [], b"/", fd)))
 print(json.dumps(cases))
 """
 
 
 def test_fuzzed_arguments_are_refused_as_invalid(helper):
+    assert appjail(helper, MEMBER, "ls").returncode == 0  # the helper's own connections are made
+    before = open_fds(helper)
     result = subprocess.run([USER_PYTHON, "-c", FUZZ], capture_output=True, text=True, timeout=300,
                             **user_popen_kwargs(MEMBER, helper.bus_address))
     assert result.returncode == 0, result.stderr
@@ -351,6 +511,7 @@ def test_fuzzed_arguments_are_refused_as_invalid(helper):
                   and not (what == "Signal" and name == "org.appjail.Error.NotAuthorized")]
     assert unexpected == [], unexpected
     assert list_namespaces("aj-") == [] and jails(helper) == []
+    assert wait_until(lambda: open_fds(helper) <= before, 5), "every descriptor passed is closed"
 
 
 def test_firefox_loads_a_page_through_the_vpn(helper, lab):

@@ -67,3 +67,9 @@ def test_network():
     assert str(validate_network("10.0.0.0/8")) == "10.0.0.0/8"
     with pytest.raises(ValidationError):
         validate_network("10.0.0.1/8")
+
+
+@pytest.mark.parametrize("ifname", ["all", "default", "lo"])
+def test_names_that_are_not_one_interface_cannot_be_a_vpn(ifname):
+    with pytest.raises(ValidationError, match="not a VPN interface"):
+        validate_ifname(ifname)

@@ -1,3 +1,5 @@
+import os
+
 import dbus
 import pytest
 
@@ -69,3 +71,17 @@ def test_a_failing_later_callback_becomes_the_calls_error():
 
     call.later(broken)(True)
     assert [e.get_dbus_name() for e in errors] == [api.ERROR_INVALID_ARGUMENT]
+
+
+def test_a_descriptor_outside_the_descriptor_array_is_refused_untaken():
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    fd = dbus.types.UnixFd(read_end)
+    os.close(read_end)  # UnixFd holds its own copy
+    with pytest.raises(ValidationError, match="descriptor array"):
+        service.to_python(dbus.Dictionary({"dns": fd}, signature="sv"))
+    open_before = len(os.listdir("/proc/self/fd"))
+    service._discard([fd])
+    assert len(os.listdir("/proc/self/fd")) == open_before - 1
+    with pytest.raises(ValueError, match="already taken"):
+        fd.take()
