@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..model import JailSpec, ValidationError
 from . import firewall, hostports, netns, resolv, traffic
+from .coexist import Coexistence, CoexistError
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
@@ -91,11 +92,14 @@ class Engine:
 
     def __init__(self, run_dir: Path = RUN_DIR, pool: str = DEFAULT_POOL,
                  etc_netns: Path = resolv.ETC_NETNS,
-                 upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES) -> None:
+                 upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
+                 coexist: Coexistence | None = None) -> None:
         self._lock = threading.RLock()
         self._jails: dict[str, Jail] = {}
         self.store = StateStore(run_dir)
         self.forwarding = Forwarding(run_dir / "forwarding.json")
+        # the host's other firewalls (Docker, ufw, firewalld), opened while jails exist
+        self.coexist = coexist or Coexistence(run_dir / "coexist.json")
         self.pool = AddressPool(pool)
         self.etc_netns = etc_netns
         self.upstream_sources = upstream_sources
@@ -143,7 +147,7 @@ class Engine:
                     self._build(ipr, jail, undo)
                 except BaseException as exc:
                     self._unwind(undo)
-                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError)):
+                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, CoexistError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
             self._jails[spec.name] = jail
@@ -203,6 +207,9 @@ class Engine:
         resolv.write_resolver_files(jail.netns, jail.dns, self.etc_netns)
         undo.append(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
 
+        undo.append(self._close_coexist_if_idle)
+        self.coexist.open()
+
         # the door opens last: only now may packets from the jail be forwarded
         netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
         jail.record.status = READY
@@ -245,6 +252,7 @@ class Engine:
         attempt(lambda: netns.delete_namespace(jail.netns))
         attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         attempt(self._restore_forwarding_if_idle)
+        attempt(self._close_coexist_if_idle)
         if errors:
             raise JailError(f"jail {jail.name!r} was not removed completely: {errors[0]}")
         self.store.delete(jail.name)
@@ -257,6 +265,10 @@ class Engine:
     def _restore_forwarding_if_idle(self) -> None:
         if not self._jails:
             self.forwarding.restore(netns.list_link_names())
+
+    def _close_coexist_if_idle(self) -> None:
+        if not self._jails:
+            self.coexist.close()
 
     # -- VPN interface changes ---------------------------------------------
 
@@ -330,6 +342,8 @@ class Engine:
                     report.note("resolver files", directory.name)
             if not live:
                 self._restore_forwarding_if_idle()
+            for item in self.coexist.sweep(bool(live)):
+                report.note("coexist", item)
         if self._watcher is not None:
             self.refresh_vpn_routes()
         return report

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import interface as api
+from ..hostfirewall import DEFAULT_FIREWALLD_ZONE
 from .pool import DEFAULT_POOL
 from .state import RUN_DIR
 
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", default=DEFAULT_POOL, help="jail address pool (%(default)s)")
     parser.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
                         help="exit after this long with no jail (0: never)")
+    parser.add_argument("--firewalld-zone", default=DEFAULT_FIREWALLD_ZONE, metavar="ZONE",
+                        help="firewalld zone for appjail's interfaces while jails exist (%(default)s)")
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -37,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     from dbus.mainloop.glib import DBusGMainLoop
     from gi.repository import GLib
 
+    from .coexist import Coexistence
     from .jails import Engine
     from .service import HelperService
     from .supervisor import Supervisor
 
     DBusGMainLoop(set_as_default=True)
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
-    engine = Engine(run_dir=args.run_dir, pool=args.pool)
+    coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
+    engine = Engine(run_dir=args.run_dir, pool=args.pool, coexist=coexist)
     report = engine.reconcile()
     log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")
     engine.start_link_watch()
