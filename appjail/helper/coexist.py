@@ -37,8 +37,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..hostfirewall import DEFAULT_FIREWALLD_ZONE, IFACES_XT, TAG, xt_place, xt_tagged
+
+if TYPE_CHECKING:
+    import dbus
+    from dbus.bus import BusConnection
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ class Coexistence:
     dbus-python connection (None: firewalld is not looked after).
     """
 
-    def __init__(self, record: Path, bus=None, firewalld_zone: str = DEFAULT_FIREWALLD_ZONE) -> None:
+    def __init__(self, record: Path, bus: BusConnection | None = None, firewalld_zone: str = DEFAULT_FIREWALLD_ZONE) -> None:
         self.record = record
         self.bus = bus
         self.zone = firewalld_zone
@@ -140,7 +145,7 @@ class Coexistence:
 
     # -- firewalld -------------------------------------------------------------
 
-    def _zones(self):
+    def _zones(self) -> dbus.Interface:
         import dbus
 
         return dbus.Interface(self.bus.get_object(FIREWALLD, FIREWALLD_PATH), FIREWALLD_ZONE_IFACE)

@@ -22,7 +22,7 @@ import pytest
 from dbus.mainloop.glib import DBusGMainLoop
 
 from appjail.helper.coexist import Coexistence
-from appjail.helper.jails import Engine, JailError
+from appjail.helper.jails import Engine
 from appjail.lab import hostfirewalls
 from appjail.lab.helper import LabHelper
 from appjail.model import JailSpec, Publish
