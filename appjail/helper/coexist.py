@@ -109,6 +109,10 @@ class Coexistence:
             listing = self._listing(binary)
             if listing is not None and _remove_tagged(binary, listing):
                 removed.append(f"{binary} rules {TAG}")
+        if done["firewalld_zone"] and self.bus is None:
+            # no bus to reach firewalld by: the binding stays recorded for a helper that has one
+            self._save({**done, "xtables": []})
+            return removed
         if done["firewalld_zone"] and self._firewalld_remove(done["firewalld_zone"]):
             removed.append(f"firewalld zone {done['firewalld_zone']} interface {IFACES_XT}")
         self.record.unlink(missing_ok=True)
