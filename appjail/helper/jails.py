@@ -20,6 +20,7 @@ from typing import Any
 
 from ..model import JailSpec, ValidationError
 from . import firewall, hostports, netns, resolv, rules
+from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
@@ -95,10 +96,12 @@ class Engine:
                  etc_netns: Path = resolv.ETC_NETNS,
                  upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
                  firewall_choice: firewall.Choice | None = None,
+                 coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  steps: tuple[Step, ...] = RESOURCES) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
+        coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system and firewall_backend replace the kernel (the netns module's
         functions) and the firewall: unit tests pass in-memory stand-ins.
         """
@@ -114,7 +117,8 @@ class Engine:
         self.system = system
         self.steps = steps
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
-                         self.pool.size, other_firewalls=lambda: firewall.other_backends(self.firewall.name))
+                         self.pool.size, coexist or Coexistence(run_dir / "coexist.json"),
+                         other_firewalls=lambda: firewall.other_backends(self.firewall.name))
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
         # whenever a VPN jail's interface goes away or comes back
@@ -161,7 +165,7 @@ class Engine:
                         made.append(step)
                 except BaseException as exc:
                     self._undo(ipr, jail, made)
-                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError)):
+                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, CoexistError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
             self._jails[spec.name] = jail

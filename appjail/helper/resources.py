@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import resolv, rules, traffic
+from .coexist import Coexistence
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .pool import RULE_PRIORITY, TABLE_BASE
@@ -46,6 +47,7 @@ class Host:
     etc_netns: Path
     jails: Mapping[str, Jail]  # the engine's live jails
     pool_size: int
+    coexist: Coexistence
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
 
 
@@ -224,6 +226,21 @@ class Resolver:
                 note("resolver files", directory.name)
 
 
+class HostFirewalls:
+    """Openings for appjail's interfaces in the host's other firewalls (see coexist), while jails exist."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.coexist.open()
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if not host.jails:
+            host.coexist.close()
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        for item in host.coexist.sweep(bool(live)):
+            note("coexist", item)
+
+
 class Door:
     """Forwarding from the jail's veth: on last, after its rules exist; shut first.
 
@@ -246,4 +263,4 @@ class Door:
 
 
 RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Veth(), VpnRouting(), EgressForwarding(), Rules(),
-                               Resolver(), Door())
+                               Resolver(), HostFirewalls(), Door())
