@@ -3,8 +3,8 @@
 Unprivileged. Talks to appjail-helper over the system bus; imports nothing of
 the helper, and loads dbus only for commands that need it, so it starts fast.
 Exit status of `run`: the program's; 128+N when it died of signal N; 125 for
-an appjail error, 126 when the program is not executable, 127 when it is not
-found.
+an appjail error (a usage mistake of any command too), 126 when the program
+is not executable, 127 when it is not found.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 from . import interface as api
-from . import report
+from . import model, report
 from .instances import own_process_names, single_instance_warning
-from . import model
 from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
 
 EXIT_APPJAIL = 125

@@ -3,7 +3,9 @@
 Both sides of the privilege line use this module: the CLI to fail early with a
 readable message, the helper because it trusts nothing that crosses the bus.
 It imports nothing privileged, and nothing slow: the records are named tuples
-(dataclasses would pull `inspect` and friends into every CLI start).
+(dataclasses would pull `inspect` and friends into every CLI start). OPTIONS
+is the one table of a jail's options, from which the CLI, the profiles, the
+bus and JailSpec take theirs.
 """
 
 from __future__ import annotations
