@@ -7,6 +7,7 @@ is never touched, and everything made here is removed at the end.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from appjail.lab.bus import PrivateSystemBus, polkit_files_installed
 from appjail.lab.helper import LabHelper, UserCommand, group_exists, stage_package, temporary_user
 
 REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ("nftables", "xtables")
 PREFIX, VPN = "ajbench", "ajbwg0"
 GROUP = "appjail"
 BENCH_USER = "ajbench-user"
@@ -57,9 +59,9 @@ class HelperLab:
 
 
 @contextmanager
-def helper_in_lab() -> Iterator[HelperLab]:
-    """appjail-helper in the lab behind a private bus and polkitd, and a user in group appjail
-    who runs the CLI from a world-readable copy of this checkout."""
+def helper_in_lab(firewall: str = "auto") -> Iterator[HelperLab]:
+    """appjail-helper (with this firewall backend) in the lab behind a private bus and polkitd,
+    and a user in group appjail who runs the CLI from a world-readable copy of this checkout."""
     Lab.cleanup_stale(PREFIX)
     with ExitStack() as stack:
         lab = stack.enter_context(Lab(prefix=PREFIX, wg_ifname=VPN))
@@ -73,7 +75,7 @@ def helper_in_lab() -> Iterator[HelperLab]:
         stage_package(work / "code")
         helper = LabHelper(lab.host_ns, bus.address, work / "run", work / "helper.log")
         stack.callback(helper.stop_and_clean)
-        helper.start()
+        helper.start("--firewall", firewall)
         user = stack.enter_context(temporary_user(BENCH_USER, GROUP))
         yield HelperLab(lab, helper, user, UserCommand(bus.address, "/usr/bin/python3", str(work / "code")))
 
@@ -91,6 +93,11 @@ def interleaved(contenders: dict[str, Callable[[], object]], runs: int) -> dict[
         for name, fn in contenders.items():
             times[name].append(timed(fn))
     return times
+
+
+def backends_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--firewall", choices=BACKENDS, action="append",
+                        help="measure this backend (repeatable; default: both, one after the other)")
 
 
 def median_ms(seconds: list[float]) -> float:

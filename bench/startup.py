@@ -11,7 +11,8 @@ the contender has one:
           once the jail is gone);
   warm    `appjail run --name warm -- true`: into a kept jail;
   floor   `unshare -n true`: a bare network namespace, nothing else.
-Prints medians and the ratios to the seeds' recipe.
+Prints medians and the ratios to the seeds' recipe, for each firewall backend
+(a lab and helper of its own, one after the other), then the two side by side.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 
-from benchlab import BENCH_USER, REPO, helper_in_lab, interleaved, median_line, median_ms
+from benchlab import (BACKENDS, BENCH_USER, REPO, backends_argument, helper_in_lab, interleaved, median_line,
+                      median_ms)
 
 from appjail.lab import in_netns
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
-    with helper_in_lab() as bench:
+def measure(firewall: str, runs: int) -> dict[str, list[float]]:
+    with helper_in_lab(firewall) as bench:
         lab = bench.lab
         dns = lab.DNS_ADDR
         bench.appjail("run", "--keep", "--name", "warm", "--dns", dns, "--", "true")
@@ -42,11 +41,29 @@ def main() -> None:
             }
             for fn in contenders.values():  # warm up caches once
                 fn()
-            times = interleaved(contenders, args.runs)
+            times = interleaved(contenders, runs)
         bench.appjail("stop", "warm")
-    seeds_ms = median_ms(times["seeds recipe"])
-    for name, values in times.items():
-        print(f"{median_line(name, values)}   ratio to seeds {median_ms(values) / seeds_ms:.2f}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    backends_argument(parser)
+    args = parser.parse_args()
+    results = {}
+    for firewall in args.firewall or BACKENDS:
+        times = results[firewall] = measure(firewall, args.runs)
+        seeds_ms = median_ms(times["seeds recipe"])
+        print(f"-- firewall backend {firewall}")
+        for name, values in times.items():
+            print(f"{median_line(name, values)}   ratio to seeds {median_ms(values) / seeds_ms:.2f}")
+    if len(results) > 1:
+        print("-- side by side (median ms; ratio to the seeds' recipe of the same run)")
+        for name in ("appjail run (cold)", "appjail run (warm)"):
+            cells = [f"{firewall} {median_ms(times[name]):6.2f} ({median_ms(times[name]) / median_ms(times['seeds recipe']):.2f})"
+                     for firewall, times in results.items()]
+            print(f"{name:20} " + "   ".join(cells))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ import json
 import os
 from pathlib import Path
 
+from typing import Any
+
+from . import netns
 from .firewall import FirewallBackend
 from .rules import PREFIX
-from .netns import read_sysctl, write_sysctl
 
 DEFAULT = "default"
 
@@ -31,9 +33,11 @@ def _key(ifname: str) -> str:
 class Forwarding:
     """The record of what was switched on, kept in a file under the state dir."""
 
-    def __init__(self, record: Path, firewall: FirewallBackend) -> None:
+    def __init__(self, record: Path, firewall: FirewallBackend, system: Any = netns) -> None:
+        """system: where sysctls are read and written (the netns module, or a stand-in)."""
         self.record = record
         self.firewall = firewall
+        self.system = system
 
     def _load(self) -> dict | None:
         try:
@@ -51,11 +55,11 @@ class Forwarding:
         data = self._load()
         if data is None:
             host_forwarding = [i for i in all_ifnames if not i.startswith(PREFIX)
-                               and _read(i) == "1"]
+                               and self._read(i) == "1"]
             data = {"original": {}, "host_forwarding": host_forwarding}
         original = data["original"]
         wanted = [name for name in [DEFAULT, *ifnames] if name not in original]
-        values = {name: _read(name) for name in wanted}
+        values = {name: self._read(name) for name in wanted}
         changes = {name: value for name, value in values.items() if value not in ("1", None)}
         if not changes:
             return
@@ -65,7 +69,7 @@ class Forwarding:
         self._save(data)
         self.firewall.set_guard(data["host_forwarding"])
         for name in changes:
-            _write(name, "1")
+            self._write(name, "1")
 
     def restore(self, all_ifnames: list[str]) -> None:
         """Put every flag back; interfaces born meanwhile get the old default."""
@@ -79,26 +83,24 @@ class Forwarding:
                 continue
             old = original.get(ifname, default)
             if old is not None:
-                _write(ifname, old)
+                self._write(ifname, old)
         if default is not None:
-            _write(DEFAULT, default)
+            self._write(DEFAULT, default)
         self.firewall.set_guard(None)
         self.record.unlink()
 
     def active(self) -> bool:
         return self.record.exists()
 
+    def _read(self, ifname: str) -> str | None:
+        """The flag, or None for an interface that does not exist (yet)."""
+        try:
+            return self.system.read_sysctl(_key(ifname))
+        except FileNotFoundError:
+            return None
 
-def _read(ifname: str) -> str | None:
-    """The flag, or None for an interface that does not exist (yet)."""
-    try:
-        return read_sysctl(_key(ifname))
-    except FileNotFoundError:
-        return None
-
-
-def _write(ifname: str, value: str) -> None:
-    try:
-        write_sysctl(_key(ifname), value)
-    except FileNotFoundError:  # the interface is gone: nothing to restore
-        pass
+    def _write(self, ifname: str, value: str) -> None:
+        try:
+            self.system.write_sysctl(_key(ifname), value)
+        except FileNotFoundError:  # the interface is gone: nothing to restore
+            pass

@@ -1,10 +1,9 @@
 """The jail engine: spec in, working namespace out, and back to nothing.
 
-Creation is a transaction: each step pushes its undo before the next step
-runs, and a failure unwinds them in reverse. The jail's veth gets forwarding
-only as the very last step, after its firewall chain exists, and teardown
-deletes the veth first: there is no moment in which a jail is connected but
-not filtered. One lock serialises creation, teardown and reconcile.
+A jail is the resources of `resources.RESOURCES`, each described once with
+its undo and its leftovers: creation makes them in order and undoes the made
+ones if one fails, teardown undoes them all in reverse (the door first),
+reconcile sweeps each in the same order. One lock serialises creation, teardown and reconcile.
 """
 
 from __future__ import annotations
@@ -17,13 +16,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from ..model import JailSpec, ValidationError
-from . import firewall, hostports, netns, resolv, rules, traffic
-from .firewall import Choice, FirewallBackend
+from . import firewall, hostports, netns, resolv, rules
+from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
-from .pool import DEFAULT_POOL, RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
+from .pool import DEFAULT_POOL, AddressPool, JailAddressing
+from .resources import RESOURCES, Host, Step
 from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -98,17 +99,27 @@ class Engine:
     def __init__(self, run_dir: Path = RUN_DIR, pool: str = DEFAULT_POOL,
                  etc_netns: Path = resolv.ETC_NETNS,
                  upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
-                 firewall_choice: Choice | None = None) -> None:
-        """firewall_choice: the backend to use (default: firewall.choose() for this host)."""
+                 firewall_choice: firewall.Choice | None = None,
+                 system: Any = netns, firewall_backend: FirewallBackend | None = None,
+                 steps: tuple[Step, ...] = RESOURCES) -> None:
+        """firewall_choice: the backend to use (default: firewall.choose() for this host).
+
+        system and firewall_backend replace the kernel (the netns module's
+        functions) and the firewall: unit tests pass in-memory stand-ins.
+        """
         self._lock = threading.RLock()
         self._jails: dict[str, Jail] = {}
         self.store = StateStore(run_dir)
         self.firewall_choice = firewall_choice or firewall.choose()
-        self.firewall: FirewallBackend = firewall.open_backend(self.firewall_choice.name)
-        self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall)
+        self.firewall = firewall_backend or firewall.open_backend(self.firewall_choice.name)
+        self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall, system)
         self.pool = AddressPool(pool)
         self.etc_netns = etc_netns
         self.upstream_sources = upstream_sources
+        self.system = system
+        self.steps = steps
+        self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
+                         self.pool.size, other_firewalls=lambda: firewall.other_backends(self.firewall.name))
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
         # whenever a VPN jail's interface goes away or comes back
@@ -145,14 +156,16 @@ class Engine:
                 dns = spec.dns or tuple(resolv.host_upstream_servers(self.upstream_sources))
             except resolv.NoUpstreamDNS as exc:
                 raise JailError(str(exc)) from None
-            with netns.rtnl() as ipr:
+            with self.system.rtnl() as ipr:
                 addressing = self._allocate()
                 jail = Jail(JailRecord(spec, owner_uid, addressing.slot), addressing, dns)
-                undo: list[Callable[[], None]] = []
+                made: list[Step] = []
                 try:
-                    self._build(ipr, jail, undo)
+                    for step in self.steps:
+                        step.make(self.host, ipr, jail)
+                        made.append(step)
                 except BaseException as exc:
-                    self._unwind(undo)
+                    self._undo(ipr, jail, made)
                     if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
@@ -171,60 +184,21 @@ class Engine:
 
     def _allocate(self) -> JailAddressing:
         host_routes = [ipaddress.IPv4Network(f"{dst}/{length}", strict=False)
-                       for dst, length, dev in netns.ipv4_routes()
+                       for dst, length, dev in self.system.ipv4_routes()
                        if not (dev or "").startswith(PREFIX)]
         used = {jail.addressing.slot for jail in self._jails.values()}
         return self.pool.allocate(used, host_routes)
 
-    def _build(self, ipr, jail: Jail, undo: list[Callable[[], None]]) -> None:
-        """Each step cleans up its own failure; its undo is pushed once it succeeded."""
-        spec, addressing = jail.spec, jail.addressing
-        self.store.save(jail.record)
-        undo.append(lambda: self.store.delete(spec.name))
-
-        links = netns.list_link_names()
-        if jail.host_ifname in links and not netns.wait_until_gone(ipr, jail.host_ifname):
-            # the namespace of an earlier jail of this name is still being torn down
-            raise netns.NetnsError(f"interface {jail.host_ifname} still exists")
-        netns.create_namespace(jail.netns)
-        undo.append(lambda: netns.delete_namespace(jail.netns))
-        netns.create_veth(ipr, jail.host_ifname, jail.netns)
-        undo.append(lambda: netns.delete_link(ipr, jail.host_ifname))
-        netns.configure_host_end(ipr, jail.host_ifname, addressing.host_address, addressing.prefixlen)
-        netns.run_in_namespace(jail.netns, lambda: netns.configure_jail_side(
-            addressing.jail_address, addressing.prefixlen, addressing.host_address))
-
-        if spec.vpn:
-            undo.append(lambda: self._remove_vpn_routing(ipr, jail))  # removes what exists
-            netns.set_vpn_table(ipr, addressing.table, spec.vpn, jail.host_ifname)
-            netns.add_policy_rule(ipr, jail.host_ifname, addressing.table, RULE_PRIORITY)
-
-        undo.append(self._restore_forwarding_if_idle)
-        egress = [spec.vpn] if spec.vpn else [
-            name for name in links if name != "lo" and not name.startswith(PREFIX)]
-        self.forwarding.enable(egress, [*links, jail.host_ifname])
-
-        # per-connection bytes for `inspect` (applies to connections from now on)
-        netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
-        jail_rules = jail.firewall_rules
-        self.firewall.install(jail_rules)
-        undo.append(lambda: self.firewall.remove(jail_rules))
-
-        resolv.write_resolver_files(jail.netns, jail.dns, self.etc_netns)
-        undo.append(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
-
-        # the door opens last: only now may packets from the jail be forwarded
-        netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
-        jail.record.status = READY
-        self.store.save(jail.record)
-
-    @staticmethod
-    def _unwind(undo: list[Callable[[], None]]) -> None:
-        for step in reversed(undo):
+    def _undo(self, ipr, jail: Jail, steps: list[Step]) -> list[Exception]:
+        """Undo steps in reverse, each one attempted whatever the others did."""
+        errors = []
+        for step in reversed(steps):
             try:
-                step()
-            except Exception:
-                log.exception("rollback step failed")
+                step.undo(self.host, ipr, jail)
+            except Exception as exc:
+                log.exception("undoing %s of %s failed", type(step).__name__, jail.name)
+                errors.append(exc)
+        return errors
 
     # -- teardown --------------------------------------------------------
 
@@ -235,38 +209,10 @@ class Engine:
             self._teardown(jail)
 
     def _teardown(self, jail: Jail) -> None:
-        errors = []
-
-        def attempt(step: Callable[[], None]) -> None:
-            try:
-                step()
-            except Exception as exc:
-                log.exception("teardown of %s: step failed", jail.name)
-                errors.append(exc)
-
-        with netns.rtnl() as ipr:
-            # the jail is cut off first. Deleting the veth would wait for the
-            # kernel's RCU grace period (~25 ms); the pair goes with the
-            # namespace instead, in the kernel's own time, renamed meanwhile
-            attempt(lambda: netns.retire_link(ipr, jail.host_ifname))
-            if jail.spec.vpn:
-                attempt(lambda: self._remove_vpn_routing(ipr, jail))
-        attempt(lambda: self.firewall.remove(jail.firewall_rules))
-        attempt(lambda: netns.delete_namespace(jail.netns))
-        attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
-        attempt(self._restore_forwarding_if_idle)
+        with self.system.rtnl() as ipr:
+            errors = self._undo(ipr, jail, list(self.steps))
         if errors:
             raise JailError(f"jail {jail.name!r} was not removed completely: {errors[0]}")
-        self.store.delete(jail.name)
-
-    @staticmethod
-    def _remove_vpn_routing(ipr, jail: Jail) -> None:
-        netns.delete_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
-        netns.flush_table(ipr, jail.addressing.table)
-
-    def _restore_forwarding_if_idle(self) -> None:
-        if not self._jails:
-            self.forwarding.restore(netns.list_link_names())
 
     # -- VPN interface changes ---------------------------------------------
 
@@ -282,10 +228,10 @@ class Engine:
             for name in set(self._vpn_up) - {jail.name for jail in vpn_jails}:
                 del self._vpn_up[name]
             # every link event lands here: no netlink socket when no jail needs one
-            with netns.rtnl() if vpn_jails else nullcontext() as ipr:
+            with self.system.rtnl() if vpn_jails else nullcontext() as ipr:
                 for jail in vpn_jails:
-                    netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
-                    up = netns.link_is_up(jail.spec.vpn)
+                    self.system.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
+                    up = self.system.link_is_up(jail.spec.vpn)
                     if self._vpn_up.setdefault(jail.name, up) != up:
                         self._vpn_up[jail.name] = up
                         changed.append((jail.name, up))
@@ -294,7 +240,7 @@ class Engine:
                 self.on_vpn_change(name, up)
 
     def vpn_up(self, ifname: str) -> bool:
-        return netns.link_is_up(ifname)
+        return self.system.link_is_up(ifname)
 
     def start_link_watch(self) -> None:
         """Follow link changes from a thread in the caller's namespace."""
@@ -315,31 +261,18 @@ class Engine:
         """Adopt finished jails from the records; remove every other aj-* trace."""
         report = ReconcileReport()
         with self._lock:
-            records, unreadable = self.store.load_all()
-            for path in unreadable:
-                path.unlink(missing_ok=True)
-                report.note("record", path.name)
-            with netns.rtnl() as ipr:
-                links = set(netns.list_link_names())
-                for record in records:
-                    name = record.spec.name
-                    if (adopt and record.status == READY and name not in self._jails
-                            and (PREFIX + name) in links
-                            and netns.netns_path(PREFIX + name).exists()):
-                        self._adopt(record)
-                        report.adopted.append(name)
-                    elif name not in self._jails:
-                        self.store.delete(name)
-                live = set(self._jails)
-                self._sweep_kernel(ipr, live, report)
-            self._sweep_firewall(live, report)
-            kept = set(netns.list_namespaces(PREFIX))  # live, or another helper's
-            for directory in sorted(self.etc_netns.glob(PREFIX + "*")):
-                if directory.name not in kept:
-                    resolv.remove_resolver_files(directory.name, self.etc_netns)
-                    report.note("resolver files", directory.name)
-            if not live:
-                self._restore_forwarding_if_idle()
+            records, _unreadable = self.store.load_all()
+            links = set(self.system.list_link_names())
+            namespaces = set(self.system.list_namespaces(PREFIX))
+            for record in records:
+                name = record.spec.name
+                if (adopt and record.status == READY and name not in self._jails
+                        and (PREFIX + name) in links and (PREFIX + name) in namespaces):
+                    self._adopt(record)
+                    report.adopted.append(name)
+            with self.system.rtnl() as ipr:
+                for step in reversed(self.steps):
+                    step.sweep(self.host, ipr, dict(self._jails), report.note)
         if self._watcher is not None:
             self.refresh_vpn_routes()
         return report
@@ -351,52 +284,3 @@ class Engine:
         if not dns and path.exists():
             dns = tuple(resolv.parse_nameservers(path.read_text()))
         self._jails[record.spec.name] = Jail(record, addressing, dns)
-
-    def _sweep_kernel(self, ipr, live: set[str], report: ReconcileReport) -> None:
-        live_ifnames = {PREFIX + name for name in live}
-        own_links = set(netns.list_link_names())
-        live_tables = {self._jails[name].addressing.table for name in live}
-        for name in netns.list_link_names():
-            if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(netns.RETIRED_PREFIX):
-                netns.delete_link(ipr, name)
-                report.note("link", name)
-        for iifname, table in netns.policy_rules(ipr, RULE_PRIORITY):
-            if iifname not in live_ifnames or table not in live_tables:
-                netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
-                report.note("policy rule", f"{iifname} table {table}")
-        for table in self._stale_tables(ipr, live_tables):
-            netns.flush_table(ipr, table)
-            report.note("routing table", str(table))
-        for name in netns.list_namespaces(PREFIX):
-            if name[len(PREFIX):] in live:
-                continue
-            if name not in own_links and netns.run_in_namespace(name, _has_jail_link):
-                # /run/netns is machine-wide, links are not: a namespace whose
-                # veth ends in another network namespace belongs to a helper
-                # running there (the demo's, a test's)
-                log.info("leaving %s alone: its veth peer is in another network namespace", name)
-                continue
-            netns.delete_namespace(name)
-            report.note("namespace", name)
-
-    def _stale_tables(self, ipr, live_tables: set[int]) -> set[int]:
-        ours = range(TABLE_BASE, TABLE_BASE + self.pool.size)
-        return {table for table in netns.route_tables(ipr)
-                if table in ours and table not in live_tables}
-
-    def _sweep_firewall(self, live: set[str], report: ReconcileReport) -> None:
-        owners = {rules.jail_chain(name) for name in live}
-        if live and self.forwarding.active():
-            owners.add(rules.GUARD_CHAIN)
-        residue = self.firewall.sweep(owners)
-        for owner in sorted(residue.owners | residue.chains):
-            report.note("netfilter", owner)
-        for other in firewall.other_backends(self.firewall.name):  # left by a helper set otherwise
-            residue = other.sweep(set())
-            for owner in sorted(residue.owners | residue.chains):
-                report.note(f"netfilter ({other.name})", owner)
-
-
-def _has_jail_link() -> bool:
-    """Run inside a jail's namespace: whether its end of a veth pair is there."""
-    return netns.link_index(netns.JAIL_IFNAME) is not None

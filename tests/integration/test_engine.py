@@ -339,3 +339,26 @@ def test_link_watch_survives_concurrent_changes(engine, lab):
         flapper.join()
     lab.wg_up()
     assert wait_until(lambda: fetch("flap4", timeout=1).returncode == 0, timeout=10)
+
+
+def _host_firewall() -> dict[str, str]:
+    """The lab host's rulesets as each tool lists them, counters zeroed."""
+    import re
+
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    legacy = ""
+    if Path("/proc/thread-self/net/ip_tables_names").read_text().split():
+        legacy = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True, check=True).stdout
+    legacy = "\n".join(line for line in legacy.splitlines() if not line.startswith("#"))
+    return {"nft": re.sub(r"packets \d+ bytes \d+", "", nft), "legacy": re.sub(r"\[\d+:\d+\]", "", legacy)}
+
+
+def test_the_host_firewall_is_as_found_after_the_last_jail(engine, lab):
+    before = _host_firewall()
+    engine.create(JailSpec("found1", dns=LAB_DNS, publish=(Publish(47002, 8080),)), 1000)
+    engine.create(JailSpec("found2", vpn=lab.wg_ifname, dns=LAB_DNS, deny=("198.51.100.0/24",)), 1000)
+    assert fetch("found1").returncode == 0
+    assert _host_firewall() != before, "control: the jails' rules show"
+    engine.destroy("found1")
+    engine.destroy("found2")
+    assert _host_firewall() == before

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from appjail.helper.netns import list_namespaces
+from appjail.lab import in_netns
 
 from .helperlab import DNS, MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
 
@@ -208,3 +209,40 @@ def test_inspect_watch_redraws_until_interrupted(helper):
     human = appjail(helper, MEMBER, "ls")
     assert human.stdout.splitlines()[0].split() == ["NAME", "OWNER", "ADDRESS", "VPN", "PROCESSES",
                                                     "KEEP", "OUT", "IN", "DROPPED"]
+
+
+def _admin_counters(name: str) -> dict[str, int]:
+    """A jail's counters as an admin reads them with the backend's own tool, summed by role."""
+    backend = os.environ.get("APPJAIL_FIREWALL", "nftables")
+    totals = {"in": [0, 0], "out": [0, 0], "dropped": [0, 0]}
+    if backend == "nftables":
+        listing = json.loads(subprocess.run(["nft", "-j", "list", "chain", "inet", "appjail", f"aj-{name}"],
+                                            capture_output=True, text=True, check=True).stdout)
+        for item in listing["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                counter = next(s["counter"] for s in rule["expr"] if "counter" in s)
+                totals[rule["comment"]][0] += counter["packets"]
+                totals[rule["comment"]][1] += counter["bytes"]
+    else:  # -L -v -x: packets, bytes, ..., /* role */
+        listing = subprocess.run(["iptables-legacy", "-w", "-L", f"aj-{name}", "-v", "-x", "-n"],
+                                 capture_output=True, text=True, check=True).stdout
+        for line in listing.splitlines()[2:]:
+            words = line.split()
+            role = words[words.index("/*") + 1]
+            totals[role][0] += int(words[0])
+            totals[role][1] += int(words[1])
+    return {f"{prefix}_{unit}": totals[role][i] for role, prefix in (("in", "rx"), ("out", "tx"),
+                                                                     ("dropped", "dropped"))
+            for i, unit in enumerate(("packets", "bytes"))}
+
+
+def test_the_admin_reads_the_same_counters_as_inspect(helper, lab):
+    keep_jail(helper, "adm", "--deny", "198.51.100.0/24")
+    assert appjail(helper, MEMBER, "run", "--name", "adm", "--", "curl", "-sS", "-o", "/dev/null",
+                   f"http://{lab.SERVER_ADDR}/bytes/{DOWNLOAD}").returncode == 0
+    appjail(helper, MEMBER, "run", "--name", "adm", "--", "curl", "-sS", "--max-time", "1", "http://198.51.100.1/")
+    counters = inspect_json(helper, "adm")["counters"]
+    assert counters["rx_bytes"] >= DOWNLOAD and counters["dropped_packets"] > 0
+    with in_netns(lab.host_ns):
+        assert _admin_counters("adm") == counters

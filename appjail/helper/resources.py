@@ -1,0 +1,249 @@
+"""A jail's resources, each described once: how it is made, undone, and found as a leftover.
+
+The engine makes the steps of RESOURCES in order; a failure undoes the ones
+already made, in reverse. Teardown undoes all of them in reverse, which puts
+the door first: the jail is cut off before anything else goes. Reconcile asks
+each step, in the same reverse order, to remove what no live jail accounts
+for.
+
+Steps touch the system only through `Host`, so a stand-in with the same
+functions (tests/unit/fakehost.py) lets the engine's logic run without root.
+Every undo tolerates what is already gone: teardown of an adopted jail, or
+of one a user damaged, goes as far as it can.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import resolv, rules, traffic
+from .firewall import FirewallBackend
+from .forwarding import Forwarding
+from .pool import RULE_PRIORITY, TABLE_BASE
+from .state import READY, StateStore
+
+if TYPE_CHECKING:
+    from .jails import Jail
+
+log = logging.getLogger(__name__)
+PREFIX = rules.PREFIX
+
+Note = Callable[[str, str], None]  # note(kind, name): what reconcile removed
+
+
+@dataclass
+class Host:
+    """Everything the steps touch: the real system, or a stand-in in unit tests."""
+
+    netns: Any  # the module appjail.helper.netns, or an object with its functions
+    firewall: FirewallBackend
+    forwarding: Forwarding
+    store: StateStore
+    etc_netns: Path
+    jails: Mapping[str, Jail]  # the engine's live jails
+    pool_size: int
+    other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
+
+
+class Step(Protocol):
+    """make leaves nothing behind when it fails; undo and sweep tolerate what is gone."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None: ...
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None: ...
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None: ...
+
+
+class Record:
+    """/run/appjail/jails/NAME.json, written before anything else exists."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.store.save(jail.record)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.store.delete(jail.name)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        records, unreadable = host.store.load_all()
+        for path in unreadable:
+            path.unlink(missing_ok=True)
+            note("record", path.name)
+        for record in records:
+            if record.spec.name not in live:
+                host.store.delete(record.spec.name)
+
+
+class Namespace:
+    """/run/netns/aj-NAME."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.netns.create_namespace(jail.netns)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.netns.delete_namespace(jail.netns)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        for name in sorted(set(host.netns.list_namespaces(PREFIX)) - kept_namespaces(host, live)):
+            host.netns.delete_namespace(name)
+            note("namespace", name)
+
+
+def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
+    """The aj-* namespaces reconcile leaves: live jails', and other helpers'.
+
+    /run/netns is machine-wide, links are not: a namespace whose veth ends in
+    another network namespace belongs to a helper running there (the
+    demo's, a test's).
+    """
+    own_links = set(host.netns.list_link_names())
+    kept = set()
+    for name in host.netns.list_namespaces(PREFIX):
+        if name[len(PREFIX):] in live:
+            kept.add(name)
+        elif name not in own_links and host.netns.run_in_namespace(
+                name, lambda: host.netns.link_index(host.netns.JAIL_IFNAME) is not None):
+            log.info("leaving %s alone: its veth peer is in another network namespace", name)
+            kept.add(name)
+    return kept
+
+
+class Veth:
+    """The pair aj-NAME (host) / eth0 (jail), addressed, up, with the jail's default route."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        netns, addressing = host.netns, jail.addressing
+        if jail.host_ifname in netns.list_link_names() and not netns.wait_until_gone(ipr, jail.host_ifname):
+            # the namespace of an earlier jail of this name is still being torn down
+            raise netns.NetnsError(f"interface {jail.host_ifname} still exists")
+        netns.create_veth(ipr, jail.host_ifname, jail.netns)
+        netns.configure_host_end(ipr, jail.host_ifname, addressing.host_address, addressing.prefixlen)
+        netns.run_in_namespace(jail.netns, lambda: netns.configure_jail_side(
+            addressing.jail_address, addressing.prefixlen, addressing.host_address))
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        live_ifnames = {jail.host_ifname for jail in live.values()}
+        for name in host.netns.list_link_names():
+            if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(
+                    host.netns.RETIRED_PREFIX):
+                host.netns.delete_link(ipr, name)
+                note("link", name)
+
+
+class VpnRouting:
+    """A --vpn jail's policy rule and routing table (VPN route, turn-back, unreachable)."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if jail.spec.vpn:
+            try:
+                host.netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
+                host.netns.add_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
+            except BaseException:
+                self.undo(host, ipr, jail)
+                raise
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if jail.spec.vpn:
+            host.netns.delete_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
+            host.netns.flush_table(ipr, jail.addressing.table)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        live_ifnames = {jail.host_ifname for jail in live.values()}
+        live_tables = {jail.addressing.table for jail in live.values()}
+        for iifname, table in host.netns.policy_rules(ipr, RULE_PRIORITY):
+            if iifname not in live_ifnames or table not in live_tables:
+                host.netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
+                note("policy rule", f"{iifname} table {table}")
+        ours = range(TABLE_BASE, TABLE_BASE + host.pool_size)
+        for table in sorted(host.netns.route_tables(ipr)):
+            if table in ours and table not in live_tables:
+                host.netns.flush_table(ipr, table)
+                note("routing table", str(table))
+
+
+class EgressForwarding:
+    """Forwarding on the egress interfaces (and the guard); put back when no jail is left."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        links = host.netns.list_link_names()
+        egress = [jail.spec.vpn] if jail.spec.vpn else [
+            name for name in links if name != "lo" and not name.startswith(PREFIX)]
+        host.forwarding.enable(egress, links)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if not host.jails:
+            host.forwarding.restore(host.netns.list_link_names())
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        if not live:
+            host.forwarding.restore(host.netns.list_link_names())
+
+
+class Rules:
+    """The jail's chain and hooks in the firewall backend."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        # per-connection bytes for `inspect` (applies to connections from now on)
+        host.netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
+        host.firewall.install(jail.firewall_rules)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.firewall.remove(jail.firewall_rules)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        owners = {rules.jail_chain(name) for name in live}
+        if live and host.forwarding.active():
+            owners.add(rules.GUARD_CHAIN)
+        for backend, keep in [(host.firewall, owners), *((other, set()) for other in host.other_firewalls())]:
+            residue = backend.sweep(keep)  # another backend: left by a helper set otherwise
+            for owner in sorted(residue.owners | residue.chains):
+                note(f"netfilter ({backend.name})", owner)
+
+
+class Resolver:
+    """/etc/netns/aj-NAME/{resolv.conf,nsswitch.conf}."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        resolv.write_resolver_files(jail.netns, jail.dns, host.etc_netns)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        resolv.remove_resolver_files(jail.netns, host.etc_netns)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        kept = kept_namespaces(host, live)
+        for directory in sorted(host.etc_netns.glob(PREFIX + "*")):
+            if directory.name not in kept:
+                resolv.remove_resolver_files(directory.name, host.etc_netns)
+                note("resolver files", directory.name)
+
+
+class Door:
+    """Forwarding from the jail's veth: on last, after its rules exist; shut first.
+
+    There is no moment in which a jail is connected but not filtered.
+    Shutting it takes the veth down and renames it: deleting it would wait
+    ~25 ms for the kernel's RCU grace period, and the pair goes with the
+    namespace anyway, while the jail's name is free again at once.
+    """
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
+        jail.record.status = READY
+        host.store.save(jail.record)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.netns.retire_link(ipr, jail.host_ifname)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        pass  # a leftover door is a leftover veth
+
+
+RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Veth(), VpnRouting(), EgressForwarding(), Rules(),
+                               Resolver(), Door())

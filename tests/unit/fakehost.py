@@ -1,0 +1,208 @@
+"""In-memory stand-ins for the kernel and the firewall, so the engine's logic runs without root.
+
+FakeKernel has the functions of appjail.helper.netns that the engine and its
+resources call, over plain dicts and sets; FakeFirewall implements
+firewall.FirewallBackend. Both log every change in `ops`, so tests can check
+order, and a test can make any call fail with `fail_on`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from itertools import count
+from typing import Any, TypeVar
+
+from appjail.helper.firewall import Residue
+from appjail.helper.netns import NetnsError
+from appjail.helper.rules import GUARD_CHAIN, PREFIX, ROLES, JailRules
+
+T = TypeVar("T")
+HOST = "host"
+
+
+class Injected(OSError):
+    """The failure a test asked for."""
+
+
+class Recorder:
+    def __init__(self, ops: list[str]) -> None:
+        self.ops = ops
+        self.fail_on: set[str] = set()
+
+    def _op(self, name: str, *args: Any) -> None:
+        if name in self.fail_on:
+            raise Injected(f"{name} failed (injected)")
+        self.ops.append(" ".join([name, *map(str, args)]))
+
+
+class FakeKernel(Recorder):
+    """Namespaces, links, policy rules, routing tables and sysctls, as data."""
+
+    NetnsError = NetnsError
+    JAIL_IFNAME = "eth0"
+    RETIRED_PREFIX = "ajz"
+
+    def __init__(self, ops: list[str], host_links: Iterable[str] = ("lo", "up0")) -> None:
+        super().__init__(ops)
+        self.namespaces: set[str] = set()
+        self.links: dict[str, str | None] = {name: None for name in host_links}  # host link -> peer's netns
+        self.jail_sides: set[str] = set()  # namespaces whose eth0 is configured
+        self.rules: set[tuple[str | None, int, int]] = set()
+        self.tables: dict[int, str] = {}
+        self.sysctls: dict[str, str] = {f"net/ipv4/conf/{name}/forwarding": "0"
+                                        for name in (*host_links, "default")}
+        self._current = HOST
+        self._retired = count()
+
+    def state(self) -> dict:
+        """Everything but sysctls, for before/after comparisons."""
+        return {"namespaces": set(self.namespaces), "links": dict(self.links),
+                "rules": set(self.rules), "tables": dict(self.tables)}
+
+    @contextmanager
+    def rtnl(self):
+        yield None
+
+    def run_in_namespace(self, name: str, fn: Callable[[], T]) -> T:
+        previous, self._current = self._current, name
+        try:
+            return fn()
+        finally:
+            self._current = previous
+
+    # -- namespaces and links --------------------------------------------------
+
+    def list_namespaces(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.namespaces if n.startswith(prefix))
+
+    def create_namespace(self, name: str) -> None:
+        if name in self.namespaces:
+            raise NetnsError(f"namespace {name} exists")
+        self._op("create_namespace", name)
+        self.namespaces.add(name)
+
+    def delete_namespace(self, name: str) -> None:
+        self._op("delete_namespace", name)
+        self.namespaces.discard(name)
+        self.jail_sides.discard(name)
+        for link in [link for link, peer in self.links.items() if peer == name]:
+            del self.links[link]  # a veth pair dies with either end's namespace
+
+    def list_link_names(self) -> list[str]:
+        return list(self.links)
+
+    def link_index(self, ifname: str) -> int | None:
+        if self._current == HOST:
+            return 1 if ifname in self.links else None
+        has_peer = ifname == self.JAIL_IFNAME and self._current in self.links.values()
+        return 1 if has_peer else None
+
+    def link_is_up(self, ifname: str) -> bool:
+        return ifname in self.links
+
+    def wait_until_gone(self, ipr, ifname: str) -> bool:
+        return ifname not in self.links
+
+    def create_veth(self, ipr, host_ifname: str, namespace: str) -> None:
+        self._op("create_veth", host_ifname, namespace)
+        self.links[host_ifname] = namespace
+
+    def configure_host_end(self, ipr, ifname: str, address: str, prefixlen: int) -> None:
+        self._op("configure_host_end", ifname)
+        self.sysctls[f"net/ipv4/conf/{ifname}/forwarding"] = "0"
+
+    def configure_jail_side(self, address: str, prefixlen: int, gateway: str) -> None:
+        self._op("configure_jail_side", self._current)
+        self.jail_sides.add(self._current)
+
+    def retire_link(self, ipr, ifname: str) -> None:
+        if ifname in self.links:
+            self._op("retire_link", ifname)
+            self.links[f"{self.RETIRED_PREFIX}{next(self._retired)}"] = self.links.pop(ifname)
+
+    def delete_link(self, ipr, ifname: str) -> None:
+        if ifname in self.links:
+            self._op("delete_link", ifname)
+            del self.links[ifname]
+
+    def ipv4_routes(self) -> list[tuple[str, int, str]]:
+        return [("198.51.100.0", 24, "up0")]
+
+    # -- policy routing ------------------------------------------------------------
+
+    def set_vpn_table(self, ipr, table: int, vpn_ifname: str, jail_ifname: str) -> None:
+        self._op("set_vpn_table", table)
+        self.tables[table] = vpn_ifname
+
+    def route_tables(self, ipr) -> set[int]:
+        return set(self.tables)
+
+    def flush_table(self, ipr, table: int) -> None:
+        self._op("flush_table", table)
+        self.tables.pop(table, None)
+
+    def add_policy_rule(self, ipr, iifname: str, table: int, priority: int) -> None:
+        self._op("add_policy_rule", iifname, table)
+        self.rules.add((iifname, table, priority))
+
+    def policy_rules(self, ipr, priority: int) -> list[tuple[str | None, int]]:
+        return [(iif, table) for iif, table, prio in self.rules if prio == priority]
+
+    def delete_policy_rule(self, ipr, iifname: str | None, table: int, priority: int) -> None:
+        if (iifname, table, priority) in self.rules:
+            self._op("delete_policy_rule", iifname, table)
+            self.rules.discard((iifname, table, priority))
+
+    # -- sysctls -----------------------------------------------------------------
+
+    def read_sysctl(self, key: str) -> str:
+        if key not in self.sysctls:
+            raise FileNotFoundError(key)
+        return self.sysctls[key]
+
+    def write_sysctl(self, key: str, value: str) -> str:
+        self._op("write_sysctl", key, value)
+        self.sysctls[key] = value
+        return value
+
+
+class FakeFirewall(Recorder):
+    """firewall.FirewallBackend over a dict of chains."""
+
+    name = "fake"
+
+    def __init__(self, ops: list[str]) -> None:
+        super().__init__(ops)
+        self.chains: dict[str, JailRules] = {}
+        self.guard: tuple[str, ...] | None = None
+
+    def install(self, rules: JailRules) -> None:
+        if rules.chain in self.chains:
+            raise OSError(f"chain {rules.chain} already exists")
+        self._op("install", rules.chain)
+        self.chains[rules.chain] = rules
+
+    def remove(self, rules: JailRules) -> None:
+        self._op("remove", rules.chain)
+        self.chains.pop(rules.chain, None)
+
+    def set_guard(self, forwarding_ifnames: Iterable[str] | None) -> None:
+        self._op("set_guard", forwarding_ifnames is not None)
+        self.guard = None if forwarding_ifnames is None else tuple(forwarding_ifnames)
+
+    def sweep(self, live_owners: set[str]) -> Residue:
+        gone = {chain for chain in self.chains if chain not in live_owners}
+        for chain in gone:
+            del self.chains[chain]
+        if self.guard is not None and GUARD_CHAIN not in live_owners:
+            self.guard = None
+            gone.add(GUARD_CHAIN)
+        return Residue(owners=gone, chains=set(gone))
+
+    def read_counters(self, layouts: Mapping[str, Sequence[str]]) -> dict:
+        return {name: {role: (0, 0) for role in ROLES} for name in layouts if PREFIX + name in self.chains}
+
+    def list_owned(self) -> tuple[set[str], set[str]]:
+        owned = set(self.chains) | ({GUARD_CHAIN} if self.guard is not None else set())
+        return owned, set(owned)
