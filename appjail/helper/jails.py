@@ -59,6 +59,11 @@ class Jail:
         return self.record.spec
 
     @property
+    def settings(self) -> JailSpec:
+        """The spec as the jail has it: `dns` the servers it got (the host's when none were asked)."""
+        return self.spec._replace(dns=self.dns)
+
+    @property
     def name(self) -> str:
         return self.spec.name
 
