@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .hostfirewall import FAIL, OK, WARN, analyse
 
+LEGACY_TABLES = Path("/proc/net/ip_tables_names")
 
 
 def _say(level: str, message: str, fix: str = "") -> None:
@@ -18,7 +19,8 @@ def _say(level: str, message: str, fix: str = "") -> None:
         print(f"          -> {fix}")
 
 
-def check_helper() -> bool:
+def check_helper() -> dict | None:
+    """What the helper says of the caller and of itself; None when it does not answer."""
     from .client import Client, HelperError
 
     try:
@@ -26,14 +28,17 @@ def check_helper() -> bool:
     except HelperError as exc:
         _say(FAIL, f"appjail-helper: {exc.message}",
              "install appjail (sudo scripts/install), or start it: sudo /opt/appjail/venv/bin/appjail-helper")
-        return False
+        return None
     _say(OK, f"appjail-helper answers on the system bus (you are uid {me['uid']})")
     if me.get("may_run"):
         _say(OK, "you may run programs in jails")
     else:
         _say(FAIL, "polkit does not let you run programs in jails",
              "sudo usermod -aG appjail $USER, then log out and in again")
-    return bool(me.get("may_run"))
+    if "firewall" in me:
+        _say(OK, f"the helper writes its rules with the {me['firewall']} backend ({me['firewall_reason']})",
+             "another backend: appjail-helper --firewall nftables|xtables, or APPJAIL_FIREWALL")
+    return me
 
 
 def check_vpn(ifname: str) -> bool:
@@ -49,14 +54,13 @@ def check_vpn(ifname: str) -> bool:
 
 def check_firewall() -> bool:
     iptables = shutil.which("iptables") or "/usr/sbin/iptables"
-    backend = "nft" if "nft" in os.path.realpath(iptables) else "legacy"
-    _say(OK, f"the host's iptables command uses the {backend} backend; appjail writes legacy "
-         "(x_tables) rules, which the kernel evaluates alongside nftables")
+    build = "nft" if "nft" in os.path.realpath(iptables) else "legacy"
+    _say(OK, f"the host's iptables command is the {build} build")
     if os.geteuid() != 0:
         _say(WARN, "not root: cannot read the host's firewall rules", "run `sudo appjail doctor` to check them")
         return True
     healthy = True
-    for finding in analyse(_nft_ruleset(), _command_output(["iptables-legacy-save"])):
+    for finding in analyse(_nft_ruleset(), _legacy_rules()):
         _say(finding.level, finding.message)
         for line in finding.fix:
             print(f"          -> {line}")
@@ -71,6 +75,15 @@ def _command_output(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
 
 
+def _legacy_rules() -> str:
+    """iptables-legacy-save, only where legacy tables exist: listing them would create them."""
+    try:
+        in_use = LEGACY_TABLES.read_text().split()
+    except FileNotFoundError:  # a kernel without legacy x_tables
+        in_use = []
+    return _command_output(["iptables-legacy-save"]) if in_use else ""
+
+
 def _nft_ruleset() -> dict:
     """`nft -j list ruleset`: nftables and iptables-nft alike."""
     output = _command_output(["nft", "-j", "list", "ruleset"])
@@ -78,7 +91,8 @@ def _nft_ruleset() -> dict:
 
 
 def run_checks(vpn: str | None = None) -> int:
-    healthy = check_helper()
+    me = check_helper()
+    healthy = bool(me and me.get("may_run"))
     if vpn:
         healthy &= check_vpn(vpn)
     healthy &= check_firewall()

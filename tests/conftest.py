@@ -1,5 +1,5 @@
 """Suite-wide rules: where integration tests are required, skipping one fails the run.
-Qt draws offscreen: the tests need no display."""
+Qt draws offscreen: the tests need no display. The firewall backend is APPJAIL_FIREWALL's."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# one firewall backend per run (scripts/test runs both); engines and lab helpers inherit it
+os.environ.setdefault("APPJAIL_FIREWALL", "nftables")
 
 REQUIRED = os.environ.get("APPJAIL_REQUIRE_INTEGRATION") == "1"
 _skipped: list[str] = []

@@ -160,9 +160,9 @@ class Coexistence:
     def _firewalld_add(self, done: dict) -> None:
         import dbus
 
-        if not self._firewalld_running():
-            return
         try:
+            if not self._firewalld_running():
+                return
             zones = self._zones()
             current = str(zones.getZoneOfInterface(IFACES_XT))
             if current and current != done["firewalld_zone"]:
@@ -180,9 +180,9 @@ class Coexistence:
     def _firewalld_remove(self, zone: str) -> bool:
         import dbus
 
-        if not self._firewalld_running():
-            return False  # gone, and its runtime configuration with it
         try:
+            if not self._firewalld_running():
+                return False  # gone, and its runtime configuration with it
             zones = self._zones()
             if str(zones.getZoneOfInterface(IFACES_XT)) != zone:
                 return False

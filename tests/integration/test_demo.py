@@ -31,7 +31,7 @@ def test_demo_shows_the_tunnel_and_the_kill_switch_and_leaves_nothing(installed_
     assert "the web server saw: client=203.0.113.2" in text
     assert "packets on the uplink outside the tunnel: 0" in text
     assert "the kill switch held" in text
-    assert list_namespaces("aj") == []
+    assert list_namespaces("aj-") == [] and list_namespaces("ajdemo") == []
     with pytest.raises(KeyError):
         pwd.getpwnam(DEMO_USER)
 

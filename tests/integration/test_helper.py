@@ -60,6 +60,9 @@ def test_doctor_tells_members_and_outsiders_where_they_stand(helper):
     member = appjail(helper, MEMBER, "doctor", "--vpn", "wg0")
     assert "appjail-helper answers on the system bus" in member.stdout
     assert "you may run programs in jails" in member.stdout
+    backend = os.environ["APPJAIL_FIREWALL"]  # the lab's helper uses the test run's backend
+    assert f"the helper writes its rules with the {backend} backend (set by the firewall setting)" \
+        in member.stdout, member.stdout
     outsider = appjail(helper, OUTSIDER, "doctor")
     assert outsider.returncode == 1
     assert "polkit does not let you run programs in jails" in outsider.stdout
