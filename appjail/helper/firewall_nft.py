@@ -160,17 +160,20 @@ class NftablesBackend:
         return commands
 
     def _remove_owner(self, owner: str, chain: str) -> None:
-        """Delete the owner's hook rules and its chain; whatever is already gone is fine."""
+        """Delete the owner's hook rules and its chain in one transaction; what is gone is fine.
+
+        With the handles remembered this is one call; when they are unknown
+        or stale (someone else changed the table), the listing says what is left.
+        """
         handles = self._hooks.pop(owner, None)
-        if handles == [] or handles and self._try_run(
-                [{"delete": {"rule": _obj(chain=base, handle=handle)}} for base, handle in handles]):
-            handles = []
-        else:  # unknown or stale handles: find the owner's rules in the listing
-            handles = [(rule["chain"], rule["handle"]) for rule in _objects(self._list_table() or {}, "rule")
-                       if rule["chain"] in _hook_chain_names() and rule.get("comment") == owner]
-        commands = [{"delete": {"rule": _obj(chain=base, handle=handle)}} for base, handle in handles]
-        if self._chain_exists(chain):
-            commands.append({"delete": {"chain": _obj(name=chain)}})
+        delete_chain = {"delete": {"chain": _obj(name=chain)}}
+        if handles is not None and self._try_run([*_deletions(handles), delete_chain]):
+            return
+        listing = self._list_table() or {}
+        commands = _deletions([(rule["chain"], rule["handle"]) for rule in _objects(listing, "rule")
+                               if rule["chain"] in _hook_chain_names() and rule.get("comment") == owner])
+        if any(found["name"] == chain for found in _objects(listing, "chain")):
+            commands.append(delete_chain)
         if commands:
             self._run(commands)
 
@@ -182,9 +185,6 @@ class NftablesBackend:
         if listing is not None and not any(chain["name"].startswith(PREFIX)
                                            for chain in _objects(listing, "chain")):
             self._run([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
-
-    def _chain_exists(self, name: str) -> bool:
-        return self._try_run([{"list": {"chain": _obj(name=name)}}])
 
     def _list_table(self) -> Json | None:
         return self._list("table", family=FAMILY, name=TABLE)
@@ -289,6 +289,10 @@ def _hook_handles(echo: Json) -> list[tuple[str, int]]:
     """(base chain, handle) of each hook rule in the echo of an `add` batch."""
     return [(rule["chain"], rule["handle"]) for item in echo.get("nftables", [])
             if (rule := item.get("add", {}).get("rule")) and rule["chain"] in _hook_chain_names()]
+
+
+def _deletions(handles: Iterable[tuple[str, int]]) -> list[Json]:
+    return [{"delete": {"rule": _obj(chain=chain, handle=handle)}} for chain, handle in handles]
 
 
 def _objects(listing: Json, kind: str) -> list[Json]:
