@@ -29,14 +29,15 @@ READY = "ready"
 class JailRecord:
     spec: JailSpec
     owner_uid: int
-    slot: int
+    slot: int | None  # None: a tunnel jail, which takes no address from the pool
     status: str = CREATING
+    tunnel: dict | None = None  # a tunnel jail's public description (never a key)
 
     def to_json(self) -> str:
         spec = {**self.spec._asdict(), "dns": list(self.spec.dns), "deny": list(self.spec.deny),
                 "publish": [str(p) for p in self.spec.publish]}
         return json.dumps({"spec": spec, "owner_uid": self.owner_uid, "slot": self.slot,
-                           "status": self.status})
+                           "status": self.status, "tunnel": self.tunnel})
 
     @classmethod
     def from_json(cls, text: str) -> JailRecord:
@@ -44,7 +45,8 @@ class JailRecord:
         spec = data["spec"]
         return cls(JailSpec(spec["name"], spec["vpn"], tuple(spec["dns"]), spec["keep"],
                             tuple(spec["publish"]), tuple(spec["deny"]), spec["no_lan"]),
-                   int(data["owner_uid"]), int(data["slot"]), data["status"])
+                   int(data["owner_uid"]), None if data["slot"] is None else int(data["slot"]),
+                   data["status"], data.get("tunnel"))
 
 
 class StateStore:

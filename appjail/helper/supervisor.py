@@ -367,16 +367,22 @@ class Supervisor:
 
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
-        totals = traffic.counters(self.engine.firewall, {j.name: j.firewall_rules.roles for j in jails})
+        totals = traffic.counters(self.engine.firewall,
+                                  {j.name: j.firewall_rules.roles for j in jails if j.tunnel is None})
+        tunnel = {j.name: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
+        for j in jails:
+            if j.tunnel is not None:
+                totals[j.name] = self.engine.tunnel_counters(j)
         pids = netns.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
             "name": jail.name,
             "owner_uid": jail.owner_uid,
             "netns": jail.netns,
-            "address": jail.addressing.jail_address,
+            "address": jail.address,
             "vpn": jail.spec.vpn,
-            "vpn_up": jail.spec.vpn is None or vpn_up[jail.spec.vpn],
+            "vpn_up": tunnel[jail.name]["up"] if jail.tunnel else jail.spec.vpn is None or vpn_up[jail.spec.vpn],
+            "tunnel": tunnel.get(jail.name),
             "dns": list(jail.dns),
             "keep": jail.spec.keep,
             "publish": [str(p) for p in jail.spec.publish],
@@ -389,7 +395,9 @@ class Supervisor:
     def inspect(self, caller: Caller, name: str) -> dict:
         jail = self._own_jail(caller, name)
         (described,) = self.describe([jail])
-        return {**described, "connections": traffic.connections(jail.addressing.jail_address)}
+        # a tunnel jail's connections are tracked nowhere: no netfilter hook sees them
+        connections = [] if jail.tunnel else traffic.connections(jail.address)
+        return {**described, "connections": connections}
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:
