@@ -3,8 +3,8 @@
 Unprivileged. Talks to appjail-helper over the system bus; imports nothing of
 the helper, and loads dbus only for commands that need it, so it starts fast.
 Exit status of `run`: the program's; 128+N when it died of signal N; 125 for
-an appjail error, 126 when the program is not executable, 127 when it is not
-found.
+an appjail error (a usage mistake of any command too), 126 when the program
+is not executable, 127 when it is not found.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 from . import interface as api
-from . import report
+from . import model, report
 from .instances import own_process_names, single_instance_warning
-from .model import NAME_CHARS, NAME_MAX, ValidationError, parse_run_options
+from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
 
 EXIT_APPJAIL = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -39,21 +39,17 @@ def default_jail_name(program: str) -> str:
     return name or "jail"
 
 
-# run's options, for argparse and for the quick path: flags -> (destination,
-# takes a value, repeatable, metavar, help)
-RUN_FLAGS: dict[tuple[str, ...], tuple[str, bool, bool, str | None, str]] = {
-    ("--name",): ("name", True, False, "NAME", "jail name (default: from PROGRAM); joins your jail of that name"),
-    ("--vpn",): ("vpn", True, False, "IFACE", "the jail may leave only through IFACE"),
-    ("--dns",): ("dns", True, True, "ADDR", "nameserver for the jail (repeatable)"),
-    ("--keep",): ("keep", False, False, None, "keep the jail after its last program exits"),
-    ("--publish",): ("publish", True, True, "[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]",
-                     "forward a host port into the jail (repeatable)"),
-    ("--deny",): ("deny", True, True, "CIDR", "drop the jail's traffic to CIDR (repeatable)"),
-    ("--no-lan",): ("no_lan", False, False, None,
-                    "drop traffic to private, link-local and CGNAT ranges (the VPN path stays open)"),
-    ("-p", "--profile"): ("profile", True, False, "NAME",
-                          "take the command and options from a profile (options given here win)"),
-}
+PROFILE_OPTION = Option("profile", ("-p", "--profile"), VALUE,
+                        "take the command and options from a profile (options given here win)", metavar="NAME")
+
+
+def run_options() -> tuple[Option, ...]:
+    """`run`'s options, for both parsers: the jail's (model.OPTIONS), then -p."""
+    return (*model.OPTIONS, PROFILE_OPTION)
+
+
+class UsageError(ValidationError):
+    """A mistake on the command line (argparse's words); main() adds where help is."""
 
 
 # Commands with only positionals and switches: name -> (help, positionals, {switch: help})
@@ -94,20 +90,20 @@ def quick_run_args(argv: list[str]) -> SimpleNamespace | None:
     abbreviations, mistakes): argparse then parses, and explains."""
     if argv[:1] != ["run"]:
         return None
-    by_flag = {flag: spec for flags, spec in RUN_FLAGS.items() for flag in flags}
-    values: dict = {spec[0]: None for spec in RUN_FLAGS.values()}
+    options = run_options()
+    by_flag = {flag: option for option in options for flag in option.flags}
+    values: dict = {option.key: None for option in options}
     position = 1
     while position < len(argv) and argv[position].startswith("-"):
         flag, has_inline, inline = argv[position].partition("=")
         if flag == "--" and not has_inline:
             position += 1
             break
-        spec = by_flag.get(flag)
-        if spec is None or (has_inline and not spec[1]):
+        option = by_flag.get(flag)
+        if option is None or (has_inline and option.kind == FLAG):
             return None
-        dest, takes_value, repeatable = spec[:3]
-        if not takes_value:
-            values[dest] = True
+        if option.kind == FLAG:
+            values[option.key] = True
             position += 1
             continue
         if not has_inline:
@@ -115,7 +111,7 @@ def quick_run_args(argv: list[str]) -> SimpleNamespace | None:
             if position >= len(argv):
                 return None
             inline = argv[position]
-        values[dest] = [*(values[dest] or []), inline] if repeatable else inline
+        values[option.key] = [*(values[option.key] or []), inline] if option.kind == LIST else inline
         position += 1
     program = argv[position] if position < len(argv) else None
     return SimpleNamespace(command="run", program=program, args=argv[position + 1:], **values)
@@ -124,17 +120,22 @@ def quick_run_args(argv: list[str]) -> SimpleNamespace | None:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="appjail", description="Run programs in their own network namespace.")
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(message)
+
+    parser = Parser(prog="appjail", description="Run programs in their own network namespace.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a program in a jail",
                               description="Run PROGRAM as you, inside a network jail.")
-    for flags, (dest, takes_value, repeatable, metavar, text) in RUN_FLAGS.items():
-        if takes_value:
-            run.add_argument(*flags, dest=dest, metavar=metavar, help=text,
-                             action="append" if repeatable else "store")
+    for option in run_options():
+        if option.kind == FLAG:
+            run.add_argument(*option.flags, dest=option.key, action="store_true", default=None, help=option.help)
         else:
-            run.add_argument(*flags, dest=dest, action="store_true", default=None, help=text)
+            run.add_argument(*option.flags, dest=option.key, metavar=option.metavar,
+                             action="append" if option.kind == LIST else "store",
+                             help=option.help + (" (repeatable)" if option.kind == LIST else ""))
     run.add_argument("program", metavar="PROGRAM", nargs="?")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
@@ -166,9 +167,8 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
         command = command or list(profile.command)
     if not command:
         raise ValidationError("no program given (appjail run [options] PROGRAM [ARGS...], or -p PROFILE)")
-    given = {"name": args.name, "vpn": args.vpn, "dns": args.dns, "keep": args.keep,
-             "publish": args.publish, "deny": args.deny, "no_lan": args.no_lan}
-    options.update({key: value for key, value in given.items() if value})
+    given = {option.key: getattr(args, option.key) for option in model.OPTIONS}
+    options.update({key: value for key, value in given.items() if value is not None})
     options.setdefault("name", default_jail_name(command[0]))
     return parse_run_options(options), command
 
@@ -314,9 +314,12 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = quick_args(argv) or build_parser().parse_args(argv)
     try:
+        args = quick_args(argv) or build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except UsageError as exc:
+        command = f"appjail {argv[0]}" if argv and argv[0] in COMMANDS else "appjail"
+        _error(f"{exc} (see `{command} --help`)")
     except ValidationError as exc:  # a ProfileError too
         _error(str(exc))
     except KeyboardInterrupt:

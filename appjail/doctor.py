@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-OK, WARN, FAIL = "ok", "warning", "problem"
+from .hostfirewall import FAIL, OK, WARN, analyse
+
 
 
 def _say(level: str, message: str, fix: str = "") -> None:
@@ -51,36 +53,28 @@ def check_firewall() -> bool:
     _say(OK, f"the host's iptables command uses the {backend} backend; appjail writes legacy "
          "(x_tables) rules, which the kernel evaluates alongside nftables")
     if os.geteuid() != 0:
-        _say(WARN, "not root: cannot read the host's FORWARD policy", "run `sudo appjail doctor` to check it")
+        _say(WARN, "not root: cannot read the host's firewall rules", "run `sudo appjail doctor` to check them")
         return True
-    # appjail's x_tables rules accept jail traffic before a legacy DROP
-    # policy applies; an nftables forward hook with policy drop is a separate
-    # gate that drops it all the same (iptables-nft's FORWARD is one of those)
-    drops = []
-    if shutil.which("nft"):
-        ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
-        drops = forward_drop_chains(ruleset)
-    if drops:
-        _say(WARN, "nftables drops forwarded traffic by default (chain " + ", ".join(drops) + ")",
-             "appjail's rules sit at the top of FORWARD in x_tables; with nftables add "
-             "`iifname \"aj-*\" accept` and `oifname \"aj-*\" ct state established,related accept` to your forward chain")
-        return False
-    _say(OK, "the host's FORWARD policy lets jail traffic through appjail's own rules")
-    return True
+    healthy = True
+    for finding in analyse(_nft_ruleset(), _command_output(["iptables-legacy-save"])):
+        _say(finding.level, finding.message)
+        for line in finding.fix:
+            print(f"          -> {line}")
+        healthy &= finding.level != FAIL
+    return healthy
 
 
-def forward_drop_chains(ruleset: str) -> list[str]:
-    """`table NAME/chain NAME` of every nftables forward-hook chain whose policy is drop."""
-    found, table, chain = [], "", ""
-    for line in ruleset.splitlines():
-        words = line.split()
-        if words[:1] == ["table"] and len(words) >= 3:
-            table = f"{words[1]} {words[2]}"
-        elif words[:1] == ["chain"] and len(words) >= 2:
-            chain = words[1]
-        elif "hook forward" in line and "policy drop" in line:
-            found.append(f"{table}/{chain}")
-    return found
+def _command_output(argv: list[str]) -> str:
+    """What a read-only command prints; empty when it is missing or fails."""
+    if shutil.which(argv[0]) is None:
+        return ""
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+
+
+def _nft_ruleset() -> dict:
+    """`nft -j list ruleset`: nftables and iptables-nft alike."""
+    output = _command_output(["nft", "-j", "list", "ruleset"])
+    return json.loads(output) if output.strip() else {}
 
 
 def run_checks(vpn: str | None = None) -> int:

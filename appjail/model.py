@@ -3,7 +3,9 @@
 Both sides of the privilege line use this module: the CLI to fail early with a
 readable message, the helper because it trusts nothing that crosses the bus.
 It imports nothing privileged, and nothing slow: the records are named tuples
-(dataclasses would pull `inspect` and friends into every CLI start).
+(dataclasses would pull `inspect` and friends into every CLI start). OPTIONS
+is the one table of a jail's options, from which the CLI, the profiles, the
+bus and JailSpec take theirs.
 """
 
 from __future__ import annotations
@@ -177,29 +179,135 @@ def validate_publish(entries: object) -> tuple[Publish, ...]:
     return tuple(result)
 
 
-class JailSpec(namedtuple("JailSpec", "name vpn dns keep publish deny no_lan")):
-    """The network shape of one jail, as requested by its owner; validated when made."""
+# -- the options of a jail: one table ------------------------------------------
+
+FLAG, VALUE, LIST = "flag", "value", "list"  # a switch, one value, a repeatable value
+_KIND_TYPES: dict[str, type | tuple[type, ...]] = {FLAG: bool, VALUE: str, LIST: (list, tuple)}
+
+
+class Option(namedtuple("Option", "key flags kind help metavar example validate default required agree",
+                        defaults=(None, None, None, None, False, True))):
+    """One option of a jail. Everything else is derived from OPTIONS: `run`'s
+    flags (both parsers), the profile keys, the Run call's options, JailSpec,
+    the state records, the join check and the `--json` fields.
+
+    key: the name on the bus, in profiles, in JailSpec and in --json.
+    flags: on the command line; the last one names it in messages.
+    kind: FLAG (bool), VALUE (str) or LIST (repeatable: list of str).
+    help, metavar: for `appjail run --help`; example: a value, for messages.
+    validate: a value of the kind's type (items unchecked) -> the JailSpec value.
+    default: JailSpec's value when not given; required: a Run call must give it.
+    agree: a program that joins the jail must not ask for it differently.
+    """
 
     __slots__ = ()
 
-    def __new__(cls, name: str, vpn: str | None = None, dns: tuple[str, ...] = (), keep: bool = False,
-                publish: tuple = (), deny: tuple[str, ...] = (), no_lan: bool = False) -> JailSpec:
-        validate_name(name)
-        if vpn is not None:
-            validate_ifname(vpn)
-        for flag, value in (("keep", keep), ("no_lan", no_lan)):
-            if not isinstance(value, bool):
-                raise ValidationError(f"invalid {flag} flag: expected true or false")
-        publish = validate_publish(publish)
-        if publish and vpn:
+    @property
+    def label(self) -> str:
+        return self.flags[-1].lstrip("-")
+
+    def hint(self) -> str:
+        """What a value looks like, for a user who wrote something else."""
+        if self.kind == FLAG:
+            return "true or false"
+        return f'a string such as "{self.example}"' if self.kind == VALUE else f'a list such as ["{self.example}"]'
+
+    def accepts(self, value: object) -> bool:
+        """Whether `value` has the kind's type (validate checks the rest)."""
+        return isinstance(value, _KIND_TYPES[self.kind])
+
+    def check(self, value: object) -> object:
+        """A given value (None: not given), validated and normalised for JailSpec."""
+        if value is None:
+            if self.required:
+                raise ValidationError(f"missing option {self.key}")
+            return self.default
+        if not self.accepts(value):
+            raise ValidationError(f"invalid {self.key}: expected {self.hint()}")
+        return value if self.validate is None else self.validate(value)
+
+    def wire(self, value: object) -> object:
+        """A JailSpec value as the bus, the state records and --json carry it."""
+        return [str(item) for item in value] if self.kind == LIST else value
+
+    def shown(self, value: object) -> str:
+        """A JailSpec value in a sentence."""
+        if self.kind == FLAG:
+            return "yes" if value else "no"
+        return (",".join(self.wire(value)) if self.kind == LIST else value) or "none"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("name", ("--name",), VALUE, "jail name (default: from PROGRAM); joins your jail of that name",
+           metavar="NAME", example="web", validate=validate_name, required=True, agree=False),
+    Option("vpn", ("--vpn",), VALUE, "the jail may leave only through IFACE",
+           metavar="IFACE", example="wg0", validate=validate_ifname),
+    Option("dns", ("--dns",), LIST, "nameserver for the jail",
+           metavar="ADDR", example="10.64.0.1", validate=validate_dns, default=()),
+    Option("keep", ("--keep",), FLAG, "keep the jail after its last program exits", default=False),
+    Option("publish", ("--publish",), LIST, "forward a host port into the jail",
+           metavar="[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]", example="6000:8080", validate=validate_publish,
+           default=()),
+    Option("deny", ("--deny",), LIST, "drop the jail's traffic to CIDR",
+           metavar="CIDR", example="192.0.2.0/24", validate=validate_deny, default=()),
+    Option("no_lan", ("--no-lan",), FLAG,
+           "drop traffic to private, link-local and CGNAT ranges (the VPN path stays open)", default=False),
+)
+
+
+class JailSpec(namedtuple("JailSpec", [option.key for option in OPTIONS], defaults=(None,) * len(OPTIONS))):
+    """The network shape of one jail, as requested by its owner; validated when made.
+
+    A field given as None (or left out) takes its option's default.
+    """
+
+    __slots__ = ()
+    _options = OPTIONS  # the table it was made from
+
+    def __new__(cls, *args: object, **kwargs: object) -> JailSpec:
+        given = super().__new__(cls, *args, **kwargs)  # binds arguments to fields, as a namedtuple does
+        spec = super().__new__(cls, *(option.check(value) for option, value in zip(cls._options, given)))
+        if spec.publish and spec.vpn:
             # replies to a published port would follow the jail's only route: the VPN
             raise ValidationError("--publish cannot be combined with --vpn: a --vpn jail's "
                                   "only way in and out is the VPN")
-        return super().__new__(cls, name, vpn, validate_dns(dns), keep, publish,
-                               validate_deny(deny), no_lan)
+        return spec
 
     def lan_ranges(self) -> tuple[str, ...]:
         return LAN_RANGES if self.no_lan else ()
+
+
+def parse_run_options(options: object) -> dict:
+    """Check the options of a Run call: known keys, right types, valid values.
+
+    Returns them as given (the wire form), for the bus or for JailSpec(**options).
+    """
+    if not isinstance(options, dict):
+        raise ValidationError("invalid options: expected a dictionary")
+    known = {option.key for option in OPTIONS}
+    for key in options:
+        if key not in known:
+            raise ValidationError(f"unknown option {_show(key)}")
+    for option in OPTIONS:
+        option.check(options.get(option.key))
+    return dict(options)
+
+
+def wire_options(spec: JailSpec) -> dict:
+    """A jail's options as the bus, the state records and `--json` carry them."""
+    return {option.key: option.wire(getattr(spec, option.key)) for option in OPTIONS}
+
+
+def wire_defaults() -> dict:
+    """What an option not on the bus (the bus carries no null) means, for `--json`."""
+    return {option.key: option.wire(option.default) for option in OPTIONS}
+
+
+def disagreements(options: dict, current: JailSpec) -> list[str]:
+    """Where the options of a program joining a jail differ from the jail's: "vpn wg0" (its value)."""
+    return [f"{option.label} {option.shown(getattr(current, option.key))}" for option in OPTIONS
+            if option.agree and option.key in options
+            and option.check(options[option.key]) != getattr(current, option.key)]
 
 
 def _show(value: object) -> str:
@@ -267,31 +375,3 @@ def _check_strings(values: tuple, what: str) -> None:
         total += len(value)
     if total > MAX_TOTAL_BYTES:
         raise ValidationError(f"invalid {what}s: more than {MAX_TOTAL_BYTES} bytes in all")
-
-
-RUN_OPTIONS = {"name": str, "vpn": str, "dns": list, "keep": bool, "publish": list,
-               "deny": list, "no_lan": bool}
-
-
-def parse_run_options(options: object) -> dict:
-    """Check the option dict of a run request: known keys, right types."""
-    if not isinstance(options, dict):
-        raise ValidationError("invalid options: expected a dictionary")
-    for key, value in options.items():
-        expected = RUN_OPTIONS.get(key)
-        if expected is None:
-            raise ValidationError(f"unknown option {_show(key)}")
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise ValidationError(f"invalid option {key}: expected {expected.__name__}")
-    if "name" not in options:
-        raise ValidationError("missing option name")
-    validate_name(options["name"])
-    if "vpn" in options:
-        validate_ifname(options["vpn"])
-    if "dns" in options:
-        validate_dns(options["dns"])
-    if "publish" in options:
-        validate_publish(options["publish"])
-    if "deny" in options:
-        validate_deny(options["deny"])
-    return dict(options)

@@ -5,10 +5,11 @@
     vpn = "wg0"
     dns = ["10.64.0.1"]
 
-Keys: command (list of strings, required), name (jail name; default: the
-section's name), vpn, dns, publish, deny, no_lan, keep. The CLI (`appjail
-run -p browser`) and the tray read the same file. Every mistake is reported
-with the file, the section and the key.
+Keys: command (list of strings, required) and each option of a jail
+(model.OPTIONS: name, whose default is the section's name, vpn, dns, keep,
+publish, deny, no_lan). The CLI (`appjail run -p browser`) and the tray read
+the same file. Every mistake is reported with the file, the section and the
+key.
 """
 
 from __future__ import annotations
@@ -18,19 +19,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import ValidationError, parse_run_options, validate_name
+from . import model
+from .model import ValidationError, validate_name
 
-# key -> (type, what a user should write)
-KEYS: dict[str, tuple[type, str]] = {
-    "command": (list, "a list of strings, such as [\"firefox\", \"--new-instance\"]"),
-    "name": (str, "a jail name"),
-    "vpn": (str, "an interface name"),
-    "dns": (list, "a list of addresses"),
-    "publish": (list, "a list such as [\"6000:8080\"]"),
-    "deny": (list, "a list of CIDRs"),
-    "no_lan": (bool, "true or false"),
-    "keep": (bool, "true or false"),
-}
+COMMAND_HINT = 'a list of strings, such as ["firefox", "--new-instance"]'
 
 
 class ProfileError(ValidationError):
@@ -78,26 +70,29 @@ def _profile(path: Path, section: str, table: dict) -> Profile:
     def fail(key: str, problem: str) -> ProfileError:
         return ProfileError(f"{path}: [{section}] {key}: {problem}")
 
+    known = {option.key: option for option in model.OPTIONS}
+    options = {}
     for key, value in table.items():
-        if key not in KEYS:
-            raise fail(key, f"unknown key (known: {', '.join(KEYS)})")
-        expected, example = KEYS[key]
-        if not isinstance(value, expected):
-            raise fail(key, f"expected {example}")
-        if expected is list and not all(isinstance(v, str) for v in value):
-            raise fail(key, f"expected {example}")
+        if key == "command":
+            continue
+        option = known.get(key)
+        if option is None:
+            raise fail(key, f"unknown key (known: {', '.join(['command', *known])})")
+        if not option.accepts(value):
+            raise fail(key, f"expected {option.hint()}")
+        try:
+            option.check(value)
+        except ValidationError as exc:
+            raise fail(key, str(exc)) from None
+        options[key] = value
     command = table.get("command")
     if not command:
         raise fail("command", "missing: the program to run and its arguments")
-    options = {key: value for key, value in table.items() if key != "command"}
-    options["name"] = table.get("name", section)
-    try:
-        validate_name(options["name"])
-    except ValidationError as exc:
-        raise fail("name", str(exc) + " (set name = \"...\" when the section's name is not one)") from None
-    for key in options:
+    if not (isinstance(command, list) and all(isinstance(word, str) for word in command)):
+        raise fail("command", f"expected {COMMAND_HINT}")
+    if "name" not in options:
         try:
-            parse_run_options({"name": options["name"], key: options[key]})
+            options["name"] = validate_name(section)
         except ValidationError as exc:
-            raise fail(key, str(exc)) from None
+            raise fail("name", f"{exc} (set name = \"...\" when the section's name is not one)") from None
     return Profile(section, tuple(command), options)

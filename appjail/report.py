@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-JSON_DEFAULTS = {"vpn": None, "dns": [], "pids": [], "publish": [], "deny": [], "no_lan": False,
-                 "counters": {}}
+from .model import wire_defaults
+
 COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_packets", "dropped_bytes")
 
 
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
-    result = {**JSON_DEFAULTS, **jail}
+    result = {**wire_defaults(), "pids": [], "counters": {}, **jail}
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
     return result
 

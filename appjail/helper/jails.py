@@ -25,6 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..model import JailSpec, ValidationError
 from ..wgconf import WireGuardConfig, resolve_endpoints
 from . import firewall, hostports, netns, resolv, rules, tunnels
+from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
@@ -84,6 +85,11 @@ class Jail:
         return self.record.spec
 
     @property
+    def settings(self) -> JailSpec:
+        """The spec as the jail has it: `dns` the servers it got (the host's when none were asked)."""
+        return self.spec._replace(dns=self.dns)
+
+    @property
     def name(self) -> str:
         return self.spec.name
 
@@ -132,11 +138,13 @@ class Engine:
                  etc_netns: Path = resolv.ETC_NETNS,
                  upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
                  firewall_choice: firewall.Choice | None = None,
+                 coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
                  resolve: Callable[[str, int], list[str]] | None = None) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
+        coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend and tunnel_system replace the kernel (the
         netns and tunnels modules' functions) and the firewall, resolve the
         host's name lookup: unit tests pass in-memory stand-ins.
@@ -154,7 +162,8 @@ class Engine:
         self.kinds = kinds
         self.resolve = resolve or resolve_host
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
-                         self.pool.size, tunnels=tunnel_system,
+                         self.pool.size, coexist or Coexistence(run_dir / "coexist.json"),
+                         tunnels=tunnel_system,
                          other_firewalls=lambda: firewall.other_backends(self.firewall.name))
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
@@ -217,7 +226,8 @@ class Engine:
                         made.append(step)
                 except BaseException as exc:
                     self._undo(ipr, jail, made)
-                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, NetlinkError)):
+                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, NetlinkError,
+                                        CoexistError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
                 finally:

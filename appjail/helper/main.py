@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import interface as api
+from ..hostfirewall import DEFAULT_FIREWALLD_ZONE
 from . import firewall
 from .pool import DEFAULT_POOL
 from .state import RUN_DIR
@@ -26,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--firewall", metavar="BACKEND",
                         help=f"{', '.join((firewall.AUTO, *firewall.BACKENDS))} "
                              f"(default: ${firewall.SETTING_ENV}, else {firewall.AUTO})")
+    parser.add_argument("--firewalld-zone", default=DEFAULT_FIREWALLD_ZONE, metavar="ZONE",
+                        help="firewalld zone for appjail's interfaces while jails exist (%(default)s)")
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from dbus.mainloop.glib import DBusGMainLoop
     from gi.repository import GLib
 
+    from .coexist import Coexistence
     from .jails import Engine
     from .service import HelperService
     from .supervisor import Supervisor
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     DBusGMainLoop(set_as_default=True)
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
     log.info("firewall backend: %s (%s)", choice.name, choice.reason)
-    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice)
+    coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
+    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist)
     report = engine.reconcile()
     log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")
     engine.start_link_watch()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import resolv, rules, traffic
+from .coexist import Coexistence
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .pool import RULE_PRIORITY, TABLE_BASE
@@ -49,6 +50,7 @@ class Host:
     etc_netns: Path
     jails: Mapping[str, Jail]  # the engine's live jails
     pool_size: int
+    coexist: Coexistence
     tunnels: Any = None  # the module appjail.helper.tunnels, or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
 
@@ -239,6 +241,21 @@ class Resolver:
                 note("resolver files", directory.name)
 
 
+class HostFirewalls:
+    """Openings for appjail's interfaces in the host's other firewalls (see coexist), while jails exist."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.coexist.open()
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if not nat_jails(host.jails):
+            host.coexist.close()
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        for item in host.coexist.sweep(bool(nat_jails(live))):
+            note("coexist", item)
+
+
 class Door:
     """Forwarding from the jail's veth: on last, after its rules exist; shut first.
 
@@ -307,7 +324,7 @@ class Ready:
 
 
 RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Veth(), VpnRouting(), EgressForwarding(), Rules(),
-                               Resolver(), Door(), Ready())
+                               Resolver(), HostFirewalls(), Door(), Ready())
 TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
 NAT, TUNNEL = "nat", "tunnel"
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import JailSpec, ValidationError, validate_name
+from ..model import JailSpec, ValidationError, validate_name, wire_options
 
 RUN_DIR = Path("/run/appjail")
 CREATING = "creating"
@@ -34,19 +34,15 @@ class JailRecord:
     tunnel: dict | None = None  # a tunnel jail's public description (never a key)
 
     def to_json(self) -> str:
-        spec = {**self.spec._asdict(), "dns": list(self.spec.dns), "deny": list(self.spec.deny),
-                "publish": [str(p) for p in self.spec.publish]}
-        return json.dumps({"spec": spec, "owner_uid": self.owner_uid, "slot": self.slot,
+        return json.dumps({"spec": wire_options(self.spec), "owner_uid": self.owner_uid, "slot": self.slot,
                            "status": self.status, "tunnel": self.tunnel})
 
     @classmethod
     def from_json(cls, text: str) -> JailRecord:
         data = json.loads(text)
-        spec = data["spec"]
-        return cls(JailSpec(spec["name"], spec["vpn"], tuple(spec["dns"]), spec["keep"],
-                            tuple(spec["publish"]), tuple(spec["deny"]), spec["no_lan"]),
-                   int(data["owner_uid"]), None if data["slot"] is None else int(data["slot"]),
-                   data["status"], data.get("tunnel"))
+        # an option a record lacks (written before the option existed) takes its default
+        return cls(JailSpec(**data["spec"]), int(data["owner_uid"]),
+                   None if data["slot"] is None else int(data["slot"]), data["status"], data.get("tunnel"))
 
 
 class StateStore:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from gi.repository import GLib
 
-from ..model import (JailSpec, LaunchSpec, ValidationError, parse_run_options, validate_deny,
-                     validate_dns, validate_name, validate_publish)
+from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, parse_run_options, validate_name,
+                     wire_options)
 from . import launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
@@ -147,10 +147,7 @@ class Supervisor:
         self._check_inside(caller, name if jail else None, "start programs in")
         created = jail is None
         if jail is None:
-            spec = JailSpec(name, options.get("vpn") or None, tuple(options.get("dns", ())),
-                            options.get("keep", False), tuple(options.get("publish", ())),
-                            tuple(options.get("deny", ())), options.get("no_lan", False))
-            jail = self.engine.create(spec, caller.uid)
+            jail = self.engine.create(JailSpec(**options), caller.uid)
             self.on_added(name)
         else:
             self._check_join(caller, jail, options)
@@ -232,19 +229,7 @@ class Supervisor:
             raise NotAllowed(f"jail {jail.name!r} belongs to another user")
         if jail.name in self._stopping:
             raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
-        differs = []
-        if "vpn" in options and (options["vpn"] or None) != jail.spec.vpn:
-            differs.append(f"vpn {jail.spec.vpn or 'none'}")
-        if "dns" in options and validate_dns(options["dns"]) != jail.dns:
-            differs.append("dns " + ",".join(jail.dns))
-        if "keep" in options and options["keep"] != jail.spec.keep:
-            differs.append(f"keep {'yes' if jail.spec.keep else 'no'}")
-        if "publish" in options and validate_publish(options["publish"]) != jail.spec.publish:
-            differs.append("publish " + (",".join(map(str, jail.spec.publish)) or "none"))
-        if "deny" in options and validate_deny(options["deny"]) != jail.spec.deny:
-            differs.append("deny " + (",".join(jail.spec.deny) or "none"))
-        if "no_lan" in options and options["no_lan"] != jail.spec.no_lan:
-            differs.append(f"no-lan {'yes' if jail.spec.no_lan else 'no'}")
+        differs = disagreements(options, jail.settings)
         if differs:
             raise Conflict(f"jail {jail.name!r} already exists with " + "; ".join(differs)
                            + ": leave those options out to join it, or pick another --name")
@@ -376,18 +361,12 @@ class Supervisor:
         pids = netns.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
-            "name": jail.name,
+            **wire_options(jail.settings),
             "owner_uid": jail.owner_uid,
             "netns": jail.netns,
             "address": jail.address,
-            "vpn": jail.spec.vpn,
             "vpn_up": tunnel[jail.name]["up"] if jail.tunnel else jail.spec.vpn is None or vpn_up[jail.spec.vpn],
             "tunnel": tunnel.get(jail.name),
-            "dns": list(jail.dns),
-            "keep": jail.spec.keep,
-            "publish": [str(p) for p in jail.spec.publish],
-            "deny": list(jail.spec.deny),
-            "no_lan": jail.spec.no_lan,
             "pids": pids[jail.netns],
             "counters": totals.get(jail.name, {}),
         } for jail in jails]

@@ -19,6 +19,7 @@ import pytest
 
 from appjail.helper.netns import list_namespaces, namespace_pids, read_sysctl
 from appjail.lab import in_netns
+from appjail.model import OPTIONS
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
                         jails, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
@@ -197,11 +198,14 @@ def test_same_name_shares_one_jail_which_ends_with_its_last_program(helper):
     try:
         assert wait_until(lambda: len(jails(helper)) == 1, 10)
         (jail,) = jails(helper)
-        second = appjail(helper, MEMBER, "run", "--name", "shared", "--", "readlink", "/proc/self/ns/net")
+        assert {option.key for option in OPTIONS} <= set(jail), "ls --json has every option"
+        second = appjail(helper, MEMBER, "run", "--name", "shared", "--dns", DNS, "--", "readlink",
+                         "/proc/self/ns/net")
         assert second.returncode == 0, second.stderr
         assert second.stdout.strip() == os.readlink(f"/proc/{jail['pids'][0]}/ns/net")
-        conflicting = appjail(helper, MEMBER, "run", "--name", "shared", "--vpn", "wg0", "--", "true")
-        assert conflicting.returncode == 125 and "already exists" in conflicting.stderr
+        conflicting = appjail(helper, MEMBER, "run", "--name", "shared", "--vpn", "wg0", "--no-lan", "--", "true")
+        assert conflicting.returncode == 125
+        assert "already exists with vpn none; no-lan no: leave those options out" in conflicting.stderr
     finally:
         assert first.wait(timeout=20) == 0
     assert wait_until(lambda: jails(helper) == [], 10)

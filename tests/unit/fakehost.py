@@ -208,6 +208,29 @@ class FakeFirewall(Recorder):
         return owned, set(owned)
 
 
+class FakeCoexist(Recorder):
+    """coexist.Coexistence: open while jails exist."""
+
+    def __init__(self, ops: list[str]) -> None:
+        super().__init__(ops)
+        self.is_open = False
+
+    def open(self) -> None:
+        if not self.is_open:
+            self._op("coexist_open")
+            self.is_open = True
+
+    def close(self) -> list[str]:
+        was_open, self.is_open = self.is_open, False
+        return ["openings"] if was_open else []
+
+    def sweep(self, jails_exist: bool) -> list[str]:
+        if jails_exist:
+            self.open()
+            return []
+        return self.close()
+
+
 class FakeTunnels(Recorder):
     """appjail.helper.tunnels over a dict: interface -> where it is, and daemons serving them."""
 

@@ -78,7 +78,7 @@ def test_the_demo_is_not_a_command_of_the_unprivileged_cli():
     """It runs a lab and a helper in its own process: root's side of the privilege line."""
     source = (REPO / "appjail" / "cli.py").read_text()
     assert "demo" not in source and "appjail.lab" not in source and ".lab" not in source
-    with pytest.raises(SystemExit):
+    with pytest.raises(cli.UsageError, match="invalid choice: 'demo'"):
         cli.build_parser().parse_args(["demo"])
 
 

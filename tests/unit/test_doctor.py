@@ -1,25 +1,108 @@
-from appjail.doctor import forward_drop_chains
+"""doctor's reading of the host's firewalls, on rulesets captured from the real thing
+(`nft -j list ruleset` in a namespace after Docker's setup, `ufw --force enable`,
+firewalld with and without appjail's interfaces, an admin's `inet filter`)."""
 
-RULESET = """table ip filter {
-	chain INPUT {
-		type filter hook input priority filter; policy drop;
-	}
-	chain FORWARD {
-		type filter hook forward priority filter; policy drop;
-	}
-}
-table inet fw {
-	chain fwd {
-		type filter hook forward priority filter; policy accept;
-	}
-}
-"""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from appjail.hostfirewall import FAIL, OK, analyse, xt_place, xt_tagged
+
+RULESETS = Path(__file__).parent / "rulesets"
 
 
-def test_forward_chains_with_a_drop_policy_are_named():
-    assert forward_drop_chains(RULESET) == ["ip filter/FORWARD"]
+def ruleset(name: str) -> dict:
+    return json.loads((RULESETS / f"{name}.json").read_text())
 
 
-def test_no_forward_hook_means_nothing_to_report():
-    assert forward_drop_chains("") == []
-    assert forward_drop_chains(RULESET.replace("policy drop", "policy accept")) == []
+def by_chain(findings, words: str):
+    found = [f for f in findings if words in f.message]
+    assert len(found) == 1, findings
+    return found[0]
+
+
+def test_an_admin_forward_chain_that_drops_is_a_problem_with_the_lines_to_add():
+    finding = by_chain(analyse(ruleset("admin"), ""), "inet filter chain forward")
+    assert finding.level == FAIL and "policy drop" in finding.message
+    assert finding.fix == ('nft insert rule inet filter forward iifname "aj-*" accept',
+                           'nft insert rule inet filter forward oifname "aj-*" ct state established,related accept',
+                           'nft insert rule inet filter forward oifname "aj-*" ct status dnat accept')
+    assert all("hook input" not in f.message for f in analyse(ruleset("admin"), "")), "only forward/postrouting"
+
+
+def test_the_admin_chain_is_ok_once_it_accepts_appjails_interfaces():
+    fixed = copy.deepcopy(ruleset("admin"))
+    for key in ("iifname", "oifname"):
+        fixed["nftables"].append({"rule": {"family": "inet", "table": "filter", "chain": "forward", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": key}}, "right": "aj-*"}}, {"accept": None}]}})
+    finding = by_chain(analyse(fixed, ""), "inet filter chain forward")
+    assert finding.level == OK and "accepts appjail's interfaces" in finding.message
+
+
+def test_a_final_unconditional_drop_counts_as_dropping():
+    final_drop = copy.deepcopy(ruleset("admin"))
+    for item in final_drop["nftables"]:
+        if "chain" in item:
+            item["chain"]["policy"] = "accept"
+    assert by_chain(analyse(final_drop, ""), "inet filter chain forward").level == OK
+    final_drop["nftables"].append({"rule": {"family": "inet", "table": "filter", "chain": "forward",
+                                            "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": None}]}})
+    assert by_chain(analyse(final_drop, ""), "inet filter chain forward").level == FAIL
+
+
+def test_docker_is_handled_in_docker_user():
+    findings = analyse(ruleset("docker"), "")
+    forward = by_chain(findings, "ip filter chain FORWARD")
+    assert forward.level == OK and "Docker" in forward.message and "in DOCKER-USER while jails exist" in forward.message
+    assert by_chain(findings, "ip nat chain POSTROUTING").level == OK
+
+
+def test_ufw_is_handled_at_the_top_of_forward():
+    findings = analyse(ruleset("ufw"), "")
+    forward = by_chain(findings, "ip filter chain FORWARD")
+    assert forward.level == OK and "ufw" in forward.message and "at the top of FORWARD" in forward.message
+    assert "no IPv6" in by_chain(findings, "ip6 filter chain FORWARD").message
+
+
+@pytest.mark.parametrize("name, state", [("firewalld", "appjail puts aj-+ into its zone trusted while jails exist"),
+                                         ("firewalld-jails", "aj-+ is in its zone trusted now")])
+def test_firewalld_is_handled_through_its_zone(name, state):
+    forward = by_chain(analyse(ruleset(name), ""), "inet firewalld chain filter_FORWARD")
+    assert forward.level == OK and state in forward.message
+
+
+def test_legacy_chains_are_listed_too():
+    save = ("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:aj-web - [0:0]\n"
+            "-A FORWARD -i aj-web -m comment --comment aj-web -j aj-web\nCOMMIT\n")
+    findings = analyse({}, save)
+    assert [f.level for f in findings] == [OK, OK]
+    assert "at the top of FORWARD" in by_chain(findings, "iptables-legacy filter chain FORWARD").message
+    assert by_chain(findings, "iptables-legacy nat chain POSTROUTING").level == OK
+
+
+def test_nothing_in_the_way_is_said_so():
+    assert [f.level for f in analyse({}, "")] == [OK]
+
+
+def test_coexist_rules_go_to_docker_user_or_below_appjails_own_hooks():
+    docker = "-P FORWARD DROP\n-N DOCKER-USER\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\n"
+    assert (xt_place(docker).chain, xt_place(docker).position) == ("DOCKER-USER", 1)
+    ufw = (RULESETS / "ufw.iptables-S").read_text()
+    assert (xt_place(ufw).chain, xt_place(ufw).position, xt_place(ufw).framework) == ("FORWARD", 1, "ufw")
+    own = ("-P FORWARD DROP\n-A FORWARD -m comment --comment aj-GUARD -j aj-GUARD\n"
+           "-A FORWARD -i aj-x -m comment --comment aj-x -j aj-x\n-A FORWARD -j LOG\n")
+    assert xt_place(own).position == 3, "appjail's own hooks must see jail packets first"
+    assert xt_place("-P FORWARD ACCEPT\n-A FORWARD -j REJECT --reject-with icmp-host-prohibited\n") is not None
+    assert xt_place("-P FORWARD ACCEPT\n-A FORWARD -i eth0 -j DROP\n") is None
+
+
+def test_only_appjails_coexist_rules_are_found_for_removal():
+    listing = ("-A FORWARD -i aj-+ -m comment --comment appjail -j ACCEPT\n"
+               "-A DOCKER-USER -o aj-+ -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment "
+               "--comment appjail -j ACCEPT\n"
+               "-A FORWARD -i aj-x -m comment --comment aj-x -j aj-x\n"
+               "-A FORWARD -m comment --comment appjailx -j ACCEPT\n")
+    assert xt_tagged(listing) == [("FORWARD", "-i"), ("DOCKER-USER", "-o")]

@@ -9,7 +9,7 @@ from appjail.helper.jails import Engine, JailError
 from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
-from .fakehost import FakeFirewall, FakeKernel, FakeTunnels
+from .fakehost import FakeCoexist, FakeFirewall, FakeKernel, FakeTunnels
 
 DNS = ("192.0.2.53",)
 
@@ -30,17 +30,22 @@ def fw(ops) -> FakeFirewall:
 
 
 @pytest.fixture
+def coexist(ops) -> FakeCoexist:
+    return FakeCoexist(ops)
+
+
+@pytest.fixture
 def tunnels(ops, kernel) -> FakeTunnels:
     return FakeTunnels(ops, kernel)
 
 
 @pytest.fixture
-def make_engine(tmp_path, kernel, fw, tunnels):
+def make_engine(tmp_path, kernel, fw, coexist, tunnels):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
     def make() -> Engine:
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
-                      firewall_choice=Choice("fake", "unit test"), system=kernel, firewall_backend=fw,
-                      tunnel_system=tunnels, resolve=lambda host, port: [])
+                      firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
+                      firewall_backend=fw, tunnel_system=tunnels, resolve=lambda host, port: [])
     return make
 
 
@@ -78,33 +83,36 @@ def test_the_door_opens_last_and_shuts_first(engine, ops):
 
 
 FAILING_CALLS = ["create_namespace", "create_veth", "configure_jail_side", "add_policy_rule",
-                 "set_guard", "install", "write_sysctl"]
+                 "set_guard", "install", "coexist_open", "write_sysctl"]
 
 
 @pytest.mark.parametrize("call", FAILING_CALLS)
-def test_a_failure_at_any_step_undoes_the_steps_made(engine, kernel, fw, tmp_path, call):
-    if call != "set_guard":  # the guard is set when the first jail switches on forwarding
+def test_a_failure_at_any_step_undoes_the_steps_made(engine, kernel, fw, coexist, tmp_path, call):
+    if call not in ("set_guard", "coexist_open"):  # done when the first jail comes
         engine.create(JailSpec("stay", dns=DNS), 1000)
     before, chains_before = kernel.state(), dict(fw.chains)
-    target = fw if call in ("set_guard", "install") else kernel
+    target = {"set_guard": fw, "install": fw, "coexist_open": coexist}.get(call, kernel)
     target.fail_on.add(call)
     spec = JailSpec("web", vpn="wg0", dns=DNS)
     with pytest.raises(JailError, match="could not create jail 'web'"):
         engine.create(spec, 1000)
     target.fail_on.clear()
     assert kernel.state() == before and fw.chains == chains_before
-    assert [j.name for j in engine.list()] == ([] if call == "set_guard" else ["stay"])
+    assert [j.name for j in engine.list()] == ([] if call in ("set_guard", "coexist_open") else ["stay"])
+    assert coexist.is_open == bool(engine.list())
     assert not (tmp_path / "etc-netns/aj-web").exists()
     assert [r.spec.name for r in engine.store.load_all()[0]] == [j.name for j in engine.list()]
 
 
-def test_forwarding_stays_until_the_last_jail_goes(engine, kernel, fw):
+def test_forwarding_and_openings_stay_until_the_last_jail_goes(engine, kernel, fw, coexist):
     engine.create(JailSpec("one", dns=DNS), 1000)
     engine.create(JailSpec("two", dns=DNS), 1000)
     engine.destroy("one")
     assert kernel.sysctls["net/ipv4/conf/up0/forwarding"] == "1" and fw.guard is not None
+    assert coexist.is_open
     engine.destroy("two")
     assert kernel.sysctls["net/ipv4/conf/up0/forwarding"] == "0" and fw.guard is None
+    assert not coexist.is_open
 
 
 def test_a_failing_undo_does_not_stop_the_others(engine, kernel, fw):
