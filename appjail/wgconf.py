@@ -81,7 +81,7 @@ class WireGuardConfig(namedtuple("WireGuardConfig", "private_key addresses dns m
 
 
 def _fail(line: int, problem: str) -> ValidationError:
-    return ValidationError(f"line {line}: {problem}")
+    return ValidationError(f"WireGuard file, line {line}: {problem}")
 
 
 def _key(value: str, line: int, what: str) -> str:

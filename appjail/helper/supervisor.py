@@ -27,6 +27,7 @@ from gi.repository import GLib
 
 from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, parse_run_options, validate_name,
                      wire_options)
+from .. import wgconf
 from . import launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
@@ -140,6 +141,7 @@ class Supervisor:
         what fails after (the program, its directory, the deadline) goes to fail.
         """
         options = parse_run_options(options)
+        text = options.pop("wireguard", None)  # a file's text, keys and all: parsed, never kept
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]
@@ -147,10 +149,11 @@ class Supervisor:
         self._check_inside(caller, name if jail else None, "start programs in")
         created = jail is None
         if jail is None:
-            jail = self.engine.create(JailSpec(**options), caller.uid)
+            wireguard = None if text is None else wgconf.parse(text)
+            jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard)
             self.on_added(name)
         else:
-            self._check_join(caller, jail, options)
+            self._check_join(caller, jail, options, text)
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
@@ -224,12 +227,17 @@ class Supervisor:
                 self._drain(process.jail)  # the child has left it: gone before the answer
             pending.fail(error)
 
-    def _check_join(self, caller: Caller, jail: Jail, options: dict) -> None:
+    def _check_join(self, caller: Caller, jail: Jail, options: dict, wireguard_text: str | None) -> None:
         if jail.owner_uid != caller.uid and not caller.may_manage:
             raise NotAllowed(f"jail {jail.name!r} belongs to another user")
         if jail.name in self._stopping:
             raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
         differs = disagreements(options, jail.settings)
+        if wireguard_text is not None:
+            asked = wgconf.parse(wireguard_text).summary()
+            if not jail.tunnel or [jail.tunnel[k] for k in ("peer", "addresses")] != [asked[k] for k in
+                                                                                       ("peer", "addresses")]:
+                differs.append("wireguard " + (jail.tunnel["endpoint"] if jail.tunnel else "none"))
         if differs:
             raise Conflict(f"jail {jail.name!r} already exists with " + "; ".join(differs)
                            + ": leave those options out to join it, or pick another --name")

@@ -119,7 +119,7 @@ def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Eng
 
 def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in_host: Lab):
     text = in_host.wg_peer("203.0.113.15").replace(f"{in_host.UPLINK_ADDR}:", "no-such-host.invalid:")
-    with pytest.raises(ValidationError, match=r"^line 8: Endpoint no-such-host.invalid does not resolve$"):
+    with pytest.raises(ValidationError, match=r"^WireGuard file, line 8: Endpoint no-such-host.invalid does not resolve$"):
         engine.create(JailSpec("wgf"), 0, wireguard=parse(text))
     assert engine.list() == [] and "aj-wgf" not in tunnels.daemons()
     assert residue_in_host() == [] and residue_machine_wide() == []

@@ -224,7 +224,7 @@ def test_an_endpoint_that_does_not_resolve_creates_nothing(engine, kernel, ops):
     config = wg_config()
     named = config._replace(peers=(config.peers[0]._replace(
         endpoint=config.peers[0].endpoint._replace(host="vpn.invalid")),))
-    with pytest.raises(ValidationError, match="^line 7: Endpoint vpn.invalid does not resolve$"):
+    with pytest.raises(ValidationError, match="^WireGuard file, line 7: Endpoint vpn.invalid does not resolve$"):
         engine.create(JailSpec("wg"), 1000, wireguard=named)
     assert ops == [] and engine.store.load_all() == ([], [])
 

@@ -56,24 +56,24 @@ def test_the_summary_holds_no_secret_and_setconf_holds_both_keys():
 
 
 @pytest.mark.parametrize("change, message", [
-    ((f"PrivateKey = {KEY}\n", ""), r"^line 2: \[Interface\] has no PrivateKey$"),
+    ((f"PrivateKey = {KEY}\n", ""), r"^WireGuard file, line 2: \[Interface\] has no PrivateKey$"),
     ((f"PrivateKey = {KEY}", "PrivateKey = " + base64.b64encode(bytes(31)).decode()),
-     r"^line 3: PrivateKey has 31 bytes, a WireGuard key has 32$"),
-    ((f"PublicKey = {PEER}", "PublicKey = not*base64"), r"^line 9: PublicKey is not base64$"),
-    (("[Peer]", "[Peers]"), r"^line 8: unknown section '\[Peers\]'"),
-    (("MTU = 1380", "PostUp = iptables -F"), r"^line 6: unknown key 'PostUp' in \[Interface\]$"),
-    (("MTU = 1380", "MTU = 100"), r"^line 6: MTU '100' is not a number from 1280 to 9000$"),
-    (("Endpoint = vpn.example.net:51820", "Endpoint = vpn.example.net"), r"^line 11: Endpoint .* is not HOST:PORT$"),
-    (("Endpoint = vpn.example.net:51820", "Endpoint = a b:1"), r"^line 11: Endpoint .* neither a host name"),
-    (("Endpoint = vpn.example.net:51820", "Endpoint = x:70000"), r"^line 11: Endpoint port '70000'"),
-    (("AllowedIPs = 0.0.0.0/0, ::/0", "AllowedIPs = everything"), r"^line 12: AllowedIPs 'everything'"),
-    (("Address = 10.66.0.2/32", "Address = 127.0.0.1/8"), r"^line 4: Address 127.0.0.1/8 cannot be"),
-    (("DNS = 10.66.0.1", "DNS = example.org"), r"^line 5: DNS 'example.org' is not an IPv4 address"),
+     r"^WireGuard file, line 3: PrivateKey has 31 bytes, a WireGuard key has 32$"),
+    ((f"PublicKey = {PEER}", "PublicKey = not*base64"), r"^WireGuard file, line 9: PublicKey is not base64$"),
+    (("[Peer]", "[Peers]"), r"^WireGuard file, line 8: unknown section '\[Peers\]'"),
+    (("MTU = 1380", "PostUp = iptables -F"), r"^WireGuard file, line 6: unknown key 'PostUp' in \[Interface\]$"),
+    (("MTU = 1380", "MTU = 100"), r"^WireGuard file, line 6: MTU '100' is not a number from 1280 to 9000$"),
+    (("Endpoint = vpn.example.net:51820", "Endpoint = vpn.example.net"), r"^WireGuard file, line 11: Endpoint .* is not HOST:PORT$"),
+    (("Endpoint = vpn.example.net:51820", "Endpoint = a b:1"), r"^WireGuard file, line 11: Endpoint .* neither a host name"),
+    (("Endpoint = vpn.example.net:51820", "Endpoint = x:70000"), r"^WireGuard file, line 11: Endpoint port '70000'"),
+    (("AllowedIPs = 0.0.0.0/0, ::/0", "AllowedIPs = everything"), r"^WireGuard file, line 12: AllowedIPs 'everything'"),
+    (("Address = 10.66.0.2/32", "Address = 127.0.0.1/8"), r"^WireGuard file, line 4: Address 127.0.0.1/8 cannot be"),
+    (("DNS = 10.66.0.1", "DNS = example.org"), r"^WireGuard file, line 5: DNS 'example.org' is not an IPv4 address"),
     (("DNS = 10.66.0.1", "DNS = 10.66.0.1\nDNS = 10.66.0.1"), None),  # repeats are fine
-    (("MTU = 1380", "MTU = 1380\nMTU = 1400"), r"^line 7: MTU is given twice in one section$"),
-    (("PersistentKeepalive = 25", "PersistentKeepalive = -1"), r"^line 13: PersistentKeepalive '-1'"),
-    (("# a provider's file\n", "Address = 10.0.0.1/32\n"), r"^line 1: Address comes before any"),
-    (("Address = 10.66.0.2/32", "Address 10.66.0.2/32"), r"^line 4: expected KEY = VALUE"),
+    (("MTU = 1380", "MTU = 1380\nMTU = 1400"), r"^WireGuard file, line 7: MTU is given twice in one section$"),
+    (("PersistentKeepalive = 25", "PersistentKeepalive = -1"), r"^WireGuard file, line 13: PersistentKeepalive '-1'"),
+    (("# a provider's file\n", "Address = 10.0.0.1/32\n"), r"^WireGuard file, line 1: Address comes before any"),
+    (("Address = 10.66.0.2/32", "Address 10.66.0.2/32"), r"^WireGuard file, line 4: expected KEY = VALUE"),
 ])
 def test_each_mistake_is_one_sentence_naming_its_line(change, message):
     text = GOOD.replace(*change)
@@ -86,7 +86,7 @@ def test_each_mistake_is_one_sentence_naming_its_line(change, message):
 
 
 def test_sections_must_be_there():
-    with pytest.raises(ValidationError, match=r"^line 8: \[Peer\] has no Endpoint$"):
+    with pytest.raises(ValidationError, match=r"^WireGuard file, line 8: \[Peer\] has no Endpoint$"):
         parse(GOOD.replace("Endpoint = vpn.example.net:51820\n", ""))
     with pytest.raises(ValidationError, match=r"needs a \[Peer\] section"):
         parse(GOOD.split("[Peer]")[0])
@@ -101,7 +101,7 @@ def test_an_endpoint_name_is_resolved_once_or_refused_naming_its_line():
     literal = parse(GOOD.replace("vpn.example.net", "[2001:db8::1]"))
     assert str(resolve_endpoints(literal, lambda *a: pytest.fail("no lookup")).peers[0].endpoint) == \
         "[2001:db8::1]:51820"
-    with pytest.raises(ValidationError, match=r"^line 11: Endpoint vpn.example.net does not resolve$"):
+    with pytest.raises(ValidationError, match=r"^WireGuard file, line 11: Endpoint vpn.example.net does not resolve$"):
         resolve_endpoints(parse(GOOD), lambda host, port: [])
 
 
