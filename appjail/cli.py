@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _signal as signal  # the signal module wraps these numbers in enums: importing enum costs 3 ms
 import os
+import stat
 import sys
 import time
 from types import SimpleNamespace
@@ -170,7 +171,40 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
     given = {option.key: getattr(args, option.key) for option in model.OPTIONS}
     options.update({key: value for key, value in given.items() if value is not None})
     options.setdefault("name", default_jail_name(command[0]))
+    for option in model.OPTIONS:
+        if option.file and option.key in options:
+            options[option.key] = read_own_file(options[option.key], option.flags[-1])
     return parse_run_options(options), command
+
+
+MAX_FILE = 64 * 1024
+
+
+def read_own_file(path: str, flag: str) -> str:
+    """A file the helper gets as text: read here, as the user, and only if it is the user's own
+    and nobody else may write it (wg-quick warns about the same)."""
+    path = os.path.expanduser(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValidationError(f"{flag} {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ValidationError(f"{flag} {path}: not a regular file")
+    with os.fdopen(fd, "rb") as file:
+        if st.st_uid != os.getuid():
+            raise ValidationError(f"{flag} {path}: not your file (owner uid {st.st_uid})")
+        if st.st_mode & 0o022:
+            raise ValidationError(f"{flag} {path}: others may write it (mode {stat.S_IMODE(st.st_mode):o}); "
+                                  f"chmod go-w it")
+        data = file.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise ValidationError(f"{flag} {path}: longer than {MAX_FILE} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ValidationError(f"{flag} {path}: not text") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -185,8 +185,8 @@ FLAG, VALUE, LIST = "flag", "value", "list"  # a switch, one value, a repeatable
 _KIND_TYPES: dict[str, type | tuple[type, ...]] = {FLAG: bool, VALUE: str, LIST: (list, tuple)}
 
 
-class Option(namedtuple("Option", "key flags kind help metavar example validate default required agree",
-                        defaults=(None, None, None, None, False, True))):
+class Option(namedtuple("Option", "key flags kind help metavar example validate default required agree file",
+                        defaults=(None, None, None, None, False, True, False))):
     """One option of a jail. Everything else is derived from OPTIONS: `run`'s
     flags (both parsers), the profile keys, the Run call's options, JailSpec,
     the state records, the join check and the `--json` fields.
@@ -198,6 +198,9 @@ class Option(namedtuple("Option", "key flags kind help metavar example validate 
     validate: a value of the kind's type (items unchecked) -> the JailSpec value.
     default: JailSpec's value when not given; required: a Run call must give it.
     agree: a program that joins the jail must not ask for it differently.
+    file: the flag and the profile key name a file that the client reads as
+    the user and sends as text (the helper never opens a user's path); the
+    text may hold keys, so it is no JailSpec field, never recorded nor shown.
     """
 
     __slots__ = ()
@@ -252,17 +255,26 @@ OPTIONS: tuple[Option, ...] = (
            metavar="CIDR", example="192.0.2.0/24", validate=validate_deny, default=()),
     Option("no_lan", ("--no-lan",), FLAG,
            "drop traffic to private, link-local and CGNAT ranges (the VPN path stays open)", default=False),
+    Option("wireguard", ("--wireguard",), VALUE,
+           "the jail's only way out is its own WireGuard tunnel, from a wg-quick FILE of yours",
+           metavar="FILE", example="~/vpn/wg.conf", agree=False, file=True),
 )
 
 
-class JailSpec(namedtuple("JailSpec", [option.key for option in OPTIONS], defaults=(None,) * len(OPTIONS))):
+def spec_options() -> tuple[Option, ...]:
+    """The options that are JailSpec's fields: all but file options (their text may hold keys)."""
+    return tuple(option for option in OPTIONS if not option.file)
+
+
+class JailSpec(namedtuple("JailSpec", [option.key for option in spec_options()],
+                          defaults=(None,) * len(spec_options()))):
     """The network shape of one jail, as requested by its owner; validated when made.
 
     A field given as None (or left out) takes its option's default.
     """
 
     __slots__ = ()
-    _options = OPTIONS  # the table it was made from
+    _options = spec_options()  # the table it was made from
 
     def __new__(cls, *args: object, **kwargs: object) -> JailSpec:
         given = super().__new__(cls, *args, **kwargs)  # binds arguments to fields, as a namedtuple does
@@ -295,17 +307,17 @@ def parse_run_options(options: object) -> dict:
 
 def wire_options(spec: JailSpec) -> dict:
     """A jail's options as the bus, the state records and `--json` carry them."""
-    return {option.key: option.wire(getattr(spec, option.key)) for option in OPTIONS}
+    return {option.key: option.wire(getattr(spec, option.key)) for option in spec_options()}
 
 
 def wire_defaults() -> dict:
     """What an option not on the bus (the bus carries no null) means, for `--json`."""
-    return {option.key: option.wire(option.default) for option in OPTIONS}
+    return {option.key: option.wire(option.default) for option in spec_options()}
 
 
 def disagreements(options: dict, current: JailSpec) -> list[str]:
     """Where the options of a program joining a jail differ from the jail's: "vpn wg0" (its value)."""
-    return [f"{option.label} {option.shown(getattr(current, option.key))}" for option in OPTIONS
+    return [f"{option.label} {option.shown(getattr(current, option.key))}" for option in spec_options()
             if option.agree and option.key in options
             and option.check(options[option.key]) != getattr(current, option.key)]
 

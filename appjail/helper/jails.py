@@ -1,6 +1,7 @@
 """The jail engine: spec in, working namespace out, and back to nothing.
 
-A jail is the resources of `resources.RESOURCES`, each described once with
+A jail is the resources of its kind (`resources.KINDS`: a NAT jail, or a
+tunnel jail with its own WireGuard interface), each described once with
 its undo and its leftovers: creation makes them in order and undoes the made
 ones if one fails, teardown undoes them all in reverse (the door first),
 reconcile sweeps each in the same order. One lock serialises creation, teardown and reconcile.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,14 +20,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from ..model import JailSpec, ValidationError
-from . import firewall, hostports, netns, resolv, rules
+from ..wgconf import WireGuardConfig, resolve_endpoints
+from . import firewall, hostports, netns, resolv, rules, tunnels
 from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
-from .resources import RESOURCES, Host, Step
+from .resources import KINDS, NAT, TUNNEL, Host, Step, sweep_order
 from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -51,8 +56,29 @@ class JailNotFound(JailError):
 @dataclass
 class Jail:
     record: JailRecord
-    addressing: JailAddressing
+    addressing: JailAddressing | None  # a tunnel jail takes no address from the pool
     dns: tuple[str, ...]
+    secret: WireGuardConfig | None = None  # a tunnel's keys, only while it is being made
+
+    @property
+    def kind(self) -> str:
+        return NAT if self.tunnel is None else TUNNEL
+
+    @property
+    def tunnel(self) -> dict | None:
+        """What may be shown of a tunnel jail's tunnel (type, endpoint, addresses, peer)."""
+        return self.record.tunnel
+
+    @property
+    def tunnel_ifname(self) -> str:
+        return PREFIX + self.name
+
+    @property
+    def address(self) -> str:
+        """The jail's own IPv4 address: its veth's, or its tunnel's."""
+        if self.addressing is not None:
+            return self.addressing.jail_address
+        return next(a.split("/")[0] for a in self.tunnel["addresses"] if ":" not in a)
 
     @property
     def spec(self) -> JailSpec:
@@ -81,8 +107,19 @@ class Jail:
 
     @cached_property
     def firewall_rules(self) -> rules.JailRules:
+        assert self.addressing is not None, "a tunnel jail has no firewall rules"
         return rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
                                          self.addressing.jail_address)
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """The host's own lookup of a name (IPv4 first), in the helper's namespace."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError):
+        return []
+    addresses = dict.fromkeys(str(info[4][0]) for info in sorted(infos, key=lambda i: i[0] != socket.AF_INET))
+    return list(addresses)
 
 
 @dataclass
@@ -103,12 +140,14 @@ class Engine:
                  firewall_choice: firewall.Choice | None = None,
                  coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
-                 steps: tuple[Step, ...] = RESOURCES) -> None:
+                 kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
+                 resolve: Callable[[str, int], list[str]] | None = None) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
-        system and firewall_backend replace the kernel (the netns module's
-        functions) and the firewall: unit tests pass in-memory stand-ins.
+        system, firewall_backend and tunnel_system replace the kernel (the
+        netns and tunnels modules' functions) and the firewall, resolve the
+        host's name lookup: unit tests pass in-memory stand-ins.
         """
         self._lock = threading.RLock()
         self._jails: dict[str, Jail] = {}
@@ -120,9 +159,11 @@ class Engine:
         self.etc_netns = etc_netns
         self.upstream_sources = upstream_sources
         self.system = system
-        self.steps = steps
+        self.kinds = kinds
+        self.resolve = resolve or resolve_host
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
                          self.pool.size, coexist or Coexistence(run_dir / "coexist.json"),
+                         tunnels=tunnel_system,
                          other_firewalls=lambda: firewall.other_backends(self.firewall.name))
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
@@ -149,32 +190,56 @@ class Engine:
 
     # -- creation --------------------------------------------------------
 
-    def create(self, spec: JailSpec, owner_uid: int) -> Jail:
+    def create(self, spec: JailSpec, owner_uid: int, wireguard: WireGuardConfig | None = None) -> Jail:
+        """A NAT jail, or with `wireguard` a tunnel jail whose only way out is that tunnel.
+
+        A tunnel's Endpoint names are looked up here, once, in the host's
+        namespace, before anything is made.
+        """
         if not isinstance(owner_uid, int) or isinstance(owner_uid, bool) or owner_uid < 0:
             raise ValidationError(f"invalid owner uid {owner_uid!r}")
+        if wireguard is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
+            raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
+                                  "--wireguard: the tunnel is the jail's only way in and out")
         with self._lock:
             if spec.name in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
             self._check_ports(spec)
+            if wireguard is not None:
+                wireguard = resolve_endpoints(wireguard, self._resolve_logged)
             try:
-                dns = spec.dns or tuple(resolv.host_upstream_servers(self.upstream_sources))
+                dns = (spec.dns or (wireguard.dns if wireguard else ())
+                       or tuple(resolv.host_upstream_servers(self.upstream_sources)))
             except resolv.NoUpstreamDNS as exc:
                 raise JailError(str(exc)) from None
             with self.system.rtnl() as ipr:
-                addressing = self._allocate()
-                jail = Jail(JailRecord(spec, owner_uid, addressing.slot), addressing, dns)
+                if wireguard is None:
+                    addressing = self._allocate()
+                    jail = Jail(JailRecord(spec, owner_uid, addressing.slot), addressing, dns)
+                else:
+                    jail = Jail(JailRecord(spec, owner_uid, None, tunnel=wireguard.summary()), None, dns,
+                                secret=wireguard)
                 made: list[Step] = []
                 try:
-                    for step in self.steps:
+                    for step in self.kinds[jail.kind]:
                         step.make(self.host, ipr, jail)
                         made.append(step)
                 except BaseException as exc:
                     self._undo(ipr, jail, made)
-                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, CoexistError)):
+                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, NetlinkError,
+                                        CoexistError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
+                finally:
+                    jail.secret = None  # the keys live on in the tunnel only
             self._jails[spec.name] = jail
             return jail
+
+    def _resolve_logged(self, host: str, port: int) -> list[str]:
+        addresses = self.resolve(host, port)
+        log.info("WireGuard endpoint %s resolved in the host's namespace to %s", host,
+                 ", ".join(addresses) or "nothing")
+        return addresses
 
     def _check_ports(self, spec: JailSpec) -> None:
         for publish in spec.publish:
@@ -190,7 +255,7 @@ class Engine:
         host_routes = [ipaddress.IPv4Network(f"{dst}/{length}", strict=False)
                        for dst, length, dev in self.system.ipv4_routes()
                        if not (dev or "").startswith(PREFIX)]
-        used = {jail.addressing.slot for jail in self._jails.values()}
+        used = {jail.addressing.slot for jail in self._jails.values() if jail.addressing is not None}
         return self.pool.allocate(used, host_routes)
 
     def _undo(self, ipr, jail: Jail, steps: list[Step]) -> list[Exception]:
@@ -214,7 +279,7 @@ class Engine:
 
     def _teardown(self, jail: Jail) -> None:
         with self.system.rtnl() as ipr:
-            errors = self._undo(ipr, jail, list(self.steps))
+            errors = self._undo(ipr, jail, list(self.kinds[jail.kind]))
         if errors:
             raise JailError(f"jail {jail.name!r} was not removed completely: {errors[0]}")
 
@@ -246,6 +311,13 @@ class Engine:
     def vpn_up(self, ifname: str) -> bool:
         return self.system.link_is_up(ifname)
 
+    def tunnel_status(self, jail: Jail) -> dict:
+        """A tunnel jail's tunnel: its record's description and its live state."""
+        return {**jail.tunnel, **self.host.tunnels.status(jail.netns, jail.tunnel_ifname)}
+
+    def tunnel_counters(self, jail: Jail) -> dict[str, int]:
+        return self.host.tunnels.counters(jail.netns, jail.tunnel_ifname)
+
     def start_link_watch(self) -> None:
         """Follow link changes from a thread in the caller's namespace."""
         if self._watcher is None:
@@ -271,18 +343,25 @@ class Engine:
             for record in records:
                 name = record.spec.name
                 if (adopt and record.status == READY and name not in self._jails
-                        and (PREFIX + name) in links and (PREFIX + name) in namespaces):
+                        and (PREFIX + name) in namespaces and self._complete(record, links)):
                     self._adopt(record)
                     report.adopted.append(name)
             with self.system.rtnl() as ipr:
-                for step in reversed(self.steps):
+                for step in sweep_order(self.kinds):
                     step.sweep(self.host, ipr, dict(self._jails), report.note)
         if self._watcher is not None:
             self.refresh_vpn_routes()
         return report
 
+    def _complete(self, record: JailRecord, links: set[str]) -> bool:
+        """Whether a recorded jail still has its way out: its veth, or its tunnel."""
+        name = PREFIX + record.spec.name
+        if record.tunnel is None:
+            return name in links
+        return self.host.tunnels.present(name, name)
+
     def _adopt(self, record: JailRecord) -> None:
-        addressing = self.pool.addressing(record.slot)
+        addressing = None if record.slot is None else self.pool.addressing(record.slot)
         dns = record.spec.dns
         path = resolv.jail_etc_dir(PREFIX + record.spec.name, self.etc_netns) / "resolv.conf"
         if not dns and path.exists():

@@ -1,6 +1,9 @@
 """A jail's resources, each described once: how it is made, undone, and found as a leftover.
 
-The engine makes the steps of RESOURCES in order; a failure undoes the ones
+A jail is of one kind, and each kind has its list of steps (KINDS): a NAT
+jail (RESOURCES: veth, routing, firewall, forwarding) or a tunnel jail
+(TUNNEL_RESOURCES: its own WireGuard interface, nothing on the host's
+side). The engine makes a jail's steps in order; a failure undoes the ones
 already made, in reverse. Teardown undoes all of them in reverse, which puts
 the door first: the jail is cut off before anything else goes. Reconcile asks
 each step, in the same reverse order, to remove what no live jail accounts
@@ -48,6 +51,7 @@ class Host:
     jails: Mapping[str, Jail]  # the engine's live jails
     pool_size: int
     coexist: Coexistence
+    tunnels: Any = None  # the module appjail.helper.tunnels, or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
 
 
@@ -101,8 +105,11 @@ def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
     /run/netns is machine-wide, links are not: a namespace whose veth ends in
     another network namespace belongs to a helper running there (the
     demo's, a test's).
+    A tunnel jail has no veth: its namespace is another helper's when it
+    holds its tunnel and no record of ours names it.
     """
     own_links = set(host.netns.list_link_names())
+    ours = {record.spec.name for record in host.store.load_all()[0]}
     kept = set()
     for name in host.netns.list_namespaces(PREFIX):
         if name[len(PREFIX):] in live:
@@ -111,7 +118,15 @@ def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
                 name, lambda: host.netns.link_index(host.netns.JAIL_IFNAME) is not None):
             log.info("leaving %s alone: its veth peer is in another network namespace", name)
             kept.add(name)
+        elif name[len(PREFIX):] not in ours and host.tunnels.present(name, name):
+            log.info("leaving %s alone: a tunnel jail no record of ours names", name)
+            kept.add(name)
     return kept
+
+
+def nat_jails(jails: Mapping[str, Jail]) -> dict[str, Jail]:
+    """The jails that route through the host (a tunnel jail needs no forwarding)."""
+    return {name: jail for name, jail in jails.items() if jail.tunnel is None}
 
 
 class Veth:
@@ -157,8 +172,8 @@ class VpnRouting:
             host.netns.flush_table(ipr, jail.addressing.table)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        live_ifnames = {jail.host_ifname for jail in live.values()}
-        live_tables = {jail.addressing.table for jail in live.values()}
+        live_ifnames = {jail.host_ifname for jail in nat_jails(live).values()}
+        live_tables = {jail.addressing.table for jail in nat_jails(live).values()}
         for iifname, table in host.netns.policy_rules(ipr, RULE_PRIORITY):
             if iifname not in live_ifnames or table not in live_tables:
                 host.netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
@@ -180,11 +195,11 @@ class EgressForwarding:
         host.forwarding.enable(egress, links)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        if not host.jails:
+        if not nat_jails(host.jails):
             host.forwarding.restore(host.netns.list_link_names())
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        if not live:
+        if not nat_jails(live):
             host.forwarding.restore(host.netns.list_link_names())
 
 
@@ -200,8 +215,8 @@ class Rules:
         host.firewall.remove(jail.firewall_rules)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        owners = {rules.jail_chain(name) for name in live}
-        if live and host.forwarding.active():
+        owners = {rules.jail_chain(name) for name in nat_jails(live)}
+        if nat_jails(live) and host.forwarding.active():
             owners.add(rules.GUARD_CHAIN)
         for backend, keep in [(host.firewall, owners), *((other, set()) for other in host.other_firewalls())]:
             residue = backend.sweep(keep)  # another backend: left by a helper set otherwise
@@ -233,11 +248,11 @@ class HostFirewalls:
         host.coexist.open()
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        if not host.jails:
+        if not nat_jails(host.jails):
             host.coexist.close()
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        for item in host.coexist.sweep(bool(live)):
+        for item in host.coexist.sweep(bool(nat_jails(live))):
             note("coexist", item)
 
 
@@ -252,8 +267,6 @@ class Door:
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
-        jail.record.status = READY
-        host.store.save(jail.record)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.retire_link(ipr, jail.host_ifname)
@@ -262,5 +275,65 @@ class Door:
         pass  # a leftover door is a leftover veth
 
 
+class Tunnel:
+    """The jail's own WireGuard interface aj-NAME: made in the host, configured, moved in.
+
+    Its UDP socket (the kernel's, or wireguard-go's process) stays in the
+    host namespace; in the jail it is the only interface beside lo.
+    """
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        config = jail.secret
+        if config is None:
+            raise ValueError(f"jail {jail.name} has no tunnel configuration")
+        ifname = jail.tunnel_ifname
+        kind = host.tunnels.create(ipr, ifname)
+        jail.record.tunnel["implementation"] = kind
+        try:
+            host.tunnels.configure(ifname, config.setconf_text())
+            host.tunnels.move(ipr, ifname, jail.netns)
+            host.netns.run_in_namespace(jail.netns, lambda: host.tunnels.configure_inside(
+                ifname, config.addresses, config.routes(), config.mtu, config.ipv6))
+            host.tunnels.wait_ready(ifname, kind)
+        except BaseException:
+            self.undo(host, ipr, jail)
+            raise
+        log.info("jail %s: WireGuard (%s) to %s", jail.name, kind, jail.tunnel["endpoint"])
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.tunnels.remove(ipr, jail.netns, jail.tunnel_ifname)
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        live_ifnames = {jail.tunnel_ifname for jail in live.values() if jail.tunnel is not None}
+        for name in host.tunnels.sweep(PREFIX, live_ifnames):
+            note("wireguard", name)
+
+
+class Ready:
+    """The record says the jail is complete: reconcile adopts it from now on."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        jail.record.status = READY
+        host.store.save(jail.record)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        pass  # the record goes with Record
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+        pass
+
+
 RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Veth(), VpnRouting(), EgressForwarding(), Rules(),
-                               Resolver(), HostFirewalls(), Door())
+                               Resolver(), HostFirewalls(), Door(), Ready())
+TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
+NAT, TUNNEL = "nat", "tunnel"
+KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}
+
+
+def sweep_order(kinds: Mapping[str, tuple[Step, ...]]) -> list[Step]:
+    """Every kind's steps, each type once, in the order reconcile sweeps them (reverse of making)."""
+    seen: dict[type, Step] = {}
+    for steps in kinds.values():
+        for step in steps:
+            seen.setdefault(type(step), step)
+    return list(reversed(seen.values()))

@@ -29,18 +29,20 @@ READY = "ready"
 class JailRecord:
     spec: JailSpec
     owner_uid: int
-    slot: int
+    slot: int | None  # None: a tunnel jail, which takes no address from the pool
     status: str = CREATING
+    tunnel: dict | None = None  # a tunnel jail's public description (never a key)
 
     def to_json(self) -> str:
         return json.dumps({"spec": wire_options(self.spec), "owner_uid": self.owner_uid, "slot": self.slot,
-                           "status": self.status})
+                           "status": self.status, "tunnel": self.tunnel})
 
     @classmethod
     def from_json(cls, text: str) -> JailRecord:
         data = json.loads(text)
         # an option a record lacks (written before the option existed) takes its default
-        return cls(JailSpec(**data["spec"]), int(data["owner_uid"]), int(data["slot"]), data["status"])
+        return cls(JailSpec(**data["spec"]), int(data["owner_uid"]),
+                   None if data["slot"] is None else int(data["slot"]), data["status"], data.get("tunnel"))
 
 
 class StateStore:

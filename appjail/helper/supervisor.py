@@ -27,6 +27,7 @@ from gi.repository import GLib
 
 from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, parse_run_options, validate_name,
                      wire_options)
+from .. import wgconf
 from . import launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
@@ -140,6 +141,7 @@ class Supervisor:
         what fails after (the program, its directory, the deadline) goes to fail.
         """
         options = parse_run_options(options)
+        text = options.pop("wireguard", None)  # a file's text, keys and all: parsed, never kept
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]
@@ -147,10 +149,11 @@ class Supervisor:
         self._check_inside(caller, name if jail else None, "start programs in")
         created = jail is None
         if jail is None:
-            jail = self.engine.create(JailSpec(**options), caller.uid)
+            wireguard = None if text is None else wgconf.parse(text)
+            jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard)
             self.on_added(name)
         else:
-            self._check_join(caller, jail, options)
+            self._check_join(caller, jail, options, text)
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
@@ -224,12 +227,17 @@ class Supervisor:
                 self._drain(process.jail)  # the child has left it: gone before the answer
             pending.fail(error)
 
-    def _check_join(self, caller: Caller, jail: Jail, options: dict) -> None:
+    def _check_join(self, caller: Caller, jail: Jail, options: dict, wireguard_text: str | None) -> None:
         if jail.owner_uid != caller.uid and not caller.may_manage:
             raise NotAllowed(f"jail {jail.name!r} belongs to another user")
         if jail.name in self._stopping:
             raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
         differs = disagreements(options, jail.settings)
+        if wireguard_text is not None:
+            asked = wgconf.parse(wireguard_text).summary()
+            if not jail.tunnel or [jail.tunnel[k] for k in ("peer", "addresses")] != [asked[k] for k in
+                                                                                       ("peer", "addresses")]:
+                differs.append("wireguard " + (jail.tunnel["endpoint"] if jail.tunnel else "none"))
         if differs:
             raise Conflict(f"jail {jail.name!r} already exists with " + "; ".join(differs)
                            + ": leave those options out to join it, or pick another --name")
@@ -352,15 +360,21 @@ class Supervisor:
 
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
-        totals = traffic.counters(self.engine.firewall, {j.name: j.firewall_rules.roles for j in jails})
+        totals = traffic.counters(self.engine.firewall,
+                                  {j.name: j.firewall_rules.roles for j in jails if j.tunnel is None})
+        tunnel = {j.name: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
+        for j in jails:
+            if j.tunnel is not None:
+                totals[j.name] = self.engine.tunnel_counters(j)
         pids = netns.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
             **wire_options(jail.settings),
             "owner_uid": jail.owner_uid,
             "netns": jail.netns,
-            "address": jail.addressing.jail_address,
-            "vpn_up": jail.spec.vpn is None or vpn_up[jail.spec.vpn],
+            "address": jail.address,
+            "vpn_up": tunnel[jail.name]["up"] if jail.tunnel else jail.spec.vpn is None or vpn_up[jail.spec.vpn],
+            "tunnel": tunnel.get(jail.name),
             "pids": pids[jail.netns],
             "counters": totals.get(jail.name, {}),
         } for jail in jails]
@@ -368,7 +382,9 @@ class Supervisor:
     def inspect(self, caller: Caller, name: str) -> dict:
         jail = self._own_jail(caller, name)
         (described,) = self.describe([jail])
-        return {**described, "connections": traffic.connections(jail.addressing.jail_address)}
+        # a tunnel jail's connections are tracked nowhere: no netfilter hook sees them
+        connections = [] if jail.tunnel else traffic.connections(jail.address)
+        return {**described, "connections": connections}
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:

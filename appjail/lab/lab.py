@@ -6,6 +6,7 @@
     isp0  198.51.100.1/24 2001:db8:1::1/64  <--veth-->  up0 198.51.100.2/24 2001:db8:1::2/64
                                                         default via 198.51.100.1 / 2001:db8:1::1
     PREFIX-wgs 203.0.113.1/24 :51820  <--WireGuard over the veth-->  wg0 203.0.113.2/24
+               (wg_peer(): more peers, each with its own key and 203.0.113.x, for tunnel jails)
 
 The engine under test runs in HOST and NATs its jails out of up0 or wg0. UPLINK
 routes only to what is directly connected to it, so it answers nothing that was
@@ -380,6 +381,31 @@ class Lab:
     def _wg_link_exists(self) -> bool:
         show = ["ip", "-n", self.host_ns, "link", "show", self.wg_ifname]
         return subprocess.run(show, capture_output=True).returncode == 0
+
+    def wg_peer(self, address: str, keepalive: int = 0) -> str:
+        """A new peer of the lab's WireGuard server with its own key and tunnel ADDRESS (a /32 in
+        203.0.113.0/24, or with an IPv6 address too: "203.0.113.10,2001:db8:3::10"): its
+        wg-quick file, as a user would get it from a provider (DNS: the lab's server)."""
+        v4, _, v6 = address.partition(",")
+        private, public = wireguard.keypair()
+        allowed = f"{v4}/32" + (f",{v6}/128" if v6 else "")
+        run_checked(netns_exec_argv(self.uplink_ns, ["wg", "set", self.wg_server_ifname, "peer", public,
+                                                     "allowed-ips", allowed]))
+        if v6:
+            _ip(self.uplink_ns, f"route replace {v6}/128 dev {self.wg_server_ifname}")
+        lines = ["[Interface]", f"PrivateKey = {private}", f"Address = {v4}/32" + (f", {v6}/128" if v6 else ""),
+                 f"DNS = {self.DNS_ADDR}", "", "[Peer]", f"PublicKey = {self._server_pub}",
+                 f"Endpoint = {self.UPLINK_ADDR}:{self.WG_PORT}", "AllowedIPs = 0.0.0.0/0" + (", ::/0" if v6 else "")]
+        if keepalive:
+            lines.append(f"PersistentKeepalive = {keepalive}")
+        return "\n".join(lines) + "\n"
+
+    def wg_server_down(self) -> None:
+        """The lab's WireGuard server goes away: its UDP port closes (peers and keys stay)."""
+        _ip(self.uplink_ns, f"link set {self.wg_server_ifname} down")
+
+    def wg_server_up(self) -> None:
+        _ip(self.uplink_ns, f"link set {self.wg_server_ifname} up")
 
     def wg_down(self) -> None:
         _ip(self.host_ns, f"link set {self.wg_ifname} down")

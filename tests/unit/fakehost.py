@@ -229,3 +229,65 @@ class FakeCoexist(Recorder):
             self.open()
             return []
         return self.close()
+
+
+class FakeTunnels(Recorder):
+    """appjail.helper.tunnels over a dict: interface -> where it is, and daemons serving them."""
+
+    def __init__(self, ops: list[str], kernel: FakeKernel) -> None:
+        super().__init__(ops)
+        self.kernel = kernel
+        self.devices: dict[str, str] = {}  # ifname -> HOST or the namespace it was moved to
+        self.daemons: set[str] = set()
+        self.configured: dict[str, str] = {}  # what went down the pipe to `wg setconf`
+        self.inside: dict[str, tuple] = {}  # ifname -> (addresses, routes, mtu, ipv6) set in the jail
+
+    def state(self) -> dict:
+        """Devices that still exist (a namespace's go with it) and daemons."""
+        alive = {name: where for name, where in self.devices.items()
+                 if where == HOST or where in self.kernel.namespaces}
+        return {"devices": alive, "daemons": set(self.daemons)}
+
+    def create(self, ipr, ifname: str) -> str:
+        self._op("create_tunnel", ifname)
+        self.devices[ifname] = HOST
+        self.daemons.add(ifname)
+        return "wireguard-go"
+
+    def configure(self, ifname: str, setconf_text: str) -> None:
+        self._op("configure_tunnel", ifname)
+        self.configured[ifname] = setconf_text
+
+    def move(self, ipr, ifname: str, namespace: str) -> None:
+        self._op("move_tunnel", ifname, namespace)
+        self.devices[ifname] = namespace
+
+    def configure_inside(self, ifname: str, addresses, routes, mtu: int, ipv6: bool) -> None:
+        self._op("configure_tunnel_inside", ifname, self.kernel._current)
+        self.inside[ifname] = (tuple(map(str, addresses)), tuple(map(str, routes)), mtu, ipv6)
+
+    def wait_ready(self, ifname: str, kind: str) -> None:
+        self._op("wait_tunnel", ifname)
+
+    def remove(self, ipr, namespace: str, ifname: str) -> None:
+        self._op("remove_tunnel", ifname)
+        self.devices.pop(ifname, None)
+        self.daemons.discard(ifname)
+
+    def present(self, namespace: str, ifname: str) -> bool:
+        return self.devices.get(ifname) == namespace and namespace in self.kernel.namespaces
+
+    def sweep(self, prefix: str, live_ifnames: Iterable[str]) -> list[str]:
+        gone = sorted(name for name in self.daemons if name.startswith(prefix) and name not in set(live_ifnames))
+        for name in gone:
+            self.daemons.discard(name)
+            self.devices.pop(name, None)
+        return gone
+
+    def status(self, namespace: str, ifname: str) -> dict:
+        return {"endpoint": "", "latest_handshake": 0, "rx_bytes": 0, "tx_bytes": 0,
+                "link_up": True, "up": False}
+
+    def counters(self, namespace: str, ifname: str) -> dict[str, int]:
+        return {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0,
+                "dropped_packets": 0, "dropped_bytes": 0}

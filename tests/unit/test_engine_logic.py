@@ -6,10 +6,10 @@ import pytest
 
 from appjail.helper.firewall import Choice
 from appjail.helper.jails import Engine, JailError
-from appjail.helper.resources import RESOURCES
+from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
-from .fakehost import FakeCoexist, FakeFirewall, FakeKernel
+from .fakehost import FakeCoexist, FakeFirewall, FakeKernel, FakeTunnels
 
 DNS = ("192.0.2.53",)
 
@@ -35,12 +35,17 @@ def coexist(ops) -> FakeCoexist:
 
 
 @pytest.fixture
-def make_engine(tmp_path, kernel, fw, coexist):
+def tunnels(ops, kernel) -> FakeTunnels:
+    return FakeTunnels(ops, kernel)
+
+
+@pytest.fixture
+def make_engine(tmp_path, kernel, fw, coexist, tunnels):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
     def make() -> Engine:
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
                       firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
-                      firewall_backend=fw)
+                      firewall_backend=fw, tunnel_system=tunnels, resolve=lambda host, port: [])
     return make
 
 
@@ -144,5 +149,120 @@ def test_reconcile_adopts_ready_jails_and_sweeps_every_resource(make_engine, ker
 
 
 def test_every_resource_says_how_it_is_made_undone_and_swept():
-    for step in RESOURCES:
+    for step in (step for steps in KINDS.values() for step in steps):
         assert all(callable(getattr(step, method)) for method in ("make", "undo", "sweep")), step
+
+
+# -- tunnel jails ------------------------------------------------------------
+
+WG_KEY = "A" * 43 + "="
+WG_FILE = f"""[Interface]
+PrivateKey = {WG_KEY}
+Address = 10.66.0.2/32
+DNS = 10.66.0.1
+[Peer]
+PublicKey = {"B" * 43 + "="}
+Endpoint = 198.51.100.1:51820
+AllowedIPs = 0.0.0.0/0
+"""
+
+
+def wg_config():
+    from appjail.wgconf import parse
+    return parse(WG_FILE)
+
+
+def test_a_tunnel_jail_is_namespace_tunnel_resolver_and_nothing_on_the_host(engine, kernel, fw, tunnels,
+                                                                            ops, tmp_path):
+    before = kernel.state()
+    jail = engine.create(JailSpec("wg"), 1000, wireguard=wg_config())
+    assert ops == ["create_namespace aj-wg", "create_tunnel aj-wg", "configure_tunnel aj-wg",
+                   "move_tunnel aj-wg aj-wg", "configure_tunnel_inside aj-wg aj-wg", "wait_tunnel aj-wg"]
+    assert tunnels.state() == {"devices": {"aj-wg": "aj-wg"}, "daemons": {"aj-wg"}}
+    assert tunnels.inside["aj-wg"] == (("10.66.0.2/32",), ("0.0.0.0/0",), 1420, False)
+    assert fw.chains == {} and fw.guard is None and kernel.links == before["links"], "no veth, rule, forwarding"
+    assert "nameserver 10.66.0.1\n" in (tmp_path / "etc-netns/aj-wg/resolv.conf").read_text()
+    assert jail.address == "10.66.0.2" and jail.secret is None
+    record = (tmp_path / "run/jails/wg.json").read_text()
+    assert WG_KEY not in record and '"wireguard-go"' in record and '"ready"' in record
+    assert WG_KEY in tunnels.configured["aj-wg"], "the key went only down the pipe"
+
+    engine.destroy("wg")
+    assert kernel.state() == before and tunnels.state() == {"devices": {}, "daemons": set()}
+    assert engine.store.load_all() == ([], [])
+
+
+def test_dns_flag_wins_over_the_files_dns(engine, tmp_path):
+    engine.create(JailSpec("wg", dns=("192.0.2.53",)), 1000, wireguard=wg_config())
+    assert (tmp_path / "etc-netns/aj-wg/resolv.conf").read_text().count("nameserver") == 1
+    assert "nameserver 192.0.2.53\n" in (tmp_path / "etc-netns/aj-wg/resolv.conf").read_text()
+    engine.destroy("wg")
+
+
+@pytest.mark.parametrize("call", ["create_namespace", "create_tunnel", "configure_tunnel", "move_tunnel",
+                                  "configure_tunnel_inside", "wait_tunnel"])
+def test_a_tunnel_jail_that_fails_anywhere_leaves_nothing(engine, kernel, tunnels, tmp_path, call):
+    before = kernel.state()
+    (tunnels if "tunnel" in call else kernel).fail_on.add(call)
+    with pytest.raises(JailError, match="could not create jail 'wg'"):
+        engine.create(JailSpec("wg"), 1000, wireguard=wg_config())
+    assert kernel.state() == before and tunnels.state() == {"devices": {}, "daemons": set()}
+    assert engine.list() == [] and engine.store.load_all() == ([], [])
+    assert not (tmp_path / "etc-netns/aj-wg").exists()
+
+
+def test_a_tunnel_jail_refuses_options_of_the_host_path(engine):
+    from appjail.model import ValidationError
+    for spec in (JailSpec("wg", vpn="wg0"), JailSpec("wg", deny=("192.0.2.0/24",)), JailSpec("wg", no_lan=True),
+                 JailSpec("wg", publish=("6000:80",))):
+        with pytest.raises(ValidationError, match="cannot be combined with --wireguard"):
+            engine.create(spec, 1000, wireguard=wg_config())
+
+
+def test_an_endpoint_that_does_not_resolve_creates_nothing(engine, kernel, ops):
+    from appjail.model import ValidationError
+    config = wg_config()
+    named = config._replace(peers=(config.peers[0]._replace(
+        endpoint=config.peers[0].endpoint._replace(host="vpn.invalid")),))
+    with pytest.raises(ValidationError, match="^WireGuard file, line 7: Endpoint vpn.invalid does not resolve$"):
+        engine.create(JailSpec("wg"), 1000, wireguard=named)
+    assert ops == [] and engine.store.load_all() == ([], [])
+
+
+def test_nat_forwarding_goes_with_the_last_nat_jail_even_while_a_tunnel_jail_stays(engine, kernel, fw):
+    engine.create(JailSpec("wg"), 1000, wireguard=wg_config())
+    engine.create(JailSpec("nat", dns=DNS), 1000)
+    engine.destroy("nat")
+    assert kernel.sysctls["net/ipv4/conf/up0/forwarding"] == "0" and fw.guard is None
+    engine.destroy("wg")
+
+
+def test_reconcile_adopts_a_tunnel_jail_and_removes_a_crashed_ones_daemon(make_engine, kernel, tunnels):
+    crashed = make_engine()
+    crashed.create(JailSpec("kept"), 1000, wireguard=wg_config())
+    crashed.create(JailSpec("lost"), 1000, wireguard=wg_config())
+    crashed.store.delete("lost")
+    tunnels.daemons.add("aj-half")  # died between wireguard-go's start and the move
+    tunnels.devices["aj-half"] = "host"
+
+    restarted = make_engine()
+    report = restarted.reconcile()
+    assert report.adopted == ["kept"]
+    assert {"wireguard aj-lost", "wireguard aj-half", "namespace aj-lost"} <= set(report.removed)
+    assert tunnels.state() == {"devices": {"aj-kept": "aj-kept"}, "daemons": {"aj-kept"}}
+    assert kernel.namespaces == {"aj-kept"}
+    assert restarted.get("kept").tunnel["endpoint"] == "198.51.100.1:51820"
+    restarted.destroy("kept")
+    assert restarted.reconcile().removed == []
+
+
+def test_reconcile_leaves_another_helpers_tunnel_jail_alone(make_engine, kernel, tunnels, tmp_path):
+    other = Engine(run_dir=tmp_path / "other-run", etc_netns=tmp_path / "etc-netns",
+                   firewall_choice=Choice("fake", "unit test"), system=kernel, firewall_backend=FakeFirewall([]),
+                   tunnel_system=tunnels)
+    other.create(JailSpec("theirs"), 1000, wireguard=wg_config())
+    tunnels.daemons.discard("aj-theirs")  # its daemon lives in the other helper's namespace
+    report = make_engine().reconcile()
+    assert "aj-theirs" in kernel.namespaces and report.removed == []
+    tunnels.daemons.add("aj-theirs")
+    other.destroy("theirs")

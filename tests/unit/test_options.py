@@ -24,9 +24,10 @@ def profile(tmp_path, lines: str) -> dict:
 
 
 def test_jailspec_the_state_records_and_json_have_exactly_the_tables_options():
-    keys = tuple(option.key for option in model.OPTIONS)
+    keys = tuple(option.key for option in model.spec_options())
+    assert keys == tuple(option.key for option in model.OPTIONS if not option.file)
     assert JailSpec._fields == keys
-    assert JailSpec("web")._replace(name=None) == tuple(option.default for option in model.OPTIONS)
+    assert JailSpec("web")._replace(name=None) == tuple(option.default for option in model.spec_options())
     assert tuple(model.wire_options(JailSpec("web"))) == keys
     assert set(keys) <= set(report.normalised({"name": "web"}))
 

@@ -1,0 +1,152 @@
+"""Tunnel jails for real: a WireGuard interface made in the lab's host, moved into the jail.
+
+The lab's WireGuard server (wireguard-go, in the uplink) gets a peer per
+jail; the engine runs in the lab's host, whose uplink up0 is captured to
+show that nothing but WireGuard's UDP leaves while a tunnel jail works.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from appjail.helper import tunnels
+from appjail.helper.jails import Engine, JailError
+from appjail.lab import Lab
+from appjail.model import JailSpec, ValidationError
+from appjail.wgconf import parse
+
+from .conftest import jail_run, residue_in_host, residue_machine_wide
+
+
+def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess:
+    return jail_run(name, "curl", "-sS", "--max-time", str(timeout), url, timeout=timeout + 5)
+
+
+def only_wireguard(lines: list[str], lab: Lab) -> list[str]:
+    """The captured packets that are not WireGuard between the host and the lab's server."""
+    ours = f"{lab.HOST_UPLINK_ADDR}."
+    server = f"{lab.UPLINK_ADDR}.{lab.WG_PORT}"
+    return [line for line in lines if not (" UDP" in line or "UDP," in line) or server not in line
+            or ours not in line]
+
+
+def test_a_wireguard_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in_host: Lab):
+    lab = in_host
+    text = lab.wg_peer("203.0.113.10")
+    capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
+    jail = engine.create(JailSpec("wga"), 0, wireguard=parse(text))
+    try:
+        assert curl("wga", f"http://{lab.SERVER_ADDR}/").stdout.strip() == "client=203.0.113.10"
+        assert lab.http_log()[-1]["client"] == "203.0.113.10", "the server sees the peer's tunnel address"
+        asked = jail_run("wga", "getent", "hosts", "tunnel-probe.lab.test")
+        assert asked.returncode == 0 and lab.SERVER_ADDR in asked.stdout
+        assert {q["client"] for q in lab.dns_log() if q["name"] == "tunnel-probe.lab.test."} == {"203.0.113.10"}
+        links = jail_run("wga", "ip", "-o", "link").stdout.splitlines()
+        assert [line.split(":")[1].strip() for line in links] == ["lo", "aj-wga"]
+        assert jail_run("wga", "ip", "-6", "addr").stdout.strip() == "", "no IPv6 without an IPv6 Address"
+        # wireguard-go and its UDP socket stay in the host; the jail holds none
+        assert tunnels.daemons().get("aj-wga"), "wireguard-go runs in the host namespace"
+        assert "udp" not in jail_run("wga", "ss", "-uanp").stdout.split("\n", 1)[-1].lower()
+        status = engine.tunnel_status(jail)
+        assert status["up"] and status["endpoint"] == f"{lab.UPLINK_ADDR}:{lab.WG_PORT}"
+        assert status["rx_bytes"] > 0 and engine.tunnel_counters(jail)["tx_bytes"] > 0
+    finally:
+        packets = capture.stop()
+    assert packets and only_wireguard(packets, lab) == [], "only WireGuard UDP on the uplink"
+
+
+def test_two_jails_with_two_peers_and_a_second_program_in_one(engine: Engine, in_host: Lab):
+    lab = in_host
+    engine.create(JailSpec("wgb"), 0, wireguard=parse(lab.wg_peer("203.0.113.11")))
+    engine.create(JailSpec("wgc"), 0, wireguard=parse(lab.wg_peer("203.0.113.12")))
+    assert curl("wgb", f"http://{lab.SERVER_ADDR}/").stdout.strip() == "client=203.0.113.11"
+    assert curl("wgc", f"http://{lab.SERVER_ADDR}/").stdout.strip() == "client=203.0.113.12"
+    # a second program in jail wgb while the first one still runs
+    first = subprocess.Popen(["ip", "netns", "exec", "aj-wgb", "sleep", "3"])
+    try:
+        assert curl("wgb", f"http://{lab.SERVER_ADDR}/").stdout.strip() == "client=203.0.113.11"
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: Engine, in_host: Lab):
+    lab = in_host
+    engine.create(JailSpec("wgd"), 0, wireguard=parse(lab.wg_peer("203.0.113.13")))
+    assert curl("wgd", f"http://{lab.SERVER_ADDR}/").returncode == 0
+    capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
+    lab.wg_server_down()
+    try:
+        gone = curl("wgd", f"http://{lab.SERVER_ADDR}/", timeout=2)
+        assert gone.returncode != 0, "nothing through a tunnel whose server is gone"
+        assert jail_run("wgd", "ping", "-c", "1", "-W", "1", lab.UPLINK_ADDR).returncode != 0
+    finally:
+        lab.wg_server_up()
+        packets = capture.stop()
+    assert only_wireguard([p for p in packets if "ICMP" not in p or "udp port" not in p], lab) == []
+    deadline = time.monotonic() + 15
+    while curl("wgd", f"http://{lab.SERVER_ADDR}/", timeout=2).returncode != 0:
+        assert time.monotonic() < deadline, "traffic did not resume"
+
+
+def _key_anywhere(key: str) -> list[str]:
+    found = []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    if key in ps:
+        found.append("ps")
+    grep = subprocess.run(["grep", "-rlsF", "--", key, "/run", "/tmp", "/etc"], capture_output=True, text=True)
+    found += [path for path in grep.stdout.splitlines() if not path.startswith("/tmp/pytest-")]
+    return found
+
+
+def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Engine, in_host: Lab):
+    lab = in_host
+    text = lab.wg_peer("203.0.113.14")
+    key = parse(text).private_key
+    jail = engine.create(JailSpec("wge"), 0, wireguard=parse(text))
+    assert curl("wge", f"http://{lab.SERVER_ADDR}/").returncode == 0
+    assert _key_anywhere(key) == [], "the key is nowhere while the jail runs"
+    engine.destroy(jail.name)
+    assert "aj-wge" not in tunnels.daemons() and not Path("/var/run/wireguard/aj-wge.sock").exists()
+    assert _key_anywhere(key) == []
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in_host: Lab):
+    text = in_host.wg_peer("203.0.113.15").replace(f"{in_host.UPLINK_ADDR}:", "no-such-host.invalid:")
+    with pytest.raises(ValidationError, match=r"^WireGuard file, line 8: Endpoint no-such-host.invalid does not resolve$"):
+        engine.create(JailSpec("wgf"), 0, wireguard=parse(text))
+    assert engine.list() == [] and "aj-wgf" not in tunnels.daemons()
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_reconcile_removes_a_crashed_helpers_tunnel_and_adopts_a_finished_one(in_host: Lab, tmp_path):
+    lab = in_host
+    crashed = Engine(run_dir=tmp_path / "run")
+    crashed.create(JailSpec("wgk"), 0, wireguard=parse(lab.wg_peer("203.0.113.16")))
+    crashed.create(JailSpec("wgl"), 0, wireguard=parse(lab.wg_peer("203.0.113.17")))
+    crashed.store.delete("wgl")  # as if it died before its record was written
+    restarted = Engine(run_dir=tmp_path / "run")
+    report = restarted.reconcile()
+    try:
+        assert report.adopted == ["wgk"] and "wireguard aj-wgl" in report.removed
+        assert "aj-wgl" not in tunnels.daemons() and not Path("/var/run/wireguard/aj-wgl.sock").exists()
+        assert curl("wgk", f"http://{lab.SERVER_ADDR}/").stdout.strip() == "client=203.0.113.16"
+    finally:
+        restarted.destroy("wgk")
+    assert "aj-wgk" not in tunnels.daemons()
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_a_failed_creation_removes_its_daemon(engine: Engine, in_host: Lab):
+    text = in_host.wg_peer("203.0.113.18")
+    config = parse(text)
+    config = config._replace(addresses=config.addresses * 2)  # refused inside the jail, after the move
+    with pytest.raises(JailError, match="could not create jail 'wgm'"):
+        engine.create(JailSpec("wgm"), 0, wireguard=config)
+    assert "aj-wgm" not in tunnels.daemons() and os.path.exists("/run/netns/aj-wgm") is False
