@@ -1,17 +1,29 @@
 """The nftables backend: a jail's rules in appjail's own table, through libnftables.
 
-Everything lives in `table inet appjail`: base chains on the forward, input,
-prerouting, output and postrouting hooks hold the jails' hooks (each rule
-commented with its owner, `aj-NAME`), and each jail has a regular chain
-`aj-NAME` whose rules carry a counter and their role as comment, so an admin
-reads a jail's counters with `nft list table inet appjail`. A jail's rules
-change in one transaction (one libnftables call). The table exists only while
-something of appjail's is in it: the host's ruleset is what it was once the
-last jail and the forwarding guard are gone.
+Everything lives in `table inet appjail`. Its shared chains are fixed
+(SKELETON) and reach each jail through maps and sets keyed by the jail's
+facts, so a packet finds its jail in one lookup however many jails exist,
+and adding or removing a jail is a few elements, never a search:
 
-Commands go in libnftables' JSON form, so no value is ever parsed as nft
-syntax. The rules arrive in the backend-neutral form of `rules`; `encode`
-translates that small vocabulary.
+    forward      iifname/oifname vmap @jail_dev     "aj-NAME" : jump aj-NAME
+    input        iifname @jail_in: replies accepted, anything new dropped
+    postrouting  ip saddr @nat_out (out of any non-jail interface), or
+                 ip saddr . oifname @vpn_out (out of the VPN only): masquerade
+    prerouting,  host address . protocol . port @published: dnat to the jail
+    output       (the host's own addresses; loopback excluded)
+
+Each jail has a regular chain `aj-NAME` whose rules carry a counter and their
+role as comment, so an admin reads a jail's counters with
+`nft list table inet appjail`; every element carries its owner `aj-NAME` as
+comment, which is how a sweep finds leftovers. A jail's rules change in one
+transaction (one libnftables call). The table exists only while something
+of appjail's is in it: the host's ruleset is what it was once the last jail
+and the forwarding guard are gone.
+
+Per-jail commands go in libnftables' JSON form, so no value is ever parsed
+as nft syntax; the fixed skeleton, which holds no value, is written in nft's
+own syntax for the reader. The chain's rules arrive in the backend-neutral
+form of `rules`; `encode` translates that small vocabulary.
 """
 
 from __future__ import annotations
@@ -20,22 +32,49 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..model import Publish
 from .firewall import Counters, FirewallError, Residue
 from .rules import GUARD_CHAIN, PREFIX, JailRules, build_guard_rules, jail_chain, sum_by_role
 
 FAMILY, TABLE = "inet", "appjail"
-# (x_tables table, chain) of a hook -> our base chain: (name, type, hook, priority)
-BASE_CHAINS = {
-    ("filter", "FORWARD"): ("forward", "filter", "forward", 0),
-    ("filter", "INPUT"): ("input", "filter", "input", 0),
-    ("nat", "PREROUTING"): ("prerouting", "nat", "prerouting", -100),
-    ("nat", "OUTPUT"): ("output", "nat", "output", -100),
-    ("nat", "POSTROUTING"): ("postrouting", "nat", "postrouting", 100),
-}
+SKELETON = f"""
+table {FAMILY} {TABLE} {{
+    map jail_dev {{ type ifname : verdict; }}
+    set jail_in {{ type ifname; }}
+    set nat_out {{ type ipv4_addr; flags interval; }}
+    set vpn_out {{ type ipv4_addr . ifname; flags interval; }}
+    map published {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval; }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname vmap @jail_dev
+        oifname vmap @jail_dev
+    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname @jail_in ct state established,related accept
+        iifname @jail_in drop
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr @nat_out oifname != "{PREFIX}*" masquerade
+        ip saddr . oifname @vpn_out masquerade
+    }}
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
+    }}
+    chain output {{
+        type nat hook output priority -100; policy accept;
+        ip daddr != 127.0.0.0/8 meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
+    }}
+}}
+"""
+KEYED = ("jail_dev", "jail_in", "nat_out", "vpn_out", "published")  # the skeleton's maps and sets
+ANY_ADDRESS = {"prefix": {"addr": "0.0.0.0", "len": 0}}
 # the guard is a base chain of its own: its final drop must not end the
-# evaluation of the jails' hooks, and a base chain's `return` means accept
+# evaluation of the jails' chains, and a base chain's `return` means accept
 GUARD_BASE = (GUARD_CHAIN, "filter", "forward", 10)
-_VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return", "MASQUERADE": "masquerade"}
+_VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return"}
 _CT_STATES = {"RELATED": "related", "ESTABLISHED": "established", "NEW": "new", "INVALID": "invalid"}
 
 Json = dict[str, Any]
@@ -44,10 +83,9 @@ Json = dict[str, Any]
 class NftablesBackend:
     """FirewallBackend on nftables (see firewall.FirewallBackend).
 
-    The handles of each owner's hook rules are remembered from the echo of
-    their creation (or from the listing a sweep reads), so removing a jail
-    deletes exactly its rules without listing the table; if a handle is
-    stale (someone changed the table), the base chains are listed instead.
+    `_owners` is what this process knows to be in the table (made here, or
+    found by a sweep); the table is only dropped when the kernel agrees it
+    holds nothing of anyone's.
     """
 
     name = "nftables"
@@ -57,69 +95,57 @@ class NftablesBackend:
 
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
-        self._nft.set_handle_output(True)
         self._lock = threading.Lock()  # one libnftables context, one user at a time
-        self._hooks: dict[str, list[tuple[str, int]]] = {}  # owner -> [(base chain, handle)]
+        self._owners: set[str] = set()
 
     # -- the FirewallBackend methods -----------------------------------------
 
     def install(self, rules: JailRules) -> None:
-        commands = [*self._table_and_base_chains({hook.table_chain for hook in rules.hooks}),
-                    {"create": {"chain": _obj(name=rules.chain)}}]  # fails if it exists
+        commands = [{"create": {"chain": _obj(name=rules.chain)}}]  # fails if it exists
         commands += [{"add": {"rule": _rule(rules.chain, {**rule, "counter": True})}}
                      for rule in rules.chain_rules]
-        commands += [{"add": {"rule": _rule(BASE_CHAINS[hook.table_chain][0], hook.rule)}}
-                     for hook in rules.hooks]
+        commands += [{"add": {"element": _obj(name=name, elem=elements)}}
+                     for name, elements in _elements(rules, with_values=True).items()]
         with self._lock:
-            added = self._run(commands, echo=True)
-            self._hooks[rules.chain] = _hook_handles(added)
+            if not self._try_run(commands):  # the table may be missing: made once, then again
+                self._ensure_skeleton()
+                self._run(commands)
+            self._owners.add(rules.chain)
 
     def remove(self, rules: JailRules) -> None:
+        commands = [{"delete": {"element": _obj(name=name, elem=keys)}}
+                    for name, keys in _elements(rules, with_values=False).items()]
+        delete_chain = {"delete": {"chain": _obj(name=rules.chain)}}
         with self._lock:
-            self._remove_owner(rules.chain, chain=rules.chain)
+            self._owners.discard(rules.chain)
+            if not self._try_run([*commands, delete_chain]):  # something was gone already
+                self._remove_listed({rules.chain})
             self._drop_table_if_unused()
 
     def set_guard(self, forwarding_ifnames: Iterable[str] | None) -> None:
         with self._lock:
-            self._remove_owner(GUARD_CHAIN, chain=GUARD_CHAIN)
+            self._owners.discard(GUARD_CHAIN)
+            self._try_run([{"delete": {"chain": _obj(name=GUARD_CHAIN)}}])
             if forwarding_ifnames is None:
                 self._drop_table_if_unused()
                 return
+            self._ensure_skeleton()
             name, kind, hook, priority = GUARD_BASE
-            commands = [*self._table_and_base_chains(()),
-                        {"add": {"chain": _obj(name=name, type=kind, hook=hook, prio=priority,
+            commands = [{"add": {"chain": _obj(name=name, type=kind, hook=hook, prio=priority,
                                                policy="accept")}}]
             commands += [{"add": {"rule": _rule(name, rule)}} for rule in build_guard_rules(forwarding_ifnames)]
             self._run(commands)
-            self._hooks[GUARD_CHAIN] = []  # its rules go with its chain
+            self._owners.add(GUARD_CHAIN)
 
     def sweep(self, live_owners: set[str]) -> Residue:
-        residue = Residue()
         with self._lock:
-            self._hooks.clear()
             listing = self._list_table()
-            if listing is None:
-                return residue
-            commands = []
-            for rule in _objects(listing, "rule"):
-                owner = rule.get("comment", "")
-                if rule["chain"] in _hook_chain_names() and owner.startswith(PREFIX):
-                    if owner in live_owners:
-                        self._hooks.setdefault(owner, []).append((rule["chain"], rule["handle"]))
-                    else:
-                        residue.owners.add(owner)
-                        commands.append({"delete": {"rule": _obj(chain=rule["chain"], handle=rule["handle"])}})
-            for chain in _objects(listing, "chain"):
-                name = chain["name"]
-                if not name.startswith(PREFIX):
-                    continue
-                if name in live_owners:
-                    self._hooks.setdefault(name, [])
-                else:
-                    residue.chains.add(name)
-                    commands.append({"delete": {"chain": _obj(name=name)}})
-            if commands:
-                self._run(commands)
+            found = _owned(listing) if listing else (set(), set())
+            owners, chains = found
+            residue = Residue(owners - live_owners, chains - live_owners)
+            if residue.owners or residue.chains:
+                self._remove_listed(residue.owners | residue.chains, listing)
+            self._owners = (owners | chains) & live_owners
             self._drop_table_if_unused()
         return residue
 
@@ -141,49 +167,40 @@ class NftablesBackend:
 
     def list_owned(self) -> tuple[set[str], set[str]]:
         with self._lock:
-            listing = self._list_table() or {}
-        owners = {rule["comment"] for rule in _objects(listing, "rule")
-                  if rule["chain"] in _hook_chain_names() and rule.get("comment", "").startswith(PREFIX)}
-        chains = {chain["name"] for chain in _objects(listing, "chain") if chain["name"].startswith(PREFIX)}
-        # the guard is hooked by being a base chain: it is its own hook
-        return owners | (chains & {GUARD_CHAIN}), chains
+            listing = self._list_table()
+        return _owned(listing) if listing else (set(), set())
 
     # -- the table ---------------------------------------------------------------
 
-    def _table_and_base_chains(self, wanted: Iterable[tuple[str, str]]) -> list[Json]:
-        """Idempotent `add`s: the table and the base chains these hooks need."""
-        commands: list[Json] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
-        for key in sorted(wanted):
-            name, kind, hook, priority = BASE_CHAINS[key]
-            commands.append({"add": {"chain": _obj(name=name, type=kind, hook=hook, prio=priority,
-                                                   policy="accept")}})
-        return commands
-
-    def _remove_owner(self, owner: str, chain: str) -> None:
-        """Delete the owner's hook rules and its chain in one transaction; what is gone is fine.
-
-        With the handles remembered this is one call; when they are unknown
-        or stale (someone else changed the table), the listing says what is left.
-        """
-        handles = self._hooks.pop(owner, None)
-        delete_chain = {"delete": {"chain": _obj(name=chain)}}
-        if handles is not None and self._try_run([*_deletions(handles), delete_chain]):
+    def _ensure_skeleton(self) -> None:
+        """The table with its maps, sets and shared chains, unless it exists."""
+        rc, output, _error = self._json_cmd([{"list": {"tables": {"family": FAMILY}}}])
+        if rc == 0 and any(table["name"] == TABLE for table in _objects(output, "table")):
             return
-        listing = self._list_table() or {}
-        commands = _deletions([(rule["chain"], rule["handle"]) for rule in _objects(listing, "rule")
-                               if rule["chain"] in _hook_chain_names() and rule.get("comment") == owner])
-        if any(found["name"] == chain for found in _objects(listing, "chain")):
-            commands.append(delete_chain)
+        rc, _output, error = self._nft.cmd(SKELETON)
+        if rc != 0:
+            raise FirewallError("nftables refused appjail's table: " + " ".join(error.split()))
+
+    def _remove_listed(self, owners: set[str], listing: Json | None = None) -> None:
+        """Delete, as found in the listing, every element owned by and every chain named in owners."""
+        listing = listing or self._list_table() or {}
+        commands = []
+        for kind in ("map", "set"):
+            for keyed in _objects(listing, kind):
+                keys = [_key(item) for item in keyed.get("elem", []) if _owner(item) in owners]
+                if keyed["name"] in KEYED and keys:
+                    commands.append({"delete": {"element": _obj(name=keyed["name"], elem=keys)}})
+        commands += [{"delete": {"chain": _obj(name=chain["name"])}} for chain in _objects(listing, "chain")
+                     if chain["name"] in owners]
         if commands:
             self._run(commands)
 
     def _drop_table_if_unused(self) -> None:
         """No jail and no guard: the table goes, and the host's ruleset is as it was."""
-        if self._hooks:
+        if self._owners:
             return
         listing = self._list_table()
-        if listing is not None and not any(chain["name"].startswith(PREFIX)
-                                           for chain in _objects(listing, "chain")):
+        if listing is not None and _owned(listing) == (set(), set()):
             self._run([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
 
     def _list_table(self) -> Json | None:
@@ -195,19 +212,63 @@ class NftablesBackend:
         rc, output, _error = self._json_cmd([{"list": {kind: spec}}])
         return output if rc == 0 else None
 
-    def _run(self, commands: list[Json], echo: bool = False) -> Json:
-        rc, output, error = self._json_cmd(commands, echo)
+    def _run(self, commands: list[Json]) -> None:
+        rc, _output, error = self._json_cmd(commands)
         if rc != 0:
             raise FirewallError("nftables refused a change: " + " ".join(error.split()))
-        return output if isinstance(output, dict) else {}
 
     def _try_run(self, commands: list[Json]) -> bool:
         return self._json_cmd(commands)[0] == 0
 
-    def _json_cmd(self, commands: list[Json], echo: bool = False) -> tuple[int, Any, str]:
-        """One libnftables call (one transaction); echo returns what was added, with handles."""
-        self._nft.set_echo_output(echo)
+    def _json_cmd(self, commands: list[Json]) -> tuple[int, Any, str]:
+        """One libnftables call: one transaction."""
         return self._nft.json_cmd({"nftables": commands})
+
+
+def _elements(rules: JailRules, with_values: bool) -> dict[str, list[Json]]:
+    """The jail's elements in the skeleton's maps and sets, by map or set: keys, or keys and values."""
+    owner = rules.chain
+
+    def element(key: Any, value: Any = None) -> Any:
+        item = {"elem": {"val": key, "comment": owner}} if with_values else key
+        return [item, value] if with_values and value is not None else item
+
+    network, length = rules.network.split("/")
+    prefix = {"prefix": {"addr": network, "len": int(length)}}
+    found = {"jail_dev": [element(rules.ifname, {"jump": {"target": rules.chain}})],
+             "jail_in": [element(rules.ifname)]}
+    if rules.vpn:
+        found["vpn_out"] = [element({"concat": [prefix, rules.vpn]})]
+    else:
+        found["nat_out"] = [element(prefix)]
+    if rules.publish:
+        found["published"] = [element(_published_key(publish), {"concat": [rules.jail_address, publish.jail_port]})
+                              for publish in rules.publish]
+    return found
+
+
+def _published_key(publish: Publish) -> Json:
+    return {"concat": [publish.host_address or ANY_ADDRESS, publish.proto, publish.host_port]}
+
+
+def _owned(listing: Json) -> tuple[set[str], set[str]]:
+    """(owners of elements in the shared maps and sets, and the guard; aj-* chains) of a listing."""
+    owners = {owner for kind in ("map", "set") for keyed in _objects(listing, kind) if keyed["name"] in KEYED
+              for item in keyed.get("elem", []) if (owner := _owner(item))}
+    chains = {chain["name"] for chain in _objects(listing, "chain") if chain["name"].startswith(PREFIX)}
+    # the guard is hooked by being a base chain: it is its own hook
+    return owners | (chains & {GUARD_CHAIN}), chains
+
+
+def _owner(item: Any) -> str | None:
+    """The comment of a listed element: [{"elem": {...}}, value] in a map, {"elem": {...}} in a set."""
+    element = item[0] if isinstance(item, list) else item
+    return element.get("elem", {}).get("comment") if isinstance(element, dict) else None
+
+
+def _key(item: Any) -> Any:
+    element = item[0] if isinstance(item, list) else item
+    return element["elem"]["val"]
 
 
 def encode(rule: Json) -> list[Json]:
@@ -232,21 +293,11 @@ def encode(rule: Json) -> list[Json]:
         else:
             expr.append({"match": {"op": "in", "left": {"ct": {"key": "state"}},
                                    "right": [_CT_STATES[state] for state in states]}})
-    if rule.get("addrtype", {}).get("dst-type") == "LOCAL":
-        expr.append(_match({"fib": {"result": "type", "flags": ["daddr"]}}, (False, "local")))
     if rule.get("counter"):
         expr.append({"counter": None})
-    expr.append(_verdict(rule["target"]))
+    target = rule["target"]
+    expr.append({_VERDICTS[target]: None} if target in _VERDICTS else {"jump": {"target": target}})
     return expr
-
-
-def _verdict(target: str | Json) -> Json:
-    if isinstance(target, dict):
-        address, port = target["DNAT"]["to-destination"].rsplit(":", 1)
-        return {"dnat": {"family": "ip", "addr": address, "port": int(port)}}
-    if target in _VERDICTS:
-        return {_VERDICTS[target]: None}
-    return {"jump": {"target": target}}
 
 
 def _match(left: Json, right: tuple[bool, Any]) -> Json:
@@ -271,28 +322,14 @@ def _address(value: str) -> tuple[bool, Any]:
 
 
 def _obj(**fields: Any) -> Json:
-    """A chain or rule of our table, in libnftables' JSON form."""
+    """A chain, rule or element of our table, in libnftables' JSON form."""
     return {"family": FAMILY, "table": TABLE, **fields}
 
 
 def _rule(chain: str, rule: Json) -> Json:
-    """An `add rule` object; the rule's comment (its owner or role) becomes the nft comment."""
+    """An `add rule` object; the rule's comment (its role) becomes the nft comment."""
     comment = rule.get("comment", {}).get("comment")
     return _obj(chain=chain, expr=encode(rule), **({"comment": comment} if comment else {}))
-
-
-def _hook_chain_names() -> set[str]:
-    return {name for name, *_ in BASE_CHAINS.values()}
-
-
-def _hook_handles(echo: Json) -> list[tuple[str, int]]:
-    """(base chain, handle) of each hook rule in the echo of an `add` batch."""
-    return [(rule["chain"], rule["handle"]) for item in echo.get("nftables", [])
-            if (rule := item.get("add", {}).get("rule")) and rule["chain"] in _hook_chain_names()]
-
-
-def _deletions(handles: Iterable[tuple[str, int]]) -> list[Json]:
-    return [{"delete": {"rule": _obj(chain=chain, handle=handle)}} for chain, handle in handles]
 
 
 def _objects(listing: Json, kind: str) -> list[Json]:

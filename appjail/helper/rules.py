@@ -41,9 +41,18 @@ class Hook:
 
 @dataclass(frozen=True)
 class JailRules:
+    """A jail's chain, and how traffic reaches it: as hooks into shared chains
+    (x_tables), and as the facts those hooks say (nftables keys its shared
+    chains' maps and sets by them)."""
+
     name: str
     chain_rules: tuple[dict, ...]
     hooks: tuple[Hook, ...]
+    ifname: str
+    network: str
+    jail_address: str
+    vpn: str | None
+    publish: tuple[Publish, ...]
 
     @property
     def chain(self) -> str:
@@ -117,7 +126,8 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
         # the host itself, at its own addresses (loopback would need route_localnet)
         local = dnat if publish.host_address else {"dst": "!127.0.0.0/8", **dnat}
         hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
-    return JailRules(spec.name, tuple(chain_rules), tuple(hooks))
+    return JailRules(spec.name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
+                     vpn, spec.publish)
 
 
 def _dnat(publish: Publish, jail_address: str) -> dict:

@@ -3,9 +3,9 @@
 import pytest
 
 from appjail.helper import firewall
-from appjail.helper.firewall_nft import encode
+from appjail.helper.firewall_nft import _elements, encode
 from appjail.helper.main import main
-from appjail.helper.rules import build_jail_rules
+from appjail.helper.rules import build_guard_rules, build_jail_rules
 from appjail.model import JailSpec, Publish
 
 
@@ -75,16 +75,26 @@ def test_encode_conntrack_counter_and_jump():
         {"counter": None}, {"jump": {"target": "aj-web"}}]
 
 
-def test_encode_published_port():
-    rules = build_jail_rules(JailSpec("web", publish=(Publish(6000, 8080, "udp", "192.0.2.7"),)),
-                             "aj-web", "10.231.0.0/30", "10.231.0.2")
-    prerouting = next(hook.rule for hook in rules.hooks if hook.chain == "PREROUTING")
-    assert encode(prerouting) == [
-        _match(DADDR, "==", "192.0.2.7"),
-        _match({"meta": {"key": "l4proto"}}, "==", "udp"),
-        _match({"payload": {"protocol": "udp", "field": "dport"}}, "==", 6000),
-        _match({"fib": {"result": "type", "flags": ["daddr"]}}, "==", "local"),
-        {"dnat": {"family": "ip", "addr": "10.231.0.2", "port": 8080}}]
+def test_a_jail_reaches_the_shared_chains_through_keyed_elements():
+    nat = build_jail_rules(JailSpec("web", publish=(Publish(6000, 8080, "udp", "192.0.2.7"), Publish(6001, 80))),
+                           "aj-web", "10.231.0.0/30", "10.231.0.2")
+    owned = {"comment": "aj-web"}
+    assert _elements(nat, with_values=True) == {
+        "jail_dev": [[{"elem": {"val": "aj-web", **owned}}, {"jump": {"target": "aj-web"}}]],
+        "jail_in": [{"elem": {"val": "aj-web", **owned}}],
+        "nat_out": [{"elem": {"val": {"prefix": {"addr": "10.231.0.0", "len": 30}}, **owned}}],
+        "published": [
+            [{"elem": {"val": {"concat": ["192.0.2.7", "udp", 6000]}, **owned}}, {"concat": ["10.231.0.2", 8080]}],
+            [{"elem": {"val": {"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, "tcp", 6001]}, **owned}},
+             {"concat": ["10.231.0.2", 80]}]]}
+    vpn = build_jail_rules(JailSpec("web", vpn="wg0"), "aj-web", "10.231.0.0/30", "10.231.0.2")
+    assert _elements(vpn, with_values=False) == {
+        "jail_dev": ["aj-web"], "jail_in": ["aj-web"],
+        "vpn_out": [{"concat": [{"prefix": {"addr": "10.231.0.0", "len": 30}}, "wg0"]}]}
+
+
+def test_the_ct_status_dnat_accept_of_a_published_port():
+    rules = build_jail_rules(JailSpec("web", publish=(Publish(6000, 8080),)), "aj-web", "10.231.0.0/30", "10.231.0.2")
     accept_dnat = next(rule for rule in rules.chain_rules if "conntrack" in rule
                        and rule["conntrack"]["ctstate"] == "DNAT")
     assert {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}} in encode(accept_dnat)
@@ -95,6 +105,6 @@ def test_encode_published_port():
     JailSpec("web", publish=(Publish(6000, 8080),), deny=("192.0.2.0/24",), no_lan=True)])
 def test_every_rule_of_every_jail_shape_encodes(spec):
     rules = build_jail_rules(spec, "aj-web", "10.231.0.0/30", "10.231.0.2")
-    verdicts = {"accept", "drop", "return", "jump", "masquerade", "dnat"}
-    for rule in [*rules.chain_rules, *(hook.rule for hook in rules.hooks)]:
+    verdicts = {"accept", "drop", "return", "jump"}
+    for rule in [*rules.chain_rules, *build_guard_rules(["eth0"])]:
         assert set(encode(rule)[-1]) <= verdicts, rule
