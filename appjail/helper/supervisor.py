@@ -368,7 +368,8 @@ class Supervisor:
     def inspect(self, caller: Caller, name: str) -> dict:
         jail = self._own_jail(caller, name)
         (described,) = self.describe([jail])
-        return {**described, "connections": traffic.connections(jail.addressing.jail_address)}
+        return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.name),
+                "connections": traffic.connections(jail.addressing.jail_address)}
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:
