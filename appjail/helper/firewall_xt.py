@@ -76,14 +76,16 @@ def _encode(rule: dict):
 
 
 def _nflog(rule: dict) -> dict:
-    """A record rule's target as NFLOG to appjail's group, the jail and reason in its prefix."""
+    """A record rule's target: NFLOG to the group of its reason (see nflog).
+
+    No --nflog-size: python-iptables would pass it as the obsolete --nflog-range,
+    which makes libxtables exit; the reader's group setting copies 64 bytes.
+    """
     target = rule["target"]
     if not (isinstance(target, dict) and RECORD in target):
         return rule
     record = target[RECORD]
-    return {**rule, "target": {"NFLOG": {
-        "nflog-group": str(nflog.GROUP), "nflog-range": str(nflog.COPY_RANGE),
-        "nflog-prefix": nflog.prefix(record["jail"], reason_code(record["reason"]))}}}
+    return {**rule, "target": {"NFLOG": {"nflog-group": str(nflog.group(reason_code(record["reason"])))}}}
 
 
 def _chain(table, name: str):

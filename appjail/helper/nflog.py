@@ -1,8 +1,10 @@
 """Blocked destinations on x_tables: the jails' NFLOG records, read on a netlink socket.
 
 x_tables has no per-element counters, so each record rule is `-j NFLOG` to
-one group with the prefix `aj-NAME CODE` (jail and reason code) and only the
-first 64 bytes copied (IP header and ports). The kernel queues the records and
+the group of its reason (GROUP_BASE + reason code); the jail is the packet's
+input interface, aj-NAME. (A prefix would say it too, but python-iptables
+crashes on an NFLOG rule with both a group and a prefix.) The reader asks
+for the first 64 bytes of each packet (IP header and ports). The kernel queues the records and
 sends them in batches; a thread of the helper reads them and adds them up in
 a `BlockedTable`. Nothing waits for the reader on the packet path: when it
 falls behind, the socket's buffer overflows and records are lost (the jail's
@@ -15,19 +17,21 @@ rather than a library that lacks it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from . import nlraw
 from .blocked import PORT_PROTOCOLS, BlockedTable, protocol_name
-from .rules import PREFIX, reason_of
+from .rules import PREFIX, REASONS, reason_of
 
 log = logging.getLogger(__name__)
 
-GROUP = 0x616A  # "aj": the NFLOG group of appjail's record rules
+GROUP_BASE = 0x6A00  # "j": group GROUP_BASE + code records the drops of reason `code`
 COPY_RANGE = 64  # bytes of each packet: an IPv4 header with options, and the ports
 
 NFNL_SUBSYS_ULOG = 4
@@ -35,22 +39,25 @@ NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 4, 5
 NFULNL_CFG_CMD_BIND = 1
 NFULNL_COPY_PACKET = 2
-NFULA_PAYLOAD, NFULA_PREFIX = 9, 10
+NFULA_IFINDEX_INDEV, NFULA_PAYLOAD = 4, 9
 BATCH_PACKETS = 64  # the kernel sends records in batches of this many ...
 BATCH_WAIT_CS = 10  # ... or after this many 1/100 s
 RECEIVE_BUFFER = 4 << 20
 
 
-def prefix(jail: str, code: int) -> str:
-    return f"{PREFIX}{jail} {code}"
+def group(code: int) -> int:
+    return GROUP_BASE + code
 
 
-def parse_packet(attributes: dict[int, bytes]) -> tuple[str, tuple[str, str, int, str], int] | None:
-    """One NFLOG packet message's attributes -> (jail, key, IP length); None if not ours or not IPv4."""
-    raw_prefix = attributes.get(NFULA_PREFIX, b"").split(b"\0", 1)[0].decode(errors="replace")
+def parse_packet(res_id: int, attributes: dict[int, bytes],
+                 ifname: Callable[[int], str | None]) -> tuple[str, tuple[str, str, int, str], int] | None:
+    """One NFLOG packet message (its group, attributes) -> (jail, key, IP length); None if not ours or not IPv4."""
+    code = res_id - GROUP_BASE
     payload = attributes.get(NFULA_PAYLOAD, b"")
-    owner, _, code = raw_prefix.rpartition(" ")
-    if not owner.startswith(PREFIX) or not code.isdigit() or len(payload) < 20 or payload[0] >> 4 != 4:
+    indev = attributes.get(NFULA_IFINDEX_INDEV)
+    owner = ifname(struct.unpack("!I", indev)[0]) if indev and len(indev) == 4 else None
+    if not (owner and owner.startswith(PREFIX)) or not 1 <= code <= len(REASONS) or len(payload) < 20 \
+            or payload[0] >> 4 != 4:
         return None
     header_length = (payload[0] & 0x0F) * 4
     total_length, protocol = struct.unpack_from("!H", payload, 2)[0], payload[9]
@@ -58,21 +65,28 @@ def parse_packet(attributes: dict[int, bytes]) -> tuple[str, tuple[str, str, int
     port = 0
     if protocol in PORT_PROTOCOLS and len(payload) >= header_length + 4:
         port = struct.unpack_from("!H", payload, header_length + 2)[0]
-    proto = protocol_name(protocol)
-    return owner[len(PREFIX):], (proto, dst, port, reason_of(int(code))), total_length
+    return owner[len(PREFIX):], (protocol_name(protocol), dst, port, reason_of(code)), total_length
 
 
-def _config(group: int, *attrs: tuple[int, bytes]) -> bytes:
+@functools.lru_cache(maxsize=256)
+def interface_name(index: int) -> str | None:
+    """A veth's name (remembered: a new jail's veth gets a new index)."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
+def _config(group_number: int, *attrs: tuple[int, bytes]) -> bytes:
     return nlraw.request((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, nlraw.NLM_F_REQUEST | nlraw.NLM_F_ACK,
-                         socket.AF_UNSPEC, group, *(nlraw.attribute(kind, value) for kind, value in attrs))
+                         socket.AF_UNSPEC, group_number, *(nlraw.attribute(kind, value) for kind, value in attrs))
 
 
 class NflogReader:
-    """Reads group GROUP in a daemon thread into `table`; started once, on first need."""
+    """Reads the reasons' groups in a daemon thread into `table`; started once, on first need."""
 
-    def __init__(self, table: BlockedTable, group: int = GROUP) -> None:
+    def __init__(self, table: BlockedTable) -> None:
         self.table = table
-        self.group = group
         self._started = False
         self._lock = threading.Lock()
 
@@ -94,14 +108,15 @@ class NflogReader:
         sock = nlraw.open_socket()
         try:
             sock.setsockopt(socket.SOL_SOCKET, 33, RECEIVE_BUFFER)  # SO_RCVBUFFORCE: root may exceed rmem_max
-            sock.send(_config(self.group, (NFULA_CFG_CMD, struct.pack("B", NFULNL_CFG_CMD_BIND)),
-                              (NFULA_CFG_MODE, struct.pack("!IBB", COPY_RANGE, NFULNL_COPY_PACKET, 0)),
-                              (NFULA_CFG_QTHRESH, struct.pack("!I", BATCH_PACKETS)),
-                              (NFULA_CFG_TIMEOUT, struct.pack("!I", BATCH_WAIT_CS))))
-            data = sock.recv(65536)
-            for kind, start, _end in nlraw.messages(data):
-                if kind == nlraw.NLMSG_ERROR and nlraw.error_of(data, start):
-                    raise OSError(nlraw.error_of(data, start), f"cannot bind NFLOG group {self.group}")
+            for code in range(1, len(REASONS) + 1):
+                sock.send(_config(group(code), (NFULA_CFG_CMD, struct.pack("B", NFULNL_CFG_CMD_BIND)),
+                                  (NFULA_CFG_MODE, struct.pack("!IBB", COPY_RANGE, NFULNL_COPY_PACKET, 0)),
+                                  (NFULA_CFG_QTHRESH, struct.pack("!I", BATCH_PACKETS)),
+                                  (NFULA_CFG_TIMEOUT, struct.pack("!I", BATCH_WAIT_CS))))
+                data = sock.recv(65536)
+                for kind, start, _end in nlraw.messages(data):
+                    if kind == nlraw.NLMSG_ERROR and nlraw.error_of(data, start):
+                        raise OSError(nlraw.error_of(data, start), f"cannot bind NFLOG group {group(code)}")
         except BaseException:
             sock.close()
             raise
@@ -119,7 +134,8 @@ class NflogReader:
             for kind, start, end in nlraw.messages(data):
                 if kind != packet_type:
                     continue
-                parsed = parse_packet(nlraw.attributes(data, start + 4, end))  # after the nfgenmsg
+                res_id = struct.unpack_from("!H", data, start + 2)[0]  # the nfgenmsg: the group
+                parsed = parse_packet(res_id, nlraw.attributes(data, start + 4, end), interface_name)
                 if parsed is not None:
                     jail, key, length = parsed
                     self.table.hit(jail, key, length, now)

@@ -64,20 +64,33 @@ def _ipv4(proto: int, dst: str, dport: int, length: int, options: bytes = b"") -
 
 
 def test_an_nflog_packet_names_the_jail_the_destination_and_the_reason():
-    attributes = {nflog.NFULA_PREFIX: nflog.prefix("web", reason_code(DENY)).encode() + b"\0",
+    names = {7: "aj-web", 8: "eth0"}.get
+    group = nflog.group(reason_code(DENY))
+    attributes = {nflog.NFULA_IFINDEX_INDEV: struct.pack("!I", 7),
                   nflog.NFULA_PAYLOAD: _ipv4(6, "192.0.2.80", 80, 60, options=b"\1" * 8)}
-    assert nflog.parse_packet(attributes) == ("web", ("tcp", "192.0.2.80", 80, DENY), 60)
+    assert nflog.parse_packet(group, attributes, names) == ("web", ("tcp", "192.0.2.80", 80, DENY), 60)
     icmp = {**attributes, nflog.NFULA_PAYLOAD: _ipv4(1, "192.0.2.80", 0x0800, 84)}
-    assert nflog.parse_packet(icmp) == ("web", ("icmp", "192.0.2.80", 0, DENY), 84)
-    assert nflog.parse_packet({**attributes, nflog.NFULA_PREFIX: b"someone else's\0"}) is None
-    assert nflog.parse_packet({**attributes, nflog.NFULA_PAYLOAD: b"\x60" + b"\0" * 39}) is None  # IPv6
+    assert nflog.parse_packet(nflog.group(reason_code(KILL_SWITCH)), icmp, names) == (
+        "web", ("icmp", "192.0.2.80", 0, KILL_SWITCH), 84)
+    assert nflog.parse_packet(group, {**attributes, nflog.NFULA_IFINDEX_INDEV: struct.pack("!I", 8)}, names) is None
+    assert nflog.parse_packet(1, attributes, names) is None  # someone else's group
+    assert nflog.parse_packet(group, {**attributes, nflog.NFULA_PAYLOAD: b"\x60" + b"\0" * 39}, names) is None
 
 
 def test_netlink_messages_and_attributes_are_walked_with_alignment():
-    message = nlraw.request(0x400, 0, 0, 0, nlraw.attribute(nflog.NFULA_PREFIX, b"aj-web 2\0"),
+    message = nlraw.request(0x400, 0, 0, 0, nlraw.attribute(nflog.NFULA_IFINDEX_INDEV, b"\0\0\0\7"),
                             nlraw.attribute(nflog.NFULA_PAYLOAD, b"abcde"))
     data = message + message[:10]  # a truncated second message is left alone
     (kind, start, end), = list(nlraw.messages(data))
     assert kind == 0x400
-    assert nlraw.attributes(data, start + 4, end) == {nflog.NFULA_PREFIX: b"aj-web 2\0",
+    assert nlraw.attributes(data, start + 4, end) == {nflog.NFULA_IFINDEX_INDEV: b"\0\0\0\7",
                                                       nflog.NFULA_PAYLOAD: b"abcde"}
+
+
+def test_an_x_tables_record_is_nflog_to_the_group_of_its_reason():
+    from appjail.helper.firewall_xt import _nflog
+
+    record = {"in-interface": "aj-web", "target": {"RECORD": {"jail": "web", "reason": DENY}}}
+    assert _nflog(record) == {"in-interface": "aj-web",
+                              "target": {"NFLOG": {"nflog-group": str(nflog.GROUP_BASE + 2)}}}
+    assert _nflog({"target": "DROP"}) == {"target": "DROP"}
