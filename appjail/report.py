@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pwd
+import time
+
 from .model import wire_defaults
 
 COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_packets", "dropped_bytes")
@@ -10,6 +13,8 @@ COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_pa
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
     result = {**wire_defaults(), "pids": [], "counters": {}, **jail}
+    if "connections" in jail:  # inspect's answer (ls has neither)
+        result.setdefault("blocked", [])
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
     return result
 
@@ -20,6 +25,27 @@ def size(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+def rate(per_second: float) -> str:
+    """A rate in the SI units a plot axis shows: B/s, kB/s, MB/s, GB/s."""
+    for unit in ("B/s", "kB/s", "MB/s"):
+        if abs(per_second) < 1000:
+            return f"{per_second:.0f} {unit}" if unit == "B/s" else f"{per_second:.1f} {unit}"
+        per_second /= 1000
+    return f"{per_second:.1f} GB/s"
+
+
+def count(number: int, singular: str, plural: str) -> str:
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def owner(uid: int) -> str:
+    """The user's name; the uid only when no name is known for it."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
@@ -33,7 +59,7 @@ def jail_list(jails: list[dict]) -> str:
     rows = [("NAME", "OWNER", "ADDRESS", "VPN", "PROCESSES", "KEEP", "OUT", "IN", "DROPPED")]
     for jail in map(normalised, jails):
         counters = jail["counters"]
-        rows.append((jail["name"], str(jail["owner_uid"]), jail["address"], jail["vpn"] or "-",
+        rows.append((jail["name"], owner(jail["owner_uid"]), jail["address"], jail["vpn"] or "-",
                      str(len(jail["pids"])), "yes" if jail["keep"] else "no",
                      size(counters["tx_bytes"]), size(counters["rx_bytes"]),
                      str(counters["dropped_packets"])))
@@ -49,7 +75,7 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
     jail = normalised(jail)
     counters = jail["counters"]
     before = normalised(previous)["counters"] if previous else None
-    lines = [f"jail {jail['name']}: uid {jail['owner_uid']}, address {jail['address']}, "
+    lines = [f"jail {jail['name']}: owner {owner(jail['owner_uid'])}, address {jail['address']}, "
              f"namespace {jail['netns']}"]
     if jail["vpn"]:
         lines.append(f"vpn       {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'DOWN'})")
@@ -60,19 +86,22 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
         lines.append(f"published {', '.join(jail['publish'])}")
     if jail["deny"] or jail["no_lan"]:
         lines.append(f"denied    {', '.join(jail['deny'] + (['LAN ranges'] if jail['no_lan'] else []))}")
-    lines.append(f"processes {', '.join(map(str, jail['pids'])) or 'none'}")
+    pids = jail["pids"]
+    lines.append(f"running   {count(len(pids), 'process', 'processes')}"
+                 + (f" ({', '.join(map(str, pids))})" if pids else ""))
     rows = [("", "PACKETS", "BYTES", "RATE")]
     for label, prefix in (("out", "tx"), ("in", "rx"), ("dropped", "dropped")):
-        rate = "-"
+        speed = "-"
         if before is not None:
-            rate = size((counters[f"{prefix}_bytes"] - before[f"{prefix}_bytes"]) / interval) + "/s"
-        rows.append((label, str(counters[f"{prefix}_packets"]), size(counters[f"{prefix}_bytes"]), rate))
+            speed = rate((counters[f"{prefix}_bytes"] - before[f"{prefix}_bytes"]) / interval)
+        rows.append((label, str(counters[f"{prefix}_packets"]), size(counters[f"{prefix}_bytes"]), speed))
     lines += ["", table(rows)]
     if kill_switch_blocking(jail):
         lines += ["", f"KILL SWITCH: {jail['vpn']} is down or missing; the jail's traffic is blocked "
                       f"({counters['dropped_packets']} packets dropped so far), nothing leaks around it"]
     elif counters["dropped_packets"] and before and counters["dropped_packets"] > before["dropped_packets"]:
         lines += ["", "dropping: the jail is sending traffic its rules refuse"]
+    lines += ["", *blocked_section(jail.get("blocked", []))]
     connections = jail.get("connections", [])
     lines += ["", f"connections ({len(connections)})"]
     if connections:
@@ -81,3 +110,26 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
                   size(c["tx_bytes"]), size(c["rx_bytes"])) for c in connections]
         lines.append(table(rows))
     return "\n".join(lines)
+
+
+BLOCKED_LINES = 10
+BLOCKED_HEADERS = ("PROTO", "DESTINATION", "REASON", "PACKETS", "BYTES", "FIRST", "LAST")
+
+
+def blocked_rows(blocked: list[dict]) -> list[tuple[str, ...]]:
+    """What the jail's rules refused, one row per destination (most hit first, as the helper sends them)."""
+    return [(b["proto"], f"{b['dst']}:{b['dport']}" if b["dport"] else b["dst"], b["reason"], str(b["packets"]),
+             size(b["bytes"]), clock(b["first"]), clock(b["last"])) for b in blocked]
+
+
+def blocked_section(blocked: list[dict]) -> list[str]:
+    lines = [f"blocked ({len(blocked)})"]
+    if blocked:
+        lines.append(table([BLOCKED_HEADERS, *blocked_rows(blocked[:BLOCKED_LINES])]))
+    if len(blocked) > BLOCKED_LINES:
+        lines.append(f"... and {len(blocked) - BLOCKED_LINES} more (appjail inspect --json lists them)")
+    return lines
+
+
+def clock(epoch: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))

@@ -1,4 +1,5 @@
-"""The inspector window: one jail's rates over the last minute, totals, drops, connections."""
+"""The inspector window: one jail's rates over the last minute, totals, drops, what its rules
+blocked, connections."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pyqtgraph
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..report import kill_switch_blocking, normalised, size
+from ..report import BLOCKED_HEADERS, blocked_rows, count, kill_switch_blocking, normalised, size
 
 HISTORY_S = 60
 REFRESH_MS = 1000
@@ -41,18 +42,20 @@ class InspectorWindow(QWidget):
         self.warning.setWordWrap(True)
         self.warning.hide()
         self.plot = pyqtgraph.PlotWidget(background="w")
-        self.plot.setLabel("left", "bytes/s")
+        self.plot.setLabel("left", "rate", units="B/s")  # pyqtgraph scales: B/s, kB/s, MB/s
         self.plot.setLabel("bottom", "seconds ago")
         self.plot.setXRange(-(HISTORY_S - 1), 0, padding=0)  # fixed: an idle jail needs no redraw
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.addLegend()
         self.curve_in = self.plot.plot(pen=pyqtgraph.mkPen("#1565c0", width=2), name="in")
         self.curve_out = self.plot.plot(pen=pyqtgraph.mkPen("#2e7d32", width=2), name="out")
-        self.table = QTableWidget(0, len(CONNECTION_COLUMNS))
-        self.table.setHorizontalHeaderLabels(CONNECTION_HEADERS)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = _table(CONNECTION_HEADERS)
+        self.blocked = _table(BLOCKED_HEADERS)
+        self._blocked: list[dict] | None = None
+        self.blocked_label = QLabel("Blocked")
         layout = QVBoxLayout(self)
-        for widget in (self.summary, self.warning, self.plot, QLabel("Connections"), self.table):
+        for widget in (self.summary, self.warning, self.plot, self.blocked_label, self.blocked,
+                       QLabel("Connections"), self.table):
             layout.addWidget(widget)
 
         self.timer = QTimer(self)
@@ -78,8 +81,9 @@ class InspectorWindow(QWidget):
         self._last = (now, counters)
         vpn_text = f"VPN {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'down'})" if jail["vpn"] else "no VPN (NAT)"
         self._set_text(self.summary,
-            f"<b>{jail['name']}</b> · {jail['address']} · {vpn_text} · {len(jail['pids'])} processes<br>"
-            f"in {size(counters['rx_bytes'])} ({counters['rx_packets']} packets) · "
+            f"<b>{jail['name']}</b> · {jail['address']} · {vpn_text} · "
+            f"{count(len(jail['pids']), 'process', 'processes')}<br>"
+            f"since the jail started: in {size(counters['rx_bytes'])} ({counters['rx_packets']} packets) · "
             f"out {size(counters['tx_bytes'])} ({counters['tx_packets']} packets) · "
             f"dropped {counters['dropped_packets']} packets")
         if kill_switch_blocking(jail):
@@ -90,6 +94,7 @@ class InspectorWindow(QWidget):
         else:
             self.warning.hide()
         self._fill_table(jail.get("connections", []))
+        self._fill_blocked(jail.get("blocked", []))
 
     def _draw_rates(self) -> None:
         """Redraw only when the picture changes: an idle jail's flat line stays as it is."""
@@ -110,16 +115,39 @@ class InspectorWindow(QWidget):
         """(in, out) bytes per second of the last sample; zeros before two samples."""
         return self.rates_in[-1], self.rates_out[-1]
 
+    def _fill_blocked(self, blocked: list[dict]) -> None:
+        """The destinations the jail's rules refused, most hit first (as `appjail inspect`)."""
+        if blocked == self._blocked:
+            return
+        self._blocked = blocked
+        self._set_text(self.blocked_label, f"Blocked ({len(blocked)})")
+        _fill(self.blocked, blocked_rows(blocked))
+
+    def blocked_texts(self) -> list[list[str]]:
+        """The blocked table's cells, row by row."""
+        return [[self.blocked.item(row, column).text() for column in range(self.blocked.columnCount())]
+                for row in range(self.blocked.rowCount())]
+
     def _fill_table(self, connections: list[dict]) -> None:
         if connections == self._connections:
             return
         self._connections = connections
-        self.table.setRowCount(len(connections))
-        for row, connection in enumerate(connections):
-            for column, key in enumerate(CONNECTION_COLUMNS):
-                value = connection.get(key, "")
-                text = size(value) if key.endswith("_bytes") else str(value)
-                item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(row, column, item)
-        self.table.resizeColumnsToContents()
+        _fill(self.table, [tuple(size(c.get(key, 0)) if key.endswith("_bytes") else str(c.get(key, ""))
+                                 for key in CONNECTION_COLUMNS) for c in connections])
+
+
+def _table(headers: tuple[str, ...]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    return table
+
+
+def _fill(table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
+    table.setRowCount(len(rows))
+    for row, cells in enumerate(rows):
+        for column, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            table.setItem(row, column, item)
+    table.resizeColumnsToContents()

@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import (QApplication, QLabel, QMenu, QPushButton, QSystemTr
 
 from ..client import Client
 from ..profiles import Profile, ProfileError, load_profiles
+from ..report import count
 from .inspector import InspectorWindow
 from .run_dialog import RunDialog, host_interfaces
 from .worker import HelperWorker, Session
@@ -43,6 +44,7 @@ class Tray(QObject):
         self.jails: dict[str, dict] = {}
         self.inspectors: dict[str, InspectorWindow] = {}
         self.notifications: list[tuple[str, str]] = []
+        self.kill_switch_dropping: set[str] = set()  # jails told about in this VPN outage
         self.status = "starting…"
 
         self.thread = QThread()
@@ -115,7 +117,8 @@ class Tray(QObject):
         if self.jails:
             for name, jail in sorted(self.jails.items()):
                 vpn = f", {jail['vpn']}" if jail.get("vpn") else ""
-                submenu = self.menu.addMenu(f"{name} ({len(jail.get('pids', []))} processes{vpn})")
+                processes = count(len(jail.get("pids", [])), "process", "processes")
+                submenu = self.menu.addMenu(f"{name} ({processes}{vpn})")
                 submenu.setObjectName(f"jail:{name}")
                 self._route(submenu.addAction("Inspect"), "inspect", name)
                 self._route(submenu.addAction("Stop"), "stop", name)
@@ -185,12 +188,25 @@ class Tray(QObject):
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):
                 self.notify("VPN gone", f"{jail['vpn']} of jail {name} is down or missing: the kill "
                                         "switch blocks the jail's traffic until it is back")
+            self._note_kill_switch(name, jail, before)
         for name in set(self.inspectors) - set(current):
             self.inspectors.pop(name).close()
         menu_changed = _menu_view(current) != _menu_view(self.jails)
         self.jails = current
         if not self.set_status(f"{len(current)} jail{'s' if len(current) != 1 else ''}") and menu_changed:
             self.rebuild_menu()
+
+    def _note_kill_switch(self, name: str, jail: dict, before: dict | None) -> None:
+        """Tell once per outage when a jail's kill switch starts dropping its traffic."""
+        if jail.get("vpn_up", True):
+            self.kill_switch_dropping.discard(name)
+            return
+        dropped = jail.get("counters", {}).get("dropped_packets", 0)
+        was = (before or {}).get("counters", {}).get("dropped_packets", dropped)
+        if jail.get("vpn") and dropped > was and name not in self.kill_switch_dropping:
+            self.kill_switch_dropping.add(name)
+            self.notify("Kill switch", f"jail {name} is trying to reach the network while {jail['vpn']} is "
+                                       "down: its traffic is blocked (Inspect shows where it went)")
 
     def on_launched(self, name: str, pid: int) -> None:
         self.notify("Started", f"{name}: process {pid}")

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .blocked import Blocked
 from .rules import JailRules
 
 AUTO = "auto"
@@ -66,8 +67,11 @@ class FirewallBackend(Protocol):
     def read_counters(self, layouts: Mapping[str, Sequence[str]]) -> Counters:
         """(packets, bytes) per role for each jail whose chain exists (see rules.JailRules.roles)."""
 
+    def read_blocked(self, name: str, now: int) -> list[Blocked]:
+        """The jail's blocked destinations (at most blocked.BLOCKED_MAX); now: epoch seconds."""
+
     def list_owned(self) -> tuple[set[str], set[str]]:
-        """(owners of tagged rules, aj-* chains): what a leak check looks at."""
+        """(owners of tagged rules, aj-* chains and sets): what a leak check looks at."""
 
 
 @dataclass(frozen=True)

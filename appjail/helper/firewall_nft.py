@@ -24,17 +24,31 @@ Per-jail commands go in libnftables' JSON form, so no value is ever parsed
 as nft syntax; the fixed skeleton, which holds no value, is written in nft's
 own syntax for the reader. The chain's rules arrive in the backend-neutral
 form of `rules`; `encode` translates that small vocabulary.
+
+Blocked destinations: each jail has a set `aj-NAME` (beside its chain) keyed
+by destination address, protocol, port and reason code, with a counter per
+element, a timeout refreshed by each hit and `size` BLOCKED_MAX. Its record
+rules `update` it right before each drop, so the kernel does all the work on
+the packet path; the helper reads it only when asked (read_blocked), with a
+netlink dump of its elements (nlraw), not through libnftables, which takes
+20 ms to list 1000 of them. Listings of the table are terse (no elements);
+the shared maps and sets are listed on their own where their owners matter.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..model import Publish
+from . import nlraw
+from .blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, PORT_PROTOCOLS, Blocked, FirstSeen, oldest, protocol_name
 from .firewall import Counters, FirewallError, Residue
-from .rules import GUARD_CHAIN, PREFIX, JailRules, build_guard_rules, jail_chain, sum_by_role
+from .rules import (GUARD_CHAIN, PREFIX, RECORD, JailRules, build_guard_rules, jail_chain, reason_code,
+                    reason_of, sum_by_role)
 
 FAMILY, TABLE = "inet", "appjail"
 SKELETON = f"""
@@ -76,6 +90,8 @@ ANY_ADDRESS = {"prefix": {"addr": "0.0.0.0", "len": 0}}
 GUARD_BASE = (GUARD_CHAIN, "filter", "forward", 10)
 _VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return"}
 _CT_STATES = {"RELATED": "related", "ESTABLISHED": "established", "NEW": "new", "INVALID": "invalid"}
+# a blocked set's key: destination, protocol, port (0 for protocols without one), reason code
+BLOCKED_KEY = ["ipv4_addr", "inet_proto", "inet_service", "mark"]
 
 Json = dict[str, Any]
 
@@ -97,13 +113,15 @@ class NftablesBackend:
         self._nft.set_json_output(True)
         self._lock = threading.Lock()  # one libnftables context, one user at a time
         self._owners: set[str] = set()
+        self._first_seen = FirstSeen()
 
     # -- the FirewallBackend methods -----------------------------------------
 
     def install(self, rules: JailRules) -> None:
-        commands = [{"create": {"chain": _obj(name=rules.chain)}}]  # fails if it exists
-        commands += [{"add": {"rule": _rule(rules.chain, {**rule, "counter": True})}}
-                     for rule in rules.chain_rules]
+        commands = [{"create": {"chain": _obj(name=rules.chain)}},  # fails if it exists
+                    {"create": {"set": _blocked_set(rules.chain)}}]
+        commands += [{"add": {"rule": rule}} for neutral in rules.chain_rules
+                     for rule in encode_chain_rule(rules.chain, neutral)]
         commands += [{"add": {"element": _obj(name=name, elem=elements)}}
                      for name, elements in _elements(rules, with_values=True).items()]
         with self._lock:
@@ -115,12 +133,13 @@ class NftablesBackend:
     def remove(self, rules: JailRules) -> None:
         commands = [{"delete": {"element": _obj(name=name, elem=keys)}}
                     for name, keys in _elements(rules, with_values=False).items()]
-        delete_chain = {"delete": {"chain": _obj(name=rules.chain)}}
+        delete_chain = [{"delete": {kind: _obj(name=rules.chain)}} for kind in ("chain", "set")]  # set after rules
         with self._lock:
             self._owners.discard(rules.chain)
-            if not self._try_run([*commands, delete_chain]):  # something was gone already
+            if not self._try_run([*commands, *delete_chain]):  # something was gone already
                 self._remove_listed({rules.chain})
             self._drop_table_if_unused()
+            self._first_seen.forget(rules.name)
 
     def set_guard(self, forwarding_ifnames: Iterable[str] | None) -> None:
         with self._lock:
@@ -139,7 +158,7 @@ class NftablesBackend:
 
     def sweep(self, live_owners: set[str]) -> Residue:
         with self._lock:
-            listing = self._list_table()
+            listing = self._list_table(keyed=True)
             found = _owned(listing) if listing else (set(), set())
             owners, chains = found
             residue = Residue(owners - live_owners, chains - live_owners)
@@ -165,9 +184,20 @@ class NftablesBackend:
         return {name: sum_by_role(counted[jail_chain(name)])
                 for name in layouts if jail_chain(name) in chains}
 
+    def read_blocked(self, name: str, now: int) -> list[Blocked]:
+        """The jail's set, element by element; when it is full, its least recently hit
+        tenth goes, so new destinations find room (oldest first, as the timeouts do)."""
+        chain = jail_chain(name)
+        with self._lock:
+            entries = read_set_elements(chain, now)
+            if len(entries) >= BLOCKED_MAX:
+                self._try_run([{"delete": {"element": _obj(name=chain, elem=[
+                    {"concat": _blocked_key(entry)} for entry in oldest(entries, BLOCKED_MAX // 10)])}}])
+            return self._first_seen.stamp(name, entries)
+
     def list_owned(self) -> tuple[set[str], set[str]]:
         with self._lock:
-            listing = self._list_table()
+            listing = self._list_table(keyed=True)
         return _owned(listing) if listing else (set(), set())
 
     # -- the table ---------------------------------------------------------------
@@ -183,15 +213,15 @@ class NftablesBackend:
 
     def _remove_listed(self, owners: set[str], listing: Json | None = None) -> None:
         """Delete, as found in the listing, every element owned by and every chain named in owners."""
-        listing = listing or self._list_table() or {}
+        listing = listing or self._list_table(keyed=True) or {}
         commands = []
         for kind in ("map", "set"):
             for keyed in _objects(listing, kind):
                 keys = [_key(item) for item in keyed.get("elem", []) if _owner(item) in owners]
                 if keyed["name"] in KEYED and keys:
                     commands.append({"delete": {"element": _obj(name=keyed["name"], elem=keys)}})
-        commands += [{"delete": {"chain": _obj(name=chain["name"])}} for chain in _objects(listing, "chain")
-                     if chain["name"] in owners]
+        commands += [{"delete": {kind: _obj(name=found["name"])}} for kind in ("chain", "set")  # sets after rules
+                     for found in _objects(listing, kind) if found["name"] in owners]
         if commands:
             self._run(commands)
 
@@ -199,16 +229,24 @@ class NftablesBackend:
         """No jail and no guard: the table goes, and the host's ruleset is as it was."""
         if self._owners:
             return
-        listing = self._list_table()
+        listing = self._list_table(keyed=True)
         if listing is not None and _owned(listing) == (set(), set()):
             self._run([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
 
-    def _list_table(self) -> Json | None:
-        return self._list("table", family=FAMILY, name=TABLE)
+    def _list_table(self, keyed: bool = False) -> Json | None:
+        """The table without set elements (a blocked set may hold a thousand), and with
+        keyed, the elements of the shared maps and sets too; None without the table."""
+        listing = self._list("table", terse=True, family=FAMILY, name=TABLE)
+        if listing is not None and keyed:
+            for name in KEYED:
+                kind = "map" if name in ("jail_dev", "published") else "set"
+                listing["nftables"] += (self._list(kind, name=name) or {}).get("nftables", [])
+        return listing
 
-    def _list(self, kind: str, **names: str) -> Json | None:
+    def _list(self, kind: str, terse: bool = False, **names: str) -> Json | None:
         """The listing of one object; None when it does not exist."""
         spec = {"family": FAMILY, "table": TABLE, **names} if kind != "table" else names
+        self._nft.set_terse_output(terse)
         rc, output, _error = self._json_cmd([{"list": {kind: spec}}])
         return output if rc == 0 else None
 
@@ -255,7 +293,8 @@ def _owned(listing: Json) -> tuple[set[str], set[str]]:
     """(owners of elements in the shared maps and sets, and the guard; aj-* chains) of a listing."""
     owners = {owner for kind in ("map", "set") for keyed in _objects(listing, kind) if keyed["name"] in KEYED
               for item in keyed.get("elem", []) if (owner := _owner(item))}
-    chains = {chain["name"] for chain in _objects(listing, "chain") if chain["name"].startswith(PREFIX)}
+    chains = {found["name"] for kind in ("chain", "set") for found in _objects(listing, kind)
+              if found["name"].startswith(PREFIX)}  # a jail's chain, and its blocked set
     # the guard is hooked by being a base chain: it is its own hook
     return owners | (chains & {GUARD_CHAIN}), chains
 
@@ -273,6 +312,14 @@ def _key(item: Any) -> Any:
 
 def encode(rule: Json) -> list[Json]:
     """nftables JSON statements for one rule of the `rules` vocabulary (comment aside)."""
+    expr = _matches(rule)
+    if rule.get("counter"):
+        expr.append({"counter": None})
+    expr.append(_verdict(rule["target"]))
+    return expr
+
+
+def _matches(rule: Json) -> list[Json]:
     expr: list[Json] = []
     for key, meta in (("in-interface", "iifname"), ("out-interface", "oifname")):
         if key in rule:
@@ -293,11 +340,93 @@ def encode(rule: Json) -> list[Json]:
         else:
             expr.append({"match": {"op": "in", "left": {"ct": {"key": "state"}},
                                    "right": [_CT_STATES[state] for state in states]}})
-    if rule.get("counter"):
-        expr.append({"counter": None})
-    target = rule["target"]
-    expr.append({_VERDICTS[target]: None} if target in _VERDICTS else {"jump": {"target": target}})
     return expr
+
+
+def encode_chain_rule(chain: str, rule: Json) -> list[Json]:
+    """A rule of a jail's chain as `add rule` objects: counted, or for a record two
+    (protocols with ports, and without: `th dport` of an ICMP packet is its checksum)."""
+    record = rule["target"][RECORD] if isinstance(rule["target"], dict) and RECORD in rule["target"] else None
+    if record is None:
+        return [_rule(chain, {**rule, "counter": True})]
+    code = reason_code(record["reason"])
+    address = {"payload": {"protocol": "ip", "field": "daddr"}}
+    protocol = {"meta": {"key": "l4proto"}}
+    records = []
+    for op, port in (("==", {"payload": {"protocol": "th", "field": "dport"}}), ("!=", 0)):
+        update = {"set": {"op": "update", "set": "@" + jail_chain(record["jail"]),
+                          "elem": {"concat": [address, protocol, port, code]}}}
+        kind = {"match": {"op": op, "left": protocol, "right": {"set": sorted(PORT_PROTOCOLS.values())}}}
+        records.append(_obj(chain=chain, expr=[*_matches(rule), kind, update], comment=rule["comment"]["comment"]))
+    return records
+
+
+def _blocked_set(name: str) -> Json:
+    """A jail's blocked destinations: counted per element, timed out, bounded."""
+    return _obj(name=name, type=BLOCKED_KEY, flags=["timeout"], timeout=BLOCKED_TIMEOUT_S, size=BLOCKED_MAX,
+                stmt=[{"counter": None}])
+
+
+NFT_MSG_GETSETELEM = (10 << 8) | 13  # subsystem nf_tables
+NFPROTO_INET = 1
+NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_EXPR = 1, 5, 7
+NFTA_DATA_VALUE = 1
+NFTA_EXPR_DATA = 2
+NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
+# the key as the kernel holds it: each part in 4-byte registers; a mark in host order
+_KEY = struct.Struct("=4sB3x2s2xI")
+
+
+def read_set_elements(name: str, now: int) -> list[Blocked]:
+    """The elements of blocked set NAME (a netlink dump); none when the set does not exist."""
+    request = nlraw.request(NFT_MSG_GETSETELEM, nlraw.NLM_F_REQUEST | nlraw.NLM_F_DUMP, NFPROTO_INET, 0,
+                            nlraw.attribute(NFTA_SET_ELEM_LIST_TABLE, TABLE.encode() + b"\0"),
+                            nlraw.attribute(NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0"))
+    entries = []
+    try:
+        for _kind, data, start, end in nlraw.dump(request):
+            listed = nlraw.attributes(data, start + 4, end).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+            entries += [_element(element, now) for element in _list_items(listed)]
+    except FileNotFoundError:
+        return []
+    return entries
+
+
+def _list_items(value: bytes) -> Iterator[bytes]:
+    """The NFTA_LIST_ELEMs of a nested list, in order (attributes() keeps one per type)."""
+    offset = 0
+    while offset + 4 <= len(value):
+        length = struct.unpack_from("=H", value, offset)[0]
+        if length < 4:
+            return
+        yield value[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+
+
+def _element(value: bytes, now: int) -> Blocked:
+    """One element: its key, counter and time left; its last hit is when its timeout was refreshed."""
+    element = nlraw.nested(value)
+    key = nlraw.nested(element[NFTA_SET_ELEM_KEY])[NFTA_DATA_VALUE]
+    address, protocol, port, code = _KEY.unpack_from(key.ljust(_KEY.size, b"\0"))
+    expiration_ms = struct.unpack("!Q", element[NFTA_SET_ELEM_EXPIRATION])[0] \
+        if NFTA_SET_ELEM_EXPIRATION in element else BLOCKED_TIMEOUT_S * 1000
+    counter = nlraw.nested(nlraw.nested(element.get(NFTA_SET_ELEM_EXPR, b"")).get(NFTA_EXPR_DATA, b""))
+    packets, size = (struct.unpack("!Q", counter.get(kind, bytes(8)))[0]
+                     for kind in (NFTA_COUNTER_PACKETS, NFTA_COUNTER_BYTES))
+    last = now - (BLOCKED_TIMEOUT_S - expiration_ms // 1000)
+    return Blocked(protocol_name(protocol), socket.inet_ntoa(address),
+                   struct.unpack("!H", port)[0], reason_of(code), packets, size, last, last)
+
+
+def _blocked_key(entry: Blocked) -> list:
+    return [entry.dst, entry.proto, entry.dport, reason_code(entry.reason)]
+
+
+def _verdict(target: str) -> Json:
+    if target in _VERDICTS:
+        return {_VERDICTS[target]: None}
+    return {"jump": {"target": target}}
 
 
 def _match(left: Json, right: tuple[bool, Any]) -> Json:

@@ -3,6 +3,9 @@
 Each change is one batch per table (libiptc swaps the whole table in one
 commit) made while holding /run/xtables.lock, as the iptables tools do, so
 that a concurrent `iptables` never overwrites our commit or we theirs.
+
+Blocked destinations: a record rule is `-j NFLOG` (see nflog), read by a
+thread of the helper into a bounded table.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from . import nflog
+from .blocked import Blocked, BlockedTable
 from .firewall import Counters, FirewallError, Residue, legacy_tables
-from .rules import GUARD_CHAIN, PREFIX, Hook, JailRules, build_guard_rules, jail_chain, sum_by_role, tag
+from .rules import (GUARD_CHAIN, PREFIX, RECORD, Hook, JailRules, build_guard_rules, jail_chain, reason_code,
+                    sum_by_role, tag)
 
 XTABLES_LOCK = "/run/xtables.lock"
 TABLES = ("filter", "nat")
@@ -66,7 +72,20 @@ def _fresh_table(iptc, name: str):
 def _encode(rule: dict):
     from iptc import easy
 
-    return easy.encode_iptc_rule(rule)
+    return easy.encode_iptc_rule(_nflog(rule))
+
+
+def _nflog(rule: dict) -> dict:
+    """A record rule's target: NFLOG to the group of its reason (see nflog).
+
+    No --nflog-size: python-iptables would pass it as the obsolete --nflog-range,
+    which makes libxtables exit; the reader's group setting copies 64 bytes.
+    """
+    target = rule["target"]
+    if not (isinstance(target, dict) and RECORD in target):
+        return rule
+    record = target[RECORD]
+    return {**rule, "target": {"NFLOG": {"nflog-group": str(nflog.group(reason_code(record["reason"])))}}}
 
 
 def _chain(table, name: str):
@@ -125,7 +144,12 @@ class XtablesBackend:
 
     name = "xtables"
 
+    def __init__(self) -> None:
+        self.blocked = BlockedTable()
+        self._reader = nflog.NflogReader(self.blocked)
+
     def install(self, rules: JailRules) -> None:
+        self._reader.start()
         with batch(*TABLES) as tables:
             filter_table = tables["filter"]
             if filter_table.is_chain(rules.chain):
@@ -152,6 +176,7 @@ class XtablesBackend:
             except iptc.IPTCError:
                 _remove_owned(tables, lambda owner: owner == rules.chain)
             _delete_chains(tables["filter"], [rules.chain])
+        self.blocked.forget(rules.name)
 
     def set_guard(self, forwarding_ifnames: Iterable[str] | None) -> None:
         """Install (or with None remove) the forwarding guard, replacing any old one."""
@@ -206,6 +231,11 @@ class XtablesBackend:
                     counted = ((owner_of(rule), rule.get_counters()) for rule in _chain(table, chain).rules)
                 result[name] = sum_by_role(counted)
         return result
+
+    def read_blocked(self, name: str, now: int) -> list[Blocked]:
+        """What the reader has added up (started here too, for jails adopted from an earlier helper)."""
+        self._reader.start()
+        return self.blocked.entries(name, now)
 
     def list_owned(self) -> tuple[set[str], set[str]]:
         """(owners of tagged rules, aj-* chains): what a leak check looks at."""

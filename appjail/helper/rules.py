@@ -65,9 +65,25 @@ class JailRules:
 
 
 # What each rule of a jail's chain counts, kept in its comment: `inspect`
-# adds the counters up by role.
-ROLE_IN, ROLE_OUT, ROLE_DROPPED = "in", "out", "dropped"
+# adds the counters up by role. A `record` rule counts nothing itself: it
+# notes the destination of what the drop rule right after it refuses.
+ROLE_IN, ROLE_OUT, ROLE_DROPPED, ROLE_RECORD = "in", "out", "dropped", "record"
 ROLES = (ROLE_IN, ROLE_OUT, ROLE_DROPPED)
+
+# Why a jail's packet was dropped; a reason's code is its index + 1 (the
+# nftables set key and the NFLOG prefix carry the code).
+KILL_SWITCH, DENY, NO_LAN, NOT_ALLOWED = "kill switch", "deny", "no-lan", "not allowed"
+REASONS = (KILL_SWITCH, DENY, NO_LAN, NOT_ALLOWED)
+RECORD = "RECORD"  # the target of a record rule: {"RECORD": {"jail": NAME, "reason": REASON}}
+
+
+def reason_code(reason: str) -> int:
+    return REASONS.index(reason) + 1
+
+
+def reason_of(code: int) -> str:
+    """The reason for a code; an unknown code (another version's) is "not allowed"."""
+    return REASONS[code - 1] if 1 <= code <= len(REASONS) else NOT_ALLOWED
 
 
 def sum_by_role(counted: Iterable[tuple[str | None, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
@@ -83,12 +99,25 @@ def _role(rule: dict, role: str) -> dict:
     return {**rule, "comment": {"comment": role}}
 
 
+def _refused(name: str, matches: dict, reason: str, recorded: dict | None = None) -> list[dict]:
+    """A drop, preceded by the record of its destinations under `reason`.
+
+    recorded: what of it is recorded, when not all it drops (default: the same).
+    Two rules, not one: a record that cannot be made (a full set) must never
+    keep the drop from happening.
+    """
+    record = {**(matches if recorded is None else recorded), "target": {RECORD: {"jail": name, "reason": reason}}}
+    return [_role(record, ROLE_RECORD), _role({**matches, "target": "DROP"}, ROLE_DROPPED)]
+
+
 def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str) -> JailRules:
     """The jail's own chain and its hooks into FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING.
 
     Chain order: replies in; published ports in; replies out (also to denied
-    ranges, for connections that came in through a published port); denied
-    ranges dropped; the jail's own traffic out; everything else dropped.
+    ranges, for connections that came in through a published port); a --vpn
+    jail's traffic turned back toward itself (the kill switch: its VPN is
+    down) dropped; denied ranges dropped; the jail's own traffic out;
+    everything else dropped. Each drop is preceded by its record rule.
     """
     chain = jail_chain(spec.name)
     owner = chain
@@ -104,14 +133,17 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
                            "target": "ACCEPT"}, ROLE_IN) for p in spec.publish]
     if spec.publish:
         chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
-    chain_rules += [_role({**from_jail, "dst": cidr, "target": "DROP"}, ROLE_DROPPED)
-                    for cidr in spec.deny]
+    if vpn:  # without its VPN, the jail's table routes its traffic back out of its own veth
+        chain_rules += _refused(spec.name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
+    for cidr in spec.deny:
+        chain_rules += _refused(spec.name, {**from_jail, "dst": cidr}, DENY)
     # the VPN's own ranges are the VPN path: --no-lan keeps them open
     beside_vpn = {"out-interface": "!" + vpn} if vpn else {}
-    chain_rules += [_role({**from_jail, "dst": cidr, **beside_vpn, "target": "DROP"}, ROLE_DROPPED)
-                    for cidr in spec.lan_ranges()]
-    chain_rules += [_role({**from_jail, **egress, "target": "ACCEPT"}, ROLE_OUT),
-                    _role({"target": "DROP"}, ROLE_DROPPED)]
+    for cidr in spec.lan_ranges():
+        chain_rules += _refused(spec.name, {**from_jail, "dst": cidr, **beside_vpn}, NO_LAN)
+    chain_rules.append(_role({**from_jail, **egress, "target": "ACCEPT"}, ROLE_OUT))
+    # what the jail itself sent, not what reached its veth from elsewhere
+    chain_rules += _refused(spec.name, {}, NOT_ALLOWED, recorded={"in-interface": host_ifname})
     hooks = [
         Hook("filter", "FORWARD", tag({"in-interface": host_ifname, "target": chain}, owner)),
         Hook("filter", "FORWARD", tag({"out-interface": host_ifname, "target": chain}, owner)),

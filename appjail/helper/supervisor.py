@@ -382,9 +382,11 @@ class Supervisor:
     def inspect(self, caller: Caller, name: str) -> dict:
         jail = self._own_jail(caller, name)
         (described,) = self.describe([jail])
-        # a tunnel jail's connections are tracked nowhere: no netfilter hook sees them
-        connections = [] if jail.tunnel else traffic.connections(jail.address)
-        return {**described, "connections": connections}
+        # a tunnel jail's traffic passes no netfilter hook: no connections, nothing blocked
+        if jail.tunnel:
+            return {**described, "blocked": [], "connections": []}
+        return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.name),
+                "connections": traffic.connections(jail.address)}
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:

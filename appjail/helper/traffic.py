@@ -1,4 +1,4 @@
-"""What a jail's traffic is doing: its chain's counters and its live connections.
+"""What a jail's traffic is doing: its chain's counters, what it refused, its live connections.
 
 Counters come from the jail's own filter chain (one read of the filter
 table, then only that chain), connections from conntrack. Per-connection
@@ -9,8 +9,10 @@ namespace (net.netfilter.nf_conntrack_acct) when it creates a jail.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Mapping, Sequence
 
+from .blocked import top
 from .firewall import FirewallBackend
 from .rules import ROLE_DROPPED, ROLE_IN, ROLE_OUT
 
@@ -32,6 +34,11 @@ def counters(firewall: FirewallBackend, layouts: Mapping[str, Sequence[str]]) ->
             fields[f"{prefix}_packets"], fields[f"{prefix}_bytes"] = totals[role]
         result[name] = fields
     return result
+
+
+def blocked(firewall: FirewallBackend, name: str) -> list[dict]:
+    """The jail's most hit blocked destinations (blocked.SHOWN of them), as `inspect --json` lists them."""
+    return [entry._asdict() for entry in top(firewall.read_blocked(name, int(time.time())))]
 
 
 def connections(jail_address: str) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import firewall_xt, netns, rules
+from appjail.helper import firewall_nft, firewall_xt, netns, rules
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.state import JailRecord, StateStore
 from appjail.lab import in_netns
@@ -145,7 +145,7 @@ def test_twenty_jails_concurrently(engine):
     owners, chains = engine.firewall.list_owned()
     assert owners == {f"aj-{n}" for n in names} | {rules.GUARD_CHAIN}
     assert chains == {f"aj-{n}" for n in names} | {rules.GUARD_CHAIN}
-    _assert_one_set_of_rules_each(engine.firewall.name, names)
+    _assert_one_set_of_rules_each(engine.firewall.name, jails)
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(engine.destroy, names))
     assert engine.list() == []
@@ -212,15 +212,15 @@ def test_a_hook_missing_at_teardown_is_found_by_walking(engine):
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def _assert_one_set_of_rules_each(backend: str, names: list[str]) -> None:
-    """Each jail reached once from each shared chain, and a chain of three rules, as the admin's tools list them."""
+def _assert_one_set_of_rules_each(backend: str, jails: list) -> None:
+    """Each jail reached once from each shared chain, and its chain as built, as the admin's tools list them."""
     if backend == "xtables":
         saved = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True, check=True).stdout
-        for name in names:
-            hooks = [line for line in saved.splitlines() if f"--comment aj-{name} " in line + " "]
-            assert len(hooks) == 5, (name, hooks)
-            own = [line for line in saved.splitlines() if line.startswith(f"-A aj-{name} ")]
-            assert len(own) == 3, (name, own)
+        for jail in jails:
+            hooks = [line for line in saved.splitlines() if f"--comment aj-{jail.name} " in line + " "]
+            assert len(hooks) == 5, (jail.name, hooks)
+            own = [line for line in saved.splitlines() if line.startswith(f"-A aj-{jail.name} ")]
+            assert len(own) == len(jail.firewall_rules.chain_rules), (jail.name, own)
         return
     listing = json.loads(subprocess.run(["nft", "-j", "list", "table", "inet", "appjail"], capture_output=True,
                                         text=True, check=True).stdout)["nftables"]
@@ -228,9 +228,11 @@ def _assert_one_set_of_rules_each(backend: str, names: list[str]) -> None:
               for kind in ("map", "set") for keyed in (x[kind] for x in listing if kind in x)
               for item in keyed.get("elem", [])]
     rules = [x["rule"]["chain"] for x in listing if "rule" in x]
-    for name in names:  # jail_dev, jail_in, and nat_out or vpn_out
-        assert owners.count(f"aj-{name}") == 3, (name, owners)
-        assert rules.count(f"aj-{name}") == 3, (name, rules)
+    for jail in jails:  # jail_dev, jail_in, and nat_out or vpn_out
+        chain = jail.firewall_rules.chain
+        assert owners.count(chain) == 3, (jail.name, owners)
+        built = sum(len(firewall_nft.encode_chain_rule(chain, rule)) for rule in jail.firewall_rules.chain_rules)
+        assert rules.count(chain) == built, (jail.name, rules)
 
 
 def test_reconcile_after_a_crash_leaves_nothing(in_host, tmp_path):

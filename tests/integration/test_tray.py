@@ -161,3 +161,40 @@ def test_gui_thread_stays_free_and_the_tray_idles_with_five_jails_watched(make_t
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def test_kill_switch_blocked_table_and_one_notification(make_tray, qtbot, lab, helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "kst", "--vpn", lab.wg_ifname, "--dns", DNS,
+                   "--", "true").returncode == 0
+    tray = make_tray(MEMBER, {})
+    qtbot.waitUntil(lambda: "kst" in tray.jail_menu_names(), timeout=10_000)
+    window = tray.inspect("kst")
+    lab.wg_down()
+    try:
+        for _ in range(2):  # two curls, several retransmissions: one episode
+            appjail(helper, MEMBER, "run", "--name", "kst", "--", "curl", "-sS", "--max-time", "2",
+                    f"http://{lab.SERVER_ADDR}/")
+        kill_switch = [["tcp", f"{lab.SERVER_ADDR}:80", "kill switch"]]
+        qtbot.waitUntil(lambda: [row[:3] for row in window.blocked_texts()] == kill_switch, timeout=10_000)
+        qtbot.waitUntil(lambda: any(title == "Kill switch" for title, _ in tray.notifications), timeout=10_000)
+        qtbot.wait(5000)  # more listings while it stays down
+        assert [title for title, _ in tray.notifications].count("Kill switch") == 1
+        assert window.blocked_label.text() == "Blocked (1)"
+    finally:
+        lab.wg_up()
+
+
+def test_inspector_axis_in_human_units_and_owner_names(make_tray, qtbot, lab, helper):
+    tray = make_tray(MEMBER, {"dl": download_profile(lab, rate=150_000)})
+    tray.profile_action("dl").trigger()
+    qtbot.waitUntil(lambda: "dl" in tray.jail_menu_names(), timeout=10_000)
+    window = tray.inspect("dl")
+    qtbot.waitUntil(lambda: window.latest_rates()[0] > 50_000, timeout=10_000)
+    qtbot.waitUntil(lambda: "kB/s" in window.plot.getAxis("left").labelString(), timeout=5_000)
+    assert "since the jail started" in window.summary.text()
+    menu_entry = next(a.text() for a in tray.menu.actions() if a.menu() and a.text().startswith("dl ("))
+    assert menu_entry == "dl (1 process)", menu_entry
+    listing = appjail(helper, MEMBER, "ls").stdout.splitlines()
+    assert listing[1].split()[:2] == ["dl", MEMBER], listing
+    jail_submenu_action(tray, "dl", "Stop").trigger()
+    qtbot.waitUntil(lambda: "dl" not in tray.jail_menu_names(), timeout=15_000)

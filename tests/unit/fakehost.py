@@ -203,6 +203,9 @@ class FakeFirewall(Recorder):
     def read_counters(self, layouts: Mapping[str, Sequence[str]]) -> dict:
         return {name: {role: (0, 0) for role in ROLES} for name in layouts if PREFIX + name in self.chains}
 
+    def read_blocked(self, name: str, now: int) -> list:
+        return []
+
     def list_owned(self) -> tuple[set[str], set[str]]:
         owned = set(self.chains) | ({GUARD_CHAIN} if self.guard is not None else set())
         return owned, set(owned)

@@ -1,9 +1,13 @@
 """Which backend the helper picks, and how the nftables backend spells the rules."""
 
+import struct
+
 import pytest
 
 from appjail.helper import firewall
-from appjail.helper.firewall_nft import _elements, encode
+from appjail.helper import nlraw
+from appjail.helper.blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, Blocked
+from appjail.helper.firewall_nft import _blocked_set, _element, _elements, encode, encode_chain_rule
 from appjail.helper.main import main
 from appjail.helper.rules import build_guard_rules, build_jail_rules
 from appjail.model import JailSpec, Publish
@@ -106,5 +110,39 @@ def test_the_ct_status_dnat_accept_of_a_published_port():
 def test_every_rule_of_every_jail_shape_encodes(spec):
     rules = build_jail_rules(spec, "aj-web", "10.231.0.0/30", "10.231.0.2")
     verdicts = {"accept", "drop", "return", "jump"}
-    for rule in [*rules.chain_rules, *build_guard_rules(["eth0"])]:
+    for rule in build_guard_rules(["eth0"]):
         assert set(encode(rule)[-1]) <= verdicts, rule
+    for rule in rules.chain_rules:
+        for added in encode_chain_rule(rules.chain, rule):
+            last = added["expr"][-1]
+            assert set(last) <= verdicts or last["set"]["op"] == "update", rule
+            assert added["comment"] == rule["comment"]["comment"]
+
+
+def test_a_record_updates_the_jails_set_with_port_or_without():
+    rules = build_jail_rules(JailSpec("web", deny=("192.0.2.0/24",)), "aj-web", "10.231.0.0/30", "10.231.0.2")
+    record = next(rule for rule in rules.chain_rules if rule.get("dst") == "192.0.2.0/24")
+    with_port, without = encode_chain_rule("aj-web", record)
+    daddr, l4proto = {"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}}
+    assert with_port["expr"][-1] == {"set": {"op": "update", "set": "@aj-web", "elem": {"concat": [
+        daddr, l4proto, {"payload": {"protocol": "th", "field": "dport"}}, 2]}}}
+    assert without["expr"][-1]["set"]["elem"]["concat"] == [daddr, l4proto, 0, 2]
+    assert [e["match"]["op"] for e in (with_port["expr"][-2], without["expr"][-2])] == ["==", "!="]
+    # the same matches as the drop that follows it, and no counter of its own
+    assert _match({"payload": {"protocol": "ip", "field": "daddr"}}, "==",
+                  {"prefix": {"addr": "192.0.2.0", "len": 24}}) in with_port["expr"]
+    assert not any("counter" in e for e in with_port["expr"] + without["expr"])
+
+
+def test_the_blocked_set_is_bounded_and_read_back():
+    declared = _blocked_set("aj-web")
+    assert declared["size"] == BLOCKED_MAX and declared["timeout"] == BLOCKED_TIMEOUT_S
+    assert declared["stmt"] == [{"counter": None}] and declared["name"] == "aj-web"
+    # an element as the kernel dumps it: key registers, expiration in ms, its counter
+    key = bytes([192, 0, 2, 80]) + bytes([6, 0, 0, 0]) + struct.pack("!H", 80) + b"\0\0" + struct.pack("=I", 2)
+    counter = nlraw.attribute(1, b"counter\0") + nlraw.attribute(2, nlraw.attribute(1, struct.pack("!Q", 180))
+                                                                + nlraw.attribute(2, struct.pack("!Q", 3)))
+    element = (nlraw.attribute(1, nlraw.attribute(1, key))
+               + nlraw.attribute(5, struct.pack("!Q", (BLOCKED_TIMEOUT_S - 7) * 1000 + 400))
+               + nlraw.attribute(7, counter))
+    assert _element(element, 1000) == Blocked("tcp", "192.0.2.80", 80, "deny", 3, 180, 993, 993)

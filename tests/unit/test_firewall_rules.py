@@ -1,5 +1,6 @@
-from appjail.helper.rules import (GUARD_CHAIN, ROLE_DROPPED, ROLE_IN, ROLE_OUT, build_guard_rules,
-                                     build_jail_rules)
+from appjail.helper.rules import (DENY, GUARD_CHAIN, KILL_SWITCH, NO_LAN, NOT_ALLOWED, REASONS, RECORD,
+                                  ROLE_DROPPED, ROLE_IN, ROLE_OUT, ROLE_RECORD, build_guard_rules,
+                                  build_jail_rules, reason_code, reason_of)
 from appjail.model import LAN_RANGES, JailSpec
 
 
@@ -18,18 +19,20 @@ def without_role(rule):
 def test_nat_jail_chain():
     rules = rules_for()
     assert rules.chain == "aj-web"
-    inbound, outbound, final = rules.chain_rules
+    inbound, outbound, record, final = rules.chain_rules
     assert without_role(inbound) == {"out-interface": "aj-web",
                                      "conntrack": {"ctstate": "RELATED,ESTABLISHED"}, "target": "ACCEPT"}
     assert without_role(outbound) == {"in-interface": "aj-web", "src": "10.231.0.2",
                                       "out-interface": "!aj-+", "target": "ACCEPT"}
     assert without_role(final) == {"target": "DROP"}
-    assert [role(r) for r in rules.chain_rules] == [ROLE_IN, ROLE_OUT, ROLE_DROPPED]
-    assert rules.roles == (ROLE_IN, ROLE_OUT, ROLE_DROPPED)
+    assert without_role(record) == {"in-interface": "aj-web",
+                                     "target": {RECORD: {"jail": "web", "reason": NOT_ALLOWED}}}
+    assert [role(r) for r in rules.chain_rules] == [ROLE_IN, ROLE_OUT, ROLE_RECORD, ROLE_DROPPED]
+    assert rules.roles == (ROLE_IN, ROLE_OUT, ROLE_RECORD, ROLE_DROPPED)
 
 
 def test_vpn_jail_accepts_only_the_vpn_interface_both_ways():
-    inbound, outbound, _ = rules_for("wg0").chain_rules
+    inbound, *_, outbound, _, _ = rules_for("wg0").chain_rules
     assert inbound["in-interface"] == "wg0"
     assert outbound["out-interface"] == "wg0"
     masquerade = [h for h in rules_for("wg0").hooks if h.chain == "POSTROUTING"]
@@ -49,7 +52,7 @@ def test_hooks_are_tagged_and_input_drops_new_connections():
 
 def test_denied_ranges_drop_before_the_jails_traffic_is_accepted():
     rules = rules_for(deny=("192.0.2.0/24",)).chain_rules
-    drops = [r for r in rules if r.get("dst") == "192.0.2.0/24"]
+    drops = [r for r in rules if r.get("dst") == "192.0.2.0/24" and r["target"] == "DROP"]
     assert drops == [{"in-interface": "aj-web", "src": "10.231.0.2", "dst": "192.0.2.0/24",
                       "target": "DROP", "comment": {"comment": ROLE_DROPPED}}]
     assert rules.index(drops[0]) < [role(r) for r in rules].index(ROLE_OUT)
@@ -57,7 +60,7 @@ def test_denied_ranges_drop_before_the_jails_traffic_is_accepted():
 
 def test_no_lan_spares_the_vpn_path():
     rules = rules_for("wg0", no_lan=True).chain_rules
-    lan = [r for r in rules if r.get("dst") in LAN_RANGES]
+    lan = [r for r in rules if r.get("dst") in LAN_RANGES and r["target"] == "DROP"]
     assert len(lan) == len(LAN_RANGES)
     assert all(r["out-interface"] == "!wg0" and r["target"] == "DROP" for r in lan)
     assert all("out-interface" not in r for r in rules_for(no_lan=True).chain_rules
@@ -84,3 +87,48 @@ def test_guard_lets_jails_and_host_forwarding_through_and_drops_the_rest():
     assert {"in-interface": "eth1", "target": "RETURN"} in rules
     assert {"in-interface": "aj-+", "target": "RETURN"} in rules
     assert GUARD_CHAIN != GUARD_CHAIN.lower()  # never a jail's chain
+
+
+def refusals(rules):
+    """(reason recorded, what the record matches, what the drop after it matches) per drop."""
+    chain = list(rules.chain_rules)
+    found = []
+    for index, rule in enumerate(chain):
+        if role(rule) == ROLE_RECORD:
+            drop = chain[index + 1]
+            assert role(drop) == ROLE_DROPPED and drop["target"] == "DROP"
+            record = rule["target"][RECORD]
+            assert record["jail"] == "web"
+            strip = lambda r: {k: v for k, v in without_role(r).items() if k != "target"}  # noqa: E731
+            found.append((record["reason"], strip(rule), strip(drop)))
+    return found
+
+
+def test_every_drop_is_recorded_first_with_its_reason():
+    rules = rules_for("wg0", deny=("192.0.2.0/24",), no_lan=True)
+    found = refusals(rules)
+    assert [reason for reason, _, _ in found] == (
+        [KILL_SWITCH, DENY] + [NO_LAN] * len(LAN_RANGES) + [NOT_ALLOWED])
+    assert all(record == drop for reason, record, drop in found if reason != NOT_ALLOWED)
+    # every drop rule of the chain has its record
+    assert len(found) == sum(role(r) == ROLE_DROPPED for r in rules.chain_rules)
+    assert rules.roles.count(ROLE_RECORD) == len(found)
+
+
+def test_the_kill_switch_is_traffic_turned_back_toward_the_jail():
+    (kill_switch,) = [drop for reason, _, drop in refusals(rules_for("wg0")) if reason == KILL_SWITCH]
+    assert kill_switch == {"in-interface": "aj-web", "src": "10.231.0.2", "out-interface": "aj-web"}
+    chain = rules_for("wg0").chain_rules
+    # before the final drop, after replies in
+    assert 0 < chain.index({**kill_switch, "target": "DROP", "comment": {"comment": ROLE_DROPPED}}) < len(chain) - 1
+    assert KILL_SWITCH not in [reason for reason, _, _ in refusals(rules_for())]
+
+
+def test_not_allowed_records_only_what_the_jail_sent():
+    (_, record, drop) = [f for f in refusals(rules_for()) if f[0] == NOT_ALLOWED][0]
+    assert record == {"in-interface": "aj-web"} and drop == {}
+
+
+def test_reason_codes_round_trip():
+    assert [reason_of(reason_code(reason)) for reason in REASONS] == list(REASONS)
+    assert reason_of(0) == reason_of(99) == NOT_ALLOWED
