@@ -22,6 +22,7 @@ from ..model import JailSpec, ValidationError
 from . import firewall, hostports, netns, resolv, rules, traffic
 from .firewall import Choice, FirewallBackend
 from .forwarding import Forwarding
+from .hostports import HeldPort
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, RUN_DIR, JailRecord, StateStore
@@ -51,6 +52,7 @@ class Jail:
     record: JailRecord
     addressing: JailAddressing
     dns: tuple[str, ...]
+    held_ports: list[HeldPort] = field(default_factory=list)
 
     @property
     def spec(self) -> JailSpec:
@@ -148,6 +150,8 @@ class Engine:
                     self._build(ipr, jail, undo)
                 except BaseException as exc:
                     self._unwind(undo)
+                    if isinstance(exc, hostports.PortInUse):
+                        raise Conflict(str(exc)) from None
                     if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
@@ -155,14 +159,12 @@ class Engine:
             return jail
 
     def _check_ports(self, spec: JailSpec) -> None:
+        """Ports of other jails; the host's own are checked by holding them (_build)."""
         for publish in spec.publish:
             for other in self._jails.values():
                 if any(publish.overlaps(theirs) for theirs in other.spec.publish):
                     raise Conflict(f"port {publish.host_port}/{publish.proto} is already "
                                    f"published by another jail ({other.name})")
-            if hostports.port_in_use(publish.proto, publish.host_port, publish.host_address):
-                raise Conflict(f"port {publish.host_port}/{publish.proto} is already in use "
-                               "on the host")
 
     def _allocate(self) -> JailAddressing:
         host_routes = [ipaddress.IPv4Network(f"{dst}/{length}", strict=False)
@@ -176,6 +178,8 @@ class Engine:
         spec, addressing = jail.spec, jail.addressing
         self.store.save(jail.record)
         undo.append(lambda: self.store.delete(spec.name))
+        jail.held_ports = hostports.hold(spec.publish)
+        undo.append(lambda: hostports.release(jail.held_ports))
 
         links = netns.list_link_names()
         if jail.host_ifname in links and not netns.wait_until_gone(ipr, jail.host_ifname):
@@ -247,6 +251,8 @@ class Engine:
             if jail.spec.vpn:
                 attempt(lambda: self._remove_vpn_routing(ipr, jail))
         attempt(lambda: self.firewall.remove(jail.firewall_rules))
+        # only now, with no DNAT left, may another socket take the ports
+        attempt(lambda: hostports.release(jail.held_ports))
         attempt(lambda: netns.delete_namespace(jail.netns))
         attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         attempt(self._restore_forwarding_if_idle)
@@ -345,7 +351,13 @@ class Engine:
         path = resolv.jail_etc_dir(PREFIX + record.spec.name, self.etc_netns) / "resolv.conf"
         if not dns and path.exists():
             dns = tuple(resolv.parse_nameservers(path.read_text()))
-        self._jails[record.spec.name] = Jail(record, addressing, dns)
+        jail = Jail(record, addressing, dns)
+        try:
+            jail.held_ports = hostports.hold(record.spec.publish)
+        except (hostports.PortInUse, OSError) as exc:
+            # taken while no helper held it: the DNAT rules still win over that socket
+            log.warning("jail %s: cannot hold its published ports again: %s", record.spec.name, exc)
+        self._jails[record.spec.name] = jail
 
     def _sweep_kernel(self, ipr, live: set[str], report: ReconcileReport) -> None:
         live_ifnames = {PREFIX + name for name in live}

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from gi.repository import GLib
 
+from .. import interface as api
 from ..model import (JailSpec, LaunchSpec, ValidationError, parse_run_options, validate_deny,
                      validate_dns, validate_name, validate_publish)
-from . import launch, netns, resolv, traffic
+from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
 
@@ -39,6 +40,24 @@ ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signa
 
 class NotAllowed(Exception):
     """The caller may not act on this jail or process."""
+
+
+def publish_needs_manage(options: object) -> str | None:
+    """Why a Run with these options needs org.appjail.manage (one sentence), or None.
+
+    Host ports below net.ipv4.ip_unprivileged_port_start are root's on this
+    host (22, 80, 443...): publishing one is root's decision too. Options that
+    do not parse need nothing here: Run itself refuses them.
+    """
+    try:
+        publish = validate_publish(parse_run_options(options).get("publish", ()))
+    except ValidationError:
+        return None
+    low = hostports.privileged_ports(publish)
+    if not low:
+        return None
+    ports = ", ".join(f"{p.host_port}/{p.proto}" for p in low)
+    return (f"publishing privileged host port {ports} needs polkit action {api.ACTION_MANAGE}")
 
 
 @dataclass
@@ -59,6 +78,7 @@ class Supervisor:
         self.on_removed = on_removed
         self.processes: dict[int, Process] = {}
         self._draining: set[str] = set()
+        self._port_watches: dict[str, list[int]] = {}  # jail -> GLib sources refusing loopback
 
     # -- helpers -----------------------------------------------------------
 
@@ -85,10 +105,13 @@ class Supervisor:
         jail = self.engine.find(name)
         created = jail is None
         if jail is None:
+            if not caller.may_manage and (reason := publish_needs_manage(options)):
+                raise NotAllowed(reason)
             spec = JailSpec(name, options.get("vpn") or None, tuple(options.get("dns", ())),
                             options.get("keep", False), tuple(options.get("publish", ())),
                             tuple(options.get("deny", ())), options.get("no_lan", False))
             jail = self.engine.create(spec, caller.uid)
+            self._watch_ports(jail)
             self.on_added(name)
         else:
             self._check_join(caller, jail, options)
@@ -180,7 +203,18 @@ class Supervisor:
         self._destroy(name)
         return False
 
+    def _watch_ports(self, jail: Jail) -> None:
+        """Refuse, from the main loop, what loopback sends to the jail's held ports."""
+        def refuse(_fd: int, _condition: int, port: hostports.HeldPort) -> bool:
+            port.refuse()
+            return True
+        self._port_watches[jail.name] = [
+            GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
+            for port in jail.held_ports]
+
     def _destroy(self, name: str) -> None:
+        for source in self._port_watches.pop(name, ()):
+            GLib.source_remove(source)  # before the engine closes the sockets
         try:
             self.engine.destroy(name)
         finally:
@@ -189,6 +223,7 @@ class Supervisor:
     def adopt_all(self) -> None:
         """After reconcile: watch adopted jails so empty ones still go away."""
         for jail in self.engine.list():
+            self._watch_ports(jail)
             self._drain(jail.name)
 
     def stop(self, caller: Caller, name: str) -> None:

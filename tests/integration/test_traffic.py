@@ -78,8 +78,8 @@ def test_kill_switch_drops_are_counted_and_explained(helper, lab):
     assert "KILL SWITCH" not in appjail(helper, MEMBER, "inspect", "ks").stdout
 
 
-def serve(helper, name: str, port: str, content: str) -> subprocess.Popen:
-    """`python3 -m http.server 8080` in jail NAME published as PORT, serving CONTENT."""
+def serve(helper, name: str, port: str, content: str, user: str = MEMBER) -> subprocess.Popen:
+    """`python3 -m http.server 8080` in jail NAME published as PORT, serving CONTENT, by USER."""
     directory = Path(os.path.expanduser(f"~{MEMBER}")) / name
     directory.mkdir(exist_ok=True)
     (directory / "index.html").write_text(content)
@@ -88,7 +88,7 @@ def serve(helper, name: str, port: str, content: str) -> subprocess.Popen:
         appjail_argv("run", "--name", name, "--dns", DNS, "--publish", f"{port}:8080", "--",
                      "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(directory)),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        **user_popen_kwargs(MEMBER, helper.bus_address))
+        **user_popen_kwargs(user, helper.bus_address))
 
 
 def fetch_from(lab, ns: str, url: str) -> str:
@@ -127,6 +127,50 @@ def test_a_port_the_host_uses_cannot_be_published(helper, lab):
         listener.kill()
         listener.wait()
     assert list_namespaces("aj-") == []
+
+
+def test_a_privileged_host_port_needs_manage(helper, lab):
+    refused = appjail(helper, MEMBER, "run", "--dns", DNS, "--publish", "80:8080", "--", "true")
+    assert refused.returncode == 125, refused.stderr
+    assert refused.stderr.strip().endswith(
+        "publishing privileged host port 80/tcp needs polkit action org.appjail.manage"), refused.stderr
+    assert list_namespaces("aj-") == []
+    # polkit authorises uid 0 for every action, org.appjail.manage included
+    server = serve(helper, "web80", "80", "eighty\n", user="root")
+    try:
+        assert wait_until(lambda: fetch_from(lab, lab.uplink_ns, f"http://{lab.HOST_UPLINK_ADDR}/")
+                          == "eighty\n", 15)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert wait_until(lambda: list_namespaces("aj-") == [], 10)
+
+
+def host_http_server(lab, port: int) -> subprocess.Popen:
+    """`python3 -m http.server PORT` on the lab's host, as a service that starts later would."""
+    return lab.popen_in(lab.host_ns, [sys.executable, "-u", "-m", "http.server", str(port)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_published_port_is_held_until_the_jail_is_gone(helper, lab):
+    keep_jail(helper, "held", "--publish", "6000:8080")
+    late = host_http_server(lab, 6000)
+    try:
+        _, error = late.communicate(timeout=10)
+    finally:
+        late.kill()
+    assert late.returncode != 0 and "[Errno 98] Address already in use" in error, error
+    # loopback is not published: turned away at once, not left hanging
+    refused = lab.run_in(lab.host_ns, ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:6000/"],
+                         capture_output=True, text=True)
+    assert refused.returncode in (7, 56), refused.stderr  # refused / reset, not 28 (timed out)
+    assert appjail(helper, MEMBER, "stop", "held").returncode == 0
+    after = host_http_server(lab, 6000)
+    try:
+        assert after.stdout.readline().startswith("Serving HTTP on"), after.stderr.read()
+    finally:
+        after.kill()
+        after.communicate()
 
 
 @pytest.fixture
