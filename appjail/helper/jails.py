@@ -254,6 +254,9 @@ class Engine:
         # only now, with no DNAT left, may another socket take the ports
         attempt(lambda: hostports.release(jail.held_ports))
         attempt(lambda: netns.delete_namespace(jail.netns))
+        # the address goes back to the pool without its connections, and only after a while
+        attempt(lambda: traffic.forget_connections(jail.addressing.jail_address))
+        self.pool.release(jail.addressing.slot)
         attempt(lambda: resolv.remove_resolver_files(jail.netns, self.etc_netns))
         attempt(self._restore_forwarding_if_idle)
         if errors:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from appjail.helper import traffic
 from appjail.helper.netns import list_namespaces
+from appjail.lab import in_netns
 
-from .helperlab import DNS, MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
+from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
 
 DOWNLOAD = 200_000
 
@@ -59,6 +61,27 @@ def test_counters_and_connections_follow_a_download(helper, lab):
         slow.wait()
     listed = [j for j in json.loads(appjail(helper, MEMBER, "ls", "--json").stdout) if j["name"] == "dl"]
     assert listed[0]["counters"]["rx_bytes"] >= DOWNLOAD and "connections" not in listed[0]
+
+
+def test_a_stopped_jails_address_comes_back_neither_at_once_nor_with_its_connections(helper, lab):
+    keep_jail(helper, "first")
+    address = inspect_json(helper, "first")["address"]
+    slow = subprocess.Popen(appjail_argv("run", "--name", "first", "--", "curl", "-sS", "-o", "/dev/null",
+                                         f"http://{lab.SERVER_ADDR}/bytes/{DOWNLOAD}?rate=20000"),
+                            stdin=subprocess.DEVNULL, **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: any(c["state"] == "ESTABLISHED"
+                                      for c in inspect_json(helper, "first")["connections"]), 10)
+        assert appjail(helper, MEMBER, "stop", "first").returncode == 0
+    finally:
+        slow.kill()
+        slow.wait()
+    with in_netns(lab.host_ns):
+        assert traffic.connections(address) == []
+    second = appjail(helper, OTHER_MEMBER, "run", "--keep", "--name", "second", "--dns", DNS, "--", "true")
+    assert second.returncode == 0, second.stderr
+    assert inspect_json(helper, "second", OTHER_MEMBER)["address"] != address
+    assert appjail(helper, OTHER_MEMBER, "stop", "second").returncode == 0
 
 
 def test_kill_switch_drops_are_counted_and_explained(helper, lab):
