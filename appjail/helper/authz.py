@@ -35,10 +35,15 @@ class CallerUnknown(Exception):
 
 @dataclass(frozen=True)
 class Caller(launch.Caller):
-    """The identity a program is launched with, plus the bus connection it came from."""
+    """The identity a program is launched with, plus the bus connection it came from.
+
+    pid: the process at the other end of that connection, as the bus daemon
+    saw it when it connected (0: the bus did not say).
+    """
 
     sender: str = ""
     may_manage: bool = False
+    pid: int = 0
 
 
 def identify(bus: dbus.Bus, sender: str) -> Caller:
@@ -54,7 +59,8 @@ def identify(bus: dbus.Bus, sender: str) -> Caller:
     groups = credentials.get("UnixGroupIDs")
     if groups is None:
         groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-    return Caller(uid, entry.pw_gid, tuple(int(g) for g in groups), sender)
+    return Caller(uid, entry.pw_gid, tuple(int(g) for g in groups), sender,
+                  pid=int(credentials.get("ProcessID", 0)))
 
 
 class Authority:

@@ -118,7 +118,8 @@ class Supervisor:
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
-            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
+            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds,
+            context=_caller_context(caller))
         exit_read, exit_write = os.pipe()
         try:
             pid = launch.launch(request, caller)
@@ -281,6 +282,15 @@ class Supervisor:
         jail = self._own_jail(caller, name)
         (described,) = self.describe([jail])
         return {**described, "connections": traffic.connections(jail.addressing.jail_address)}
+
+
+def _caller_context(caller: Caller) -> launch.ProcessContext:
+    """The calling process's umask, limits and loginuid, by the pid the bus daemon gave."""
+    try:
+        return launch.read_process_context(caller.pid, caller.uid)
+    except (OSError, ValueError, KeyError) as exc:
+        raise launch.LaunchError(f"cannot read the calling process (pid {caller.pid}): {exc}",
+                                 launch.EXIT_SETUP_FAILED) from None
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:
