@@ -51,6 +51,8 @@ RUN_FLAGS: dict[tuple[str, ...], tuple[str, bool, bool, str | None, str]] = {
     ("--deny",): ("deny", True, True, "CIDR", "drop the jail's traffic to CIDR (repeatable)"),
     ("--no-lan",): ("no_lan", False, False, None,
                     "drop traffic to private, link-local and CGNAT ranges (the VPN path stays open)"),
+    ("--no-system-bus",): ("no_system_bus", False, False, None,
+                           "hide the system bus (/run/dbus) from the program"),
     ("-p", "--profile"): ("profile", True, False, "NAME",
                           "take the command and options from a profile (options given here win)"),
 }
@@ -172,7 +174,8 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if not command:
         raise ValidationError("no program given (appjail run [options] PROGRAM [ARGS...], or -p PROFILE)")
     given = {"name": args.name, "vpn": args.vpn, "dns": args.dns, "keep": args.keep,
-             "publish": args.publish, "deny": args.deny, "no_lan": args.no_lan}
+             "publish": args.publish, "deny": args.deny, "no_lan": args.no_lan,
+             "no_system_bus": args.no_system_bus}
     options.update({key: value for key, value in given.items() if value})
     options.setdefault("name", default_jail_name(command[0]))
     return parse_run_options(options), command

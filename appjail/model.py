@@ -261,7 +261,7 @@ def _check_strings(values: tuple, what: str) -> None:
 
 
 RUN_OPTIONS = {"name": str, "vpn": str, "dns": list, "keep": bool, "publish": list,
-               "deny": list, "no_lan": bool}
+               "deny": list, "no_lan": bool, "no_system_bus": bool}
 
 
 def parse_run_options(options: object) -> dict:

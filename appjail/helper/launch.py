@@ -18,7 +18,9 @@ the child, step by step:
    /etc/resolv.conf and /etc/nsswitch.conf, and an empty read-only tmpfs
    (mode 0755) over each directory of `HIDDEN_DIRS` that exists, so no NSS
    module can ask a host daemon (systemd-resolved, nscd, avahi) for names.
-   The system bus is left alone: GUI programs need it;
+   The system bus is left alone unless asked (`hide_system_bus`, run's
+   --no-system-bus): GUI programs need it, and a program that uses it can
+   ask resolved or avahi for names outside the jail;
 5. turn the passed descriptors into 0, 1, 2, ... (/dev/null for any of the
    first three not passed) and close every other one;
 6. take on the caller's process context (see ProcessContext): umask,
@@ -72,6 +74,8 @@ from typing import NoReturn
 
 # Directories holding host name-lookup sockets, hidden under an empty tmpfs.
 HIDDEN_DIRS = ("/run/systemd/resolve", "/run/nscd", "/var/run/nscd", "/run/avahi-daemon")
+# The system bus's socket directory, hidden the same way on request.
+SYSTEM_BUS_DIRS = ("/run/dbus", "/var/run/dbus")
 # Files of a jail's resolver directory, each bound over /etc/NAME.
 RESOLVER_FILES = ("resolv.conf", "nsswitch.conf")
 
@@ -214,6 +218,7 @@ class LaunchRequest:
     cwd: bytes
     fds: list[int]                  # become 0, 1, 2, ... in the child
     context: ProcessContext | None = None   # None: the helper's own
+    hide_system_bus: bool = False
 
 
 class LaunchError(RuntimeError):
@@ -348,7 +353,8 @@ def _prepare(request: LaunchRequest, caller: Caller, cleanup: ExitStack) -> _Pre
         return fd
 
     netns_fd = opened(os.open(request.netns_path, os.O_RDONLY | os.O_CLOEXEC))
-    mounts = [(opened(_empty_tmpfs()), directory) for directory in hidden_dirs()]
+    hidden = HIDDEN_DIRS + (SYSTEM_BUS_DIRS if request.hide_system_bus else ())
+    mounts = [(opened(_empty_tmpfs()), directory) for directory in hidden_dirs(hidden)]
     if request.resolver_dir is not None:
         for source, target in resolver_mounts(request.resolver_dir):
             source_fd = opened(open_regular_file(source))

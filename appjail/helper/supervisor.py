@@ -119,7 +119,7 @@ class Supervisor:
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
             argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds,
-            context=_caller_context(caller))
+            context=_caller_context(caller), hide_system_bus=options.get("no_system_bus", False))
         exit_read, exit_write = os.pipe()
         try:
             pid = launch.launch(request, caller)
