@@ -25,7 +25,7 @@ from ..model import LaunchSpec, ValidationError
 from . import launch
 from .authz import Authority, Caller, CallerUnknown, identify
 from .jails import Conflict, JailError, JailNotFound
-from .supervisor import NotAllowed, Supervisor
+from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,13 @@ _CALL_KEYWORDS = ("sender", "message", "reply", "error")
 
 
 def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
-             target: Callable[[list], str | None] | None = None):
+             target: Callable[[list], str | None] | None = None,
+             escalate: Callable[[list], str | None] | None = None):
     """Declare a D-Bus method guarded by its polkit action.
 
     target(args) names the jail the call acts on, when it does: acting on a
-    jail of another user needs org.appjail.manage as well.
+    jail of another user needs org.appjail.manage as well. escalate(args)
+    says why these arguments need org.appjail.manage (None: they do not).
     """
     def decorate(fn):
         if fn.__name__ not in api.METHOD_ACTIONS:
@@ -122,7 +124,8 @@ def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
         action = api.METHOD_ACTIONS[fn.__name__]
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
-            self.dispatch(fn, action, in_signature, target, args, sender, message, reply, error)
+            self.dispatch(fn, action, in_signature, target, escalate, args, sender, message,
+                          reply, error)
 
         # dbus-python reads the argument names; the handler takes any count so
         # that a wrong-signature call gets our error, not a Python TypeError
@@ -146,8 +149,8 @@ class HelperService(dbus.service.Object):
         self.authority = Authority(bus)
         self.supervisor = supervisor
 
-    def dispatch(self, fn, action: str, in_signature: str, target, args: tuple, sender: str,
-                 message, reply: Respond, error: Callable[[Exception], None]) -> None:
+    def dispatch(self, fn, action: str, in_signature: str, target, escalate, args: tuple,
+                 sender: str, message, reply: Respond, error: Callable[[Exception], None]) -> None:
         call = _Call(reply, error)
         signature_ok = (message.get_signature() or "") == in_signature
         interactive = bool(message.get_allow_interactive_authorization())
@@ -187,13 +190,15 @@ class HelperService(dbus.service.Object):
                 return denied(f"not authorized to {_VERBS.get(action, action)} "
                               f"(polkit action {action})")
             owner = self._owner_of(target, values)
-            if owner is None or owner == caller.uid:
+            if owner is not None and owner != caller.uid:
+                reason = (f"jail {target(values)!r} belongs to another user (acting on it needs "
+                          f"polkit action {api.ACTION_MANAGE})")
+            else:
+                reason = escalate(values) if escalate is not None else None
+            if reason is None:
                 return run(caller)
-            self.authority.check(
-                sender, api.ACTION_MANAGE, interactive,
-                lambda ok: run(_managing(caller)) if ok else denied(
-                    f"jail {target(values)!r} belongs to another user (acting on it needs "
-                    f"polkit action {api.ACTION_MANAGE})"))
+            self.authority.check(sender, api.ACTION_MANAGE, interactive,
+                                 lambda ok: run(_managing(caller)) if ok else denied(reason))
 
         self.authority.check(sender, action, interactive, after_action)
 
@@ -208,7 +213,8 @@ class HelperService(dbus.service.Object):
     # -- methods -----------------------------------------------------------
 
     @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
-              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None)
+              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None,
+              escalate=lambda v: publish_needs_manage(v[0]))
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)

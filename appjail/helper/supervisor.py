@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from gi.repository import GLib
 
-from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, parse_run_options, validate_name,
-                     wire_options)
+from .. import interface as api
 from .. import wgconf
-from . import launch, netns, resolv, traffic
+from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings, parse_run_options,
+                     validate_name, validate_publish, wire_options)
+from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
 
@@ -46,6 +47,24 @@ ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signa
 
 class NotAllowed(Exception):
     """The caller may not act on this jail or process."""
+
+
+def publish_needs_manage(options: object) -> str | None:
+    """Why a Run with these options needs org.appjail.manage (one sentence), or None.
+
+    Host ports below net.ipv4.ip_unprivileged_port_start are root's on this
+    host (22, 80, 443...): publishing one is root's decision too. Options that
+    do not parse need nothing here: Run itself refuses them.
+    """
+    try:
+        publish = validate_publish(parse_run_options(options).get("publish", ()))
+    except ValidationError:
+        return None
+    low = hostports.privileged_ports(publish)
+    if not low:
+        return None
+    ports = ", ".join(f"{p.host_port}/{p.proto}" for p in low)
+    return (f"publishing privileged host port {ports} needs polkit action {api.ACTION_MANAGE}")
 
 
 @dataclass
@@ -95,6 +114,7 @@ class Supervisor:
         self._launching: dict[int, _Launch] = {}
         self._draining: set[str] = set()
         self._stopping: dict[str, list[Callable[[BaseException | None], None]]] = {}
+        self._port_watches: dict[str, list[int]] = {}  # jail -> GLib sources refusing loopback
 
     # -- helpers -----------------------------------------------------------
 
@@ -142,6 +162,7 @@ class Supervisor:
         """
         options = parse_run_options(options)
         text = options.pop("wireguard", None)  # a file's text, keys and all: parsed, never kept
+        settings = launch_settings(options)  # this program's, not the jail's
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]
@@ -151,13 +172,15 @@ class Supervisor:
         if jail is None:
             wireguard = None if text is None else wgconf.parse(text)
             jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard)
+            self._watch_ports(jail)
             self.on_added(name)
         else:
             self._check_join(caller, jail, options, text)
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
-            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
+            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds,
+            context=caller.context, hide_system_bus=settings["no_system_bus"])
         exit_read, exit_write = os.pipe()
         try:
             started = launch.start(request, caller)
@@ -302,7 +325,18 @@ class Supervisor:
         self._destroy(name)
         return False
 
+    def _watch_ports(self, jail: Jail) -> None:
+        """Refuse, from the main loop, what loopback sends to the jail's held ports."""
+        def refuse(_fd: int, _condition: int, port: hostports.HeldPort) -> bool:
+            port.refuse()
+            return True
+        self._port_watches[jail.name] = [
+            GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
+            for port in jail.held_ports]
+
     def _destroy(self, name: str) -> None:
+        for source in self._port_watches.pop(name, ()):
+            GLib.source_remove(source)  # before the engine closes the sockets
         try:
             self.engine.destroy(name)
         finally:
@@ -311,6 +345,7 @@ class Supervisor:
     def adopt_all(self) -> None:
         """After reconcile: watch adopted jails so empty ones still go away."""
         for jail in self.engine.list():
+            self._watch_ports(jail)
             self._drain(jail.name)
 
     def stop(self, caller: Caller, name: str, done: Callable[[BaseException | None], None]) -> None:

@@ -1,6 +1,7 @@
 """The launcher's pure helpers: no root, no namespaces."""
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,11 @@ def test_remap_fds_places_each_source_and_closes_the_rest(
 
     assert _remap_in_child(sources, order) == {
         target: sources[source] for target, source in enumerate(order)}
+
+
+def test_limits_are_read_as_the_kernel_lists_them():
+    with open("/proc/self/limits") as limits:
+        parsed = launch.parse_limits(limits.read())
+    assert len(parsed) == 16 and [limit for limit, _, _ in parsed] == list(range(16))
+    assert parsed[resource.RLIMIT_NOFILE][1:] == resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert parsed[resource.RLIMIT_CPU][1:] == resource.getrlimit(resource.RLIMIT_CPU)
