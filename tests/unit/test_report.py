@@ -9,14 +9,14 @@ from appjail import report
 NOW = 1_700_000_000.0
 
 
-def tunnel_jail(up: bool = True, handshake_age: float = 5, link_up: bool = True) -> dict:
+def tunnel_jail(up: bool = True, handshake_age: float | None = 5, link_up: bool = True, now: float = NOW) -> dict:
     """A tunnel jail as the helper's Inspect answers it (the bus leaves out vpn, a null)."""
     return {"name": "wga", "owner_uid": os.getuid(), "netns": "aj-wga", "address": "203.0.113.10",
             "dns": ["192.0.2.53"], "pids": [42], "keep": True, "vpn_up": up,
             "counters": {"tx_bytes": 700, "rx_bytes": 5000, "tx_packets": 7, "rx_packets": 9},
             "tunnel": {"type": "wireguard", "implementation": "wireguard-go", "endpoint": "198.51.100.1:51820",
                        "peer": "PEERKEY=", "addresses": ["203.0.113.10/32"],
-                       "latest_handshake": int(NOW - handshake_age) if handshake_age is not None else 0,
+                       "latest_handshake": int(now - handshake_age) if handshake_age is not None else 0,
                        "rx_bytes": 3 * 1024 * 1024, "tx_bytes": 2048, "link_up": link_up, "up": up},
             "blocked": [], "connections": []}
 
