@@ -76,9 +76,11 @@ def main() -> int:
         profiles = {
             "browser": Profile("browser", ("sh", "-c", "".join(f"curl -s -m 1 {url}; " for url in REFUSED)
                                            + " ".join(download(400_000))),
-                               {"name": "browser", "vpn": lab.wg_ifname, "dns": [lab.DNS_ADDR], "deny": ["198.18.0.0/15"]}),
+                               {"name": "browser", "vpn": lab.wg_ifname, "dns": [lab.DNS_ADDR],
+                                "deny": ["198.18.0.0/15"]}),
             "mail": Profile("mail", download(20_000), {"name": "mail", "wireguard": str(wg_file)}),
-            "web": Profile("web", ("python3", "-m", "http.server", "8080"), {"name": "web", "publish": ["6000:8080"]}),
+            "web": Profile("web", ("python3", "-m", "http.server", "8080"),
+                           {"name": "web", "publish": ["6000:8080"]}),
         }
         app = QApplication(sys.argv)
         session = Session(env=[b"PATH=/usr/bin:/bin", b"HOME=/"], cwd=b"/", log_dir=None)
