@@ -38,8 +38,8 @@ from appjail.profiles import Profile
 
 REPO = Path(__file__).resolve().parents[1]
 SETTLE_S = 15
-# refused on the way out (--deny 198.18.0.0/15), for the inspector's blocked table
-REFUSED = ("http://198.18.0.7:8080/", "https://198.19.4.2/", "http://198.18.0.9/")
+# refused on the way out (--deny 198.51.100.0/24, documentation addresses), for the inspector's blocked table
+REFUSED = ("http://198.51.100.7:8080/", "https://198.51.100.42/", "http://198.51.100.9/")
 
 
 def wait(app: QApplication, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
@@ -77,7 +77,7 @@ def main() -> int:
             "browser": Profile("browser", ("sh", "-c", "".join(f"curl -s -m 1 {url}; " for url in REFUSED)
                                            + " ".join(download(400_000))),
                                {"name": "browser", "vpn": lab.wg_ifname, "dns": [lab.DNS_ADDR],
-                                "deny": ["198.18.0.0/15"]}),
+                                "deny": ["198.51.100.0/24"]}),
             "mail": Profile("mail", download(20_000), {"name": "mail", "wireguard": str(wg_file)}),
             "web": Profile("web", ("python3", "-m", "http.server", "8080"),
                            {"name": "web", "publish": ["6000:8080"]}),
