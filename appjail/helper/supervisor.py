@@ -332,7 +332,7 @@ class Supervisor:
             return True
         self._port_watches[jail.name] = [
             GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
-            for port in jail.held_ports]
+            for port in jail.held_ports or ()]
 
     def _destroy(self, name: str) -> None:
         for source in self._port_watches.pop(name, ()):
