@@ -173,11 +173,17 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
     options.setdefault("name", default_jail_name(command[0]))
     for option in model.OPTIONS:
         if option.file and option.key in options:
-            options[option.key] = read_own_file(options[option.key], option.flags[-1])
+            options[option.key] = read_file_option(option, options[option.key])
     return parse_run_options(options), command
 
 
 MAX_FILE = 64 * 1024
+
+
+def read_file_option(option: model.Option, path: str) -> str:
+    """A file option's text, with what the file names read as the user too (option.file says how)."""
+    text = read_own_file(path, option.flags[-1])
+    return option.file(text, path, read_own_file) if callable(option.file) else text
 
 
 def read_own_file(path: str, flag: str) -> str:

@@ -77,8 +77,11 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
     before = normalised(previous)["counters"] if previous else None
     lines = [f"jail {jail['name']}: owner {owner(jail['owner_uid'])}, address {jail['address']}, "
              f"namespace {jail['netns']}"]
+    tunnel = jail.get("tunnel")
     if jail["vpn"]:
         lines.append(f"vpn       {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'DOWN'})")
+    elif tunnel:
+        lines.append(f"tunnel    {tunnel['type']} to {tunnel['endpoint']} ({'up' if tunnel['up'] else 'DOWN'})")
     else:
         lines.append("vpn       none (NAT through the host)")
     lines.append(f"dns       {', '.join(jail['dns']) or '-'}")
@@ -99,6 +102,9 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
     if kill_switch_blocking(jail):
         lines += ["", f"KILL SWITCH: {jail['vpn']} is down or missing; the jail's traffic is blocked "
                       f"({counters['dropped_packets']} packets dropped so far), nothing leaks around it"]
+    elif tunnel and not tunnel["up"]:
+        lines += ["", f"TUNNEL DOWN: the jail's {tunnel['type']} tunnel is not up; the jail has no other "
+                      "way out, so nothing leaves it until the tunnel is back"]
     elif counters["dropped_packets"] and before and counters["dropped_packets"] > before["dropped_packets"]:
         lines += ["", "dropping: the jail is sending traffic its rules refuse"]
     lines += ["", *blocked_section(jail.get("blocked", []))]
