@@ -180,11 +180,17 @@ FILE_OPTIONS = {option.key: option for option in model.OPTIONS if option.file}
 def read_files(options: dict) -> dict:
     """`options` with each file option's path replaced by the file's text, read here, as the user
     (the CLI's and the tray's way: the helper never opens a user's path)."""
-    return {key: read_own_file(value, option.flags[-1]) if (option := FILE_OPTIONS.get(key)) else value
+    return {key: read_file_option(option, value) if (option := FILE_OPTIONS.get(key)) else value
             for key, value in options.items()}
 
 
 MAX_FILE = 64 * 1024
+
+
+def read_file_option(option: model.Option, path: str) -> str:
+    """A file option's text, with what the file names read as the user too (option.file says how)."""
+    text = read_own_file(path, option.flags[-1])
+    return option.file(text, path, read_own_file) if callable(option.file) else text
 
 
 def read_own_file(path: str, flag: str) -> str:

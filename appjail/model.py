@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import namedtuple
+from collections.abc import Callable
 
 # Character sets instead of regular expressions: `re` would add 5 ms to every CLI start.
 _LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -181,6 +182,13 @@ def validate_publish(entries: object) -> tuple[Publish, ...]:
 
 # -- the options of a jail: one table ------------------------------------------
 
+def _openvpn_text(text: str, path: str, read: Callable[[str, str], str]) -> str:
+    """The .ovpn text with the file its auth-user-pass line names put inline (read as the user too)."""
+    from .ovpnconf import prepare  # only when --openvpn is given
+
+    return prepare(text, path, read)
+
+
 FLAG, VALUE, LIST = "flag", "value", "list"  # a switch, one value, a repeatable value
 _KIND_TYPES: dict[str, type | tuple[type, ...]] = {FLAG: bool, VALUE: str, LIST: (list, tuple)}
 
@@ -201,6 +209,8 @@ class Option(namedtuple("Option", "key flags kind help metavar example validate 
     file: the flag and the profile key name a file that the client reads as
     the user and sends as text (the helper never opens a user's path); the
     text may hold keys, so it is no JailSpec field, never recorded nor shown.
+    True, or a function (text, path, read) -> text for files the file names,
+    read(path, what) reading each as the user.
     launch: the option shapes the one program it comes with (its mount
     namespace), not the jail: no JailSpec field, no join check, never
     recorded nor shown; programs of one jail may differ in it.
@@ -261,10 +271,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("wireguard", ("--wireguard",), VALUE,
            "the jail's only way out is its own WireGuard tunnel, from a wg-quick FILE of yours",
            metavar="FILE", example="~/vpn/wg.conf", agree=False, file=True),
+    Option("openvpn", ("--openvpn",), VALUE,
+           "the jail's only way out is its own OpenVPN tunnel, from a .ovpn FILE of yours (keys inline)",
+           metavar="FILE", example="~/vpn/provider.ovpn", agree=False, file=_openvpn_text),
     Option("no_system_bus", ("--no-system-bus",), FLAG,
            "hide the system bus (/run/dbus) from this program (not from the jail's others)",
            default=False, agree=False, launch=True),
 )
+TUNNEL_OPTIONS = tuple(option.key for option in OPTIONS if option.file)  # each makes a tunnel jail
 
 
 def spec_options() -> tuple[Option, ...]:

@@ -80,15 +80,25 @@ def way_out(jail: dict) -> str:
 def tunnel_line(tunnel: dict, now: float | None = None) -> str:
     """A tunnel jail's tunnel in one line: type, endpoint, up or TUNNEL DOWN, handshake age, bytes."""
     state = "up" if tunnel["up"] else "TUNNEL DOWN"
-    return (f"{tunnel['type']} to {tunnel['endpoint'] or '?'}, {state}, {handshake(tunnel, now)}, "
+    return (f"{tunnel['type']} to {endpoint(tunnel)}, {state}, {handshake(tunnel, now)}, "
             f"received {size(tunnel['rx_bytes'])}, sent {size(tunnel['tx_bytes'])}")
 
 
+def endpoint(tunnel: dict) -> str:
+    """Where the tunnel goes: WireGuard's peer endpoint, or the server OpenVPN is connected to."""
+    return tunnel.get("endpoint") or tunnel.get("connected_to") or "?"
+
+
 def handshake(tunnel: dict, now: float | None = None) -> str:
-    """How long ago the latest handshake was (the helper sends its time, 0 for none yet)."""
+    """How long ago the latest handshake was (WireGuard), or since when it is connected (OpenVPN);
+    the helper sends times, 0 for none yet."""
+    now = time.time() if now is None else now
+    if "connected_since" in tunnel:
+        since = tunnel["connected_since"]
+        return f"connected {age(now - since)} ago" if since else "not connected"
     if not tunnel["latest_handshake"]:
         return "no handshake yet"
-    return f"handshake {age((time.time() if now is None else now) - tunnel['latest_handshake'])} ago"
+    return f"handshake {age(now - tunnel['latest_handshake'])} ago"
 
 
 def age(seconds: float) -> str:
@@ -102,10 +112,14 @@ def age(seconds: float) -> str:
 
 def tunnel_down(tunnel: dict) -> str:
     """Why a tunnel jail gets nothing through, for `inspect` and the inspector."""
-    why = "its interface is down" if not tunnel["link_up"] else \
-        f"no handshake with {tunnel['endpoint'] or 'the peer'} for 3 min"
-    return (f"TUNNEL DOWN: {why}; the jail has no other way out, so nothing leaks around it "
-            "(an idle tunnel without PersistentKeepalive looks the same until it sends again)")
+    if not tunnel["link_up"]:
+        why = "its interface is down"
+    elif "connected_since" in tunnel:
+        why = "openvpn has ended"
+    else:
+        why = (f"no handshake with {tunnel['endpoint'] or 'the peer'} for 3 min (an idle tunnel "
+               "without PersistentKeepalive looks the same until it sends again)")
+    return f"TUNNEL DOWN: {why}; the jail has no other way out, so nothing leaks around it"
 
 
 def kill_switch_blocking(jail: dict) -> bool:

@@ -28,6 +28,7 @@ class Tunnel(NamedTuple):
 # One entry per tunnel type; the chooser, the menu's labels and the inspector take them from here.
 TUNNELS: tuple[Tunnel, ...] = (
     Tunnel("wireguard", "WireGuard", "WireGuard files (*.conf);;All files (*)"),
+    Tunnel("openvpn", "OpenVPN", "OpenVPN files (*.ovpn *.conf);;All files (*)"),
 )
 
 

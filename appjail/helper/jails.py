@@ -1,7 +1,7 @@
 """The jail engine: spec in, working namespace out, and back to nothing.
 
 A jail is the resources of its kind (`resources.KINDS`: a NAT jail, or a
-tunnel jail with its own WireGuard interface), each described once with
+tunnel jail with its own WireGuard or OpenVPN interface), each described once with
 its undo and its leftovers: creation makes them in order and undoes the made
 ones if one fails, teardown undoes them all in reverse (the door first),
 reconcile sweeps each in the same order. One lock serialises creation, teardown and reconcile.
@@ -23,8 +23,9 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..model import JailSpec, ValidationError
+from ..ovpnconf import OpenVpnConfig
 from ..wgconf import WireGuardConfig, resolve_endpoints
-from . import firewall, hostports, netns, resolv, rules, traffic, tunnels
+from . import firewall, hostports, netns, openvpn, resolv, rules, traffic, tunnels
 from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
@@ -59,7 +60,7 @@ class Jail:
     record: JailRecord
     addressing: JailAddressing | None  # a tunnel jail takes no address from the pool
     dns: tuple[str, ...]
-    secret: WireGuardConfig | None = None  # a tunnel's keys, only while it is being made
+    secret: WireGuardConfig | OpenVpnConfig | None = None  # a tunnel's keys, only while it is being made
     held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
 
     @property
@@ -80,7 +81,8 @@ class Jail:
         """The jail's own IPv4 address: its veth's, or its tunnel's."""
         if self.addressing is not None:
             return self.addressing.jail_address
-        return next(a.split("/")[0] for a in self.tunnel["addresses"] if ":" not in a)
+        # an OpenVPN tunnel's address is the server's to push: none before it first came up
+        return next((a.split("/")[0] for a in self.tunnel["addresses"] if ":" not in a), "-")
 
     @property
     def spec(self) -> JailSpec:
@@ -144,13 +146,13 @@ class Engine:
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
-                 resolve: Callable[[str, int], list[str]] | None = None) -> None:
+                 resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
-        system, firewall_backend, tunnel_system, ports_system and
-        conntrack_system replace the kernel (the netns, tunnels, hostports and
-        traffic modules' functions) and the firewall, resolve the host's name
+        system, firewall_backend, tunnel_system, openvpn_system, ports_system and
+        conntrack_system replace the kernel (the netns, tunnels, openvpn, hostports
+        and traffic modules' functions) and the firewall, resolve the host's name
         lookup: unit tests pass in-memory stand-ins.
         """
         self._lock = threading.RLock()
@@ -168,7 +170,8 @@ class Engine:
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
-                         other_firewalls=lambda: firewall.other_backends(self.firewall.name))
+                         other_firewalls=lambda: firewall.other_backends(self.firewall.name),
+                         openvpn=openvpn_system)
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
         # whenever a VPN jail's interface goes away or comes back
@@ -194,35 +197,40 @@ class Engine:
 
     # -- creation --------------------------------------------------------
 
-    def create(self, spec: JailSpec, owner_uid: int, wireguard: WireGuardConfig | None = None) -> Jail:
-        """A NAT jail, or with `wireguard` a tunnel jail whose only way out is that tunnel.
+    def create(self, spec: JailSpec, owner_uid: int, wireguard: WireGuardConfig | None = None,
+               openvpn: OpenVpnConfig | None = None) -> Jail:
+        """A NAT jail, or with `wireguard` or `openvpn` a tunnel jail whose only way out is that tunnel.
 
-        A tunnel's Endpoint names are looked up here, once, in the host's
-        namespace, before anything is made.
+        A WireGuard Endpoint name is looked up here, once, in the host's
+        namespace, before anything is made; openvpn looks up its remotes
+        itself, there too. An OpenVPN jail is made once its tunnel is up.
         """
         if not isinstance(owner_uid, int) or isinstance(owner_uid, bool) or owner_uid < 0:
             raise ValidationError(f"invalid owner uid {owner_uid!r}")
-        if wireguard is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
+        if wireguard is not None and openvpn is not None:
+            raise ValidationError("--wireguard and --openvpn cannot be combined: a jail has one tunnel")
+        tunnel = wireguard or openvpn
+        if tunnel is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
             raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
-                                  "--wireguard: the tunnel is the jail's only way in and out")
+                                  f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
         with self._lock:
             if spec.name in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
             self._check_ports(spec)
             if wireguard is not None:
-                wireguard = resolve_endpoints(wireguard, self._resolve_logged)
+                tunnel = resolve_endpoints(wireguard, self._resolve_logged)
             try:
-                dns = (spec.dns or (wireguard.dns if wireguard else ())
+                dns = (spec.dns or (tunnel.dns if tunnel else ())
                        or tuple(resolv.host_upstream_servers(self.upstream_sources)))
             except resolv.NoUpstreamDNS as exc:
                 raise JailError(str(exc)) from None
             with self.system.rtnl() as ipr:
-                if wireguard is None:
+                if tunnel is None:
                     addressing = self._allocate()
                     jail = Jail(JailRecord(spec, owner_uid, addressing.slot), addressing, dns)
                 else:
-                    jail = Jail(JailRecord(spec, owner_uid, None, tunnel=wireguard.summary()), None, dns,
-                                secret=wireguard)
+                    jail = Jail(JailRecord(spec, owner_uid, None, tunnel=tunnel.summary()), None, dns,
+                                secret=tunnel)
                 made: list[Step] = []
                 try:
                     for step in self.kinds[jail.kind]:
@@ -317,10 +325,10 @@ class Engine:
 
     def tunnel_status(self, jail: Jail) -> dict:
         """A tunnel jail's tunnel: its record's description and its live state."""
-        return {**jail.tunnel, **self.host.tunnels.status(jail.netns, jail.tunnel_ifname)}
+        return {**jail.tunnel, **self.host.driver(jail).status(jail.netns, jail.tunnel_ifname)}
 
     def tunnel_counters(self, jail: Jail) -> dict[str, int]:
-        return self.host.tunnels.counters(jail.netns, jail.tunnel_ifname)
+        return self.host.driver(jail).counters(jail.netns, jail.tunnel_ifname)
 
     def start_link_watch(self) -> None:
         """Follow link changes from a thread in the caller's namespace."""
@@ -362,7 +370,7 @@ class Engine:
         name = PREFIX + record.spec.name
         if record.tunnel is None:
             return name in links
-        return self.host.tunnels.present(name, name)
+        return self.host.drivers()[record.tunnel["type"]].present(name, name)
 
     def _adopt(self, record: JailRecord) -> None:
         addressing = None if record.slot is None else self.pool.addressing(record.slot)

@@ -2,13 +2,13 @@
 
 A jail is of one kind, and each kind has its list of steps (KINDS): a NAT
 jail (RESOURCES: held ports, veth, routing, firewall, forwarding) or a
-tunnel jail (TUNNEL_RESOURCES: its own WireGuard interface, nothing on the
-host's side). The engine makes a jail's steps in order; a failure undoes the
-ones already made, in reverse. Teardown undoes all of them in reverse, which
-puts the door first: the jail is cut off before anything else goes.
-Reconcile asks each step, in the same reverse order, to remove what no live
-jail accounts for (and the held ports to come back for adopted jails: a
-socket does not outlive its helper).
+tunnel jail (TUNNEL_RESOURCES: its own WireGuard or OpenVPN interface,
+nothing on the host's side). The engine makes a jail's steps in order; a
+failure undoes the ones already made, in reverse. Teardown undoes all of
+them in reverse, which puts the door first: the jail is cut off before
+anything else goes. Reconcile asks each step, in the same reverse order, to
+remove what no live jail accounts for (and the held ports to come back for
+adopted jails: a socket does not outlive its helper).
 
 Steps touch the system only through `Host`, so a stand-in with the same
 functions (tests/unit/fakehost.py) lets the engine's logic run without root.
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
 
+WIREGUARD, OPENVPN = "wireguard", "openvpn"  # a tunnel jail's types (its record's tunnel["type"])
 Note = Callable[[str, str], None]  # note(kind, name): what reconcile removed
 
 
@@ -53,10 +54,19 @@ class Host:
     jails: Mapping[str, Jail]  # the engine's live jails
     pool: AddressPool
     coexist: Coexistence
-    tunnels: Any = None  # the module appjail.helper.tunnels, or a stand-in
+    tunnels: Any = None  # the module appjail.helper.tunnels (WireGuard), or a stand-in
     ports: Any = None  # the module appjail.helper.hostports (hold, release), or a stand-in
     conntrack: Any = None  # the module appjail.helper.traffic (forget_connections), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
+    openvpn: Any = None  # the module appjail.helper.openvpn, or a stand-in
+
+    def drivers(self) -> dict[str, Any]:
+        """Each tunnel type's module: make, remove, present, sweep, status, counters."""
+        found = {WIREGUARD: self.tunnels, OPENVPN: self.openvpn}
+        return {kind: driver for kind, driver in found.items() if driver is not None}
+
+    def driver(self, jail: Jail) -> Any:
+        return self.drivers()[jail.tunnel["type"]]
 
 
 class Step(Protocol):
@@ -317,37 +327,69 @@ class Door:
 
 
 class Tunnel:
-    """The jail's own WireGuard interface aj-NAME: made in the host, configured, moved in.
+    """The jail's own tunnel interface aj-NAME, made in the host namespace and moved in.
 
-    Its UDP socket (the kernel's, or wireguard-go's process) stays in the
-    host namespace; in the jail it is the only interface beside lo.
+    Its encrypted socket (the kernel's, wireguard-go's or openvpn's) stays in
+    the host namespace; in the jail the interface is the only one beside lo.
+    WireGuard's is made, keyed and moved here; openvpn makes its own device
+    when it has connected, and its hook hands it over (`_openvpn_up`) on every
+    (re)connection: creation waits for the first.
     """
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         config = jail.secret
         if config is None:
             raise ValueError(f"jail {jail.name} has no tunnel configuration")
-        ifname = jail.tunnel_ifname
-        kind = host.tunnels.create(ipr, ifname)
-        jail.record.tunnel["implementation"] = kind
         try:
-            host.tunnels.configure(ifname, config.setconf_text())
-            host.tunnels.move(ipr, ifname, jail.netns)
-            host.netns.run_in_namespace(jail.netns, lambda: host.tunnels.configure_inside(
-                ifname, config.addresses, config.routes(), config.mtu, config.ipv6))
-            host.tunnels.wait_ready(ifname, kind)
+            if jail.tunnel["type"] == OPENVPN:
+                host.openvpn.start(jail.tunnel_ifname, config.config_text(),
+                                   lambda up: _openvpn_up(host, jail, up))
+                host.openvpn.wait_connected(jail.tunnel_ifname)
+            else:
+                self._wireguard(host, ipr, jail, config)
         except BaseException:
             self.undo(host, ipr, jail)
             raise
-        log.info("jail %s: WireGuard (%s) to %s", jail.name, kind, jail.tunnel["endpoint"])
+        log.info("jail %s: %s (%s) to %s", jail.name, jail.tunnel["type"], jail.tunnel.get("implementation"),
+                 jail.tunnel["endpoint"])
+
+    @staticmethod
+    def _wireguard(host: Host, ipr: Any, jail: Jail, config: Any) -> None:
+        ifname = jail.tunnel_ifname
+        kind = host.tunnels.create(ipr, ifname)
+        jail.record.tunnel["implementation"] = kind
+        host.tunnels.configure(ifname, config.setconf_text())
+        host.tunnels.move(ipr, ifname, jail.netns)
+        host.netns.run_in_namespace(jail.netns, lambda: host.tunnels.configure_inside(
+            ifname, config.addresses, config.routes(), config.mtu, config.ipv6))
+        host.tunnels.wait_ready(ifname, kind)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        host.tunnels.remove(ipr, jail.netns, jail.tunnel_ifname)
+        host.driver(jail).remove(ipr, jail.netns, jail.tunnel_ifname)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        live_ifnames = {jail.tunnel_ifname for jail in live.values() if jail.tunnel is not None}
-        for name in host.tunnels.sweep(PREFIX, live_ifnames):
-            note("wireguard", name)
+        for kind, driver in host.drivers().items():
+            live_ifnames = {jail.tunnel_ifname for jail in live.values()
+                            if jail.tunnel is not None and jail.tunnel["type"] == kind}
+            for name in driver.sweep(PREFIX, live_ifnames):
+                note(kind, name)
+
+
+def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
+    """openvpn's device is up (in the host namespace, unconfigured): move it into the jail, configure it
+    there (the tunnel.configure_inside of WireGuard's), and point the jail's resolver at pushed DNS."""
+    ifname = jail.tunnel_ifname
+    with host.netns.rtnl() as own:
+        if host.netns.link_index(ifname) is not None:
+            host.tunnels.move(own, ifname, jail.netns)
+    host.netns.run_in_namespace(jail.netns, lambda: host.tunnels.configure_inside(
+        ifname, up.addresses, up.routes(), up.mtu, up.ipv6))
+    jail.record.tunnel["addresses"] = [str(address) for address in up.addresses]
+    if not jail.spec.dns and up.dns and up.dns != jail.dns:
+        jail.dns = up.dns
+        # on a reconnection: the resolver exists already (and only while the jail does)
+        if resolv.jail_etc_dir(jail.netns, host.etc_netns).is_dir():
+            resolv.write_resolver_files(jail.netns, jail.dns, host.etc_netns)
 
 
 class Ready:

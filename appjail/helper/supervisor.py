@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from gi.repository import GLib
 
 from .. import interface as api
-from .. import wgconf
-from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings, parse_run_options,
-                     validate_name, validate_publish, wire_options)
+from .. import ovpnconf, wgconf
+from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
+                     parse_run_options, validate_name, validate_publish, wire_options)
 from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError
@@ -40,6 +40,7 @@ LAUNCH_DEADLINE_MS = 10_000  # fork to exec: the child's chdir() and execve() as
 STOP_GRACE_MS = 2000  # SIGTERM, then SIGKILL
 STOP_GIVE_UP_MS = 2000  # after SIGKILL: what is still there is left behind
 STOP_POLL_MS = 20
+TUNNEL_PARSERS = {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}  # a file option's text -> config
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
                              signal.SIGTSTP, signal.SIGWINCH})
@@ -161,7 +162,7 @@ class Supervisor:
         what fails after (the program, its directory, the deadline) goes to fail.
         """
         options = parse_run_options(options)
-        text = options.pop("wireguard", None)  # a file's text, keys and all: parsed, never kept
+        texts = {key: options.pop(key) for key in TUNNEL_OPTIONS if key in options}  # keys and all: never kept
         settings = launch_settings(options)  # this program's, not the jail's
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
@@ -170,12 +171,12 @@ class Supervisor:
         self._check_inside(caller, name if jail else None, "start programs in")
         created = jail is None
         if jail is None:
-            wireguard = None if text is None else wgconf.parse(text)
-            jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard)
+            tunnels = {key: TUNNEL_PARSERS[key](text) for key, text in texts.items()}
+            jail = self.engine.create(JailSpec(**options), caller.uid, **tunnels)
             self._watch_ports(jail)
             self.on_added(name)
         else:
-            self._check_join(caller, jail, options, text)
+            self._check_join(caller, jail, options, texts)
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
@@ -250,17 +251,18 @@ class Supervisor:
                 self._drain(process.jail)  # the child has left it: gone before the answer
             pending.fail(error)
 
-    def _check_join(self, caller: Caller, jail: Jail, options: dict, wireguard_text: str | None) -> None:
+    def _check_join(self, caller: Caller, jail: Jail, options: dict, texts: dict[str, str]) -> None:
         if jail.owner_uid != caller.uid and not caller.may_manage:
             raise NotAllowed(f"jail {jail.name!r} belongs to another user")
         if jail.name in self._stopping:
             raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
         differs = disagreements(options, jail.settings)
-        if wireguard_text is not None:
-            asked = wgconf.parse(wireguard_text).summary()
-            if not jail.tunnel or [jail.tunnel[k] for k in ("peer", "addresses")] != [asked[k] for k in
-                                                                                       ("peer", "addresses")]:
-                differs.append("wireguard " + (jail.tunnel["endpoint"] if jail.tunnel else "none"))
+        for key, text in texts.items():
+            asked = TUNNEL_PARSERS[key](text).summary()
+            # the same tunnel: type, peer and the file's addresses (OpenVPN's are pushed, not in the file)
+            same = ("type", "peer", *(("addresses",) if asked["addresses"] else ()))
+            if not jail.tunnel or any(jail.tunnel[k] != asked[k] for k in same):
+                differs.append(f"{key} " + (jail.tunnel["endpoint"] if jail.tunnel else "none"))
         if differs:
             raise Conflict(f"jail {jail.name!r} already exists with " + "; ".join(differs)
                            + ": leave those options out to join it, or pick another --name")

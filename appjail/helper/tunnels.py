@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -114,7 +114,7 @@ def wait_ready(ifname: str, kind: str) -> None:
 def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:
     """Stop IFNAME's wireguard-go (its device goes with it), then delete the link wherever it is."""
     for pid in daemons().get(ifname, []):
-        _terminate(pid)
+        terminate(pid)
     netns.delete_link(ipr, ifname)  # a creation that failed before the move
     if netns.netns_path(namespace).exists():
         netns.run_in_namespace(namespace, lambda: _delete_here(ifname))
@@ -138,7 +138,7 @@ def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
     for ifname, pids in sorted(daemons().items()):
         if ifname.startswith(prefix) and ifname not in live:
             for pid in pids:
-                _terminate(pid)
+                terminate(pid)
             removed.append(ifname)
     if SOCKET_DIR.is_dir():
         for path in sorted(SOCKET_DIR.glob(f"{prefix}*.sock")):
@@ -151,6 +151,12 @@ def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
 
 def daemons() -> dict[str, list[int]]:
     """wireguard-go processes of the calling thread's network namespace, by the interface they serve."""
+    return processes(DAEMON, lambda args: args[-1].decode(errors="replace"))
+
+
+def processes(program: str, ifname_of: Callable[[list[bytes]], str | None]) -> dict[str, list[int]]:
+    """PROGRAM's processes of the calling thread's network namespace, by the interface
+    ifname_of(their arguments) says they serve."""
     own = os.stat("/proc/thread-self/ns/net")
     found: dict[str, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -158,17 +164,18 @@ def daemons() -> dict[str, list[int]]:
             continue
         try:
             argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[:-1]
-            if len(argv) < 2 or os.path.basename(argv[0]) != DAEMON.encode():
+            if len(argv) < 2 or os.path.basename(argv[0]) != program.encode():
                 continue
             ns = os.stat(f"/proc/{entry.name}/ns/net")
         except OSError:
             continue  # ended meanwhile
-        if (ns.st_dev, ns.st_ino) == (own.st_dev, own.st_ino):
-            found.setdefault(argv[-1].decode(errors="replace"), []).append(int(entry.name))
+        ifname = ifname_of(argv[1:])
+        if ifname is not None and (ns.st_dev, ns.st_ino) == (own.st_dev, own.st_ino):
+            found.setdefault(ifname, []).append(int(entry.name))
     return found
 
 
-def _terminate(pid: int) -> None:
+def terminate(pid: int) -> None:
     """SIGTERM through a pidfd (a reused pid is never hit), then wait a moment for the end."""
     try:
         pidfd = os.pidfd_open(pid)

@@ -7,6 +7,7 @@
                                                         default via 198.51.100.1 / 2001:db8:1::1
     PREFIX-wgs 203.0.113.1/24 :51820  <--WireGuard over the veth-->  wg0 203.0.113.2/24
                (wg_peer(): more peers, each with its own key and 203.0.113.x, for tunnel jails)
+    openvpn UDP 198.51.100.1:1194, clients 203.0.113.128/26 (ovpn_start(), ovpn_client(): on demand)
 
 The engine under test runs in HOST and NATs its jails out of up0 or wg0. UPLINK
 routes only to what is directly connected to it, so it answers nothing that was
@@ -28,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from appjail.lab import wireguard
+from appjail.lab import openvpn, wireguard
 from appjail.lab.errors import LabError
 from appjail.lab.netns import netns_exec_argv, netns_path, netns_pids
 from appjail.lab.process import (
@@ -136,6 +137,7 @@ class Lab:
         self._wg_client: subprocess.Popen[bytes] | None = None
         self._serial = itertools.count(1)
         self._server_pub = self._client_pub = ""
+        self._ovpn_server: subprocess.Popen[bytes] | None = None
 
     # --- life cycle ---------------------------------------------------------
 
@@ -235,7 +237,7 @@ class Lab:
     def _stop_processes(self) -> None:
         stop(*self._procs)
         self._procs.clear()
-        self._wg_client = None
+        self._wg_client = self._ovpn_server = None
 
     def _remove_wg_sockets(self) -> None:
         for ifname in (self.wg_server_ifname, self.wg_ifname):
@@ -406,6 +408,46 @@ class Lab:
 
     def wg_server_up(self) -> None:
         _ip(self.uplink_ns, f"link set {self.wg_server_ifname} up")
+
+    # --- OpenVPN ----------------------------------------------------------------
+
+    @property
+    def ovpn_dir(self) -> Path:
+        return self.workdir / "openvpn"
+
+    def ovpn_start(self) -> None:
+        """The uplink's OpenVPN server (UDP 1194 at UPLINK_ADDR), its keys made now; again after
+        ovpn_server_down(). Its log: WORKDIR/openvpn/server.log."""
+        if self._ovpn_server is not None:
+            return
+        if not (self.ovpn_dir / "ta.key").exists():
+            openvpn.make_keys(self.ovpn_dir, self.uplink_ns)
+            openvpn.server_config(self.ovpn_dir, f"{self.prefix}-ovs", self.UPLINK_ADDR, self.DNS_ADDR)
+        log = self.ovpn_dir / "server.log"
+        since = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
+            self._ovpn_server = self.popen_in(self.uplink_ns, ["openvpn", "--config", str(self.ovpn_dir / "server.conf")],
+                                              stdout=out, stderr=subprocess.STDOUT)
+        openvpn.wait_ready(self._ovpn_server, log, since)
+
+    def ovpn_server_down(self) -> None:
+        """The OpenVPN server goes away (its process ends; its clients are not told)."""
+        if self._ovpn_server is not None:
+            stop(self._ovpn_server)
+            self._procs.remove(self._ovpn_server)
+            self._ovpn_server = None
+
+    def ovpn_client(self, auth_file: str | None = None) -> str:
+        """A client .ovpn for the lab's server, keys inline; the user name and password inline, or in
+        AUTH_FILE (named by an `auth-user-pass` line, as providers do)."""
+        self.ovpn_start()
+        auth = (f"auth-user-pass {auth_file}" if auth_file else
+                f"<auth-user-pass>\n{openvpn.USER}\n{openvpn.PASSWORD}\n</auth-user-pass>")
+        return openvpn.client_text(self.ovpn_dir, self.UPLINK_ADDR, auth)
+
+    def ovpn_client_key(self) -> str:
+        """A line of the client's private key (PEM), to look for where it must not be."""
+        return (self.ovpn_dir / "client.key").read_text().splitlines()[1]
 
     def wg_down(self) -> None:
         _ip(self.host_ns, f"link set {self.wg_ifname} down")

@@ -1,0 +1,440 @@
+"""An OpenVPN client file (.ovpn), checked against an allow-list and rebuilt for openvpn.
+
+The CLI reads the file as the user and sends its text (`inline_auth_user_pass`
+first puts the file an `auth-user-pass FILE` line names inline, read as the
+user too); the helper parses it here and trusts nothing in it. Only
+directives a client tunnel needs are known: anything that runs a program
+(up, script-security, plugin...), opens a control socket (management) or
+writes or reads a host path (log, status, cd, chroot, a key given as a
+file...) is refused, like any unknown directive, with one sentence naming
+the line. openvpn gets `config_text()`: the directives rebuilt from what was
+parsed, never the user's text, on its standard input, so the keys are in no
+file and no argv.
+
+`parse_up` checks what openvpn reports when its tunnel comes up (the `--up`
+hook's environment, relayed by appjail's own hook): the address, MTU and
+the pushed `dhcp-option DNS` servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from collections import namedtuple
+from collections.abc import Callable
+
+from .model import MAX_DNS_SERVERS, ValidationError
+
+MAX_TEXT = 64 * 1024
+MAX_REMOTES = 16
+DEFAULT_PORT = 1194
+MIN_MTU, MAX_MTU = 576, 9000
+
+# Tokens passed on bare; anything else is quoted (a token with a quote or a
+# backslash is refused: openvpn's own escaping is never needed by a client file).
+_BARE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@=+,-")
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:+-")
+
+
+def _fail(line: int, problem: str) -> ValidationError:
+    return ValidationError(f"OpenVPN file, line {line}: {problem}")
+
+
+# -- argument checks: (line, args) -> args as passed on --------------------------
+
+Check = Callable[[int, str, list[str]], list[str]]
+
+
+def _count(low: int, high: int, each: Callable[[int, str, str], str] | None = None) -> Check:
+    def check(line: int, name: str, args: list[str]) -> list[str]:
+        if not low <= len(args) <= high:
+            wanted = f"{low}" if low == high else f"{low} to {high}"
+            raise _fail(line, f"{name} takes {wanted} arguments, not {len(args)}")
+        return [each(line, name, arg) for arg in args] if each else args
+    return check
+
+
+def _number(line: int, name: str, arg: str) -> str:
+    if not (arg.isascii() and arg.isdigit() and len(arg) <= 10):
+        raise _fail(line, f"{name} {arg!r} is not a number")
+    return arg
+
+
+def _word(line: int, name: str, arg: str) -> str:
+    if not arg or not set(arg) <= _WORD:
+        raise _fail(line, f"{name} {arg[:40]!r} is not a name such as AES-256-GCM")
+    return arg
+
+
+def _choice(*choices: str) -> Callable[[int, str, str], str]:
+    def check(line: int, name: str, arg: str) -> str:
+        if arg not in choices:
+            raise _fail(line, f"{name} {arg[:40]!r} is not one of {', '.join(choices)}")
+        return arg
+    return check
+
+
+def _numbers(low: int, high: int) -> Check:
+    return _count(low, high, _number)
+
+
+def _words(low: int, high: int) -> Check:
+    return _count(low, high, _word)
+
+
+_PROTOCOLS = ("udp", "udp4", "udp6", "tcp", "tcp4", "tcp6", "tcp-client", "tcp4-client", "tcp6-client")
+
+
+def _remote(line: int, name: str, args: list[str]) -> list[str]:
+    _count(1, 3)(line, name, args)
+    if not (_is_hostname(args[0]) or _is_address(args[0])):
+        raise _fail(line, f"remote {args[0][:40]!r} is neither a host name nor an address")
+    if len(args) > 1 and not (args[1].isdigit() and 1 <= int(args[1]) <= 65535):
+        raise _fail(line, f"remote port {args[1][:40]!r} is not a number from 1 to 65535")
+    if len(args) > 2:
+        _choice(*_PROTOCOLS)(line, "remote protocol", args[2])
+    return args
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_hostname(host: str) -> bool:
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(
+        0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
+        and all(c.isalnum() or c == "-" for c in label) for label in labels)
+
+
+def _dev(line: int, name: str, args: list[str]) -> list[str]:
+    _count(1, 1)(line, name, args)
+    if not (args[0] == "tun" or args[0].startswith("tun") and args[0][3:].isdigit()):
+        raise _fail(line, f"dev {args[0][:40]!r}: appjail makes a tun device only (tap is not supported)")
+    return args
+
+
+def _dhcp_option(line: int, name: str, args: list[str]) -> list[str]:
+    _count(2, 2)(line, name, args)
+    if args[0] in ("DNS", "DNS6"):
+        if not _is_address(args[1]):
+            raise _fail(line, f"dhcp-option {args[0]} {args[1][:40]!r} is not an address")
+    elif args[0] in ("DOMAIN", "DOMAIN-SEARCH", "ADAPTER_DOMAIN_SUFFIX"):
+        if not _is_hostname(args[1]):
+            raise _fail(line, f"dhcp-option {args[0]} {args[1][:40]!r} is not a domain")
+    else:
+        raise _fail(line, f"dhcp-option {args[0][:40]!r} is not DNS, DNS6 or DOMAIN")
+    return args
+
+
+def _text(line: int, name: str, args: list[str]) -> list[str]:
+    """Free text such as verify-x509-name's subject or pull-filter's match: quoted on the way out."""
+    return _count(1, 3)(line, name, args)
+
+
+def _inline_only(line: int, name: str, args: list[str]) -> list[str]:
+    if args:
+        raise _fail(line, f"{name} names a file ({args[0][:40]}), which the helper never opens: "
+                          f"put its content inline as <{name}>...</{name}>")
+    return args
+
+
+# Directives passed on to openvpn, with the check of their arguments.
+PASSED: dict[str, Check] = {
+    "client": _count(0, 0), "tls-client": _count(0, 0), "pull": _count(0, 0), "nobind": _count(0, 0),
+    "persist-key": _count(0, 0), "remote-random": _count(0, 0), "remote-random-hostname": _count(0, 0),
+    "float": _count(0, 0), "fast-io": _count(0, 0), "mute-replay-warnings": _count(0, 0),
+    "route-nopull": _count(0, 0), "ifconfig-nowarn": _count(0, 0),
+    "remote": _remote, "proto": _count(1, 1, _choice(*_PROTOCOLS)), "port": _numbers(1, 1),
+    "rport": _numbers(1, 1), "lport": _numbers(1, 1),
+    "resolv-retry": _count(1, 1, lambda line, name, arg: arg if arg == "infinite" else _number(line, name, arg)),
+    "connect-retry": _numbers(1, 2), "connect-retry-max": _numbers(1, 1), "connect-timeout": _numbers(1, 1),
+    "server-poll-timeout": _numbers(1, 1), "hand-window": _numbers(1, 1), "tls-timeout": _numbers(1, 1),
+    "tran-window": _numbers(1, 1), "ping": _numbers(1, 1), "ping-restart": _numbers(1, 1),
+    "ping-exit": _numbers(1, 1), "keepalive": _numbers(2, 2), "inactive": _numbers(1, 2),
+    "explicit-exit-notify": _numbers(0, 1), "reneg-sec": _numbers(1, 2), "reneg-bytes": _numbers(1, 1),
+    "reneg-pkts": _numbers(1, 1), "replay-window": _numbers(1, 2), "sndbuf": _numbers(1, 1),
+    "rcvbuf": _numbers(1, 1), "tun-mtu": _numbers(1, 1), "tun-mtu-extra": _numbers(1, 1),
+    "link-mtu": _numbers(1, 1), "fragment": _numbers(1, 2), "mssfix": _count(0, 2),
+    "remote-cert-tls": _count(1, 1, _choice("server")), "verify-x509-name": _text,
+    "key-direction": _count(1, 1, _choice("0", "1")), "cipher": _words(1, 1), "data-ciphers": _words(1, 1),
+    "data-ciphers-fallback": _words(1, 1), "ncp-ciphers": _words(1, 1), "auth": _words(1, 1),
+    "tls-cipher": _words(1, 1), "tls-ciphersuites": _words(1, 1), "tls-groups": _words(1, 1),
+    "ecdh-curve": _words(1, 1), "tls-cert-profile": _words(1, 1), "tls-version-min": _words(1, 2),
+    "tls-version-max": _words(1, 1), "comp-lzo": _count(0, 1, _choice("yes", "no", "adaptive")),
+    "compress": _count(0, 1, _choice("lzo", "lz4", "lz4-v2", "stub", "stub-v2")),
+    "allow-compression": _count(1, 1, _choice("no", "asym", "yes")),
+    "auth-retry": _count(1, 1, _choice("none", "nointeract")), "pull-filter": _text,
+    "topology": _count(1, 1, _choice("subnet", "net30", "p2p")), "dhcp-option": _dhcp_option,
+    # key material: inline blocks only
+    "ca": _inline_only, "cert": _inline_only, "key": _inline_only, "extra-certs": _inline_only,
+    "pkcs12": _inline_only, "crl-verify": _inline_only, "tls-auth": _inline_only,
+    "tls-crypt": _inline_only, "tls-crypt-v2": _inline_only, "auth-user-pass": _inline_only,
+    "peer-fingerprint": _inline_only,
+}
+# Accepted and left out: appjail decides these (its own tun device, routes and resolver, the log).
+DROPPED: dict[str, Check] = {
+    "dev": _dev, "dev-type": _count(1, 1, _choice("tun")), "verb": _numbers(1, 1), "mute": _numbers(1, 1),
+    "persist-tun": _count(0, 0), "auth-nocache": _count(0, 0), "redirect-gateway": _count(0, 4),
+    "route": _count(1, 4), "route-ipv6": _count(1, 3), "route-delay": _numbers(0, 2),
+    "route-method": _count(1, 1), "block-outside-dns": _count(0, 0), "register-dns": _count(0, 0),
+}
+INLINE = ("ca", "cert", "key", "extra-certs", "pkcs12", "crl-verify", "tls-auth", "tls-crypt", "tls-crypt-v2",
+          "auth-user-pass", "peer-fingerprint")
+
+_RUNS = "runs a program on the host"
+_WRITES = "writes a file on the host"
+_FILE = "reads a file of the host"
+FORBIDDEN: dict[str, str] = {
+    **dict.fromkeys(("up", "down", "route-up", "route-pre-down", "ipchange", "client-connect",
+                     "client-disconnect", "learn-address", "tls-verify", "auth-user-pass-verify",
+                     "tls-crypt-v2-verify", "iproute"), _RUNS),
+    "script-security": "would let the file run programs on the host",
+    "plugin": "loads a module into openvpn", "providers": "loads a module into openvpn",
+    "engine": "loads a module into openvpn", "pkcs11-providers": "loads a module into openvpn",
+    **dict.fromkeys(("management", "management-client", "management-hold", "management-query-passwords",
+                     "management-external-key", "management-external-cert", "management-client-auth",
+                     "management-forget-disconnect", "management-signal"), "opens a control socket"),
+    **dict.fromkeys(("log", "log-append", "status", "writepid", "replay-persist", "tmp-dir",
+                     "tls-export-cert"), _WRITES),
+    "syslog": "sends the log elsewhere (it goes to appjail's helper)",
+    "daemon": "would detach openvpn from appjail's helper",
+    **dict.fromkeys(("cd", "chroot", "config", "askpass", "dev-node", "secret", "http-proxy-user-pass"), _FILE),
+    **dict.fromkeys(("user", "group"), "changes openvpn's user (appjail runs it)"),
+    **dict.fromkeys(("setenv", "setenv-safe", "ignore-unknown-option"), "changes how openvpn reads options"),
+    **dict.fromkeys(("ifconfig", "ifconfig-ipv6", "lladdr", "route-gateway", "mark", "bind-dev", "local"),
+                    "configures the host's network"),
+    **dict.fromkeys(("server", "mode", "tls-server", "client-config-dir"), "is for a server"),
+}
+
+
+def tokens(line: str, number: int) -> list[str]:
+    """openvpn's split of a line: blanks separate, quotes group, `#` or `;` at a token starts a comment."""
+    out: list[str] = []
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c.isspace():
+            i += 1
+        elif c in "#;":
+            break
+        elif c in "\"'":
+            end = line.find(c, i + 1)
+            if end < 0:
+                raise _fail(number, "a quote is not closed")
+            token = line[i + 1:end]
+            if "\\" in token or '"' in token:
+                raise _fail(number, "a backslash or quote inside quotes is not supported")
+            out.append(token)
+            i = end + 1
+        else:
+            end = i
+            while end < len(line) and not line[end].isspace():
+                end += 1
+            token = line[i:end]
+            if any(q in token for q in "\"'\\"):
+                raise _fail(number, "a quote or backslash inside a word is not supported")
+            out.append(token)
+            i = end
+    return out
+
+
+def _quoted(token: str) -> str:
+    return token if token and set(token) <= _BARE else f'"{token}"'
+
+
+class OpenVpnConfig(namedtuple("OpenVpnConfig", "directives blocks remotes dns")):
+    """directives: ((name, args), ...) passed on; blocks: {name: content}; remotes: "host:port/proto"."""
+
+    __slots__ = ()
+
+    def config_text(self) -> str:
+        """openvpn's configuration, keys included: for its standard input, never a file."""
+        lines = [" ".join([name, *map(_quoted, args)]) for name, args in self.directives]
+        for name, content in self.blocks.items():
+            lines += [f"<{name}>", content.rstrip("\n"), f"</{name}>"]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> dict:
+        """What may be recorded and shown: the remotes and the CA's fingerprint, no key.
+
+        `addresses` are what the server pushes, filled in once the tunnel is up.
+        """
+        return {"type": "openvpn", "implementation": "openvpn", "endpoint": ",".join(self.remotes),
+                "peer": self.peer(), "addresses": []}
+
+    def peer(self) -> str:
+        """Who the tunnel trusts: the CA (or the pinned fingerprint), as a short fingerprint."""
+        trusted = self.blocks.get("ca") or self.blocks.get("peer-fingerprint") or self.blocks.get("pkcs12", "")
+        return "sha256:" + hashlib.sha256(trusted.encode()).hexdigest()[:16]
+
+
+def parse(text: object) -> OpenVpnConfig:
+    """The file's text (as sent by the CLI) to a validated config; ValidationError names the line."""
+    if not isinstance(text, str):
+        raise ValidationError("invalid OpenVPN file: expected its text")
+    if len(text) > MAX_TEXT:
+        raise ValidationError(f"invalid OpenVPN file: longer than {MAX_TEXT} bytes")
+    directives: list[tuple[str, list[str]]] = []
+    blocks: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    block: tuple[str, int, list[str]] | None = None
+    lines = text.splitlines()
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if block is not None:
+            name, start, content = block
+            if stripped == f"</{name}>":
+                blocks[name] = "\n".join(content) + "\n"
+                block = None
+            elif stripped.startswith("<"):
+                raise _fail(number, f"<{name}> from line {start} is not closed before {stripped[:40]!r}")
+            else:
+                content.append(stripped)
+            continue
+        if stripped.startswith("<"):
+            name = stripped[1:-1] if stripped.endswith(">") else ""
+            if name not in INLINE:
+                raise _fail(number, f"unknown inline block {stripped[:40]!r}")
+            if name in blocks:
+                raise _fail(number, f"<{name}> is given twice")
+            block = (name, number, [])
+            continue
+        words = tokens(stripped, number)
+        if not words:
+            continue
+        name, args = words[0], words[1:]
+        if name in FORBIDDEN:
+            raise _fail(number, f"{name} {FORBIDDEN[name]}, which appjail does not allow: remove the line")
+        check = PASSED.get(name) or DROPPED.get(name)
+        if check is None:
+            raise _fail(number, f"unknown directive {name[:40]!r}")
+        args = check(number, name, args)
+        seen.setdefault(name, number)
+        if name in PASSED and name not in INLINE:
+            directives.append((name, args))
+    if block is not None:
+        raise _fail(block[1], f"<{block[0]}> is not closed")
+    end = len(lines) or 1
+    remotes = [_remote_text(args, directives) for name, args in directives if name == "remote"]
+    if not remotes:
+        raise _fail(end, "the file names no server: add a line 'remote HOST [PORT]'")
+    if len(remotes) > MAX_REMOTES:
+        raise _fail(end, f"more than {MAX_REMOTES} remote lines")
+    for name in sorted(seen.keys() & set(INLINE) - blocks.keys(), key=seen.__getitem__):
+        if name == "auth-user-pass":
+            raise _fail(seen[name], "auth-user-pass has no user name and password "
+                                    "(name a file of yours after it, or add <auth-user-pass>)")
+        raise _fail(seen[name], f"{name} has no content: add it inline as <{name}>...</{name}>")
+    if not ({"ca", "pkcs12", "peer-fingerprint"} & blocks.keys()):
+        raise _fail(end, "the file ends without a <ca> block (the server's certificate authority, inline)")
+    if ("cert" in blocks) != ("key" in blocks):
+        raise _fail(end, "the file has a <cert> without a <key> or a <key> without a <cert>")
+    if not {"cert", "pkcs12", "auth-user-pass"} & blocks.keys():
+        raise _fail(end, "the file has neither <cert> and <key> nor auth-user-pass: how would it log in?")
+    if "auth-user-pass" in blocks:
+        _credentials(blocks["auth-user-pass"], seen.get("auth-user-pass", end))
+    dns = tuple(dict.fromkeys(args[1] for name, args in directives if name == "dhcp-option"
+                              and args[0] == "DNS" and ipaddress.ip_address(args[1]).version == 4))
+    # an inline block is its directive: `<ca>...</ca>` alone sets --ca
+    return OpenVpnConfig(tuple((name, tuple(args)) for name, args in directives), blocks, tuple(remotes),
+                         dns[:MAX_DNS_SERVERS])
+
+
+def _remote_text(args: list[str], directives: list[tuple[str, list[str]]]) -> str:
+    port = args[1] if len(args) > 1 else next((a[0] for n, a in directives if n in ("port", "rport")),
+                                                str(DEFAULT_PORT))
+    proto = args[2] if len(args) > 2 else next((a[0] for n, a in directives if n == "proto"), "udp")
+    host = f"[{args[0]}]" if ":" in args[0] else args[0]
+    return f"{host}:{port}/{proto}"
+
+
+def _credentials(content: str, line: int) -> None:
+    lines = content.splitlines()
+    if not 1 <= len(lines) <= 2 or not lines[0].strip():
+        raise _fail(line, "auth-user-pass needs a user name on one line and a password on the next")
+
+
+# -- the CLI's side: auth-user-pass FILE, read as the user ------------------------
+
+def prepare(text: str, path: str, read: Callable[[str, str], str]) -> str:
+    """What the CLI sends for `--openvpn PATH`: the text with its auth-user-pass file inline, checked
+    here already (the helper checks again), so a bad file fails before any bus call."""
+    text = inline_auth_user_pass(text, path, read)
+    parse(text)
+    return text
+
+
+def inline_auth_user_pass(text: str, path: str, read: Callable[[str, str], str]) -> str:
+    """The text with its `auth-user-pass FILE` line's file put inline (read(FILE, what) as the user).
+
+    The line keeps its place (as `auth-user-pass`) and the block goes at the
+    end, so every other line keeps its number for the helper's messages. A
+    relative FILE is relative to the config file's directory.
+    """
+    lines = text.splitlines()
+    for index, raw in enumerate(lines):
+        words = tokens(raw.strip(), index + 1) if not raw.strip().startswith("<") else []
+        if words[:1] == ["auth-user-pass"] and len(words) == 2:
+            where = os.path.join(os.path.dirname(os.path.abspath(os.path.expanduser(path))),
+                                 os.path.expanduser(words[1]))
+            credentials = read(where, f"auth-user-pass (line {index + 1})")
+            _credentials(credentials, index + 1)
+            lines[index] = "auth-user-pass"
+            return "\n".join([*lines, "<auth-user-pass>", credentials.rstrip("\n"), "</auth-user-pass>"]) + "\n"
+    return text
+
+
+# -- the tunnel coming up: what openvpn's --up hook reports ----------------------
+
+class Up(namedtuple("Up", "ifname addresses mtu dns remote")):
+    """addresses: interfaces for the jail's side; dns: pushed IPv4 servers; remote: "ip:port"."""
+
+    __slots__ = ()
+
+    @property
+    def ipv6(self) -> bool:
+        return any(address.version == 6 for address in self.addresses)
+
+    def routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Everything into the tunnel: in the jail there is nowhere else to go."""
+        return [ipaddress.ip_network("0.0.0.0/0")] + ([ipaddress.ip_network("::/0")] if self.ipv6 else [])
+
+
+def parse_up(env: object) -> Up:
+    """The `--up` hook's environment (dev, ifconfig_*, tun_mtu, foreign_option_N, trusted_*) checked."""
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ValidationError("openvpn's report is not a set of names and values")
+    try:
+        local = ipaddress.IPv4Address(env.get("ifconfig_local", ""))
+        netmask = env.get("ifconfig_netmask")
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen if netmask else 32
+        addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = [
+            ipaddress.IPv4Interface(f"{local}/{prefix}")]
+        if env.get("ifconfig_ipv6_local"):
+            addresses.append(ipaddress.IPv6Interface(
+                f"{env['ifconfig_ipv6_local']}/{int(env.get('ifconfig_ipv6_netbits', '128'))}"))
+        mtu = int(env.get("tun_mtu", "1500"))
+    except ValueError as exc:
+        raise ValidationError(f"openvpn reported an unusable tunnel address: {exc}") from None
+    if not MIN_MTU <= mtu <= MAX_MTU or any(a.ip.is_loopback or a.ip.is_multicast or a.ip.is_unspecified
+                                            for a in addresses):
+        raise ValidationError("openvpn reported an unusable tunnel address or MTU")
+    dns: list[str] = []
+    for key in sorted((k for k in env if k.startswith("foreign_option_")), key=lambda k: int(k[15:] or 0)
+                      if k[15:].isdigit() else 0):
+        words = env[key].split()
+        if words[:2] == ["dhcp-option", "DNS"] and len(words) == 3:
+            try:
+                server = ipaddress.IPv4Address(words[2])
+            except ValueError:
+                continue
+            if not (server.is_loopback or server.is_unspecified or server.is_multicast):
+                dns.append(str(server))
+    remote = f"{env.get('trusted_ip', '')}:{env.get('trusted_port', '')}".strip(":")
+    return Up(env.get("dev", ""), tuple(addresses), mtu, tuple(dict.fromkeys(dns))[:MAX_DNS_SERVERS], remote)

@@ -1,0 +1,196 @@
+"""OpenVPN jails for real: openvpn in the lab's host, its tun device moved into the jail.
+
+The lab's OpenVPN server (uplink, UDP 1194) has keys made at test time; the
+engine runs in the lab's host, whose uplink up0 is captured to show that
+nothing but OpenVPN's UDP to the server leaves while an OpenVPN jail works.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from appjail import cli, model
+from appjail.helper import openvpn
+from appjail.helper.jails import Engine, JailError
+from appjail.lab import Lab
+from appjail.model import JailSpec, ValidationError
+from appjail.ovpnconf import parse
+from appjail.report import inspection
+
+from .conftest import jail_run, residue_in_host, residue_machine_wide
+
+TUNNEL_NET = ipaddress.ip_network("203.0.113.128/26")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server_stops_after_these_tests(lab: Lab):
+    """The server pings clients it still believes in for a while: it goes, so later captures see none."""
+    yield
+    lab.ovpn_server_down()
+
+
+def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess:
+    return jail_run(name, "curl", "-sS", "--max-time", str(timeout), url, timeout=timeout + 5)
+
+
+def only_openvpn(lines: list[str], lab: Lab) -> list[str]:
+    """The captured packets that are not OpenVPN's UDP between the host and the lab's server
+    (nor the server's ICMP port unreachable while it is gone)."""
+    server = f"{lab.UPLINK_ADDR}.1194"
+    return [line for line in lines
+            if not ((" UDP" in line or "UDP," in line) and server in line and f"{lab.HOST_UPLINK_ADDR}." in line)
+            and not ("ICMP" in line and "udp port 1194 unreachable" in line)]
+
+
+def tunnel_address(name: str) -> str:
+    words = jail_run(name, "ip", "-4", "-o", "addr", "show", "dev", f"aj-{name}").stdout.split()
+    return words[words.index("inet") + 1].split("/")[0]
+
+
+def wait_for(what: str, check, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_an_openvpn_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in_host: Lab, caplog):
+    lab = in_host
+    text = lab.ovpn_client()
+    capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
+    caplog.set_level(logging.INFO)
+    jail = engine.create(JailSpec("ova"), 0, openvpn=parse(text))
+    try:
+        address = tunnel_address("ova")
+        assert ipaddress.ip_address(address) in TUNNEL_NET
+        assert curl("ova", f"http://{lab.SERVER_ADDR}/").stdout.strip() == f"client={address}"
+        asked = jail_run("ova", "getent", "hosts", "ovpn-probe.lab.test")
+        assert asked.returncode == 0 and lab.SERVER_ADDR in asked.stdout
+        assert {q["client"] for q in lab.dns_log() if q["name"] == "ovpn-probe.lab.test."} == {address}, \
+            "the lookup went to the pushed DNS server, through the tunnel"
+        assert jail.dns == (lab.DNS_ADDR,)
+        links = jail_run("ova", "ip", "-o", "link").stdout.splitlines()
+        assert [line.split(":")[1].strip() for line in links] == ["lo", "aj-ova"]
+        # openvpn and its socket stay in the host; the jail holds none
+        assert openvpn._dev_of_running().get("aj-ova"), "openvpn runs in the host namespace"
+        assert jail_run("ova", "ss", "-uanH").stdout.strip() == "", "no UDP socket in the jail"
+        status = engine.tunnel_status(jail)
+        assert status["up"] and status["type"] == "openvpn" and status["connected_to"].startswith(lab.UPLINK_ADDR)
+        assert status["addresses"] == [f"{address}/26"] and engine.tunnel_counters(jail)["tx_bytes"] > 0
+    finally:
+        packets = capture.stop()
+    assert packets and only_openvpn(packets, lab) == [], "only OpenVPN's UDP on the uplink"
+    logged = [r.getMessage() for r in caplog.records if r.name == "appjail.helper.openvpn"]
+    assert any("aj-ova: Initialization Sequence Completed" in line for line in logged), "its log is the helper's"
+
+
+def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: Engine, in_host: Lab):
+    lab = in_host
+    jail = engine.create(JailSpec("ovb"), 0, openvpn=parse(lab.ovpn_client()))
+    assert curl("ovb", f"http://{lab.SERVER_ADDR}/").returncode == 0
+    capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
+    lab.ovpn_server_down()
+    try:
+        assert curl("ovb", f"http://{lab.SERVER_ADDR}/", timeout=2).returncode != 0
+        # openvpn gives the session up (ping-restart): its device goes, the jail keeps only lo
+        wait_for("the tunnel was not reported down", lambda: not engine.tunnel_status(jail)["up"])
+        assert [line.split(":")[1].strip() for line in jail_run("ovb", "ip", "-o", "link").stdout.splitlines()] \
+            == ["lo"]
+        assert jail_run("ovb", "ping", "-c", "1", "-W", "1", lab.UPLINK_ADDR).returncode != 0
+        page = inspection(engine_json(engine, jail))
+        assert "TUNNEL DOWN" in page, page
+    finally:
+        lab.ovpn_start()
+        packets = capture.stop()
+    assert only_openvpn(packets, lab) == [], "nothing left outside OpenVPN while the server was gone"
+    wait_for("traffic did not resume", lambda: curl("ovb", f"http://{lab.SERVER_ADDR}/", timeout=2).returncode == 0)
+    assert engine.tunnel_status(jail)["up"]
+
+
+def engine_json(engine: Engine, jail) -> dict:
+    """What `inspect --json` would give of a tunnel jail, enough for the human page."""
+    return {"name": jail.name, "owner_uid": 0, "address": jail.address, "netns": jail.netns, "vpn": None,
+            "dns": list(jail.dns), "publish": [], "deny": [], "no_lan": False, "keep": False, "pids": [],
+            "counters": engine.tunnel_counters(jail), "tunnel": engine.tunnel_status(jail),
+            "vpn_up": engine.tunnel_status(jail)["up"]}
+
+
+def _key_anywhere(key: str, logged: str) -> list[str]:
+    found = ["helper log"] if key in logged else []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    if key in ps:
+        found.append("ps")
+    grep = subprocess.run(["grep", "-rlsF", "--", key, "/run", "/tmp", "/etc"], capture_output=True, text=True)
+    found += [path for path in grep.stdout.splitlines()
+              if not path.startswith("/tmp/pytest-") and "/appjail-lab-" not in path]  # the lab server's own
+    return found
+
+
+def test_keys_stay_out_of_argv_files_and_log_and_teardown_leaves_nothing(engine: Engine, in_host: Lab, caplog):
+    lab = in_host
+    caplog.set_level(logging.DEBUG)
+    jail = engine.create(JailSpec("ovc"), 0, openvpn=parse(lab.ovpn_client()))
+    assert curl("ovc", f"http://{lab.SERVER_ADDR}/").returncode == 0
+    for secret in (lab.ovpn_client_key(), "lab-pass"):
+        assert _key_anywhere(secret, caplog.text) == [], f"{secret[:8]}... is nowhere while the jail runs"
+    engine.destroy(jail.name)
+    assert "aj-ovc" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovc.sock").exists()
+    assert _key_anywhere(lab.ovpn_client_key(), caplog.text) == []
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_the_cli_puts_the_auth_user_pass_file_inline(engine: Engine, in_host: Lab, tmp_path):
+    lab = in_host
+    (tmp_path / "creds.txt").write_text("lab-user\nlab-pass\n")
+    (tmp_path / "creds.txt").chmod(0o600)
+    config = tmp_path / "provider.ovpn"
+    config.write_text(lab.ovpn_client(auth_file="creds.txt"))
+    config.chmod(0o600)
+    option = next(o for o in model.OPTIONS if o.key == "openvpn")
+    sent = cli.read_file_option(option, str(config))
+    assert "auth-user-pass creds.txt" not in sent and "<auth-user-pass>\nlab-user\nlab-pass\n" in sent
+    engine.create(JailSpec("ovd"), 0, openvpn=parse(sent))
+    assert curl("ovd", f"http://{lab.SERVER_ADDR}/").returncode == 0, "the server took the user and password"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.replace("nobind\n", "nobind\nup /bin/sh\n"),
+     r"^OpenVPN file, line 6: up runs a program on the host, which appjail does not allow: remove the line$"),
+    (lambda t: t.replace("nobind\n", "nobind\nsocks-proxy 192.0.2.1\n"),
+     r"^OpenVPN file, line 6: unknown directive 'socks-proxy'$"),
+    (lambda t: t[:t.index("<ca>")] + t[t.index("</ca>") + 6:],
+     r"^OpenVPN file, line \d+: the file ends without a <ca> block"),
+])
+def test_a_bad_file_creates_nothing(engine: Engine, in_host: Lab, change, message):
+    with pytest.raises(ValidationError, match=message):
+        engine.create(JailSpec("ove"), 0, openvpn=parse(change(in_host.ovpn_client())))
+    assert engine.list() == [] and "aj-ove" not in openvpn._dev_of_running()
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_a_tunnel_that_never_comes_up_fails_the_creation_and_leaves_nothing(engine: Engine, in_host: Lab,
+                                                                             monkeypatch):
+    monkeypatch.setattr(openvpn, "CONNECT_TIMEOUT", 3.0)
+    text = in_host.ovpn_client().replace(f"remote {in_host.UPLINK_ADDR} 1194", f"remote {in_host.UPLINK_ADDR} 1195")
+    with pytest.raises(JailError, match=r"could not create jail 'ovf': openvpn's tunnel was not up within 3 s"):
+        engine.create(JailSpec("ovf"), 0, openvpn=parse(text))
+    assert "aj-ovf" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovf.sock").exists()
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_reconcile_stops_a_crashed_helpers_openvpn(in_host: Lab, tmp_path):
+    lab = in_host
+    crashed = Engine(run_dir=tmp_path / "run")
+    crashed.create(JailSpec("ovg"), 0, openvpn=parse(lab.ovpn_client()))
+    openvpn._daemons.clear()  # the helper died: its daemons are nobody's now
+    restarted = Engine(run_dir=tmp_path / "run")
+    report = restarted.reconcile()
+    assert report.adopted == [] and "openvpn aj-ovg" in report.removed and "namespace aj-ovg" in report.removed
+    assert "aj-ovg" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovg.sock").exists()
+    assert residue_in_host() == [] and residue_machine_wide() == []
