@@ -46,7 +46,7 @@ def main() -> None:
         nat = engine.create(JailSpec("tnat", dns=(lab.DNS_ADDR,)), 1000)
         vpn = engine.create(JailSpec("tvpn", vpn=lab.wg_ifname, dns=(lab.DNS_ADDR,)), 1000)
         tunnel = engine.create(JailSpec("twg"), 1000, wireguard=parse(lab.wg_peer(WG_JAIL_ADDR)))
-        recipe = stack.enter_context(_recipe_jail(lab.host_uplink_if))
+        recipe = stack.enter_context(_recipe_jail(lab.host_uplink_if, engine.firewall.name))
         server = lab.popen_in(lab.uplink_ns, ["iperf3", "-s"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
         try:
@@ -94,11 +94,18 @@ RECIPE_UP = [
 ]
 
 
+# on nftables, appjail's forwarding guard is a base chain of its own: the
+# recipe's interface is let past it there (x_tables: the FORWARD rules above
+# are inserted ahead of the guard's jump)
+PAST_NFT_GUARD = [f"nft insert rule inet appjail aj-GUARD {direction} {RECIPE_NS} accept"
+                  for direction in ("iifname", "oifname")]
+
+
 @contextmanager
-def _recipe_jail(egress: str) -> Iterator[str]:
+def _recipe_jail(egress: str, backend: str) -> Iterator[str]:
     """The seeds' jail, by hand, in the lab's host (the calling thread's namespace)."""
     try:
-        for command in RECIPE_UP:
+        for command in RECIPE_UP + (PAST_NFT_GUARD if backend == "nftables" else []):
             subprocess.run(command.format(egress=egress).split(), check=True)
         yield RECIPE_NS
     finally:

@@ -169,20 +169,13 @@ class NftablesBackend:
         return residue
 
     def read_counters(self, layouts: Mapping[str, Sequence[str]]) -> Counters:
-        """Summed by the role in each rule's comment: a rule added by hand counts for nothing."""
-        with self._lock:
-            if len(layouts) == 1:
-                (name,) = layouts
-                listing = self._list("chain", name=jail_chain(name))
-            else:
-                listing = self._list_table()
-        counted: dict[str, list] = {jail_chain(name): [] for name in layouts}
-        for rule in _objects(listing or {}, "rule"):
-            if rule["chain"] in counted:
-                counted[rule["chain"]].append((rule.get("comment"), _counter(rule)))
-        chains = {chain["name"] for chain in _objects(listing or {}, "chain")}
-        return {name: sum_by_role(counted[jail_chain(name)])
-                for name in layouts if jail_chain(name) in chains}
+        """Summed by the role in each rule's comment: a rule added by hand counts for nothing.
+
+        From a netlink dump of the rules (of the one chain, for one jail):
+        libnftables' listing of a table with 200 jails takes ~140 ms.
+        """
+        counted = read_rule_counters(jail_chain(next(iter(layouts))) if len(layouts) == 1 else None)
+        return {name: sum_by_role(counted[jail_chain(name)]) for name in layouts if jail_chain(name) in counted}
 
     def read_blocked(self, name: str, now: int) -> list[Blocked]:
         """The jail's set, element by element; when it is full, its least recently hit
@@ -367,15 +360,59 @@ def _blocked_set(name: str) -> Json:
                 stmt=[{"counter": None}])
 
 
-NFT_MSG_GETSETELEM = (10 << 8) | 13  # subsystem nf_tables
+NFT_MSG_GETRULE = (10 << 8) | 7  # subsystem nf_tables
+NFT_MSG_GETSETELEM = (10 << 8) | 13
 NFPROTO_INET = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_EXPR = 1, 5, 7
 NFTA_DATA_VALUE = 1
 NFTA_EXPR_DATA = 2
 NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA = 1, 2, 4, 7
+NFTA_EXPR_NAME = 1
+UDATA_RULE_COMMENT = 0  # libnftnl's type-length-value user data: the rule's comment
 # the key as the kernel holds it: each part in 4-byte registers; a mark in host order
 _KEY = struct.Struct("=4sB3x2s2xI")
+
+
+def read_rule_counters(chain: str | None = None) -> dict[str, list[tuple[str | None, tuple[int, int]]]]:
+    """(comment, (packets, bytes)) of each rule with a counter, by chain: the table's, or one chain's."""
+    names = [nlraw.attribute(NFTA_RULE_TABLE, TABLE.encode() + b"\0")]
+    if chain is not None:
+        names.append(nlraw.attribute(NFTA_RULE_CHAIN, chain.encode() + b"\0"))
+    request = nlraw.request(NFT_MSG_GETRULE, nlraw.NLM_F_REQUEST | nlraw.NLM_F_DUMP, NFPROTO_INET, 0, *names)
+    found: dict[str, list[tuple[str | None, tuple[int, int]]]] = {}
+    try:
+        for _kind, data, start, end in nlraw.dump(request):
+            rule = nlraw.attributes(data, start + 4, end)
+            counter = _rule_counter(rule.get(NFTA_RULE_EXPRESSIONS, b""))
+            if counter is not None:
+                found.setdefault(rule[NFTA_RULE_CHAIN].rstrip(b"\0").decode(), []).append(
+                    (_rule_comment(rule.get(NFTA_RULE_USERDATA, b"")), counter))
+    except FileNotFoundError:  # no table, or no such chain
+        return {}
+    return found
+
+
+def _rule_counter(expressions: bytes) -> tuple[int, int] | None:
+    """(packets, bytes) of a rule's counter expression, if it has one."""
+    for item in _list_items(expressions):
+        expression = nlraw.nested(item)
+        if expression.get(NFTA_EXPR_NAME, b"").rstrip(b"\0") == b"counter":
+            counter = nlraw.nested(expression.get(NFTA_EXPR_DATA, b""))
+            return tuple(struct.unpack("!Q", counter.get(kind, bytes(8)))[0]  # type: ignore[return-value]
+                         for kind in (NFTA_COUNTER_PACKETS, NFTA_COUNTER_BYTES))
+    return None
+
+
+def _rule_comment(userdata: bytes) -> str | None:
+    offset = 0
+    while offset + 2 <= len(userdata):
+        kind, length = userdata[offset], userdata[offset + 1]
+        if kind == UDATA_RULE_COMMENT:
+            return userdata[offset + 2:offset + 2 + length].rstrip(b"\0").decode()
+        offset += 2 + length
+    return None
 
 
 def read_set_elements(name: str, now: int) -> list[Blocked]:
@@ -463,10 +500,3 @@ def _rule(chain: str, rule: Json) -> Json:
 
 def _objects(listing: Json, kind: str) -> list[Json]:
     return [item[kind] for item in listing.get("nftables", []) if kind in item]
-
-
-def _counter(rule: Json) -> tuple[int, int]:
-    for statement in rule.get("expr", []):
-        if "counter" in statement and statement["counter"]:
-            return statement["counter"]["packets"], statement["counter"]["bytes"]
-    return 0, 0

@@ -56,7 +56,7 @@ class Host:
     coexist: Coexistence
     tunnels: Any = None  # the module appjail.helper.tunnels (WireGuard), or a stand-in
     ports: Any = None  # the module appjail.helper.hostports (hold, release), or a stand-in
-    conntrack: Any = None  # the module appjail.helper.traffic (forget_connections), or a stand-in
+    conntrack: Any = None  # the module appjail.helper.traffic (forget_connections_soon), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
     openvpn: Any = None  # the module appjail.helper.openvpn, or a stand-in
 
@@ -194,7 +194,7 @@ class Veth:
         """
         host.pool.release(jail.addressing.slot)
         host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
-        host.conntrack.forget_connections(jail.addressing.jail_address)
+        host.conntrack.forget_connections_soon(jail.addressing.jail_address)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
         live_ifnames = {jail.host_ifname for jail in live.values()}

@@ -9,7 +9,9 @@ namespace (net.netfilter.nf_conntrack_acct) when it creates a jail.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +19,7 @@ from .blocked import top
 from .firewall import FirewallBackend
 from .rules import ROLE_DROPPED, ROLE_IN, ROLE_OUT
 
+log = logging.getLogger(__name__)
 CONNTRACK_ACCT = "net/netfilter/nf_conntrack_acct"
 _PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp"}
 _IPS_SEEN_REPLY = 1 << 1
@@ -72,29 +75,43 @@ def connections(jail_address: str) -> list[dict]:
     return sorted(found, key=lambda c: (c["direction"], c["dst"], c["dport"]))
 
 
-def forget_connections(jail_address: str) -> int:
-    """Delete every conntrack entry of the jail: opened by it, or (published ports) to it.
+def forget_connections_soon(jail_address: str) -> None:
+    """Delete every conntrack entry of the jail, from a thread of its own.
 
     Called at teardown, so no later jail on the same address inherits them
-    (and no late packet of theirs is NATed to it). Returns how many went.
+    (and no late packet of theirs is NATed to it). Teardown does not wait:
+    walking the conntrack table costs ~10 ms however few entries are the
+    jail's, and the pool holds the address back (pool.QUARANTINE_S) far
+    longer than this takes.
     """
+    threading.Thread(target=_forget_connections, args=(jail_address,), name="conntrack", daemon=True).start()
+
+
+def _forget_connections(jail_address: str) -> None:
+    """Opened by the jail (original source), or to it through a published port (reply source)."""
     from pyroute2 import Conntrack
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
     ct = Conntrack()
     try:
-        theirs = [entry for key in ("tuple_orig", "tuple_reply")
-                  for entry in ct.dump_entries(**{key: NFCTAttrTuple(saddr=jail_address)})]
-        gone = 0
+        theirs = []
+        for message in ct.dump():
+            family = message["nfgen_family"]
+            if family != socket.AF_INET:
+                continue
+            tuples = [NFCTAttrTuple.from_netlink(family, message.get_attr(attr))
+                      for attr in ("CTA_TUPLE_ORIG", "CTA_TUPLE_REPLY")]
+            if jail_address in (tuples[0].saddr, tuples[1].saddr):
+                theirs.append(tuples[0])
         for entry in theirs:
             try:
                 ct.delete(entry)
-                gone += 1
             except NetlinkError as exc:
                 if exc.code != errno.ENOENT:  # ended meanwhile
-                    raise
-        return gone
+                    log.warning("conntrack: could not forget a connection of %s: %s", jail_address, exc)
+    except Exception:
+        log.exception("conntrack: could not forget the connections of %s", jail_address)
     finally:
         ct.close()
 

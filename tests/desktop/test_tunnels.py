@@ -31,7 +31,7 @@ def test_each_tunnel_the_dialog_offers_is_a_file_option_of_the_table():
 def test_run_dialog_chooses_a_wireguard_file_instead_of_a_vpn(qtbot, monkeypatch, tmp_path):
     dialog = RunDialog(["wg0"])
     qtbot.addWidget(dialog)
-    assert [dialog.tunnel.itemText(i) for i in range(dialog.tunnel.count())] == ["none", "WireGuard file"]
+    assert [dialog.tunnel.itemText(i) for i in range(dialog.tunnel.count())] == ["none", "WireGuard file", "OpenVPN file"]
     assert not dialog.choose.isEnabled() and not dialog.tunnel_file.isEnabled()
     dialog.command.setText("curl http://192.0.2.80/")
     dialog.vpn.setCurrentText("wg0")

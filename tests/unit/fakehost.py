@@ -325,14 +325,12 @@ class FakePorts(Recorder):
 
 
 class FakeConntrack(Recorder):
-    """appjail.helper.traffic's forget_connections over a set of the addresses that have connections."""
+    """appjail.helper.traffic's forget_connections_soon over a set of the addresses that have connections."""
 
     def __init__(self, ops: list[str]) -> None:
         super().__init__(ops)
         self.addresses: set[str] = set()
 
-    def forget_connections(self, jail_address: str) -> int:
+    def forget_connections_soon(self, jail_address: str) -> None:
         self._op("forget_connections", jail_address)
-        gone = int(jail_address in self.addresses)
         self.addresses.discard(jail_address)
-        return gone
