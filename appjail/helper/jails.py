@@ -53,6 +53,13 @@ class JailNotFound(JailError):
     pass
 
 
+class LimitReached(JailError):
+    """The owner already has as many jails as one user may (see Engine.max_jails_per_user)."""
+
+
+DEFAULT_MAX_JAILS_PER_USER = 32
+
+
 @dataclass
 class Jail:
     record: JailRecord
@@ -141,14 +148,20 @@ class Engine:
                  coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
-                 resolve: Callable[[str, int], list[str]] | None = None) -> None:
+                 resolve: Callable[[str, int], list[str]] | None = None,
+                 max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
+
+        max_jails_per_user: how many jails one owner may have (create's
+        `unlimited` lifts it); each holds a /30, a routing table, a namespace
+        and kernel memory, so one user must not take the pool from the others.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend and tunnel_system replace the kernel (the
         netns and tunnels modules' functions) and the firewall, resolve the
         host's name lookup: unit tests pass in-memory stand-ins.
         """
+        self.max_jails_per_user = max_jails_per_user
         self._lock = threading.RLock()
         self._jails: dict[str, Jail] = {}
         self.store = StateStore(run_dir)
@@ -188,10 +201,18 @@ class Engine:
         with self._lock:
             return sorted(self._jails.values(), key=lambda jail: jail.name)
 
+    def at_limit(self, owner_uid: int) -> bool:
+        """Whether the owner has as many jails as one user may: a new one needs `unlimited`."""
+        with self._lock:
+            return sum(jail.owner_uid == owner_uid for jail in self._jails.values()) >= self.max_jails_per_user
+
     # -- creation --------------------------------------------------------
 
-    def create(self, spec: JailSpec, owner_uid: int, wireguard: WireGuardConfig | None = None) -> Jail:
+    def create(self, spec: JailSpec, owner_uid: int, wireguard: WireGuardConfig | None = None,
+               unlimited: bool = False) -> Jail:
         """A NAT jail, or with `wireguard` a tunnel jail whose only way out is that tunnel.
+
+        Refused when the owner is at the per-user limit, unless `unlimited`.
 
         A tunnel's Endpoint names are looked up here, once, in the host's
         namespace, before anything is made.
@@ -204,6 +225,10 @@ class Engine:
         with self._lock:
             if spec.name in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
+            if not unlimited and self.at_limit(owner_uid):
+                raise LimitReached(f"jail {spec.name!r} would be one more than the {self.max_jails_per_user} "
+                                   "jails one user may have (appjail-helper --max-jails-per-user): "
+                                   "stop one of yours first")
             self._check_ports(spec)
             if wireguard is not None:
                 wireguard = resolve_endpoints(wireguard, self._resolve_logged)

@@ -24,7 +24,7 @@ from .. import interface as api
 from ..model import LaunchSpec, ValidationError
 from . import launch
 from .authz import Authority, Caller, CallerUnknown, identify
-from .jails import Conflict, JailError, JailNotFound
+from .jails import Conflict, JailError, JailNotFound, LimitReached
 from .supervisor import NotAllowed, Supervisor
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def as_dbus_error(exc: BaseException) -> HelperError:
         return HelperError(api.ERROR_NOT_FOUND, str(exc))
     if isinstance(exc, Conflict):
         return HelperError(api.ERROR_CONFLICT, str(exc))
+    if isinstance(exc, LimitReached):
+        return HelperError(api.ERROR_LIMIT_REACHED, str(exc))
     if isinstance(exc, launch.LaunchError):
         name = {126: api.ERROR_NOT_EXECUTABLE, 127: api.ERROR_PROGRAM_NOT_FOUND}.get(
             exc.exit_code, api.ERROR_FAILED)
@@ -110,11 +112,13 @@ _CALL_KEYWORDS = ("sender", "message", "reply", "error")
 
 
 def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
-             target: Callable[[list], str | None] | None = None):
+             target: Callable[[list], str | None] | None = None, creates: bool = False):
     """Declare a D-Bus method guarded by its polkit action.
 
     target(args) names the jail the call acts on, when it does: acting on a
-    jail of another user needs org.appjail.manage as well.
+    jail of another user needs org.appjail.manage as well. creates: the call
+    may make a jail, so a caller at the per-user limit is asked about
+    org.appjail.manage (without a prompt), which lifts the limit.
     """
     def decorate(fn):
         if fn.__name__ not in api.METHOD_ACTIONS:
@@ -122,7 +126,7 @@ def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
         action = api.METHOD_ACTIONS[fn.__name__]
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
-            self.dispatch(fn, action, in_signature, target, args, sender, message, reply, error)
+            self.dispatch(fn, action, in_signature, target, creates, args, sender, message, reply, error)
 
         # dbus-python reads the argument names; the handler takes any count so
         # that a wrong-signature call gets our error, not a Python TypeError
@@ -146,7 +150,7 @@ class HelperService(dbus.service.Object):
         self.authority = Authority(bus)
         self.supervisor = supervisor
 
-    def dispatch(self, fn, action: str, in_signature: str, target, args: tuple, sender: str,
+    def dispatch(self, fn, action: str, in_signature: str, target, creates: bool, args: tuple, sender: str,
                  message, reply: Respond, error: Callable[[Exception], None]) -> None:
         call = _Call(reply, error)
         signature_ok = (message.get_signature() or "") == in_signature
@@ -188,6 +192,11 @@ class HelperService(dbus.service.Object):
                               f"(polkit action {action})")
             owner = self._owner_of(target, values)
             if owner is None or owner == caller.uid:
+                if creates and not self.supervisor.unlimited(caller) \
+                        and self.supervisor.engine.at_limit(caller.uid):
+                    return self.authority.check(
+                        sender, api.ACTION_MANAGE, False,
+                        lambda ok: run(_managing(caller) if ok else caller))
                 return run(caller)
             self.authority.check(
                 sender, api.ACTION_MANAGE, interactive,
@@ -208,7 +217,7 @@ class HelperService(dbus.service.Object):
     # -- methods -----------------------------------------------------------
 
     @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
-              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None)
+              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None, creates=True)
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)

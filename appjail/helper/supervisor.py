@@ -112,6 +112,11 @@ class Supervisor:
         return dataclasses.replace(caller, inside=jails.get(caller.netns))
 
     @staticmethod
+    def unlimited(caller: Caller) -> bool:
+        """Root and callers allowed org.appjail.manage may have more jails than the per-user limit."""
+        return caller.uid == 0 or caller.may_manage
+
+    @staticmethod
     def _check_inside(caller: Caller, name: str | None, verb: str) -> None:
         """Refuse a caller inside a jail to act on another one (name None: a new one)."""
         if caller.inside is not None and name != caller.inside:
@@ -150,7 +155,8 @@ class Supervisor:
         created = jail is None
         if jail is None:
             wireguard = None if text is None else wgconf.parse(text)
-            jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard)
+            jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard,
+                                      unlimited=self.unlimited(caller))
             self.on_added(name)
         else:
             self._check_join(caller, jail, options, text)

@@ -177,6 +177,25 @@ def test_a_caller_polkit_allows_to_manage_may_act_on_any_jail(helper, users):
     assert jails(helper) == [] and list_namespaces("aj-") == []
 
 
+def test_a_member_at_the_jail_limit_is_refused_and_root_is_not(helper, users):
+    helper.kill(signal.SIGTERM)
+    helper.start("--max-jails-per-user", "2")
+    for name in ("one", "two"):
+        assert appjail(helper, MEMBER, "run", "--keep", "--name", name, "--dns", DNS, "--", "true").returncode == 0
+    third = appjail(helper, MEMBER, "run", "--keep", "--name", "three", "--dns", DNS, "--", "true")
+    assert third.returncode == 125 and third.stderr.count("\n") == 1, third.stderr
+    assert "the 2 jails one user may have" in third.stderr
+    assert sorted(j["name"] for j in jails(helper)) == ["one", "two"]
+    assert sorted(list_namespaces("aj-")) == ["aj-one", "aj-two"] and not Path("/etc/netns/aj-three").exists()
+    joined = appjail(helper, MEMBER, "run", "--name", "one", "--", "echo", "joined")
+    assert (joined.returncode, joined.stdout) == (0, "joined\n"), "joining is no new jail"
+    for name in ("r1", "r2", "r3"):  # root is not limited
+        assert appjail(helper, "root", "run", "--keep", "--name", name, "--dns", DNS, "--", "true").returncode == 0
+    for name in ("one", "two", "r1", "r2", "r3"):
+        assert appjail(helper, "root", "stop", name).returncode == 0
+    assert list_namespaces("aj-") == []
+
+
 @pytest.mark.parametrize("argv,status", [
     (["sh", "-c", "exit 7"], 7),
     (["sh", "-c", "kill -TERM $$"], 143),
