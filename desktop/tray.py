@@ -9,6 +9,7 @@ only sends requests and draws answers.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from PyQt6.QtWidgets import (QApplication, QLabel, QMenu, QPushButton, QSystemTr
 
 from ..client import Client
 from ..profiles import Profile, ProfileError, load_profiles
-from ..report import count
+from ..report import address, count
 from .inspector import InspectorWindow
 from .run_dialog import RunDialog, host_interfaces
 from .worker import HelperWorker, Session
@@ -182,7 +183,7 @@ class Tray(QObject):
     # -- answers -------------------------------------------------------------
 
     def on_jails(self, jails: list) -> None:
-        current = {j["name"]: j for j in jails}
+        current = {address(j, os.getuid()): j for j in jails}  # a manager's list holds others' too
         for name, jail in current.items():
             before = self.jails.get(name)
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):

@@ -12,7 +12,10 @@ for.
 Steps touch the system only through `Host`, so a stand-in with the same
 functions (tests/unit/fakehost.py) lets the engine's logic run without root.
 Every undo tolerates what is already gone: teardown of an adopted jail, or
-of one a user damaged, goes as far as it can.
+of one a user damaged, goes as far as it can. Every name a step gives the
+kernel is the jail's recorded kernel name (`jail.netns`, `jail.host_ifname`:
+aj-NAME, or a unique one when another owner's jail has that), never one
+derived from the jail's name.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from .pool import RULE_PRIORITY, TABLE_BASE
 from .state import READY, StateStore
 
 if TYPE_CHECKING:
-    from .jails import Jail
+    from .jails import Jail, JailId
 
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
@@ -48,7 +51,7 @@ class Host:
     forwarding: Forwarding
     store: StateStore
     etc_netns: Path
-    jails: Mapping[str, Jail]  # the engine's live jails
+    jails: Mapping[JailId, Jail]  # the engine's live jails
     pool_size: int
     coexist: Coexistence
     tunnels: Any = None  # the module appjail.helper.tunnels, or a stand-in
@@ -62,30 +65,31 @@ class Step(Protocol):
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None: ...
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None: ...
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None: ...
 
 
 class Record:
-    """/run/appjail/jails/NAME.json, written before anything else exists."""
+    """/run/appjail/jails/ID.json (kernel name aj-ID), written before anything else exists."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.store.save(jail.record)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        host.store.delete(jail.name)
+        host.store.delete(jail.netns)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         records, unreadable = host.store.load_all()
         for path in unreadable:
             path.unlink(missing_ok=True)
             note("record", path.name)
+        live_names = {jail.netns for jail in live.values()}
         for record in records:
-            if record.spec.name not in live:
-                host.store.delete(record.spec.name)
+            if record.kernel_name not in live_names:
+                host.store.delete(record.kernel_name)
 
 
 class Namespace:
-    """/run/netns/aj-NAME."""
+    """/run/netns/aj-ID."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.create_namespace(jail.netns)
@@ -93,13 +97,13 @@ class Namespace:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.delete_namespace(jail.netns)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         for name in sorted(set(host.netns.list_namespaces(PREFIX)) - kept_namespaces(host, live)):
             host.netns.delete_namespace(name)
             note("namespace", name)
 
 
-def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
+def kept_namespaces(host: Host, live: Mapping[JailId, Jail]) -> set[str]:
     """The aj-* namespaces reconcile leaves: live jails', and other helpers'.
 
     /run/netns is machine-wide, links are not: a namespace whose veth ends in
@@ -109,28 +113,29 @@ def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
     holds its tunnel and no record of ours names it.
     """
     own_links = set(host.netns.list_link_names())
-    ours = {record.spec.name for record in host.store.load_all()[0]}
+    ours = {record.kernel_name for record in host.store.load_all()[0]}
+    live_names = {jail.netns for jail in live.values()}
     kept = set()
     for name in host.netns.list_namespaces(PREFIX):
-        if name[len(PREFIX):] in live:
+        if name in live_names:
             kept.add(name)
         elif name not in own_links and host.netns.run_in_namespace(
                 name, lambda: host.netns.link_index(host.netns.JAIL_IFNAME) is not None):
             log.info("leaving %s alone: its veth peer is in another network namespace", name)
             kept.add(name)
-        elif name[len(PREFIX):] not in ours and host.tunnels.present(name, name):
+        elif name not in ours and host.tunnels.present(name, name):
             log.info("leaving %s alone: a tunnel jail no record of ours names", name)
             kept.add(name)
     return kept
 
 
-def nat_jails(jails: Mapping[str, Jail]) -> dict[str, Jail]:
+def nat_jails(jails: Mapping[JailId, Jail]) -> list[Jail]:
     """The jails that route through the host (a tunnel jail needs no forwarding)."""
-    return {name: jail for name, jail in jails.items() if jail.tunnel is None}
+    return [jail for jail in jails.values() if jail.tunnel is None]
 
 
 class Veth:
-    """The pair aj-NAME (host) / eth0 (jail), addressed, up, with the jail's default route."""
+    """The pair aj-ID (host) / eth0 (jail), addressed, up, with the jail's default route."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         netns, addressing = host.netns, jail.addressing
@@ -145,7 +150,7 @@ class Veth:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         live_ifnames = {jail.host_ifname for jail in live.values()}
         for name in host.netns.list_link_names():
             if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(
@@ -171,9 +176,9 @@ class VpnRouting:
             host.netns.delete_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
             host.netns.flush_table(ipr, jail.addressing.table)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        live_ifnames = {jail.host_ifname for jail in nat_jails(live).values()}
-        live_tables = {jail.addressing.table for jail in nat_jails(live).values()}
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        live_ifnames = {jail.host_ifname for jail in nat_jails(live)}
+        live_tables = {jail.addressing.table for jail in nat_jails(live)}
         for iifname, table in host.netns.policy_rules(ipr, RULE_PRIORITY):
             if iifname not in live_ifnames or table not in live_tables:
                 host.netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
@@ -198,7 +203,7 @@ class EgressForwarding:
         if not nat_jails(host.jails):
             host.forwarding.restore(host.netns.list_link_names())
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         if not nat_jails(live):
             host.forwarding.restore(host.netns.list_link_names())
 
@@ -214,8 +219,8 @@ class Rules:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.firewall.remove(jail.firewall_rules)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        owners = {rules.jail_chain(name) for name in nat_jails(live)}
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        owners = {jail.firewall_rules.chain for jail in nat_jails(live)}
         if nat_jails(live) and host.forwarding.active():
             owners.add(rules.GUARD_CHAIN)
         for backend, keep in [(host.firewall, owners), *((other, set()) for other in host.other_firewalls())]:
@@ -225,7 +230,7 @@ class Rules:
 
 
 class Resolver:
-    """/etc/netns/aj-NAME/{resolv.conf,nsswitch.conf}."""
+    """/etc/netns/aj-ID/{resolv.conf,nsswitch.conf}."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         resolv.write_resolver_files(jail.netns, jail.dns, host.etc_netns)
@@ -233,7 +238,7 @@ class Resolver:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         resolv.remove_resolver_files(jail.netns, host.etc_netns)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         kept = kept_namespaces(host, live)
         for directory in sorted(host.etc_netns.glob(PREFIX + "*")):
             if directory.name not in kept:
@@ -251,7 +256,7 @@ class HostFirewalls:
         if not nat_jails(host.jails):
             host.coexist.close()
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         for item in host.coexist.sweep(bool(nat_jails(live))):
             note("coexist", item)
 
@@ -271,12 +276,12 @@ class Door:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.retire_link(ipr, jail.host_ifname)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         pass  # a leftover door is a leftover veth
 
 
 class Tunnel:
-    """The jail's own WireGuard interface aj-NAME: made in the host, configured, moved in.
+    """The jail's own WireGuard interface aj-ID: made in the host, configured, moved in.
 
     Its UDP socket (the kernel's, or wireguard-go's process) stays in the
     host namespace; in the jail it is the only interface beside lo.
@@ -303,7 +308,7 @@ class Tunnel:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.tunnels.remove(ipr, jail.netns, jail.tunnel_ifname)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         live_ifnames = {jail.tunnel_ifname for jail in live.values() if jail.tunnel is not None}
         for name in host.tunnels.sweep(PREFIX, live_ifnames):
             note("wireguard", name)
@@ -319,7 +324,7 @@ class Ready:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         pass  # the record goes with Record
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         pass
 
 

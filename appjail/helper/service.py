@@ -4,7 +4,8 @@ Each method is declared with `exported`, which looks its polkit action up in
 interface.METHOD_ACTIONS and refuses to declare a method that has none (deny
 by default). A call then goes: right signature? -> who is it (bus daemon) ->
 polkit for the method's action -> polkit for org.appjail.manage when the
-jail named belongs to someone else -> the Supervisor. Every failure becomes
+jail named is someone else's (`USER/NAME`, `UID/NAME`: whether it exists or
+not, so nobody learns another user's jail names without it) -> the Supervisor. Every failure becomes
 one of the org.appjail.Error.* names with one sentence; tracebacks stay in
 the helper's log.
 """
@@ -190,7 +191,7 @@ class HelperService(dbus.service.Object):
             if not allowed:
                 return denied(f"not authorized to {_VERBS.get(action, action)} "
                               f"(polkit action {action})")
-            owner = self._owner_of(target, values)
+            owner = self._owner_of(target, values, caller)
             if owner is None or owner == caller.uid:
                 if creates and not self.supervisor.unlimited(caller) \
                         and self.supervisor.engine.at_limit(caller.uid):
@@ -206,18 +207,18 @@ class HelperService(dbus.service.Object):
 
         self.authority.check(sender, action, interactive, after_action)
 
-    def _owner_of(self, target, values: list) -> int | None:
+    def _owner_of(self, target, values: list, caller: Caller) -> int | None:
+        """The owner the call's jail address names (the caller's own for a bare NAME)."""
         if target is None:
             return None
         try:
-            return self.supervisor.engine.get(target(values)).owner_uid
-        except (JailError, ValidationError, TypeError, KeyError, AttributeError):
-            return None  # no such jail: the method itself says so
+            return self.supervisor.resolve(caller, target(values))[0]
+        except (JailError, ValidationError):
+            return None  # no such user, a bad address: the method itself says so
 
     # -- methods -----------------------------------------------------------
 
-    @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
-              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None, creates=True)
+    @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"), creates=True)
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)

@@ -131,7 +131,7 @@ def test_reconcile_adopts_ready_jails_and_sweeps_every_resource(make_engine, ker
     crashed = make_engine()
     crashed.create(JailSpec("kept", dns=DNS), 1000)
     crashed.create(JailSpec("lost", vpn="wg0", dns=DNS), 1000)
-    crashed.store.delete("lost")  # the helper died before it could write it down... or after
+    crashed.store.delete("aj-lost")  # the helper died before it could write it down... or after
     kernel.links["aj-stale"] = "aj-stale"
     (tmp_path / "etc-netns/aj-gone").mkdir(parents=True)
 
@@ -275,7 +275,7 @@ def test_reconcile_adopts_a_tunnel_jail_and_removes_a_crashed_ones_daemon(make_e
     crashed = make_engine()
     crashed.create(JailSpec("kept"), 1000, wireguard=wg_config())
     crashed.create(JailSpec("lost"), 1000, wireguard=wg_config())
-    crashed.store.delete("lost")
+    crashed.store.delete("aj-lost")
     tunnels.daemons.add("aj-half")  # died between wireguard-go's start and the move
     tunnels.devices["aj-half"] = "host"
 
