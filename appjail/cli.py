@@ -171,10 +171,17 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
     given = {option.key: getattr(args, option.key) for option in model.OPTIONS}
     options.update({key: value for key, value in given.items() if value is not None})
     options.setdefault("name", default_jail_name(command[0]))
-    for option in model.OPTIONS:
-        if option.file and option.key in options:
-            options[option.key] = read_own_file(options[option.key], option.flags[-1])
-    return parse_run_options(options), command
+    return parse_run_options(read_files(options)), command
+
+
+FILE_OPTIONS = {option.key: option for option in model.OPTIONS if option.file}
+
+
+def read_files(options: dict) -> dict:
+    """`options` with each file option's path replaced by the file's text, read here, as the user
+    (the CLI's and the tray's way: the helper never opens a user's path)."""
+    return {key: read_own_file(value, option.flags[-1]) if (option := FILE_OPTIONS.get(key)) else value
+            for key, value in options.items()}
 
 
 MAX_FILE = 64 * 1024

@@ -11,6 +11,7 @@ from pathlib import Path
 from .hostfirewall import FAIL, OK, WARN, analyse
 
 LEGACY_TABLES = Path("/proc/net/ip_tables_names")
+SYSTEMD_RUNTIME = Path("/run/systemd/system")  # exists when systemd is the init system (sd_booted)
 
 
 def _say(level: str, message: str, fix: str = "") -> None:
@@ -50,6 +51,15 @@ def check_vpn(ifname: str) -> bool:
     state = (path / "operstate").read_text().strip()
     _say(OK if state in ("up", "unknown") else WARN, f"interface {ifname} exists ({state})")
     return True
+
+
+def check_systemd(runtime: Path = SYSTEMD_RUNTIME) -> None:
+    """Whether systemd runs: without it nothing can put a program into the user's own slice."""
+    if runtime.is_dir():
+        _say(OK, "systemd runs here")
+    else:
+        _say(WARN, "systemd does not run here: programs stay in the helper's cgroup, "
+                   "so neither your logout nor a limit on your own processes (a fork bomb) reaches them")
 
 
 def check_firewall() -> bool:
@@ -95,5 +105,6 @@ def run_checks(vpn: str | None = None) -> int:
     healthy = bool(me and me.get("may_run"))
     if vpn:
         healthy &= check_vpn(vpn)
+    check_systemd()
     healthy &= check_firewall()
     return 0 if healthy else 1

@@ -212,8 +212,8 @@ FLAG, VALUE, LIST = "flag", "value", "list"  # a switch, one value, a repeatable
 _KIND_TYPES: dict[str, type | tuple[type, ...]] = {FLAG: bool, VALUE: str, LIST: (list, tuple)}
 
 
-class Option(namedtuple("Option", "key flags kind help metavar example validate default required agree file",
-                        defaults=(None, None, None, None, False, True, False))):
+class Option(namedtuple("Option", "key flags kind help metavar example validate default required agree file "
+                        "launch", defaults=(None, None, None, None, False, True, False, False))):
     """One option of a jail. Everything else is derived from OPTIONS: `run`'s
     flags (both parsers), the profile keys, the Run call's options, JailSpec,
     the state records, the join check and the `--json` fields.
@@ -228,6 +228,9 @@ class Option(namedtuple("Option", "key flags kind help metavar example validate 
     file: the flag and the profile key name a file that the client reads as
     the user and sends as text (the helper never opens a user's path); the
     text may hold keys, so it is no JailSpec field, never recorded nor shown.
+    launch: the option shapes the one program it comes with (its mount
+    namespace), not the jail: no JailSpec field, no join check, never
+    recorded nor shown; programs of one jail may differ in it.
     """
 
     __slots__ = ()
@@ -285,12 +288,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("wireguard", ("--wireguard",), VALUE,
            "the jail's only way out is its own WireGuard tunnel, from a wg-quick FILE of yours",
            metavar="FILE", example="~/vpn/wg.conf", agree=False, file=True),
+    Option("no_system_bus", ("--no-system-bus",), FLAG,
+           "hide the system bus (/run/dbus) from this program (not from the jail's others)",
+           default=False, agree=False, launch=True),
 )
 
 
 def spec_options() -> tuple[Option, ...]:
-    """The options that are JailSpec's fields: all but file options (their text may hold keys)."""
-    return tuple(option for option in OPTIONS if not option.file)
+    """The options that are JailSpec's fields: all but file options (their text may hold keys)
+    and launch options (they belong to one program, not to the jail)."""
+    return tuple(option for option in OPTIONS if not (option.file or option.launch))
+
+
+def launch_settings(options: dict) -> dict:
+    """Take the launch options out of checked Run options: each one's value, its default if not given."""
+    return {option.key: option.check(options.pop(option.key, None)) for option in OPTIONS if option.launch}
 
 
 class JailSpec(namedtuple("JailSpec", [option.key for option in spec_options()],

@@ -7,7 +7,8 @@
 
 Keys: command (list of strings, required) and each option of a jail
 (model.OPTIONS: name, whose default is the section's name, vpn, dns, keep,
-publish, deny, no_lan). The CLI (`appjail run -p browser`) and the tray read
+publish, deny, no_lan, wireguard: the path of a file that is read, as the
+user, when the profile starts). The CLI (`appjail run -p browser`) and the tray read
 the same file. Every mistake is reported with the file, the section and the
 key.
 """
@@ -36,7 +37,9 @@ class Profile:
     options: dict  # run options, validated: name, vpn, dns, ...
 
     def describe(self) -> str:
-        extras = [f"vpn {self.options['vpn']}"] if "vpn" in self.options else []
+        """The command and the jail's way out: `firefox  (wireguard ~/vpn/wg.conf, dns 10.64.0.1)`."""
+        extras = [f"{option.label} {self.options[option.key]}" for option in model.OPTIONS
+                  if (option.key == "vpn" or option.file) and option.key in self.options]
         extras += [f"dns {','.join(self.options['dns'])}"] if "dns" in self.options else []
         return " ".join(self.command) + (f"  ({', '.join(extras)})" if extras else "")
 

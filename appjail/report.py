@@ -12,7 +12,7 @@ COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_pa
 
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
-    result = {**wire_defaults(), "pids": [], "counters": {}, **jail}
+    result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, **jail}
     if "connections" in jail:  # inspect's answer (ls has neither)
         result.setdefault("blocked", [])
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
@@ -58,31 +58,75 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def jail_list(jails: list[dict]) -> str:
+def jail_list(jails: list[dict], now: float | None = None) -> str:
+    """The table of `ls`; below it a line per tunnel jail, too long for a column."""
     if not jails:
         return "no jails"
     rows = [("NAME", "OWNER", "ADDRESS", "VPN", "PROCESSES", "KEEP", "OUT", "IN", "DROPPED")]
+    tunnels = []
     for jail in map(normalised, jails):
         counters = jail["counters"]
-        rows.append((jail["name"], owner(jail["owner_uid"]), jail["address"], jail["vpn"] or "-",
+        rows.append((jail["name"], owner(jail["owner_uid"]), jail["address"], way_out(jail),
                      str(len(jail["pids"])), "yes" if jail["keep"] else "no",
                      size(counters["tx_bytes"]), size(counters["rx_bytes"]),
                      str(counters["dropped_packets"])))
-    return table(rows)
+        if jail["tunnel"]:
+            tunnels.append(f"{jail['name']}: tunnel {tunnel_line(jail['tunnel'], now)}")
+    return "\n".join([table(rows), *([""] + tunnels if tunnels else [])])
+
+
+def way_out(jail: dict) -> str:
+    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN when it is), or -."""
+    if jail["tunnel"]:
+        return jail["tunnel"]["type"] + ("" if jail["tunnel"]["up"] else " DOWN")
+    return jail["vpn"] or "-"
+
+
+def tunnel_line(tunnel: dict, now: float | None = None) -> str:
+    """A tunnel jail's tunnel in one line: type, endpoint, up or TUNNEL DOWN, handshake age, bytes."""
+    state = "up" if tunnel["up"] else "TUNNEL DOWN"
+    return (f"{tunnel['type']} to {tunnel['endpoint'] or '?'}, {state}, {handshake(tunnel, now)}, "
+            f"received {size(tunnel['rx_bytes'])}, sent {size(tunnel['tx_bytes'])}")
+
+
+def handshake(tunnel: dict, now: float | None = None) -> str:
+    """How long ago the latest handshake was (the helper sends its time, 0 for none yet)."""
+    if not tunnel["latest_handshake"]:
+        return "no handshake yet"
+    return f"handshake {age((time.time() if now is None else now) - tunnel['latest_handshake'])} ago"
+
+
+def age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def tunnel_down(tunnel: dict) -> str:
+    """Why a tunnel jail gets nothing through, for `inspect` and the inspector."""
+    why = "its interface is down" if not tunnel["link_up"] else \
+        f"no handshake with {tunnel['endpoint'] or 'the peer'} for 3 min"
+    return (f"TUNNEL DOWN: {why}; the jail has no other way out, so nothing leaks around it "
+            "(an idle tunnel without PersistentKeepalive looks the same until it sends again)")
 
 
 def kill_switch_blocking(jail: dict) -> bool:
     return bool(jail["vpn"]) and not jail.get("vpn_up", True)
 
 
-def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) -> str:
+def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, now: float | None = None) -> str:
     """The `inspect` page; rates when an earlier sample of the same jail is given."""
     jail = normalised(jail)
     counters = jail["counters"]
     before = normalised(previous)["counters"] if previous else None
     lines = [f"jail {jail['name']}: owner {owner(jail['owner_uid'])}, address {jail['address']}, "
              f"namespace {jail['netns']}"]
-    if jail["vpn"]:
+    if jail["tunnel"]:
+        lines.append(f"tunnel    {tunnel_line(jail['tunnel'], now)}")
+    elif jail["vpn"]:
         lines.append(f"vpn       {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'DOWN'})")
     else:
         lines.append("vpn       none (NAT through the host)")
@@ -104,8 +148,13 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
     if kill_switch_blocking(jail):
         lines += ["", f"KILL SWITCH: {jail['vpn']} is down or missing; the jail's traffic is blocked "
                       f"({counters['dropped_packets']} packets dropped so far), nothing leaks around it"]
+    elif jail["tunnel"] and not jail["tunnel"]["up"]:
+        lines += ["", tunnel_down(jail["tunnel"])]
     elif counters["dropped_packets"] and before and counters["dropped_packets"] > before["dropped_packets"]:
         lines += ["", "dropping: the jail is sending traffic its rules refuse"]
+    if jail["tunnel"]:
+        lines += ["", NO_HOOK]
+        return "\n".join(lines)
     lines += ["", *blocked_section(jail.get("blocked", []))]
     connections = jail.get("connections", [])
     lines += ["", f"connections ({len(connections)})"]
@@ -117,6 +166,7 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0) 
     return "\n".join(lines)
 
 
+NO_HOOK = "no connections or blocked destinations: a tunnel jail's traffic passes no firewall hook of the host"
 BLOCKED_LINES = 10
 BLOCKED_HEADERS = ("PROTO", "DESTINATION", "REASON", "PACKETS", "BYTES", "FIRST", "LAST")
 

@@ -8,6 +8,8 @@ is never touched, and everything made here is removed at the end.
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import statistics
 import subprocess
 import tempfile
@@ -50,6 +52,15 @@ class HelperLab:
     helper: LabHelper
     user: str
     cli: UserCommand
+
+    def user_file(self, name: str, text: str) -> str:
+        """A file of the user's own in their home (mode 0600), as a provider's config would be."""
+        entry = pwd.getpwnam(self.user)
+        path = Path(entry.pw_dir) / name
+        path.write_text(text)
+        path.chmod(0o600)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        return str(path)
 
     def appjail(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = self.cli.run(self.user, *args, timeout=120)

@@ -7,6 +7,8 @@ iperf3 downloads (-R: the uplink sends) from the lab's uplink namespace to
   nat       a NAT jail
   vpn       a --vpn jail (through the WireGuard tunnel)
   host-wg   the host namespace through the same tunnel
+  wgjail    a --wireguard jail: its own WireGuard interface (the same
+            implementation as host-wg's, wireguard-go here) to the same server
   recipe    a namespace made by hand the seeds' way (veth, route, forwarding,
             MASQUERADE, two FORWARD rules): the kernel's own cost of the path
 in rounds (host, nat, vpn, host-wg, recipe, host, …), and ping round trips
@@ -27,8 +29,10 @@ from contextlib import ExitStack, contextmanager
 from benchlab import engine_in_lab
 
 from appjail.model import JailSpec
+from appjail.wgconf import parse
 
 PING_COUNT = 200
+WG_JAIL_ADDR = "203.0.113.20"  # the --wireguard jail's peer address at the lab's server
 
 
 def main() -> None:
@@ -41,6 +45,7 @@ def main() -> None:
         engine.start_link_watch()
         nat = engine.create(JailSpec("tnat", dns=(lab.DNS_ADDR,)), 1000)
         vpn = engine.create(JailSpec("tvpn", vpn=lab.wg_ifname, dns=(lab.DNS_ADDR,)), 1000)
+        tunnel = engine.create(JailSpec("twg"), 1000, wireguard=parse(lab.wg_peer(WG_JAIL_ADDR)))
         recipe = stack.enter_context(_recipe_jail(lab.host_uplink_if))
         server = lab.popen_in(lab.uplink_ns, ["iperf3", "-s"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -50,6 +55,7 @@ def main() -> None:
                 "nat": (["ip", "netns", "exec", nat.netns], lab.SERVER_ADDR),
                 "vpn": (["ip", "netns", "exec", vpn.netns], lab.WG_SERVER_TUNNEL_ADDR),
                 "host-wg": ([], lab.WG_SERVER_TUNNEL_ADDR),
+                "wgjail": (["ip", "netns", "exec", tunnel.netns], lab.WG_SERVER_TUNNEL_ADDR),
                 "recipe": (["ip", "netns", "exec", recipe], lab.SERVER_ADDR),
             }
             speeds: dict[str, list[float]] = {name: [] for name in paths}
@@ -63,7 +69,8 @@ def main() -> None:
     for name in paths:
         print(f"{name:8} throughput median {statistics.median(speeds[name]):8.0f} Mbit/s   "
               f"rtt median {statistics.median(rtts[name]) * 1000:6.0f} µs")
-    for jail, host in (("nat", "host"), ("vpn", "host-wg"), ("recipe", "host"), ("nat", "recipe")):
+    for jail, host in (("nat", "host"), ("vpn", "host-wg"), ("wgjail", "host-wg"), ("recipe", "host"),
+                       ("nat", "recipe")):
         ratio = statistics.median(speeds[jail]) / statistics.median(speeds[host])
         added = (statistics.median(rtts[jail]) - statistics.median(rtts[host])) * 1000
         print(f"{jail} / {host}: throughput ratio {ratio:.2f}, added rtt {added:+.0f} µs")

@@ -1,5 +1,5 @@
 """The inspector window: one jail's rates over the last minute, totals, drops, what its rules
-blocked, connections."""
+blocked, connections; a tunnel jail's tunnel instead of the last two (no firewall hook sees them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pyqtgraph
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..report import BLOCKED_HEADERS, blocked_rows, count, kill_switch_blocking, normalised, size
+from ..report import (BLOCKED_HEADERS, NO_HOOK, blocked_rows, count, kill_switch_blocking, normalised, size,
+                      tunnel_down, tunnel_line)
+from .run_dialog import tunnel_label
 
 HISTORY_S = 60
 REFRESH_MS = 1000
@@ -53,9 +55,12 @@ class InspectorWindow(QWidget):
         self.blocked = _table(BLOCKED_HEADERS)
         self._blocked: list[dict] | None = None
         self.blocked_label = QLabel("Blocked")
+        self.no_hook = QLabel(NO_HOOK)
+        self.no_hook.setWordWrap(True)
+        self.no_hook.hide()
+        self.firewall_views = (self.blocked_label, self.blocked, QLabel("Connections"), self.table)
         layout = QVBoxLayout(self)
-        for widget in (self.summary, self.warning, self.plot, self.blocked_label, self.blocked,
-                       QLabel("Connections"), self.table):
+        for widget in (self.summary, self.warning, self.plot, self.no_hook, *self.firewall_views):
             layout.addWidget(widget)
 
         self.timer = QTimer(self)
@@ -79,10 +84,17 @@ class InspectorWindow(QWidget):
             self.rates_out.append((counters["tx_bytes"] - before["tx_bytes"]) / elapsed)
             self._draw_rates()
         self._last = (now, counters)
-        vpn_text = f"VPN {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'down'})" if jail["vpn"] else "no VPN (NAT)"
+        tunnel = jail["tunnel"]
+        if tunnel:
+            way_out = f"{tunnel_label(tunnel['type'])} tunnel ({'up' if tunnel['up'] else 'down'})"
+        elif jail["vpn"]:
+            way_out = f"VPN {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'down'})"
+        else:
+            way_out = "no VPN (NAT)"
         self._set_text(self.summary,
-            f"<b>{jail['name']}</b> · {jail['address']} · {vpn_text} · "
+            f"<b>{jail['name']}</b> · {jail['address']} · {way_out} · "
             f"{count(len(jail['pids']), 'process', 'processes')}<br>"
+            + (f"tunnel: {tunnel_line(tunnel)}<br>" if tunnel else "") +
             f"since the jail started: in {size(counters['rx_bytes'])} ({counters['rx_packets']} packets) · "
             f"out {size(counters['tx_bytes'])} ({counters['tx_packets']} packets) · "
             f"dropped {counters['dropped_packets']} packets")
@@ -90,9 +102,12 @@ class InspectorWindow(QWidget):
             self._set_text(self.warning, f"Kill switch: {jail['vpn']} is down or missing. This jail's traffic "
                                  f"is blocked ({counters['dropped_packets']} packets dropped); nothing "
                                  "leaves it until the VPN is back.")
-            self.warning.show()
-        else:
-            self.warning.hide()
+        elif tunnel and not tunnel["up"]:
+            self._set_text(self.warning, tunnel_down(tunnel))
+        self.warning.setVisible(kill_switch_blocking(jail) or bool(tunnel and not tunnel["up"]))
+        self.no_hook.setVisible(bool(tunnel))
+        for widget in self.firewall_views:
+            widget.setVisible(not tunnel)
         self._fill_table(jail.get("connections", []))
         self._fill_blocked(jail.get("blocked", []))
 

@@ -23,7 +23,7 @@ from ..client import Client
 from ..profiles import Profile, ProfileError, load_profiles
 from ..report import address, count
 from .inspector import InspectorWindow
-from .run_dialog import RunDialog, host_interfaces
+from .run_dialog import RunDialog, host_interfaces, profile_tunnel, tunnel_label
 from .worker import HelperWorker, Session
 
 ICON = Path(__file__).with_name("appjail.svg")
@@ -109,7 +109,8 @@ class Tray(QObject):
             self.set_status(str(exc))
         self.profiles = profiles
         for name, profile in profiles.items():
-            action = self.menu.addAction(f"Start {name}")
+            tunnel = profile_tunnel(profile.options)
+            action = self.menu.addAction(f"Start {name}" + (f" ({tunnel.label})" if tunnel else ""))
             action.setToolTip(profile.describe())
             action.setObjectName(f"profile:{name}")
             self._route(action, "profile", name)
@@ -117,9 +118,8 @@ class Tray(QObject):
         self.menu.addSeparator()
         if self.jails:
             for name, jail in sorted(self.jails.items()):
-                vpn = f", {jail['vpn']}" if jail.get("vpn") else ""
                 processes = count(len(jail.get("pids", [])), "process", "processes")
-                submenu = self.menu.addMenu(f"{name} ({processes}{vpn})")
+                submenu = self.menu.addMenu(f"{name} ({processes}{_way_out(jail)})")
                 submenu.setObjectName(f"jail:{name}")
                 self._route(submenu.addAction("Inspect"), "inspect", name)
                 self._route(submenu.addAction("Stop"), "stop", name)
@@ -262,7 +262,15 @@ class Tray(QObject):
 
 def _menu_view(jails: dict[str, dict]) -> list[tuple]:
     """What the menu shows of the jails: rebuild it only when this changes."""
-    return [(name, len(j.get("pids", [])), j.get("vpn")) for name, j in sorted(jails.items())]
+    return [(name, len(j.get("pids", [])), _way_out(j)) for name, j in sorted(jails.items())]
+
+
+def _way_out(jail: dict) -> str:
+    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down"), "" for NAT."""
+    tunnel = jail.get("tunnel")
+    if tunnel:
+        return f", {tunnel_label(tunnel['type'])}" + ("" if tunnel["up"] else " down")
+    return f", {jail['vpn']}" if jail.get("vpn") else ""
 
 
 def main() -> int:

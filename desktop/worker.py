@@ -14,7 +14,9 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 
+from ..cli import read_files
 from ..client import Client, HelperError, read_exit, session_environment
+from ..model import ValidationError
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,16 @@ class HelperWorker(QObject):
 
     @pyqtSlot(dict, list)
     def launch(self, options: dict, command: list) -> None:
-        name = options["name"]
+        """Start COMMAND; a tunnel's file is read here, as `appjail run` reads it (off the GUI thread:
+        a path may be on a filesystem that does not answer)."""
+        name, what = options["name"], f"start {' '.join(command)}"
+        try:
+            options = read_files(options)
+        except ValidationError as exc:
+            self.failed.emit(what, str(exc))
+            return
         with _Output(self.session.log_dir, name) as (stdin, output):
-            ok, started = self._call(f"start {' '.join(command)}", lambda c: c.run(
+            ok, started = self._call(what, lambda c: c.run(
                 options, [os.fsencode(a) for a in command], self.session.env, self.session.cwd,
                 [stdin, output, output]))
         if not ok:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,31 +38,49 @@ class CallerUnknown(Exception):
 
 @dataclass(frozen=True)
 class Caller(launch.Caller):
-    """The identity a program is launched with, plus the bus connection it came from."""
+    """The identity a program is launched with, plus the bus connection it came from.
+
+    pid: the process at the other end of that connection, as the bus daemon
+    saw it when it connected (0: the bus did not say).
+    """
 
     sender: str = ""
     may_manage: bool = False
     netns: NamespaceId | None = None  # the calling process's network namespace
     netns_ours: bool = True           # owned by the helper's user namespace (see process_netns)
     inside: tuple[int, str] | None = None  # the jail (owner, name) whose namespace that is (Supervisor.confine)
+    context: launch.ProcessContext | None = None  # what a program it launches keeps of it
 
 
 def identify(bus: dbus.Bus, sender: str) -> Caller:
-    """Uid, gid and groups of a bus connection, as the bus daemon saw them."""
+    """Uid, gid and groups of a bus connection, as the bus daemon saw them, and its process.
+
+    The process is the one the bus daemon names (never an argument), read
+    once while one pidfd pins it: its network namespace (is it inside a
+    jail?) and its umask, limits and loginuid (for a program it launches).
+    If it ended meanwhile its pid may be another's: then it is unknown.
+    """
     try:
         credentials = bus.call_blocking(
             "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
             "GetConnectionCredentials", "s", (sender,), timeout=10)
         uid = int(credentials["UnixUserID"])
         entry = pwd.getpwuid(uid)
-        netns, ours = process_netns(int(credentials["ProcessID"]))
+        pid = int(credentials["ProcessID"])
+        pidfd = os.pidfd_open(pid)
+        try:
+            netns, ours = process_netns(pid)
+            context = launch.read_process_context(pid, uid)
+            signal.pidfd_send_signal(pidfd, 0)  # still the process the pidfd pinned
+        finally:
+            os.close(pidfd)
     except (dbus.DBusException, KeyError, ValueError, OSError) as exc:
         raise CallerUnknown(f"cannot identify {sender}: {exc}") from None
     groups = credentials.get("UnixGroupIDs")
     if groups is None:
         groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
     return Caller(uid, entry.pw_gid, tuple(int(g) for g in groups), sender, netns=netns,
-                  netns_ours=ours)
+                  netns_ours=ours, context=context)
 
 
 class Authority:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from . import nflog
-from .blocked import Blocked, BlockedTable
+from .blocked import Blocked
 from .firewall import Counters, FirewallError, Residue, legacy_tables
 from .rules import (GUARD_CHAIN, PREFIX, RECORD, Hook, JailRules, build_guard_rules, jail_chain, reason_code,
                     sum_by_role, tag)
@@ -129,6 +129,10 @@ def _delete_chains(filter_table, names: Iterable[str]) -> None:
             filter_table.delete_chain(name)
 
 
+def _jail_chains(filter_table) -> list[str]:
+    return [c.name for c in filter_table.chains if c.name.startswith(PREFIX) and c.name != GUARD_CHAIN]
+
+
 def _raw_entries(table, chain: str) -> list:
     """The chain's ipt_entry structures, as libiptc holds them."""
     entries = []
@@ -145,8 +149,8 @@ class XtablesBackend:
     name = "xtables"
 
     def __init__(self) -> None:
-        self.blocked = BlockedTable()
-        self._reader = nflog.NflogReader(self.blocked)
+        self._reader = nflog.READER
+        self.blocked = self._reader.table
 
     def install(self, rules: JailRules) -> None:
         self._reader.start()
@@ -176,7 +180,10 @@ class XtablesBackend:
             except iptc.IPTCError:
                 _remove_owned(tables, lambda owner: owner == rules.chain)
             _delete_chains(tables["filter"], [rules.chain])
+            jails_left = _jail_chains(tables["filter"])
         self.blocked.forget(rules.name)
+        if not jails_left:
+            self._reader.stop()
 
     def set_guard(self, forwarding_ifnames: Iterable[str] | None) -> None:
         """Install (or with None remove) the forwarding guard, replacing any old one."""
@@ -202,6 +209,9 @@ class XtablesBackend:
             residue.chains = {c.name for c in filter_table.chains
                               if c.name.startswith(PREFIX) and c.name not in live_owners}
             _delete_chains(filter_table, sorted(residue.chains))
+            jails_left = _jail_chains(filter_table)
+        if not jails_left:
+            self._reader.stop()
         return residue
 
     def read_counters(self, layouts: Mapping[str, Sequence[str]]) -> Counters:

@@ -1,46 +1,94 @@
-"""Which ports the host itself has in use, read from /proc for the calling thread's namespace."""
+"""Published host ports: which need org.appjail.manage, and holding them while a jail lives.
+
+The DNAT rules forward a published port; nothing in them stops a service
+from binding the same port later, starting fine, and having its clients
+silently reach the jail. So the helper holds every published address:port
+with a socket of its own for the jail's lifetime, as docker-proxy does: a
+listening TCP socket (SO_REUSEADDR, so a port left in TIME_WAIT can be held
+at once, while a listener still makes every later bind fail with
+EADDRINUSE) or a bound UDP socket (no SO_REUSEADDR: two UDP sockets that
+both set it may share a port). Binding is also the check that the host does
+not use the port already, loopback sockets included. Only loopback traffic
+ever reaches a held socket (DNAT takes the rest before it): `refuse()`
+turns it away.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-from pathlib import Path
+import errno
+import socket
+import struct
+from collections.abc import Iterable
 
-_TCP_LISTEN = "0A"
-_TABLES = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6")}
+from ..model import Publish
+from . import netns
+
+UNPRIVILEGED_PORT_START = "net/ipv4/ip_unprivileged_port_start"
+_BACKLOG = 16
+_RECV_MAX = 65535
 
 
-def _address(hex_address: str) -> str:
-    """/proc/net's hex address (host byte order per 32-bit word) as text."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(words))
+class PortInUse(Exception):
+    """A host port to publish is taken by a socket on the host."""
 
 
-def bound_sockets(proto: str, proc_net: Path = Path("/proc/thread-self/net")) -> set[tuple[str, int]]:
-    """(address, port) of every listening TCP or bound UDP socket of `proto`."""
-    found = set()
-    for table in _TABLES[proto]:
+def privileged_ports(publish: Iterable[Publish]) -> list[Publish]:
+    """The entries whose host port only root may bind in the calling thread's namespace."""
+    start = int(netns.read_sysctl(UNPRIVILEGED_PORT_START))
+    return [entry for entry in publish if entry.host_port < start]
+
+
+class HeldPort:
+    """One published address:port, bound by the helper until close()."""
+
+    def __init__(self, publish: Publish) -> None:
+        self.publish = publish
+        kind = socket.SOCK_STREAM if publish.proto == "tcp" else socket.SOCK_DGRAM
+        self.socket = socket.socket(socket.AF_INET, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
-            lines = (proc_net / table).read_text().splitlines()[1:]
-        except FileNotFoundError:  # no IPv6 in this kernel
-            continue
-        for line in lines:
-            fields = line.split()
-            if proto == "tcp" and fields[3] != _TCP_LISTEN:
-                continue
-            address, port = fields[1].split(":")
-            found.add((_address(address), int(port, 16)))
-    return found
+            if publish.proto == "tcp":
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((publish.host_address or "0.0.0.0", publish.host_port))
+            if publish.proto == "tcp":
+                self.socket.listen(_BACKLOG)
+        except OSError as exc:
+            self.socket.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"port {publish.host_port}/{publish.proto} is already in use "
+                                "on the host") from None
+            raise
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def refuse(self) -> None:
+        """Turn away what loopback sent: reset a connection, discard a datagram."""
+        try:
+            if self.publish.proto == "udp":
+                self.socket.recv(_RECV_MAX)
+                return
+            connection, _ = self.socket.accept()
+        except OSError:  # gone meanwhile (EAGAIN, ECONNABORTED)
+            return
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
 
 
-def port_in_use(proto: str, port: int, address: str | None,
-                proc_net: Path = Path("/proc/thread-self/net")) -> bool:
-    """Whether a host socket would receive what a published `address:port` should."""
-    wildcards = {"0.0.0.0", "::"}
-    for bound_address, bound_port in bound_sockets(proto, proc_net):
-        # loopback sockets never see DNATed traffic (OUTPUT skips 127/8)
-        if bound_port != port or ipaddress.ip_address(bound_address).is_loopback:
-            continue
-        if address is None or bound_address in wildcards or bound_address == address:
-            return True
-    return False
+def hold(publish: Iterable[Publish]) -> list[HeldPort]:
+    """Bind every entry, or none: PortInUse when the host has a socket on one of them."""
+    held: list[HeldPort] = []
+    try:
+        for entry in publish:
+            held.append(HeldPort(entry))
+    except BaseException:
+        release(held)
+        raise
+    return held
+
+
+def release(held: Iterable[HeldPort]) -> None:
+    for port in held:
+        port.close()

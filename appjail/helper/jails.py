@@ -32,10 +32,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..model import JailSpec, ValidationError
 from ..wgconf import WireGuardConfig, resolve_endpoints
-from . import firewall, hostports, netns, resolv, rules, tunnels
+from . import firewall, hostports, netns, resolv, rules, traffic, tunnels
 from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
+from .hostports import HeldPort
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
 from .resources import KINDS, NAT, TUNNEL, Host, Step, sweep_order
@@ -75,6 +76,7 @@ class Jail:
     addressing: JailAddressing | None  # a tunnel jail takes no address from the pool
     dns: tuple[str, ...]
     secret: WireGuardConfig | None = None  # a tunnel's keys, only while it is being made
+    held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
 
     @property
     def kind(self) -> str:
@@ -161,6 +163,7 @@ class Engine:
                  coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
+                 ports_system: Any = hostports, conntrack_system: Any = traffic,
                  resolve: Callable[[str, int], list[str]] | None = None,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
@@ -170,9 +173,10 @@ class Engine:
         and kernel memory, so one user must not take the pool from the others.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
-        system, firewall_backend and tunnel_system replace the kernel (the
-        netns and tunnels modules' functions) and the firewall, resolve the
-        host's name lookup: unit tests pass in-memory stand-ins.
+        system, firewall_backend, tunnel_system, ports_system and
+        conntrack_system replace the kernel (the netns, tunnels, hostports and
+        traffic modules' functions) and the firewall, resolve the host's name
+        lookup: unit tests pass in-memory stand-ins.
         """
         self.max_jails_per_user = max_jails_per_user
         self._lock = threading.RLock()
@@ -188,8 +192,8 @@ class Engine:
         self.kinds = kinds
         self.resolve = resolve or resolve_host
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
-                         self.pool.size, coexist or Coexistence(run_dir / "coexist.json"),
-                         tunnels=tunnel_system,
+                         self.pool, coexist or Coexistence(run_dir / "coexist.json"),
+                         tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
                          other_firewalls=lambda: firewall.other_backends(self.firewall.name))
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
@@ -271,6 +275,8 @@ class Engine:
                         made.append(step)
                 except BaseException as exc:
                     self._undo(ipr, jail, made)
+                    if isinstance(exc, hostports.PortInUse):
+                        raise Conflict(str(exc)) from None
                     if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, NetlinkError,
                                         CoexistError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
@@ -304,14 +310,12 @@ class Engine:
         return addresses
 
     def _check_ports(self, spec: JailSpec) -> None:
+        """Ports of other jails; the host's own are checked by holding them (resources.PublishedPorts)."""
         for publish in spec.publish:
             for other in self._jails.values():
                 if any(publish.overlaps(theirs) for theirs in other.spec.publish):
                     raise Conflict(f"port {publish.host_port}/{publish.proto} is already "
                                    f"published by another jail ({other.name})")
-            if hostports.port_in_use(publish.proto, publish.host_port, publish.host_address):
-                raise Conflict(f"port {publish.host_port}/{publish.proto} is already in use "
-                               "on the host")
 
     def _allocate(self) -> JailAddressing:
         host_routes = [ipaddress.IPv4Network(f"{dst}/{length}", strict=False)

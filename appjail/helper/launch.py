@@ -18,18 +18,23 @@ the child, step by step:
    /etc/resolv.conf and /etc/nsswitch.conf, and an empty read-only tmpfs
    (mode 0755) over each directory of `HIDDEN_DIRS` that exists, so no NSS
    module can ask a host daemon (systemd-resolved, nscd, avahi) for names.
-   The system bus is left alone: GUI programs need it;
+   The system bus is left alone unless asked (`hide_system_bus`, run's
+   --no-system-bus): GUI programs need it, and a program that uses it can
+   ask resolved or avahi for names outside the jail;
 5. turn the passed descriptors into 0, 1, 2, ... (/dev/null for any of the
    first three not passed) and close every other one;
-6. set no_new_privs, clear the ambient capabilities, then setgroups(),
+6. take on the caller's process context (see ProcessContext): umask,
+   resource limits and audit loginuid, while still root (raising a hard
+   limit or setting the loginuid needs it);
+7. set no_new_privs, clear the ambient capabilities, then setgroups(),
    setresgid() and setresuid() to exactly what `Caller` says, and check
    the result. A non-root caller ends with no capabilities at all (the
    kernel clears permitted and effective ones on the uid change; the
    launcher also clears the inheritable set and verifies all of them). The
    helper decides who may launch; a root caller (uid 0) simply keeps root;
-7. chdir() to the requested directory, as the user;
-8. if fd 0 is a terminal, make it the controlling terminal (failure ignored);
-9. reset every signal disposition and the signal mask, look the program
+8. chdir() to the requested directory, as the user;
+9. if fd 0 is a terminal, make it the controlling terminal (failure ignored);
+10. reset every signal disposition and the signal mask, look the program
    up in the caller's PATH (as the user, execvpe() semantics) and exec.
 
 Any failure in the child is written as "CODE message" to a close-on-exec
@@ -58,6 +63,7 @@ import fcntl
 import gc
 import os
 import platform
+import resource
 import signal
 import stat
 from collections.abc import Mapping, Sequence
@@ -67,6 +73,8 @@ from typing import NoReturn
 
 # Directories holding host name-lookup sockets, hidden under an empty tmpfs.
 HIDDEN_DIRS = ("/run/systemd/resolve", "/run/nscd", "/var/run/nscd", "/run/avahi-daemon")
+# The system bus's socket directory, hidden the same way on request.
+SYSTEM_BUS_DIRS = ("/run/dbus", "/var/run/dbus")
 # Files of a jail's resolver directory, each bound over /etc/NAME.
 RESOLVER_FILES = ("resolv.conf", "nsswitch.conf")
 
@@ -107,6 +115,8 @@ _TIOCSCTTY = 0x540E
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MAX_FD = 0xFFFFFFFF
 MAX_REPORT = 4096
+_LOGINUID = "/proc/self/loginuid"
+_LIMITS_VALUES_AT = 26  # /proc/PID/limits: a 26-column name, then soft, hard, units
 
 
 class _CapHeader(ctypes.Structure):
@@ -145,6 +155,59 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class ProcessContext:
+    """What the program keeps of the process that asked for it, as the kernel reports it.
+
+    A program started from a shell inherits these; one started by the
+    helper would get the helper's (umask 022, the service's limits, no or
+    the wrong audit loginuid) unless they are carried over.
+    """
+
+    umask: int
+    limits: tuple[tuple[int, int, int], ...]    # (RLIMIT_*, soft, hard)
+    loginuid: int | None                        # None: the kernel has no audit
+
+
+def parse_limits(text: str) -> tuple[tuple[int, int, int], ...]:
+    """/proc/PID/limits as (RLIMIT_*, soft, hard): the kernel lists them in RLIMIT_* order.
+
+    Read from /proc rather than with prlimit(2), which needs CAP_SYS_RESOURCE
+    for another user's process.
+    """
+    def value(text: str) -> int:
+        return resource.RLIM_INFINITY if text == "unlimited" else int(text)
+
+    return tuple((limit, value(soft), value(hard)) for limit, (soft, hard, *_units)
+                 in enumerate(line[_LIMITS_VALUES_AT:].split() for line in text.splitlines()[1:]))
+
+
+def read_process_context(pid: int, uid: int, proc: str = "/proc") -> ProcessContext | None:
+    """The context of process `pid`, which must run as `uid`; OSError if it cannot be read.
+
+    The caller pins the process (authz.identify holds a pidfd while it reads
+    it); a process of another uid is refused outright, except root's: root
+    may connect under another identity (seteuid around connect, as the
+    tray's tests do) and could do anything anyway, so its calls are taken
+    as that identity's, with no context of its own (None: the helper's).
+    """
+    with open(f"{proc}/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    real_uid = int(fields["Uid"].split()[0])
+    if real_uid == 0 != uid:
+        return None
+    if real_uid != uid:
+        raise OSError(errno.EPERM, f"process {pid} does not run as uid {uid}")
+    with open(f"{proc}/{pid}/limits") as limits_file:
+        limits = parse_limits(limits_file.read())
+    try:
+        with open(f"{proc}/{pid}/loginuid") as loginuid_file:
+            loginuid: int | None = int(loginuid_file.read())
+    except FileNotFoundError:  # a kernel without CONFIG_AUDIT
+        loginuid = None
+    return ProcessContext(int(fields["Umask"], 8), limits, loginuid)
+
+
+@dataclass(frozen=True)
 class LaunchRequest:
     netns_path: str                 # /run/netns/aj-NAME
     resolver_dir: str | None        # /etc/netns/aj-NAME: files bound over /etc
@@ -152,6 +215,8 @@ class LaunchRequest:
     env: dict[bytes, bytes]         # the caller's environment
     cwd: bytes
     fds: list[int]                  # become 0, 1, 2, ... in the child
+    context: ProcessContext | None = None   # None: the helper's own
+    hide_system_bus: bool = False
 
 
 class LaunchError(RuntimeError):
@@ -184,6 +249,7 @@ class _Prepared:
     env: Mapping[bytes, bytes]
     candidates: list[bytes]
     syscalls: Mapping[str, int]
+    context: ProcessContext | None
 
 
 def hidden_dirs(candidates: Sequence[str] = HIDDEN_DIRS) -> list[bytes]:
@@ -316,7 +382,8 @@ def _prepare(request: LaunchRequest, caller: Caller, cleanup: ExitStack) -> _Pre
         return fd
 
     netns_fd = opened(os.open(request.netns_path, os.O_RDONLY | os.O_CLOEXEC))
-    mounts = [(opened(_empty_tmpfs()), directory) for directory in hidden_dirs()]
+    hidden = HIDDEN_DIRS + (SYSTEM_BUS_DIRS if request.hide_system_bus else ())
+    mounts = [(opened(_empty_tmpfs()), directory) for directory in hidden_dirs(hidden)]
     if request.resolver_dir is not None:
         for source, target in resolver_mounts(request.resolver_dir):
             source_fd = opened(open_regular_file(source))
@@ -336,7 +403,8 @@ def _prepare(request: LaunchRequest, caller: Caller, cleanup: ExitStack) -> _Pre
         netns_fd=netns_fd, mounts=mounts, fds=[*request.fds, *stdio],
         caller=caller, groups=(ctypes.c_uint * len(caller.groups))(*caller.groups),
         cwd=request.cwd, argv=list(request.argv), env=dict(request.env),
-        candidates=exec_candidates(request.argv[0], request.env), syscalls=syscalls)
+        candidates=exec_candidates(request.argv[0], request.env), syscalls=syscalls,
+        context=request.context)
 
 
 def _empty_tmpfs() -> int:
@@ -402,6 +470,8 @@ def _become_program(prepared: _Prepared, report_fd: int) -> NoReturn:
         _check(_syscall(_NR_MOVE_MOUNT, mount_fd, b"", _AT_FDCWD, target,
                         _MOVE_MOUNT_F_EMPTY_PATH), f"mount over {os.fsdecode(target)}")
     remap_fds(prepared.fds, report_fd)
+    if prepared.context is not None:
+        _take_context(prepared.context)
     _drop_privileges(prepared.caller, prepared.groups, prepared.syscalls)
     try:
         os.chdir(prepared.cwd)
@@ -412,6 +482,36 @@ def _become_program(prepared: _Prepared, report_fd: int) -> NoReturn:
         _ioctl(0, _TIOCSCTTY, 0)
     _reset_signals()
     _exec(prepared.candidates, prepared.argv, prepared.env)
+
+
+def _take_context(context: ProcessContext) -> None:
+    """The caller's umask, limits and loginuid; still root, so hard limits may go up."""
+    os.umask(context.umask)
+    for limit, soft, hard in context.limits:
+        try:
+            resource.setrlimit(limit, (soft, hard))
+        except PermissionError:
+            # a hard limit above the helper's own needs CAP_SYS_RESOURCE: keep the helper's
+            own_hard = resource.getrlimit(limit)[1]
+            resource.setrlimit(limit, (_lower(soft, own_hard), own_hard))
+    if context.loginuid is None:
+        return
+    fd = os.open(_LOGINUID, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if int(os.pread(fd, 32, 0)) != context.loginuid:
+            # unset: allowed; set: needs CAP_AUDIT_CONTROL and a mutable loginuid
+            try:
+                os.pwrite(fd, str(context.loginuid).encode(), 0)  # the kernel wants offset 0
+            except OSError as error:
+                raise _ChildFailure(EXIT_SETUP_FAILED, "cannot give the program the caller's "
+                                    f"audit loginuid: {error.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _lower(a: int, b: int) -> int:
+    """The lower of two limits, RLIM_INFINITY (-1) being the highest."""
+    return b if a == resource.RLIM_INFINITY else a if b == resource.RLIM_INFINITY else min(a, b)
 
 
 def _drop_privileges(caller: Caller, groups: ctypes.Array, nr: Mapping[str, int]) -> None:

@@ -148,24 +148,18 @@ def process_netns(pid: int) -> tuple[NamespaceId, bool]:
 
     A namespace owned by another user namespace was made by an unprivileged
     process (unshare -rn), from a jail or not: nobody can say where it leads.
-    Raises ProcessLookupError when the process ended while it was looked at.
+    The caller pins the process with a pidfd (authz.identify).
     """
-    pidfd = os.pidfd_open(pid)
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        owner = fcntl.ioctl(fd, _NS_GET_USERNS)
         try:
-            owner = fcntl.ioctl(fd, _NS_GET_USERNS)
-            try:
-                ours = namespace_id(f"/proc/self/fd/{owner}") == namespace_id("/proc/self/ns/user")
-            finally:
-                os.close(owner)
-            found = namespace_id(f"/proc/self/fd/{fd}")
+            ours = namespace_id(f"/proc/self/fd/{owner}") == namespace_id("/proc/self/ns/user")
         finally:
-            os.close(fd)
-        signal.pidfd_send_signal(pidfd, 0)  # still the process the pidfd pinned
+            os.close(owner)
+        return namespace_id(f"/proc/self/fd/{fd}"), ours
     finally:
-        os.close(pidfd)
-    return found, ours
+        os.close(fd)
 
 
 def signal_namespace(name: str, signum: int) -> int:

@@ -13,12 +13,19 @@ dropped counter still counts them).
 The protocol is small (nfnetlink_log: one config message to bind the group,
 then packet messages with attributes), so it is read here with a raw socket
 rather than a library that lacks it.
+
+A group has one reader per network namespace, so the reader is one per
+process (READER) and holds the groups only while jails exist: the last
+jail's teardown unbinds them at once (on the same socket, so the next jail
+binds again without waiting), and another process in the namespace — a
+second engine in a test, a restarted helper — can take them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 import struct
 import threading
@@ -37,7 +44,7 @@ COPY_RANGE = 64  # bytes of each packet: an IPv4 header with options, and the po
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 4, 5
-NFULNL_CFG_CMD_BIND = 1
+NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
 NFULNL_COPY_PACKET = 2
 NFULA_IFINDEX_INDEV, NFULA_PAYLOAD = 4, 9
 BATCH_PACKETS = 64  # the kernel sends records in batches of this many ...
@@ -83,44 +90,52 @@ def _config(group_number: int, *attrs: tuple[int, bytes]) -> bytes:
 
 
 class NflogReader:
-    """Reads the reasons' groups in a daemon thread into `table`; started once, on first need."""
+    """Reads the reasons' groups in a daemon thread into `table`, while bound."""
 
     def __init__(self, table: BlockedTable) -> None:
         self.table = table
-        self._started = False
+        self._sock: socket.socket | None = None
+        self._bound = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Bind the group and start reading; a failure is logged (and tried again next
-        time), never a reason to refuse a jail: its rules drop with or without a reader."""
+        """Bind the groups (and start reading once); a failure is logged (and tried again
+        next time), never a reason to refuse a jail: its rules drop with or without a reader."""
         with self._lock:
-            if self._started:
+            if self._bound:
                 return
             try:
-                sock = self._bind()
+                if self._sock is None:
+                    self._sock = nlraw.open_socket()
+                    self._sock.setsockopt(socket.SOL_SOCKET, 33, RECEIVE_BUFFER)  # SO_RCVBUFFORCE
+                    threading.Thread(target=self._loop, args=(self._sock,), name="nflog", daemon=True).start()
+                self._configure(NFULNL_CFG_CMD_BIND)
             except OSError as exc:
                 log.warning("blocked destinations are not recorded: %s", exc)
                 return
-            self._started = True
-        threading.Thread(target=self._loop, args=(sock,), name="nflog", daemon=True).start()
+            self._bound = True
 
-    def _bind(self) -> socket.socket:
-        sock = nlraw.open_socket()
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, RECEIVE_BUFFER)  # SO_RCVBUFFORCE: root may exceed rmem_max
-            for code in range(1, len(REASONS) + 1):
-                sock.send(_config(group(code), (NFULA_CFG_CMD, struct.pack("B", NFULNL_CFG_CMD_BIND)),
-                                  (NFULA_CFG_MODE, struct.pack("!IBB", COPY_RANGE, NFULNL_COPY_PACKET, 0)),
-                                  (NFULA_CFG_QTHRESH, struct.pack("!I", BATCH_PACKETS)),
-                                  (NFULA_CFG_TIMEOUT, struct.pack("!I", BATCH_WAIT_CS))))
-                data = sock.recv(65536)
-                for kind, start, _end in nlraw.messages(data):
-                    if kind == nlraw.NLMSG_ERROR and nlraw.error_of(data, start):
-                        raise OSError(nlraw.error_of(data, start), f"cannot bind NFLOG group {group(code)}")
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    def stop(self) -> None:
+        """Unbind the groups: no jail needs them, and another process may."""
+        with self._lock:
+            if self._bound:
+                self._bound = False
+                try:
+                    self._configure(NFULNL_CFG_CMD_UNBIND)
+                except OSError as exc:
+                    log.warning("NFLOG: could not unbind: %s", exc)
+
+    def _configure(self, command: int) -> None:
+        """Bind or unbind every reason's group. The kernel's answers arrive on the
+        reading thread, which ignores them; a refused bind shows as no records."""
+        assert self._sock is not None
+        for code in range(1, len(REASONS) + 1):
+            attributes = [(NFULA_CFG_CMD, struct.pack("B", command))]
+            if command == NFULNL_CFG_CMD_BIND:
+                attributes += [(NFULA_CFG_MODE, struct.pack("!IBB", COPY_RANGE, NFULNL_COPY_PACKET, 0)),
+                               (NFULA_CFG_QTHRESH, struct.pack("!I", BATCH_PACKETS)),
+                               (NFULA_CFG_TIMEOUT, struct.pack("!I", BATCH_WAIT_CS))]
+            self._sock.send(_config(group(code), *attributes))
 
     def _loop(self, sock: socket.socket) -> None:
         packet_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
@@ -132,6 +147,9 @@ class NflogReader:
                 continue
             now = int(time.time())
             for kind, start, end in nlraw.messages(data):
+                if kind == nlraw.NLMSG_ERROR and (error := nlraw.error_of(data, start)):
+                    log.warning("blocked destinations are not recorded: NFLOG refused a group "
+                                "(%s; another process reads it?)", os.strerror(error))
                 if kind != packet_type:
                     continue
                 res_id = struct.unpack_from("!H", data, start + 2)[0]  # the nfgenmsg: the group
@@ -139,3 +157,6 @@ class NflogReader:
                 if parsed is not None:
                     jail, key, length = parsed
                     self.table.hit(jail, key, length, now)
+
+
+READER = NflogReader(BlockedTable())

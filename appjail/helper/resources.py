@@ -1,13 +1,14 @@
 """A jail's resources, each described once: how it is made, undone, and found as a leftover.
 
 A jail is of one kind, and each kind has its list of steps (KINDS): a NAT
-jail (RESOURCES: veth, routing, firewall, forwarding) or a tunnel jail
-(TUNNEL_RESOURCES: its own WireGuard interface, nothing on the host's
-side). The engine makes a jail's steps in order; a failure undoes the ones
-already made, in reverse. Teardown undoes all of them in reverse, which puts
-the door first: the jail is cut off before anything else goes. Reconcile asks
-each step, in the same reverse order, to remove what no live jail accounts
-for.
+jail (RESOURCES: held ports, veth, routing, firewall, forwarding) or a
+tunnel jail (TUNNEL_RESOURCES: its own WireGuard interface, nothing on the
+host's side). The engine makes a jail's steps in order; a failure undoes the
+ones already made, in reverse. Teardown undoes all of them in reverse, which
+puts the door first: the jail is cut off before anything else goes.
+Reconcile asks each step, in the same reverse order, to remove what no live
+jail accounts for (and the held ports to come back for adopted jails: a
+socket does not outlive its helper).
 
 Steps touch the system only through `Host`, so a stand-in with the same
 functions (tests/unit/fakehost.py) lets the engine's logic run without root.
@@ -30,7 +31,8 @@ from . import resolv, rules, traffic
 from .coexist import Coexistence
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
-from .pool import RULE_PRIORITY, TABLE_BASE
+from .hostports import PortInUse
+from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool
 from .state import READY, StateStore
 
 if TYPE_CHECKING:
@@ -52,9 +54,11 @@ class Host:
     store: StateStore
     etc_netns: Path
     jails: Mapping[JailId, Jail]  # the engine's live jails
-    pool_size: int
+    pool: AddressPool
     coexist: Coexistence
     tunnels: Any = None  # the module appjail.helper.tunnels, or a stand-in
+    ports: Any = None  # the module appjail.helper.hostports (hold, release), or a stand-in
+    conntrack: Any = None  # the module appjail.helper.traffic (forget_connections), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
 
 
@@ -86,6 +90,34 @@ class Record:
         for record in records:
             if record.kernel_name not in live_names:
                 host.store.delete(record.kernel_name)
+
+
+class PublishedPorts:
+    """Each published address:port, held by a socket of the helper's while the jail lives (see hostports).
+
+    Made before the namespace, since binding is also the check that no host
+    socket has the port: a taken one fails before anything else exists.
+    Undone after the rules: only with no DNAT left may another socket take
+    the ports.
+    """
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        jail.held_ports = host.ports.hold(jail.spec.publish)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.ports.release(jail.held_ports or ())
+        jail.held_ports = []
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        """Sockets die with their helper, so nothing is left over; an adopted jail's ports are held again."""
+        for jail in live.values():
+            if jail.held_ports is None:
+                try:
+                    jail.held_ports = host.ports.hold(jail.spec.publish)
+                except (PortInUse, OSError) as exc:
+                    # taken while no helper held it: the DNAT rules still win over that socket
+                    log.warning("jail %s: cannot hold its published ports again: %s", jail.name, exc)
+                    jail.held_ports = []
 
 
 class Namespace:
@@ -148,7 +180,16 @@ class Veth:
             addressing.jail_address, addressing.prefixlen, addressing.host_address))
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        """The address goes back to the pool without its connections, and only after a while.
+
+        Here, after the door and the rules: nothing can open a connection of
+        the jail's any more. A later jail on the address, maybe another
+        user's, neither lists these connections nor receives their late
+        packets (the pool's quarantine covers those).
+        """
+        host.pool.release(jail.addressing.slot)
         host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
+        host.conntrack.forget_connections(jail.addressing.jail_address)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         live_ifnames = {jail.host_ifname for jail in live.values()}
@@ -183,7 +224,7 @@ class VpnRouting:
             if iifname not in live_ifnames or table not in live_tables:
                 host.netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
                 note("policy rule", f"{iifname} table {table}")
-        ours = range(TABLE_BASE, TABLE_BASE + host.pool_size)
+        ours = range(TABLE_BASE, TABLE_BASE + host.pool.size)
         for table in sorted(host.netns.route_tables(ipr)):
             if table in ours and table not in live_tables:
                 host.netns.flush_table(ipr, table)
@@ -328,8 +369,8 @@ class Ready:
         pass
 
 
-RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Veth(), VpnRouting(), EgressForwarding(), Rules(),
-                               Resolver(), HostFirewalls(), Door(), Ready())
+RESOURCES: tuple[Step, ...] = (Record(), PublishedPorts(), Namespace(), Veth(), VpnRouting(), EgressForwarding(),
+                               Rules(), Resolver(), HostFirewalls(), Door(), Ready())
 TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
 NAT, TUNNEL = "nat", "tunnel"
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}

@@ -26,7 +26,7 @@ from ..model import LaunchSpec, ValidationError
 from . import launch
 from .authz import Authority, Caller, CallerUnknown, identify
 from .jails import Conflict, JailError, JailNotFound, LimitReached
-from .supervisor import NotAllowed, Supervisor
+from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,15 @@ _CALL_KEYWORDS = ("sender", "message", "reply", "error")
 
 
 def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
-             target: Callable[[list], str | None] | None = None, creates: bool = False):
+             target: Callable[[list], str | None] | None = None,
+             escalate: Callable[[list], str | None] | None = None, creates: bool = False):
     """Declare a D-Bus method guarded by its polkit action.
 
     target(args) names the jail the call acts on, when it does: acting on a
-    jail of another user needs org.appjail.manage as well. creates: the call
-    may make a jail, so a caller at the per-user limit is asked about
-    org.appjail.manage (without a prompt), which lifts the limit.
+    jail of another user needs org.appjail.manage as well. escalate(args)
+    says why these arguments need org.appjail.manage (None: they do not).
+    creates: the call may make a jail, so a caller at the per-user limit is
+    asked about org.appjail.manage (without a prompt), which lifts the limit.
     """
     def decorate(fn):
         if fn.__name__ not in api.METHOD_ACTIONS:
@@ -127,7 +129,8 @@ def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
         action = api.METHOD_ACTIONS[fn.__name__]
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
-            self.dispatch(fn, action, in_signature, target, creates, args, sender, message, reply, error)
+            self.dispatch(fn, action, in_signature, target, escalate, creates, args, sender, message,
+                          reply, error)
 
         # dbus-python reads the argument names; the handler takes any count so
         # that a wrong-signature call gets our error, not a Python TypeError
@@ -151,8 +154,8 @@ class HelperService(dbus.service.Object):
         self.authority = Authority(bus)
         self.supervisor = supervisor
 
-    def dispatch(self, fn, action: str, in_signature: str, target, creates: bool, args: tuple, sender: str,
-                 message, reply: Respond, error: Callable[[Exception], None]) -> None:
+    def dispatch(self, fn, action: str, in_signature: str, target, escalate, creates: bool, args: tuple,
+                 sender: str, message, reply: Respond, error: Callable[[Exception], None]) -> None:
         call = _Call(reply, error)
         signature_ok = (message.get_signature() or "") == in_signature
         interactive = bool(message.get_allow_interactive_authorization())
@@ -192,18 +195,18 @@ class HelperService(dbus.service.Object):
                 return denied(f"not authorized to {_VERBS.get(action, action)} "
                               f"(polkit action {action})")
             owner = self._owner_of(target, values, caller)
-            if owner is None or owner == caller.uid:
-                if creates and not self.supervisor.unlimited(caller) \
-                        and self.supervisor.engine.at_limit(caller.uid):
-                    return self.authority.check(
-                        sender, api.ACTION_MANAGE, False,
-                        lambda ok: run(_managing(caller) if ok else caller))
-                return run(caller)
-            self.authority.check(
-                sender, api.ACTION_MANAGE, interactive,
-                lambda ok: run(_managing(caller)) if ok else denied(
-                    f"jail {target(values)!r} belongs to another user (acting on it needs "
-                    f"polkit action {api.ACTION_MANAGE})"))
+            if owner is not None and owner != caller.uid:
+                reason = (f"jail {target(values)!r} belongs to another user (acting on it needs "
+                          f"polkit action {api.ACTION_MANAGE})")
+            else:
+                reason = escalate(values) if escalate is not None else None
+            if reason is not None:
+                return self.authority.check(sender, api.ACTION_MANAGE, interactive,
+                                            lambda ok: run(_managing(caller)) if ok else denied(reason))
+            if creates and not self.supervisor.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
+                return self.authority.check(sender, api.ACTION_MANAGE, False,
+                                            lambda ok: run(_managing(caller) if ok else caller))
+            run(caller)
 
         self.authority.check(sender, action, interactive, after_action)
 
@@ -218,7 +221,8 @@ class HelperService(dbus.service.Object):
 
     # -- methods -----------------------------------------------------------
 
-    @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"), creates=True)
+    @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
+              escalate=lambda v: publish_needs_manage(v[0]), creates=True)
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 
 from gi.repository import GLib
 
-from ..model import JailSpec, LaunchSpec, ValidationError, disagreements, parse_jail_address, parse_run_options, \
-    wire_options
+from .. import interface as api
 from .. import wgconf
-from . import launch, netns, resolv, traffic
+from ..model import (JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings, parse_run_options,
+                     parse_jail_address, validate_publish, wire_options)
+from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailId, JailNotFound
 
@@ -52,6 +53,24 @@ ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signa
 
 class NotAllowed(Exception):
     """The caller may not act on this jail or process."""
+
+
+def publish_needs_manage(options: object) -> str | None:
+    """Why a Run with these options needs org.appjail.manage (one sentence), or None.
+
+    Host ports below net.ipv4.ip_unprivileged_port_start are root's on this
+    host (22, 80, 443...): publishing one is root's decision too. Options that
+    do not parse need nothing here: Run itself refuses them.
+    """
+    try:
+        publish = validate_publish(parse_run_options(options).get("publish", ()))
+    except ValidationError:
+        return None
+    low = hostports.privileged_ports(publish)
+    if not low:
+        return None
+    ports = ", ".join(f"{p.host_port}/{p.proto}" for p in low)
+    return (f"publishing privileged host port {ports} needs polkit action {api.ACTION_MANAGE}")
 
 
 @dataclass
@@ -101,6 +120,7 @@ class Supervisor:
         self._launching: dict[int, _Launch] = {}
         self._draining: set[JailId] = set()
         self._stopping: dict[JailId, list[Callable[[BaseException | None], None]]] = {}
+        self._port_watches: dict[JailId, list[int]] = {}  # jail -> GLib sources refusing loopback
 
     # -- helpers -----------------------------------------------------------
 
@@ -170,6 +190,7 @@ class Supervisor:
         """
         options = parse_run_options(options)
         text = options.pop("wireguard", None)  # a file's text, keys and all: parsed, never kept
+        settings = launch_settings(options)  # this program's, not the jail's
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]  # always the caller's own jail: nobody launches into another's
@@ -180,13 +201,15 @@ class Supervisor:
             wireguard = None if text is None else wgconf.parse(text)
             jail = self.engine.create(JailSpec(**options), caller.uid, wireguard=wireguard,
                                       unlimited=self.unlimited(caller))
+            self._watch_ports(jail)
             self.on_added(name)
         else:
             self._check_join(jail, options, text)
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
-            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds)
+            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds,
+            context=caller.context, hide_system_bus=settings["no_system_bus"])
         exit_read, exit_write = os.pipe()
         try:
             started = launch.start(request, caller)
@@ -323,8 +346,19 @@ class Supervisor:
         self._destroy(jail_id)
         return False
 
+    def _watch_ports(self, jail: Jail) -> None:
+        """Refuse, from the main loop, what loopback sends to the jail's held ports."""
+        def refuse(_fd: int, _condition: int, port: hostports.HeldPort) -> bool:
+            port.refuse()
+            return True
+        self._port_watches[jail.id] = [
+            GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
+            for port in jail.held_ports]
+
     def _destroy(self, jail_id: JailId) -> None:
         owner_uid, name = jail_id
+        for source in self._port_watches.pop(jail_id, ()):
+            GLib.source_remove(source)  # before the engine closes the sockets
         try:
             self.engine.destroy(name, owner_uid)
         finally:
@@ -333,6 +367,7 @@ class Supervisor:
     def adopt_all(self) -> None:
         """After reconcile: watch adopted jails so empty ones still go away."""
         for jail in self.engine.list():
+            self._watch_ports(jail)
             self._drain(jail.id)
 
     def stop(self, caller: Caller, address: str, done: Callable[[BaseException | None], None]) -> None:

@@ -8,6 +8,7 @@ namespace (net.netfilter.nf_conntrack_acct) when it creates a jail.
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,33 @@ def connections(jail_address: str) -> list[dict]:
     finally:
         ct.close()
     return sorted(found, key=lambda c: (c["direction"], c["dst"], c["dport"]))
+
+
+def forget_connections(jail_address: str) -> int:
+    """Delete every conntrack entry of the jail: opened by it, or (published ports) to it.
+
+    Called at teardown, so no later jail on the same address inherits them
+    (and no late packet of theirs is NATed to it). Returns how many went.
+    """
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    ct = Conntrack()
+    try:
+        theirs = [entry for key in ("tuple_orig", "tuple_reply")
+                  for entry in ct.dump_entries(**{key: NFCTAttrTuple(saddr=jail_address)})]
+        gone = 0
+        for entry in theirs:
+            try:
+                ct.delete(entry)
+                gone += 1
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:  # ended meanwhile
+                    raise
+        return gone
+    finally:
+        ct.close()
 
 
 def _bytes(message, attr: str) -> int:

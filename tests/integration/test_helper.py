@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import pty
+import pwd
 import re
 import select
 import signal
@@ -48,6 +49,33 @@ def test_program_runs_with_the_callers_identity_and_nothing_more(helper, users):
     assert fds[:3] == ["0", "1", "2"] and len(fds) == 4, fds
     assert lines[-1] == os.path.expanduser(f"~{MEMBER}")
 
+
+
+def as_logged_in_user(helper, user: str, shell_setup: str, *args: str) -> subprocess.CompletedProcess:
+    """`appjail ARGS` as USER, from a shell that ran SHELL_SETUP, with USER's audit loginuid.
+
+    The way a login would: root writes /proc/self/loginuid (allowed while it
+    is unset), then becomes the user; the loginuid is inherited from then on.
+    """
+    entry = pwd.getpwnam(user)
+    kwargs = user_popen_kwargs(user, helper.bus_address)
+    argv = ["sh", "-c", 'echo "$0" > /proc/self/loginuid && exec "$@"', str(entry.pw_uid),
+            "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
+            "sh", "-c", f'{shell_setup}; exec "$@"', "sh", *appjail_argv(*args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                          env=kwargs["env"], cwd=kwargs["cwd"])
+
+
+def test_program_keeps_the_callers_umask_limits_and_audit_loginuid(helper, users):
+    assert os.path.exists("/proc/self/loginuid"), "this kernel has no audit: loginuid untestable"
+    report = "umask; ulimit -n; ulimit -p; cat /proc/self/loginuid"
+    result = as_logged_in_user(helper, MEMBER, "umask 077; ulimit -n 777; ulimit -p 555",
+                               "run", "--dns", DNS, "--", "sh", "-c", report)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0077", "777", "555", str(users.uid(MEMBER))]
+    # a caller without a loginuid (as the helper here): the program has none either
+    plain = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "cat", "/proc/self/loginuid")
+    assert plain.stdout == "4294967295", plain.stderr
 
 def test_names_resolve_through_the_jails_dns_server(helper, lab):
     result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "getent", "hosts", "resolve-me.lab.test")

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from appjail.helper.launch import Caller, LaunchError, LaunchRequest, launch
+from appjail.lab.bus import bus_config
 from appjail.lab.process import child_env, stop, wait_for_output
 from appjail.lab.servers import READY, read_log
 
@@ -142,7 +143,7 @@ def parent_signals() -> Iterator[None]:
 
 def run_jailed(jail: Jail, argv: list[str], *, cwd: bytes = b"/",
                env: dict[bytes, bytes] | None = None, stdin: int | None = None,
-               netns_path: str | None = None) -> Result:
+               netns_path: str | None = None, hide_system_bus: bool = False) -> Result:
     """Launch with pipes as stdout and stderr (and /dev/null or `stdin` as 0); wait for it."""
     with ExitStack() as stack:
         def pipe() -> tuple[int, int]:
@@ -161,7 +162,7 @@ def run_jailed(jail: Jail, argv: list[str], *, cwd: bytes = b"/",
             request = LaunchRequest(
                 netns_path=netns_path or jail.netns_path, resolver_dir=jail.resolver_dir,
                 argv=[os.fsencode(arg) for arg in argv], env=env or {b"PATH": PATH},
-                cwd=cwd, fds=[stdin, out_write, err_write])
+                cwd=cwd, fds=[stdin, out_write, err_write], hide_system_bus=hide_system_bus)
             pid = launch(request, jail.caller)
         out, err = _read(out_read), _read(err_read)
         _, status = os.waitpid(pid, 0)
@@ -541,6 +542,33 @@ def test_host_lookup_sockets_are_hidden(jail: Jail, scratch: Path, real_etc_guar
         "/run/systemd/resolve": ["io.systemd.Resolve", "stub-resolv.conf"],
         "/run/nscd": ["socket"], "/run/avahi-daemon": ["socket"]}
     assert seen["mounts_unchanged"]
+
+
+SYSTEM_BUS_CALL = ["dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.DBus",
+                   "/org/freedesktop/DBus", "org.freedesktop.DBus.GetId"]
+
+
+def test_no_system_bus_hides_the_system_bus(jail: Jail, scratch: Path, real_etc_guard: None) -> None:
+    config = scratch / "system.conf"
+    config.write_text(bus_config(Path("/run/dbus/system_bus_socket")))
+
+    def on_a_host_with_a_system_bus() -> dict:
+        # this mount namespace's /run/dbus: a system bus that every user may use
+        _mount("tmpfs", "/run/dbus", "tmpfs", "mode=0755")
+        daemon = subprocess.Popen(["dbus-daemon", "--nofork", "--nopidfile", "--nosyslog",
+                                   f"--config-file={config}", "--print-address=1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_output(daemon, daemon.stdout, b"\n", "dbus-daemon", Path("/dev/null"))
+            return {str(hide): run_jailed(jail, SYSTEM_BUS_CALL, hide_system_bus=hide).__dict__
+                    for hide in (False, True)}
+        finally:
+            stop(daemon)
+
+    seen = in_forked_child(on_a_host_with_a_system_bus)
+    assert seen["False"]["status"] == 0, seen["False"]
+    assert seen["True"]["status"] != 0
+    assert "/run/dbus/system_bus_socket" in seen["True"]["err"], seen["True"]
 
 
 GETENT = """

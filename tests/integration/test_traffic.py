@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from appjail.helper import traffic
 from appjail.helper.netns import list_namespaces
 from appjail.lab import in_netns
 
-from .helperlab import DNS, MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
+from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
 
 DOWNLOAD = 200_000
 
@@ -62,6 +63,27 @@ def test_counters_and_connections_follow_a_download(helper, lab):
     assert listed[0]["counters"]["rx_bytes"] >= DOWNLOAD and "connections" not in listed[0]
 
 
+def test_a_stopped_jails_address_comes_back_neither_at_once_nor_with_its_connections(helper, lab):
+    keep_jail(helper, "first")
+    address = inspect_json(helper, "first")["address"]
+    slow = subprocess.Popen(appjail_argv("run", "--name", "first", "--", "curl", "-sS", "-o", "/dev/null",
+                                         f"http://{lab.SERVER_ADDR}/bytes/{DOWNLOAD}?rate=20000"),
+                            stdin=subprocess.DEVNULL, **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: any(c["state"] == "ESTABLISHED"
+                                      for c in inspect_json(helper, "first")["connections"]), 10)
+        assert appjail(helper, MEMBER, "stop", "first").returncode == 0
+    finally:
+        slow.kill()
+        slow.wait()
+    with in_netns(lab.host_ns):
+        assert traffic.connections(address) == []
+    second = appjail(helper, OTHER_MEMBER, "run", "--keep", "--name", "second", "--dns", DNS, "--", "true")
+    assert second.returncode == 0, second.stderr
+    assert inspect_json(helper, "second", OTHER_MEMBER)["address"] != address
+    assert appjail(helper, OTHER_MEMBER, "stop", "second").returncode == 0
+
+
 def test_kill_switch_drops_are_counted_and_explained(helper, lab):
     keep_jail(helper, "ks", "--vpn", lab.wg_ifname)
     before = inspect_json(helper, "ks")["counters"]["dropped_packets"]
@@ -79,8 +101,8 @@ def test_kill_switch_drops_are_counted_and_explained(helper, lab):
     assert "KILL SWITCH" not in appjail(helper, MEMBER, "inspect", "ks").stdout
 
 
-def serve(helper, name: str, port: str, content: str) -> subprocess.Popen:
-    """`python3 -m http.server 8080` in jail NAME published as PORT, serving CONTENT."""
+def serve(helper, name: str, port: str, content: str, user: str = MEMBER) -> subprocess.Popen:
+    """`python3 -m http.server 8080` in jail NAME published as PORT, serving CONTENT, by USER."""
     directory = Path(os.path.expanduser(f"~{MEMBER}")) / name
     directory.mkdir(exist_ok=True)
     (directory / "index.html").write_text(content)
@@ -89,7 +111,7 @@ def serve(helper, name: str, port: str, content: str) -> subprocess.Popen:
         appjail_argv("run", "--name", name, "--dns", DNS, "--publish", f"{port}:8080", "--",
                      "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(directory)),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        **user_popen_kwargs(MEMBER, helper.bus_address))
+        **user_popen_kwargs(user, helper.bus_address))
 
 
 def fetch_from(lab, ns: str, url: str) -> str:
@@ -128,6 +150,50 @@ def test_a_port_the_host_uses_cannot_be_published(helper, lab):
         listener.kill()
         listener.wait()
     assert list_namespaces("aj-") == []
+
+
+def test_a_privileged_host_port_needs_manage(helper, lab):
+    refused = appjail(helper, MEMBER, "run", "--dns", DNS, "--publish", "80:8080", "--", "true")
+    assert refused.returncode == 125, refused.stderr
+    assert refused.stderr.strip().endswith(
+        "publishing privileged host port 80/tcp needs polkit action org.appjail.manage"), refused.stderr
+    assert list_namespaces("aj-") == []
+    # polkit authorises uid 0 for every action, org.appjail.manage included
+    server = serve(helper, "web80", "80", "eighty\n", user="root")
+    try:
+        assert wait_until(lambda: fetch_from(lab, lab.uplink_ns, f"http://{lab.HOST_UPLINK_ADDR}/")
+                          == "eighty\n", 15)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert wait_until(lambda: list_namespaces("aj-") == [], 10)
+
+
+def host_http_server(lab, port: int) -> subprocess.Popen:
+    """`python3 -m http.server PORT` on the lab's host, as a service that starts later would."""
+    return lab.popen_in(lab.host_ns, [sys.executable, "-u", "-m", "http.server", str(port)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_published_port_is_held_until_the_jail_is_gone(helper, lab):
+    keep_jail(helper, "held", "--publish", "6000:8080")
+    late = host_http_server(lab, 6000)
+    try:
+        _, error = late.communicate(timeout=10)
+    finally:
+        late.kill()
+    assert late.returncode != 0 and "[Errno 98] Address already in use" in error, error
+    # loopback is not published: turned away at once, not left hanging
+    refused = lab.run_in(lab.host_ns, ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:6000/"],
+                         capture_output=True, text=True)
+    assert refused.returncode in (7, 56), refused.stderr  # refused / reset, not 28 (timed out)
+    assert appjail(helper, MEMBER, "stop", "held").returncode == 0
+    after = host_http_server(lab, 6000)
+    try:
+        assert after.stdout.readline().startswith("Serving HTTP on"), after.stderr.read()
+    finally:
+        after.kill()
+        after.communicate()
 
 
 @pytest.fixture
@@ -286,11 +352,12 @@ def test_blocked_by_the_kill_switch_is_listed_as_such(helper, lab):
         lab.wg_up()
 
 
+# 10,000 destinations in a documentation range the jail denies: 40 addresses x 250 ports
 FLOOD = """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for n in range(10_000):
-    s.sendto(b"x", (f"198.18.{n // 250}.{n % 250 + 1}", 9))
+    s.sendto(b"x", (f"203.0.113.{100 + n // 250}", 1000 + n % 250))
 """
 MEMORY_BOUND_KIB = 4096  # README: the helper's memory for one jail's blocked destinations
 
@@ -304,7 +371,7 @@ def test_blocked_ten_thousand_destinations_stay_bounded_and_inspect_stays_fast(h
     from appjail.client import Client
     from appjail.helper.blocked import BLOCKED_MAX, SHOWN
 
-    keep_jail(helper, "flood", "--deny", "198.18.0.0/15")
+    keep_jail(helper, "flood", "--deny", "203.0.113.0/24")
     client = Client(helper.bus_address)
 
     def timed_inspect() -> float:

@@ -198,3 +198,24 @@ def test_inspector_axis_in_human_units_and_owner_names(make_tray, qtbot, lab, he
     assert listing[1].split()[:2] == ["dl", MEMBER], listing
     jail_submenu_action(tray, "dl", "Stop").trigger()
     qtbot.waitUntil(lambda: "dl" not in tray.jail_menu_names(), timeout=15_000)
+
+
+def test_a_wireguard_profile_from_the_menu_goes_through_its_tunnel(make_tray, qtbot, lab, tmp_path):
+    path = tmp_path / "wg.conf"  # the tray reads it as its user (here root, whose file it is)
+    path.write_text(lab.wg_peer("203.0.113.30"))
+    path.chmod(0o600)
+    command = ("curl", "-sS", "-o", "/dev/null", f"http://{lab.SERVER_ADDR}/bytes/3000000?rate=150000")
+    tray = make_tray(MEMBER, {"wgp": Profile("wgp", command, {"name": "wgp", "wireguard": str(path)})})
+    assert tray.profile_action("wgp").text() == "Start wgp (WireGuard)"
+    tray.profile_action("wgp").trigger()
+    qtbot.waitUntil(lambda: "wgp" in tray.jail_menu_names(), timeout=10_000)
+    window = tray.inspect("wgp")
+    qtbot.waitUntil(lambda: "tunnel: wireguard to" in window.summary.text()
+                    and window.latest_rates()[0] > 10_000, timeout=10_000)
+    assert "WireGuard tunnel (up)" in window.summary.text() and window.blocked.isHidden()
+    qtbot.waitUntil(lambda: any(a.text() == "wgp (1 process, WireGuard)" for a in tray.menu.actions()),
+                    timeout=5_000)
+    assert lab.http_log()[-1]["client"] == "203.0.113.30"
+    jail_submenu_action(tray, "wgp", "Stop").trigger()
+    qtbot.waitUntil(lambda: "wgp" not in tray.jail_menu_names(), timeout=15_000)
+    assert list_namespaces("aj-") == []

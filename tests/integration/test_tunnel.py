@@ -7,7 +7,9 @@ show that nothing but WireGuard's UDP leaves while a tunnel jail works.
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import subprocess
 import time
 from pathlib import Path
@@ -16,11 +18,13 @@ import pytest
 
 from appjail.helper import tunnels
 from appjail.helper.jails import Engine, JailError
-from appjail.lab import Lab
+from appjail.helper.netns import list_namespaces
+from appjail.lab import Lab, in_netns
 from appjail.model import JailSpec, ValidationError
 from appjail.wgconf import parse
 
 from .conftest import jail_run, residue_in_host, residue_machine_wide
+from .helperlab import MEMBER, appjail, jails
 
 
 def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess:
@@ -150,3 +154,87 @@ def test_a_failed_creation_removes_its_daemon(engine: Engine, in_host: Lab):
     with pytest.raises(JailError, match="could not create jail 'wgm'"):
         engine.create(JailSpec("wgm"), 0, wireguard=config)
     assert "aj-wgm" not in tunnels.daemons() and os.path.exists("/run/netns/aj-wgm") is False
+
+
+# -- through the helper: a test user's `appjail run --wireguard FILE` over the bus ----------------
+
+def users_file(text: str, name: str = "wg.conf", user: str = MEMBER) -> str:
+    """TEXT as a file of USER's own in their home, as a provider's file would be (mode 600)."""
+    entry = pwd.getpwnam(user)
+    path = Path(entry.pw_dir) / name
+    path.write_text(text)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o600)
+    return str(path)
+
+
+def user_curl(helper, lab: Lab, *options: str) -> subprocess.CompletedProcess:
+    return appjail(helper, MEMBER, "run", *options, "--", "curl", "-sS", "--max-time", "5",
+                   f"http://{lab.SERVER_ADDR}/")
+
+
+def wireguard_daemons(lab: Lab) -> dict[str, list[int]]:
+    with in_netns(lab.host_ns):
+        return tunnels.daemons()
+
+
+def test_a_user_runs_keeps_lists_inspects_joins_and_stops_wireguard_jails(helper, lab):
+    first = users_file(lab.wg_peer("203.0.113.20"), "first.conf")
+    second = users_file(lab.wg_peer("203.0.113.21"), "second.conf")
+    started = user_curl(helper, lab, "--keep", "--name", "wgu", "--wireguard", first)
+    assert started.returncode == 0 and started.stdout.strip() == "client=203.0.113.20", started.stderr
+    assert lab.http_log()[-1]["client"] == "203.0.113.20", "the server sees the peer's tunnel address"
+    other = user_curl(helper, lab, "--keep", "--name", "wgv", "--wireguard", second)
+    assert other.stdout.strip() == "client=203.0.113.21", other.stderr
+    # a third program joins wgu by its name alone, and goes out through wgu's tunnel
+    joined = user_curl(helper, lab, "--name", "wgu")
+    assert joined.stdout.strip() == "client=203.0.113.20", joined.stderr
+
+    endpoint = f"{lab.UPLINK_ADDR}:{lab.WG_PORT}"
+    listed = {j["name"]: j for j in jails(helper)}
+    assert sorted(listed) == ["wgu", "wgv"]
+    tunnel = listed["wgu"]["tunnel"]
+    assert (tunnel["type"], tunnel["endpoint"], tunnel["up"]) == ("wireguard", endpoint, True)
+    assert time.time() - tunnel["latest_handshake"] < 60 and tunnel["rx_bytes"] > 0 and tunnel["tx_bytes"] > 0
+    assert listed["wgu"]["vpn_up"] is True and listed["wgu"]["address"] == "203.0.113.20"
+    inspected = json.loads(appjail(helper, MEMBER, "inspect", "--json", "wgu").stdout)
+    assert inspected["tunnel"]["endpoint"] == endpoint and inspected["counters"]["rx_bytes"] > 0
+
+    table = appjail(helper, MEMBER, "ls").stdout.splitlines()
+    assert [row.split()[:4] for row in table[1:3]] == [["wgu", MEMBER, "203.0.113.20", "wireguard"],
+                                                      ["wgv", MEMBER, "203.0.113.21", "wireguard"]]
+    assert table[4].startswith(f"wgu: tunnel wireguard to {endpoint}, up, handshake "), table
+    page = appjail(helper, MEMBER, "inspect", "wgu").stdout
+    assert f"tunnel    wireguard to {endpoint}, up, handshake " in page and "TUNNEL DOWN" not in page, page
+
+    for name in ("wgu", "wgv"):
+        assert appjail(helper, MEMBER, "stop", name).returncode == 0
+    assert jails(helper) == [] and list_namespaces("aj-") == []
+    assert not {"aj-wgu", "aj-wgv"} & set(wireguard_daemons(lab))
+
+
+def _line(text: str, number: int, replacement: str) -> str:
+    lines = text.split("\n")
+    lines[number - 1] = replacement
+    return "\n".join(lines)
+
+
+BAD_FILES = {  # lab.wg_peer's file, changed -> the sentence appjail says
+    "unknown key": (lambda text: _line(text, 7, "PostUp = curl evil.example"),
+                    "WireGuard file, line 7: unknown key 'PostUp' in [Peer]"),
+    "short key": (lambda text: _line(text, 2, "PrivateKey = AAAA"),
+                  "WireGuard file, line 2: PrivateKey has 3 bytes, a WireGuard key has 32"),
+    "unresolvable endpoint": (lambda text: text.replace("198.51.100.1:", "no-such-host.invalid:"),
+                              "WireGuard file, line 8: Endpoint no-such-host.invalid does not resolve"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(BAD_FILES))
+def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, mistake):
+    change, sentence = BAD_FILES[mistake]
+    good = lab.wg_peer("203.0.113.22")
+    path = users_file(change(good))
+    refused = user_curl(helper, lab, "--name", "wgbad", "--wireguard", path)
+    assert refused.returncode == 125 and refused.stderr == f"appjail: {sentence}\n", refused.stderr
+    assert jails(helper) == [] and list_namespaces("aj-") == [] and "aj-wgbad" not in wireguard_daemons(lab)
+    assert good.split("PrivateKey = ")[1].split("\n")[0] not in helper.log_path.read_text()

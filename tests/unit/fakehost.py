@@ -2,8 +2,10 @@
 
 FakeKernel has the functions of appjail.helper.netns that the engine and its
 resources call, over plain dicts and sets; FakeFirewall implements
-firewall.FirewallBackend. Both log every change in `ops`, so tests can check
-order, and a test can make any call fail with `fail_on`.
+firewall.FirewallBackend; FakeTunnels, FakePorts and FakeConntrack stand in
+for the tunnels, hostports and traffic modules. All log every change in
+`ops`, so tests can check order, and a test can make any call fail with
+`fail_on`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from itertools import count
 from typing import Any, TypeVar
 
 from appjail.helper.firewall import Residue
+from appjail.helper.hostports import PortInUse
 from appjail.helper.netns import NetnsError
 from appjail.helper.rules import GUARD_CHAIN, PREFIX, ROLES, JailRules
+from appjail.model import Publish
 
 T = TypeVar("T")
 HOST = "host"
@@ -294,3 +298,41 @@ class FakeTunnels(Recorder):
     def counters(self, namespace: str, ifname: str) -> dict[str, int]:
         return {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0,
                 "dropped_packets": 0, "dropped_bytes": 0}
+
+
+class FakePorts(Recorder):
+    """appjail.helper.hostports' hold and release over a set: (proto, port) the host's own sockets have."""
+
+    def __init__(self, ops: list[str], host_sockets: Iterable[tuple[str, int]] = ()) -> None:
+        super().__init__(ops)
+        self.host_sockets = set(host_sockets)
+        self.held: set[tuple[str, int]] = set()
+
+    def hold(self, publish: Iterable[Publish]) -> list[tuple[str, int]]:
+        wanted = [(entry.proto, entry.host_port) for entry in publish]
+        for proto, port in wanted:
+            if (proto, port) in self.host_sockets | self.held:
+                raise PortInUse(f"port {port}/{proto} is already in use on the host")
+        for proto, port in wanted:
+            self._op("hold", f"{port}/{proto}")
+            self.held.add((proto, port))
+        return wanted
+
+    def release(self, held: Iterable[tuple[str, int]]) -> None:
+        for proto, port in held:
+            self._op("release", f"{port}/{proto}")
+            self.held.discard((proto, port))
+
+
+class FakeConntrack(Recorder):
+    """appjail.helper.traffic's forget_connections over a set of the addresses that have connections."""
+
+    def __init__(self, ops: list[str]) -> None:
+        super().__init__(ops)
+        self.addresses: set[str] = set()
+
+    def forget_connections(self, jail_address: str) -> int:
+        self._op("forget_connections", jail_address)
+        gone = int(jail_address in self.addresses)
+        self.addresses.discard(jail_address)
+        return gone

@@ -30,6 +30,7 @@ def test_run_options_only_carry_what_was_given():
         {"name": "web", "dns": ["192.0.2.53"], "keep": True}, ["ls", "-l"])
     assert request("--publish", "6000:8080", "--deny", "192.0.2.0/24", "--no-lan", "srv")[0] == {
         "name": "srv", "publish": ["6000:8080"], "deny": ["192.0.2.0/24"], "no_lan": True}
+    assert request("--no-system-bus", "srv")[0] == {"name": "srv", "no_system_bus": True}
 
 
 @pytest.mark.parametrize("argv", [["--name", "../x", "ls"], ["--vpn", "wg0;x", "ls"],

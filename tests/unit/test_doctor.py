@@ -106,3 +106,14 @@ def test_only_appjails_coexist_rules_are_found_for_removal():
                "-A FORWARD -i aj-x -m comment --comment aj-x -j aj-x\n"
                "-A FORWARD -m comment --comment appjailx -j ACCEPT\n")
     assert xt_tagged(listing) == [("FORWARD", "-i"), ("DOCKER-USER", "-o")]
+
+
+def test_doctor_says_whether_systemd_runs_and_what_its_absence_means(tmp_path, capsys):
+    from appjail.doctor import check_systemd
+
+    check_systemd(tmp_path / "missing")
+    assert capsys.readouterr().out == (
+        "[warning] systemd does not run here: programs stay in the helper's cgroup, so neither your logout "
+        "nor a limit on your own processes (a fork bomb) reaches them\n")
+    check_systemd(tmp_path)
+    assert capsys.readouterr().out == "[     ok] systemd runs here\n"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from appjail.helper.firewall import Choice
-from appjail.helper.jails import Engine, JailError, LimitReached
+from appjail.helper.jails import Conflict, Engine, JailError, LimitReached
 from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
-from .fakehost import FakeCoexist, FakeFirewall, FakeKernel, FakeTunnels
+from .fakehost import FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakePorts, FakeTunnels
 
 DNS = ("192.0.2.53",)
 
@@ -40,12 +40,23 @@ def tunnels(ops, kernel) -> FakeTunnels:
 
 
 @pytest.fixture
-def make_engine(tmp_path, kernel, fw, coexist, tunnels):
+def ports(ops) -> FakePorts:
+    return FakePorts(ops, host_sockets={("tcp", 22)})
+
+
+@pytest.fixture
+def conntrack(ops) -> FakeConntrack:
+    return FakeConntrack(ops)
+
+
+@pytest.fixture
+def make_engine(tmp_path, kernel, fw, coexist, tunnels, ports, conntrack):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
     def make(**settings) -> Engine:
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
                       firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
-                      firewall_backend=fw, tunnel_system=tunnels, resolve=lambda host, port: [], **settings)
+                      firewall_backend=fw, tunnel_system=tunnels, ports_system=ports,
+                      conntrack_system=conntrack, resolve=lambda host, port: [], **settings)
     return make
 
 
@@ -185,6 +196,48 @@ def test_a_limit_below_one_stops_the_helper_at_start(limit, capsys):
 def test_every_resource_says_how_it_is_made_undone_and_swept():
     for step in (step for steps in KINDS.values() for step in steps):
         assert all(callable(getattr(step, method)) for method in ("make", "undo", "sweep")), step
+
+
+def test_published_ports_are_held_from_before_the_namespace_until_the_rules_are_gone(engine, ports, ops):
+    engine.create(JailSpec("web", dns=DNS, publish=("6000:8080", "6001:53/udp")), 1000)
+    assert ports.held == {("tcp", 6000), ("udp", 6001)}
+    assert ops.index("hold 6000/tcp") < ops.index("create_namespace aj-web")
+    del ops[:]
+    engine.destroy("web")
+    assert ports.held == set()
+    assert ops.index("remove aj-web") < ops.index("release 6000/tcp"), "no DNAT left when the port goes"
+
+
+def test_a_port_the_host_has_is_a_conflict_and_nothing_is_made(engine, kernel, ports, tmp_path):
+    before = kernel.state()
+    with pytest.raises(Conflict, match="port 22/tcp is already in use on the host"):
+        engine.create(JailSpec("ssh", dns=DNS, publish=("6000:80", "22:22")), 1000)
+    assert kernel.state() == before and ports.held == set() and engine.list() == []
+    assert engine.store.load_all() == ([], [])
+
+
+def test_an_adopted_jail_holds_its_ports_again(make_engine, ports):
+    make_engine().create(JailSpec("web", dns=DNS, publish=("6000:8080",)), 1000)
+    ports.held.clear()  # the helper died: its sockets went with it
+    restarted = make_engine()
+    assert restarted.reconcile().adopted == ["web"]
+    assert ports.held == {("tcp", 6000)}
+    restarted.reconcile()  # a second reconcile holds nothing twice
+    restarted.destroy("web")
+    assert ports.held == set()
+
+
+def test_teardown_forgets_the_jails_connections_and_holds_its_address_back(engine, conntrack, ops):
+    first = engine.create(JailSpec("one", dns=DNS), 1000)
+    address = first.addressing.jail_address
+    conntrack.addresses.add(address)
+    del ops[:]
+    engine.destroy("one")
+    assert conntrack.addresses == set()
+    assert ops.index("retire_link aj-one") < ops.index("remove aj-one") < ops.index(
+        f"forget_connections {address}"), "forgotten once nothing can open a connection of the jail"
+    second = engine.create(JailSpec("two", dns=DNS), 1001)
+    assert second.addressing.jail_address != address, "the freed /30 is held back"
 
 
 # -- tunnel jails ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The launcher's pure helpers: no root, no namespaces."""
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,34 @@ def test_remap_fds_places_each_source_and_closes_the_rest(
 
     assert _remap_in_child(sources, order) == {
         target: sources[source] for target, source in enumerate(order)}
+
+
+def test_limits_are_read_as_the_kernel_lists_them():
+    with open("/proc/self/limits") as limits:
+        parsed = launch.parse_limits(limits.read())
+    assert len(parsed) == 16 and [limit for limit, _, _ in parsed] == list(range(16))
+    assert parsed[resource.RLIMIT_NOFILE][1:] == resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert parsed[resource.RLIMIT_CPU][1:] == resource.getrlimit(resource.RLIMIT_CPU)
+
+
+def _fake_process(proc, pid: int, real_uid: int) -> None:
+    directory = proc / str(pid)
+    directory.mkdir(parents=True)
+    (directory / "status").write_text(f"Umask:\t0077\nUid:\t{real_uid}\t{real_uid}\t{real_uid}\t{real_uid}\n")
+    (directory / "limits").write_text(open("/proc/self/limits").read())
+    (directory / "loginuid").write_text("1000")
+
+
+def test_the_callers_context_is_read_only_from_a_process_of_its_uid(tmp_path):
+    _fake_process(tmp_path, 10, 1000)
+    context = launch.read_process_context(10, 1000, proc=str(tmp_path))
+    assert context is not None and context.umask == 0o077 and context.loginuid == 1000
+    _fake_process(tmp_path, 11, 1001)
+    with pytest.raises(OSError, match="does not run as uid 1000"):
+        launch.read_process_context(11, 1000, proc=str(tmp_path))
+
+
+def test_root_connecting_as_a_user_lends_no_context(tmp_path):
+    """seteuid around connect: the bus saw the user, the process is root's (and could do anything)."""
+    _fake_process(tmp_path, 12, 0)
+    assert launch.read_process_context(12, 1000, proc=str(tmp_path)) is None

@@ -7,7 +7,8 @@ import pytest
 
 from appjail import cli, model, report
 from appjail.helper.state import READY, JailRecord
-from appjail.model import LIST, JailSpec, Option, Publish, ValidationError, disagreements, parse_run_options
+from appjail.model import (LIST, JailSpec, Option, Publish, ValidationError, disagreements, launch_settings,
+                           parse_run_options)
 from appjail.profiles import ProfileError, load_profiles
 
 
@@ -25,7 +26,7 @@ def profile(tmp_path, lines: str) -> dict:
 
 def test_jailspec_the_state_records_and_json_have_exactly_the_tables_options():
     keys = tuple(option.key for option in model.spec_options())
-    assert keys == tuple(option.key for option in model.OPTIONS if not option.file)
+    assert keys == tuple(option.key for option in model.OPTIONS if not (option.file or option.launch))
     assert JailSpec._fields == keys
     assert JailSpec("web")._replace(name=None) == tuple(option.default for option in model.spec_options())
     assert tuple(model.wire_options(JailSpec("web"))) == keys
@@ -84,6 +85,15 @@ def test_an_option_added_to_the_table_is_a_bus_option_a_join_check_and_a_json_fi
     assert disagreements({"colour": ["blue"], "name": "web"}, jail) == []
     assert model.wire_options(jail)["colour"] == ["blue"]
     assert report.normalised({"name": "web"})["colour"] == []
+
+
+def test_a_launch_option_is_one_programs_not_the_jails():
+    options = parse_run_options({"name": "web", "no_system_bus": True})
+    assert launch_settings(options) == {"no_system_bus": True} and options == {"name": "web"}
+    assert launch_settings({"name": "web"}) == {"no_system_bus": False}
+    assert "no_system_bus" not in JailSpec._fields + tuple(report.normalised({"name": "web"}))
+    with pytest.raises(ValidationError, match="invalid no_system_bus: expected true or false"):
+        parse_run_options({"name": "web", "no_system_bus": "yes"})
 
 
 def test_a_joining_program_must_agree_on_every_option_but_the_name():

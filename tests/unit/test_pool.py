@@ -42,3 +42,16 @@ def test_exhaustion():
 def test_pool_must_hold_a_subnet():
     with pytest.raises(ValueError):
         AddressPool("10.231.0.0/31")
+
+
+def test_a_freed_slot_is_held_back_for_the_quarantine():
+    now = [100.0]
+    pool = AddressPool("10.231.0.0/28", quarantine=60, clock=lambda: now[0])
+    pool.release(0)
+    assert pool.allocate([1], []).slot == 2  # slot 0 is free but was just used
+    now[0] += 59.9
+    assert pool.allocate([1, 2], []).slot == 3
+    with pytest.raises(PoolExhausted, match="1 held back for 60 s after use"):
+        pool.allocate([1, 2, 3], [])
+    now[0] += 0.1
+    assert pool.allocate([1], []).slot == 0

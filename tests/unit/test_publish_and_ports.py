@@ -1,8 +1,11 @@
-from pathlib import Path
+import errno
+import socket
 
 import pytest
 
-from appjail.helper.hostports import bound_sockets, port_in_use
+from appjail.helper import netns
+from appjail.helper.hostports import (UNPRIVILEGED_PORT_START, PortInUse, hold, privileged_ports,
+                                      release)
 from appjail.model import JailSpec, Publish, ValidationError, parse_publish, validate_deny
 
 
@@ -38,20 +41,52 @@ def test_deny_takes_cidrs_only():
             validate_deny(bad)
 
 
-TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1770 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
-   1: 0100007F:1771 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1
-   2: 070200C0:1772 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1
-   3: 070200C0:1773 0A0200C0:D431 01 00000000:00000000 00:00000000 00000000     0        0 4 1
-"""
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def test_host_ports_from_proc(tmp_path: Path):
-    (tmp_path / "tcp").write_text(TCP)
-    assert bound_sockets("tcp", tmp_path) == {("0.0.0.0", 6000), ("127.0.0.1", 6001), ("192.0.2.7", 6002)}
-    assert port_in_use("tcp", 6000, None, tmp_path)
-    assert port_in_use("tcp", 6000, "192.0.2.9", tmp_path)  # the wildcard takes every address
-    assert not port_in_use("tcp", 6001, None, tmp_path)  # loopback only: not reached by DNAT
-    assert port_in_use("tcp", 6002, None, tmp_path) and not port_in_use("tcp", 6002, "192.0.2.9", tmp_path)
-    assert not port_in_use("tcp", 6003, None, tmp_path)  # an established connection, no listener
-    assert not port_in_use("udp", 6000, None, tmp_path)
+@pytest.mark.parametrize("proto,kind", [("tcp", socket.SOCK_STREAM), ("udp", socket.SOCK_DGRAM)])
+def test_a_held_port_makes_a_later_bind_fail_until_released(proto, kind):
+    port = _free_port(kind)
+    held = hold([Publish(port, 80, proto, "127.0.0.1")])
+    later = socket.socket(socket.AF_INET, kind)
+    later.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what servers set
+    try:
+        with pytest.raises(OSError) as failed:
+            later.bind(("127.0.0.1", port))
+        assert failed.value.errno == errno.EADDRINUSE
+        release(held)
+        later.bind(("127.0.0.1", port))
+    finally:
+        later.close()
+        release(held)
+
+
+def test_a_port_in_use_is_not_held_and_nothing_is_left_bound():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy, free = taken.getsockname()[1], _free_port(socket.SOCK_STREAM)
+        with pytest.raises(PortInUse, match=f"port {busy}/tcp is already in use on the host"):
+            hold([Publish(free, 80, "tcp", "127.0.0.1"), Publish(busy, 80, "tcp", "127.0.0.1")])
+    release(hold([Publish(free, 80, "tcp", "127.0.0.1")]))  # the first one was let go
+
+
+def test_loopback_connections_to_a_held_port_are_reset():
+    port = _free_port(socket.SOCK_STREAM)
+    (held,) = hold([Publish(port, 80, "tcp", "127.0.0.1")])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as client:
+            held.refuse()
+            with pytest.raises(ConnectionResetError):
+                client.recv(1)
+    finally:
+        held.close()
+
+
+def test_ports_below_the_unprivileged_start_are_privileged(monkeypatch):
+    monkeypatch.setattr(netns, "read_sysctl", lambda key: {UNPRIVILEGED_PORT_START: "1024"}[key])
+    publish = [Publish(80, 8080), Publish(1023, 1, "udp"), Publish(1024, 80)]
+    assert privileged_ports(publish) == publish[:2]
