@@ -48,11 +48,6 @@ def owner(uid: int) -> str:
         return f"uid {uid}"
 
 
-def address(jail: dict, uid: int) -> str:
-    """How user `uid` names the jail to the helper: NAME if it is theirs, else UID/NAME."""
-    return jail["name"] if jail["owner_uid"] == uid else f"{jail['owner_uid']}/{jail['name']}"
-
-
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -9,7 +9,6 @@ only sends requests and draws answers.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from PyQt6.QtWidgets import (QApplication, QLabel, QMenu, QPushButton, QSystemTr
 
 from ..client import Client
 from ..profiles import Profile, ProfileError, load_profiles
-from ..report import address, count
+from ..report import count
 from .inspector import InspectorWindow
 from .run_dialog import RunDialog, host_interfaces, profile_tunnel, tunnel_label
 from .worker import HelperWorker, Session
@@ -183,7 +182,7 @@ class Tray(QObject):
     # -- answers -------------------------------------------------------------
 
     def on_jails(self, jails: list) -> None:
-        current = {address(j, os.getuid()): j for j in jails}  # a manager's list holds others' too
+        current = {j["name"]: j for j in jails}
         for name, jail in current.items():
             before = self.jails.get(name)
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):

@@ -353,7 +353,7 @@ class Supervisor:
             return True
         self._port_watches[jail.id] = [
             GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
-            for port in jail.held_ports]
+            for port in jail.held_ports or ()]  # a tunnel jail publishes nothing
 
     def _destroy(self, jail_id: JailId) -> None:
         owner_uid, name = jail_id

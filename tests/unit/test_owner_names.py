@@ -109,9 +109,3 @@ def test_a_caller_reaches_its_own_jail_by_name_and_anothers_only_with_manage(eng
     assert [(d["name"], d["owner_uid"], d["netns"]) for d in described] == [
         ("web", A, "aj-web"), ("web", B, theirs.netns)]
     assert supervisor.visible_jails(caller) == [mine]
-
-
-def test_the_tray_names_a_jail_of_another_user_by_uid():
-    from appjail.report import address
-    assert address({"name": "web", "owner_uid": A}, A) == "web"
-    assert address({"name": "web", "owner_uid": B}, A) == f"{B}/web"
