@@ -56,9 +56,9 @@ class UsageError(ValidationError):
 # Commands with only positionals and switches: name -> (help, positionals, {switch: help})
 SIMPLE_COMMANDS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     "ls": ("list your jails", (), {"--json": "print JSON"}),
-    "inspect": ("show one jail", ("name",),
+    "inspect": ("show one jail: NAME, or USER/NAME (UID/NAME) of another user's", ("name",),
                 {"--json": "print JSON", "--watch": "redraw every second until Ctrl-C"}),
-    "stop": ("end every program in a jail and remove it", ("name",), {}),
+    "stop": ("end every program in a jail and remove it: NAME, or USER/NAME (UID/NAME)", ("name",), {}),
 }
 
 

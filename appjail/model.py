@@ -46,6 +46,33 @@ def validate_name(name: object) -> str:
     return name
 
 
+# the owner part of USER/NAME: a user name as useradd(8) takes it, or a uid
+_USER_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz_")
+_USER_CHARS = _LOWER_ALNUM | {"_", "-"}
+USER_MAX = 32
+UID_MAX = 0xFFFFFFFE  # (uid_t)-1 is no one
+
+
+def parse_jail_address(address: object) -> tuple[str | int | None, str]:
+    """(owner, name) of `NAME` (the caller's own jail), `USER/NAME` or `UID/NAME` (a given owner's).
+
+    The owner is None, a user name, or a uid; whether the caller may act on
+    another owner's jail is the helper's question (org.appjail.manage).
+    """
+    if not isinstance(address, str):
+        raise ValidationError(f"invalid jail {_show(address)}: expected NAME, USER/NAME or UID/NAME")
+    owner, slash, name = address.rpartition("/")
+    validate_name(name)
+    if not slash:
+        return None, name
+    if owner.isdigit() and owner.isascii() and len(owner) <= 10 and int(owner) <= UID_MAX:
+        return int(owner), name
+    if not _made_of(owner, _USER_FIRST, _USER_CHARS, USER_MAX):
+        raise ValidationError(f"invalid owner {_show(owner)} in jail {_show(address)}: "
+                              "use a user name or a uid before the '/'")
+    return owner, name
+
+
 def _made_of(text: str, first: frozenset, rest: frozenset, longest: int) -> bool:
     return 0 < len(text) <= longest and text[0] in first and all(c in rest for c in text[1:])
 

@@ -42,7 +42,7 @@ def engine_in_lab() -> Iterator[tuple[Lab, Engine]]:
                 yield lab, engine
             finally:
                 for jail in engine.list():
-                    engine.destroy(jail.name)
+                    engine.destroy(jail.name, jail.owner_uid)
                 engine.close()
 
 

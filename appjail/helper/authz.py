@@ -48,7 +48,7 @@ class Caller(launch.Caller):
     may_manage: bool = False
     netns: NamespaceId | None = None  # the calling process's network namespace
     netns_ours: bool = True           # owned by the helper's user namespace (see process_netns)
-    inside: str | None = None         # the jail whose namespace that is (Supervisor.confine)
+    inside: tuple[int, str] | None = None  # the jail (owner, name) whose namespace that is (Supervisor.confine)
     context: launch.ProcessContext | None = None  # what a program it launches keeps of it
 
 

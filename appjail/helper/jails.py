@@ -1,5 +1,12 @@
 """The jail engine: spec in, working namespace out, and back to nothing.
 
+Jails are per owner: two users may each have a jail `web`, so the registry
+keys them by (owner uid, name). What the kernel sees needs names that are
+unique on the machine and at most 15 characters: a jail's kernel name (its
+namespace, veth or tunnel, firewall chain and tags, /etc/netns directory)
+is `aj-NAME` when that is free, else `aj-` + 7 characters of the name + `-`
++ 4 hex digits; it is recorded, and everything uses the recorded one.
+
 A jail is the resources of its kind (`resources.KINDS`: a NAT jail, or a
 tunnel jail with its own WireGuard or OpenVPN interface), each described once with
 its undo and its leftovers: creation makes them in order and undoes the made
@@ -9,6 +16,7 @@ reconcile sweeps each in the same order. One lock serialises creation, teardown 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import socket
@@ -37,6 +45,7 @@ from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
+JailId = tuple[int, str]  # (owner uid, name): a jail in the registry
 
 
 class JailError(RuntimeError):
@@ -53,6 +62,13 @@ class Conflict(JailError):
 
 class JailNotFound(JailError):
     pass
+
+
+class LimitReached(JailError):
+    """The owner already has as many jails as one user may (see Engine.max_jails_per_user)."""
+
+
+DEFAULT_MAX_JAILS_PER_USER = 32
 
 
 @dataclass
@@ -74,7 +90,7 @@ class Jail:
 
     @property
     def tunnel_ifname(self) -> str:
-        return PREFIX + self.name
+        return self.record.kernel_name
 
     @property
     def address(self) -> str:
@@ -98,12 +114,16 @@ class Jail:
         return self.spec.name
 
     @property
+    def id(self) -> JailId:
+        return self.owner_uid, self.name
+
+    @property
     def netns(self) -> str:
-        return PREFIX + self.name
+        return self.record.kernel_name
 
     @property
     def host_ifname(self) -> str:
-        return PREFIX + self.name
+        return self.record.kernel_name
 
     @property
     def owner_uid(self) -> int:
@@ -146,8 +166,13 @@ class Engine:
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
-                 resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn) -> None:
+                 resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
+                 max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
+
+        max_jails_per_user: how many jails one owner may have (create's
+        `unlimited` lifts it); each holds a /30, a routing table, a namespace
+        and kernel memory, so one user must not take the pool from the others.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend, tunnel_system, openvpn_system, ports_system and
@@ -155,8 +180,9 @@ class Engine:
         and traffic modules' functions) and the firewall, resolve the host's name
         lookup: unit tests pass in-memory stand-ins.
         """
+        self.max_jails_per_user = max_jails_per_user
         self._lock = threading.RLock()
-        self._jails: dict[str, Jail] = {}
+        self._jails: dict[JailId, Jail] = {}
         self.store = StateStore(run_dir)
         self.firewall_choice = firewall_choice or firewall.choose()
         self.firewall = firewall_backend or firewall.open_backend(self.firewall_choice.name)
@@ -180,26 +206,38 @@ class Engine:
 
     # -- queries ---------------------------------------------------------
 
-    def get(self, name: str) -> Jail:
-        with self._lock:
-            try:
-                return self._jails[name]
-            except KeyError:
-                raise JailNotFound(f"no jail named {name!r}") from None
+    def get(self, name: str, owner_uid: int | None = None) -> Jail:
+        jail = self.find(name, owner_uid)
+        if jail is None:
+            raise JailNotFound(f"no jail named {name!r}")
+        return jail
 
-    def find(self, name: str) -> Jail | None:
+    def find(self, name: str, owner_uid: int | None = None) -> Jail | None:
+        """The owner's jail of that name; owner None: the one jail of that name (tools, tests)."""
         with self._lock:
-            return self._jails.get(name)
+            if owner_uid is not None:
+                return self._jails.get((owner_uid, name))
+            named = [jail for jail in self._jails.values() if jail.name == name]
+            if len(named) > 1:
+                raise JailError(f"more than one user has a jail named {name!r}: say whose")
+            return named[0] if named else None
 
     def list(self) -> list[Jail]:
         with self._lock:
-            return sorted(self._jails.values(), key=lambda jail: jail.name)
+            return sorted(self._jails.values(), key=lambda jail: (jail.name, jail.owner_uid))
+
+    def at_limit(self, owner_uid: int) -> bool:
+        """Whether the owner has as many jails as one user may: a new one needs `unlimited`."""
+        with self._lock:
+            return sum(jail.owner_uid == owner_uid for jail in self._jails.values()) >= self.max_jails_per_user
 
     # -- creation --------------------------------------------------------
 
     def create(self, spec: JailSpec, owner_uid: int, wireguard: WireGuardConfig | None = None,
-               openvpn: OpenVpnConfig | None = None) -> Jail:
+               openvpn: OpenVpnConfig | None = None, unlimited: bool = False) -> Jail:
         """A NAT jail, or with `wireguard` or `openvpn` a tunnel jail whose only way out is that tunnel.
+
+        Refused when the owner is at the per-user limit, unless `unlimited`.
 
         A WireGuard Endpoint name is looked up here, once, in the host's
         namespace, before anything is made; openvpn looks up its remotes
@@ -214,8 +252,12 @@ class Engine:
             raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
                                   f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
         with self._lock:
-            if spec.name in self._jails:
+            if (owner_uid, spec.name) in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
+            if not unlimited and self.at_limit(owner_uid):
+                raise LimitReached(f"jail {spec.name!r} would be one more than the {self.max_jails_per_user} "
+                                   "jails one user may have (appjail-helper --max-jails-per-user): "
+                                   "stop one of yours first")
             self._check_ports(spec)
             if wireguard is not None:
                 tunnel = resolve_endpoints(wireguard, self._resolve_logged)
@@ -224,13 +266,15 @@ class Engine:
                        or tuple(resolv.host_upstream_servers(self.upstream_sources)))
             except resolv.NoUpstreamDNS as exc:
                 raise JailError(str(exc)) from None
+            kernel_name = self._kernel_name(spec.name, owner_uid)
             with self.system.rtnl() as ipr:
                 if tunnel is None:
                     addressing = self._allocate()
-                    jail = Jail(JailRecord(spec, owner_uid, addressing.slot), addressing, dns)
+                    jail = Jail(JailRecord(spec, owner_uid, addressing.slot, kernel_name=kernel_name),
+                                addressing, dns)
                 else:
-                    jail = Jail(JailRecord(spec, owner_uid, None, tunnel=tunnel.summary()), None, dns,
-                                secret=tunnel)
+                    jail = Jail(JailRecord(spec, owner_uid, None, tunnel=tunnel.summary(),
+                                           kernel_name=kernel_name), None, dns, secret=tunnel)
                 made: list[Step] = []
                 try:
                     for step in self.kinds[jail.kind]:
@@ -246,8 +290,25 @@ class Engine:
                     raise
                 finally:
                     jail.secret = None  # the keys live on in the tunnel only
-            self._jails[spec.name] = jail
+            self._jails[jail.id] = jail
             return jail
+
+    def _kernel_name(self, name: str, owner_uid: int) -> str:
+        """aj-NAME when no jail (ours, or another helper's namespace) has it, else a unique one.
+
+        The other: aj- + name[:7] + - + 4 hex digits (15 characters), the
+        first free one from a hash of owner and name, so a jail gets the
+        same one again while nothing else changed.
+        """
+        taken = {jail.netns for jail in self._jails.values()} | set(self.system.list_namespaces(PREFIX))
+        if PREFIX + name not in taken:
+            return PREFIX + name
+        start = int.from_bytes(hashlib.blake2s(f"{owner_uid}/{name}".encode(), digest_size=2).digest(), "big")
+        for step in range(1 << 16):
+            candidate = f"{PREFIX}{name[:7]}-{(start + step) % (1 << 16):04x}"
+            if candidate not in taken:
+                return candidate
+        raise JailError(f"no kernel name is left for jail {name!r}")
 
     def _resolve_logged(self, host: str, port: int) -> list[str]:
         addresses = self.resolve(host, port)
@@ -283,10 +344,10 @@ class Engine:
 
     # -- teardown --------------------------------------------------------
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, owner_uid: int | None = None) -> None:
         with self._lock:
-            jail = self.get(name)
-            del self._jails[name]
+            jail = self.get(name, owner_uid)
+            del self._jails[jail.id]
             self._teardown(jail)
 
     def _teardown(self, jail: Jail) -> None:
@@ -306,15 +367,15 @@ class Engine:
         changed = []
         with self._lock:
             vpn_jails = [jail for jail in self._jails.values() if jail.spec.vpn]
-            for name in set(self._vpn_up) - {jail.name for jail in vpn_jails}:
-                del self._vpn_up[name]
+            for kernel_name in set(self._vpn_up) - {jail.netns for jail in vpn_jails}:
+                del self._vpn_up[kernel_name]
             # every link event lands here: no netlink socket when no jail needs one
             with self.system.rtnl() if vpn_jails else nullcontext() as ipr:
                 for jail in vpn_jails:
                     self.system.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
                     up = self.system.link_is_up(jail.spec.vpn)
-                    if self._vpn_up.setdefault(jail.name, up) != up:
-                        self._vpn_up[jail.name] = up
+                    if self._vpn_up.setdefault(jail.netns, up) != up:
+                        self._vpn_up[jail.netns] = up
                         changed.append((jail.name, up))
         for name, up in changed:
             if self.on_vpn_change is not None:
@@ -353,11 +414,10 @@ class Engine:
             links = set(self.system.list_link_names())
             namespaces = set(self.system.list_namespaces(PREFIX))
             for record in records:
-                name = record.spec.name
-                if (adopt and record.status == READY and name not in self._jails
-                        and (PREFIX + name) in namespaces and self._complete(record, links)):
+                if (adopt and record.status == READY and (record.owner_uid, record.spec.name) not in self._jails
+                        and record.kernel_name in namespaces and self._complete(record, links)):
                     self._adopt(record)
-                    report.adopted.append(name)
+                    report.adopted.append(record.spec.name)
             with self.system.rtnl() as ipr:
                 for step in sweep_order(self.kinds):
                     step.sweep(self.host, ipr, dict(self._jails), report.note)
@@ -367,7 +427,7 @@ class Engine:
 
     def _complete(self, record: JailRecord, links: set[str]) -> bool:
         """Whether a recorded jail still has its way out: its veth, or its tunnel."""
-        name = PREFIX + record.spec.name
+        name = record.kernel_name
         if record.tunnel is None:
             return name in links
         return self.host.drivers()[record.tunnel["type"]].present(name, name)
@@ -375,7 +435,8 @@ class Engine:
     def _adopt(self, record: JailRecord) -> None:
         addressing = None if record.slot is None else self.pool.addressing(record.slot)
         dns = record.spec.dns
-        path = resolv.jail_etc_dir(PREFIX + record.spec.name, self.etc_netns) / "resolv.conf"
+        path = resolv.jail_etc_dir(record.kernel_name, self.etc_netns) / "resolv.conf"
         if not dns and path.exists():
             dns = tuple(resolv.parse_nameservers(path.read_text()))
-        self._jails[record.spec.name] = Jail(record, addressing, dns)
+        jail = Jail(record, addressing, dns)
+        self._jails[jail.id] = jail

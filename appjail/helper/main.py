@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import interface as api
 from ..hostfirewall import DEFAULT_FIREWALLD_ZONE
 from . import firewall
+from .jails import DEFAULT_MAX_JAILS_PER_USER
 from .pool import DEFAULT_POOL
 from .state import RUN_DIR
 
@@ -29,12 +30,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"(default: ${firewall.SETTING_ENV}, else {firewall.AUTO})")
     parser.add_argument("--firewalld-zone", default=DEFAULT_FIREWALLD_ZONE, metavar="ZONE",
                         help="firewalld zone for appjail's interfaces while jails exist (%(default)s)")
+    parser.add_argument("--max-jails-per-user", type=int, default=DEFAULT_MAX_JAILS_PER_USER, metavar="N",
+                        help="jails one user may have at a time; root and callers polkit allows "
+                             "org.appjail.manage are not limited (%(default)s)")
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.max_jails_per_user < 1:
+        print(f"appjail-helper: --max-jails-per-user must be at least 1, not {args.max_jails_per_user}",
+              file=sys.stderr)
+        return 2
     try:
         choice = firewall.choose(args.firewall)
     except firewall.UnknownBackend as exc:
@@ -58,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
     log.info("firewall backend: %s (%s)", choice.name, choice.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
-    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist)
+    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist,
+                    max_jails_per_user=args.max_jails_per_user)
     report = engine.reconcile()
     log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")
     engine.start_link_watch()

@@ -13,7 +13,10 @@ adopted jails: a socket does not outlive its helper).
 Steps touch the system only through `Host`, so a stand-in with the same
 functions (tests/unit/fakehost.py) lets the engine's logic run without root.
 Every undo tolerates what is already gone: teardown of an adopted jail, or
-of one a user damaged, goes as far as it can.
+of one a user damaged, goes as far as it can. Every name a step gives the
+kernel is the jail's recorded kernel name (`jail.netns`, `jail.host_ifname`:
+aj-NAME, or a unique one when another owner's jail has that), never one
+derived from the jail's name.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool
 from .state import READY, StateStore
 
 if TYPE_CHECKING:
-    from .jails import Jail
+    from .jails import Jail, JailId
 
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
@@ -51,7 +54,7 @@ class Host:
     forwarding: Forwarding
     store: StateStore
     etc_netns: Path
-    jails: Mapping[str, Jail]  # the engine's live jails
+    jails: Mapping[JailId, Jail]  # the engine's live jails
     pool: AddressPool
     coexist: Coexistence
     tunnels: Any = None  # the module appjail.helper.tunnels (WireGuard), or a stand-in
@@ -76,26 +79,27 @@ class Step(Protocol):
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None: ...
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None: ...
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None: ...
 
 
 class Record:
-    """/run/appjail/jails/NAME.json, written before anything else exists."""
+    """/run/appjail/jails/ID.json (kernel name aj-ID), written before anything else exists."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.store.save(jail.record)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        host.store.delete(jail.name)
+        host.store.delete(jail.netns)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         records, unreadable = host.store.load_all()
         for path in unreadable:
             path.unlink(missing_ok=True)
             note("record", path.name)
+        live_names = {jail.netns for jail in live.values()}
         for record in records:
-            if record.spec.name not in live:
-                host.store.delete(record.spec.name)
+            if record.kernel_name not in live_names:
+                host.store.delete(record.kernel_name)
 
 
 class PublishedPorts:
@@ -114,7 +118,7 @@ class PublishedPorts:
         host.ports.release(jail.held_ports or ())
         jail.held_ports = []
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         """Sockets die with their helper, so nothing is left over; an adopted jail's ports are held again."""
         for jail in live.values():
             if jail.held_ports is None:
@@ -127,7 +131,7 @@ class PublishedPorts:
 
 
 class Namespace:
-    """/run/netns/aj-NAME."""
+    """/run/netns/aj-ID."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.create_namespace(jail.netns)
@@ -135,13 +139,13 @@ class Namespace:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.delete_namespace(jail.netns)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         for name in sorted(set(host.netns.list_namespaces(PREFIX)) - kept_namespaces(host, live)):
             host.netns.delete_namespace(name)
             note("namespace", name)
 
 
-def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
+def kept_namespaces(host: Host, live: Mapping[JailId, Jail]) -> set[str]:
     """The aj-* namespaces reconcile leaves: live jails', and other helpers'.
 
     /run/netns is machine-wide, links are not: a namespace whose veth ends in
@@ -151,28 +155,29 @@ def kept_namespaces(host: Host, live: Mapping[str, Jail]) -> set[str]:
     holds its tunnel and no record of ours names it.
     """
     own_links = set(host.netns.list_link_names())
-    ours = {record.spec.name for record in host.store.load_all()[0]}
+    ours = {record.kernel_name for record in host.store.load_all()[0]}
+    live_names = {jail.netns for jail in live.values()}
     kept = set()
     for name in host.netns.list_namespaces(PREFIX):
-        if name[len(PREFIX):] in live:
+        if name in live_names:
             kept.add(name)
         elif name not in own_links and host.netns.run_in_namespace(
                 name, lambda: host.netns.link_index(host.netns.JAIL_IFNAME) is not None):
             log.info("leaving %s alone: its veth peer is in another network namespace", name)
             kept.add(name)
-        elif name[len(PREFIX):] not in ours and host.tunnels.present(name, name):
+        elif name not in ours and host.tunnels.present(name, name):
             log.info("leaving %s alone: a tunnel jail no record of ours names", name)
             kept.add(name)
     return kept
 
 
-def nat_jails(jails: Mapping[str, Jail]) -> dict[str, Jail]:
+def nat_jails(jails: Mapping[JailId, Jail]) -> list[Jail]:
     """The jails that route through the host (a tunnel jail needs no forwarding)."""
-    return {name: jail for name, jail in jails.items() if jail.tunnel is None}
+    return [jail for jail in jails.values() if jail.tunnel is None]
 
 
 class Veth:
-    """The pair aj-NAME (host) / eth0 (jail), addressed, up, with the jail's default route."""
+    """The pair aj-ID (host) / eth0 (jail), addressed, up, with the jail's default route."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         netns, addressing = host.netns, jail.addressing
@@ -196,7 +201,7 @@ class Veth:
         host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
         host.conntrack.forget_connections_soon(jail.addressing.jail_address)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         live_ifnames = {jail.host_ifname for jail in live.values()}
         for name in host.netns.list_link_names():
             if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(
@@ -222,9 +227,9 @@ class VpnRouting:
             host.netns.delete_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
             host.netns.flush_table(ipr, jail.addressing.table)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        live_ifnames = {jail.host_ifname for jail in nat_jails(live).values()}
-        live_tables = {jail.addressing.table for jail in nat_jails(live).values()}
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        live_ifnames = {jail.host_ifname for jail in nat_jails(live)}
+        live_tables = {jail.addressing.table for jail in nat_jails(live)}
         for iifname, table in host.netns.policy_rules(ipr, RULE_PRIORITY):
             if iifname not in live_ifnames or table not in live_tables:
                 host.netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
@@ -249,7 +254,7 @@ class EgressForwarding:
         if not nat_jails(host.jails):
             host.forwarding.restore(host.netns.list_link_names())
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         if not nat_jails(live):
             host.forwarding.restore(host.netns.list_link_names())
 
@@ -265,8 +270,8 @@ class Rules:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.firewall.remove(jail.firewall_rules)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
-        owners = {rules.jail_chain(name) for name in nat_jails(live)}
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        owners = {jail.firewall_rules.chain for jail in nat_jails(live)}
         if nat_jails(live) and host.forwarding.active():
             owners.add(rules.GUARD_CHAIN)
         for backend, keep in [(host.firewall, owners), *((other, set()) for other in host.other_firewalls())]:
@@ -276,7 +281,7 @@ class Rules:
 
 
 class Resolver:
-    """/etc/netns/aj-NAME/{resolv.conf,nsswitch.conf}."""
+    """/etc/netns/aj-ID/{resolv.conf,nsswitch.conf}."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         resolv.write_resolver_files(jail.netns, jail.dns, host.etc_netns)
@@ -284,7 +289,7 @@ class Resolver:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         resolv.remove_resolver_files(jail.netns, host.etc_netns)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         kept = kept_namespaces(host, live)
         for directory in sorted(host.etc_netns.glob(PREFIX + "*")):
             if directory.name not in kept:
@@ -302,7 +307,7 @@ class HostFirewalls:
         if not nat_jails(host.jails):
             host.coexist.close()
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         for item in host.coexist.sweep(bool(nat_jails(live))):
             note("coexist", item)
 
@@ -322,12 +327,12 @@ class Door:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.netns.retire_link(ipr, jail.host_ifname)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         pass  # a leftover door is a leftover veth
 
 
 class Tunnel:
-    """The jail's own tunnel interface aj-NAME, made in the host namespace and moved in.
+    """The jail's own tunnel interface aj-ID, made in the host namespace and moved in.
 
     Its encrypted socket (the kernel's, wireguard-go's or openvpn's) stays in
     the host namespace; in the jail the interface is the only one beside lo.
@@ -367,7 +372,7 @@ class Tunnel:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.driver(jail).remove(ipr, jail.netns, jail.tunnel_ifname)
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         for kind, driver in host.drivers().items():
             live_ifnames = {jail.tunnel_ifname for jail in live.values()
                             if jail.tunnel is not None and jail.tunnel["type"] == kind}
@@ -402,7 +407,7 @@ class Ready:
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         pass  # the record goes with Record
 
-    def sweep(self, host: Host, ipr: Any, live: Mapping[str, Jail], note: Note) -> None:
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         pass
 
 

@@ -113,14 +113,17 @@ def _refused(name: str, matches: dict, reason: str, recorded: dict | None = None
 def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str) -> JailRules:
     """The jail's own chain and its hooks into FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING.
 
+    host_ifname is the jail's kernel name `aj-ID` (see jails.Engine): its
+    veth, its chain and the tag of its hooks; the rules' name is its ID.
+
     Chain order: replies in; published ports in; replies out (also to denied
     ranges, for connections that came in through a published port); a --vpn
     jail's traffic turned back toward itself (the kill switch: its VPN is
     down) dropped; denied ranges dropped; the jail's own traffic out;
     everything else dropped. Each drop is preceded by its record rule.
     """
-    chain = jail_chain(spec.name)
-    owner = chain
+    name = host_ifname[len(PREFIX):]
+    chain = owner = jail_chain(name)
     vpn = spec.vpn
     egress = {"out-interface": vpn} if vpn else {"out-interface": "!" + PREFIX + "+"}
     from_jail = {"in-interface": host_ifname, "src": jail_address}
@@ -134,16 +137,16 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     if spec.publish:
         chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
     if vpn:  # without its VPN, the jail's table routes its traffic back out of its own veth
-        chain_rules += _refused(spec.name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
+        chain_rules += _refused(name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
     for cidr in spec.deny:
-        chain_rules += _refused(spec.name, {**from_jail, "dst": cidr}, DENY)
+        chain_rules += _refused(name, {**from_jail, "dst": cidr}, DENY)
     # the VPN's own ranges are the VPN path: --no-lan keeps them open
     beside_vpn = {"out-interface": "!" + vpn} if vpn else {}
     for cidr in spec.lan_ranges():
-        chain_rules += _refused(spec.name, {**from_jail, "dst": cidr, **beside_vpn}, NO_LAN)
+        chain_rules += _refused(name, {**from_jail, "dst": cidr, **beside_vpn}, NO_LAN)
     chain_rules.append(_role({**from_jail, **egress, "target": "ACCEPT"}, ROLE_OUT))
     # what the jail itself sent, not what reached its veth from elsewhere
-    chain_rules += _refused(spec.name, {}, NOT_ALLOWED, recorded={"in-interface": host_ifname})
+    chain_rules += _refused(name, {}, NOT_ALLOWED, recorded={"in-interface": host_ifname})
     hooks = [
         Hook("filter", "FORWARD", tag({"in-interface": host_ifname, "target": chain}, owner)),
         Hook("filter", "FORWARD", tag({"out-interface": host_ifname, "target": chain}, owner)),
@@ -158,7 +161,7 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
         # the host itself, at its own addresses (loopback would need route_localnet)
         local = dnat if publish.host_address else {"dst": "!127.0.0.0/8", **dnat}
         hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
-    return JailRules(spec.name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
+    return JailRules(name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
                      vpn, spec.publish)
 
 

@@ -4,7 +4,8 @@ Each method is declared with `exported`, which looks its polkit action up in
 interface.METHOD_ACTIONS and refuses to declare a method that has none (deny
 by default). A call then goes: right signature? -> who is it (bus daemon) ->
 polkit for the method's action -> polkit for org.appjail.manage when the
-jail named belongs to someone else -> the Supervisor. Every failure becomes
+jail named is someone else's (`USER/NAME`, `UID/NAME`: whether it exists or
+not, so nobody learns another user's jail names without it) -> the Supervisor. Every failure becomes
 one of the org.appjail.Error.* names with one sentence; tracebacks stay in
 the helper's log.
 """
@@ -24,7 +25,7 @@ from .. import interface as api
 from ..model import LaunchSpec, ValidationError
 from . import launch
 from .authz import Authority, Caller, CallerUnknown, identify
-from .jails import Conflict, JailError, JailNotFound
+from .jails import Conflict, JailError, JailNotFound, LimitReached
 from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def as_dbus_error(exc: BaseException) -> HelperError:
         return HelperError(api.ERROR_NOT_FOUND, str(exc))
     if isinstance(exc, Conflict):
         return HelperError(api.ERROR_CONFLICT, str(exc))
+    if isinstance(exc, LimitReached):
+        return HelperError(api.ERROR_LIMIT_REACHED, str(exc))
     if isinstance(exc, launch.LaunchError):
         name = {126: api.ERROR_NOT_EXECUTABLE, 127: api.ERROR_PROGRAM_NOT_FOUND}.get(
             exc.exit_code, api.ERROR_FAILED)
@@ -111,12 +114,14 @@ _CALL_KEYWORDS = ("sender", "message", "reply", "error")
 
 def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
              target: Callable[[list], str | None] | None = None,
-             escalate: Callable[[list], str | None] | None = None):
+             escalate: Callable[[list], str | None] | None = None, creates: bool = False):
     """Declare a D-Bus method guarded by its polkit action.
 
     target(args) names the jail the call acts on, when it does: acting on a
     jail of another user needs org.appjail.manage as well. escalate(args)
     says why these arguments need org.appjail.manage (None: they do not).
+    creates: the call may make a jail, so a caller at the per-user limit is
+    asked about org.appjail.manage (without a prompt), which lifts the limit.
     """
     def decorate(fn):
         if fn.__name__ not in api.METHOD_ACTIONS:
@@ -124,7 +129,7 @@ def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
         action = api.METHOD_ACTIONS[fn.__name__]
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
-            self.dispatch(fn, action, in_signature, target, escalate, args, sender, message,
+            self.dispatch(fn, action, in_signature, target, escalate, creates, args, sender, message,
                           reply, error)
 
         # dbus-python reads the argument names; the handler takes any count so
@@ -149,7 +154,7 @@ class HelperService(dbus.service.Object):
         self.authority = Authority(bus)
         self.supervisor = supervisor
 
-    def dispatch(self, fn, action: str, in_signature: str, target, escalate, args: tuple,
+    def dispatch(self, fn, action: str, in_signature: str, target, escalate, creates: bool, args: tuple,
                  sender: str, message, reply: Respond, error: Callable[[Exception], None]) -> None:
         call = _Call(reply, error)
         signature_ok = (message.get_signature() or "") == in_signature
@@ -189,32 +194,35 @@ class HelperService(dbus.service.Object):
             if not allowed:
                 return denied(f"not authorized to {_VERBS.get(action, action)} "
                               f"(polkit action {action})")
-            owner = self._owner_of(target, values)
+            owner = self._owner_of(target, values, caller)
             if owner is not None and owner != caller.uid:
                 reason = (f"jail {target(values)!r} belongs to another user (acting on it needs "
                           f"polkit action {api.ACTION_MANAGE})")
             else:
                 reason = escalate(values) if escalate is not None else None
-            if reason is None:
-                return run(caller)
-            self.authority.check(sender, api.ACTION_MANAGE, interactive,
-                                 lambda ok: run(_managing(caller)) if ok else denied(reason))
+            if reason is not None:
+                return self.authority.check(sender, api.ACTION_MANAGE, interactive,
+                                            lambda ok: run(_managing(caller)) if ok else denied(reason))
+            if creates and not self.supervisor.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
+                return self.authority.check(sender, api.ACTION_MANAGE, False,
+                                            lambda ok: run(_managing(caller) if ok else caller))
+            run(caller)
 
         self.authority.check(sender, action, interactive, after_action)
 
-    def _owner_of(self, target, values: list) -> int | None:
+    def _owner_of(self, target, values: list, caller: Caller) -> int | None:
+        """The owner the call's jail address names (the caller's own for a bare NAME)."""
         if target is None:
             return None
         try:
-            return self.supervisor.engine.get(target(values)).owner_uid
-        except (JailError, ValidationError, TypeError, KeyError, AttributeError):
-            return None  # no such jail: the method itself says so
+            return self.supervisor.resolve(caller, target(values))[0]
+        except (JailError, ValidationError):
+            return None  # no such user, a bad address: the method itself says so
 
     # -- methods -----------------------------------------------------------
 
     @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
-              target=lambda v: v[0].get("name") if isinstance(v[0], dict) else None,
-              escalate=lambda v: publish_needs_manage(v[0]))
+              escalate=lambda v: publish_needs_manage(v[0]), creates=True)
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)

@@ -11,6 +11,11 @@ Each launch comes with an exit pipe: the caller gets its read end, and the
 helper writes "CODE SIGNAL\n" into it when the program has ended, after a
 jail the exit left empty is gone. End-of-file without a line means the
 helper itself went away.
+
+Jails are per owner: a caller names its own jail `NAME`; `USER/NAME` or
+`UID/NAME` names another owner's, which only a caller allowed
+org.appjail.manage may act on (the service asks polkit before, and
+jail_of checks again). Internally a jail is its JailId (owner, name).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pwd
 import signal
 import time
 from collections.abc import Callable
@@ -28,10 +34,10 @@ from gi.repository import GLib
 from .. import interface as api
 from .. import ovpnconf, wgconf
 from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
-                     parse_run_options, validate_name, validate_publish, wire_options)
+                     parse_jail_address, parse_run_options, validate_publish, wire_options)
 from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
-from .jails import Conflict, Engine, Jail, JailError
+from .jails import Conflict, Engine, Jail, JailId, JailNotFound
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,7 @@ class Process:
     """A running program the helper started; it leaves the table when it ends."""
 
     pid: int
-    jail: str
+    jail: JailId
     owner_uid: int
     exit_pipe: int  # write end; the caller holds the read end
 
@@ -113,9 +119,9 @@ class Supervisor:
         self.on_removed = on_removed
         self.processes: dict[int, Process] = {}
         self._launching: dict[int, _Launch] = {}
-        self._draining: set[str] = set()
-        self._stopping: dict[str, list[Callable[[BaseException | None], None]]] = {}
-        self._port_watches: dict[str, list[int]] = {}  # jail -> GLib sources refusing loopback
+        self._draining: set[JailId] = set()
+        self._stopping: dict[JailId, list[Callable[[BaseException | None], None]]] = {}
+        self._port_watches: dict[JailId, list[int]] = {}  # jail -> GLib sources refusing loopback
 
     # -- helpers -----------------------------------------------------------
 
@@ -129,21 +135,43 @@ class Supervisor:
         if not caller.netns_ours:
             raise NotAllowed("appjail does not answer programs in a network namespace they made "
                              "themselves (unshare -n): it may be inside a jail")
-        jails = {netns.namespace_id(netns.netns_path(j.netns)): j.name for j in self.engine.list()}
+        jails = {netns.namespace_id(netns.netns_path(j.netns)): j.id for j in self.engine.list()}
         return dataclasses.replace(caller, inside=jails.get(caller.netns))
 
     @staticmethod
-    def _check_inside(caller: Caller, name: str | None, verb: str) -> None:
-        """Refuse a caller inside a jail to act on another one (name None: a new one)."""
-        if caller.inside is not None and name != caller.inside:
-            target = "a new jail" if name is None else f"jail {name!r}"
-            raise NotAllowed(f"a program inside jail {caller.inside!r} may not {verb} {target}, "
+    def unlimited(caller: Caller) -> bool:
+        """Root and callers allowed org.appjail.manage may have more jails than the per-user limit."""
+        return caller.uid == 0 or caller.may_manage
+
+    @staticmethod
+    def _check_inside(caller: Caller, jail_id: JailId | None, verb: str) -> None:
+        """Refuse a caller inside a jail to act on another one (None: a new one)."""
+        if caller.inside is not None and jail_id != caller.inside:
+            target = "a new jail" if jail_id is None else f"jail {jail_id[1]!r}"
+            raise NotAllowed(f"a program inside jail {caller.inside[1]!r} may not {verb} {target}, "
                              f"only its own")
 
-    def _own_jail(self, caller: Caller, name: str) -> Jail:
-        jail = self.engine.get(validate_name(name))
-        if jail.owner_uid != caller.uid and not caller.may_manage:
-            raise NotAllowed(f"jail {name!r} belongs to another user")
+    @staticmethod
+    def resolve(caller: Caller, address: object) -> JailId:
+        """The jail an address names: NAME the caller's own, USER/NAME or UID/NAME that owner's."""
+        owner, name = parse_jail_address(address)
+        if owner is None:
+            return caller.uid, name
+        if isinstance(owner, str):
+            try:
+                owner = pwd.getpwnam(owner).pw_uid
+            except KeyError:
+                raise JailNotFound(f"no user named {owner!r}") from None
+        return owner, name
+
+    def jail_of(self, caller: Caller, address: str) -> Jail:
+        """The jail addressed, if the caller may act on it: its own, or any with org.appjail.manage."""
+        owner_uid, name = self.resolve(caller, address)
+        if owner_uid != caller.uid and not caller.may_manage:
+            raise NotAllowed(f"jail {address!r} belongs to another user")
+        jail = self.engine.find(name, owner_uid)
+        if jail is None:
+            raise JailNotFound(f"no jail named {address!r}")
         return jail
 
     def _check_own_process(self, caller: Caller, pid: int) -> None:
@@ -166,17 +194,18 @@ class Supervisor:
         settings = launch_settings(options)  # this program's, not the jail's
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
-        name = options["name"]
-        jail = self.engine.find(name)
-        self._check_inside(caller, name if jail else None, "start programs in")
+        name = options["name"]  # always the caller's own jail: nobody launches into another's
+        jail = self.engine.find(name, caller.uid)
+        self._check_inside(caller, jail and jail.id, "start programs in")
         created = jail is None
         if jail is None:
             tunnels = {key: TUNNEL_PARSERS[key](text) for key, text in texts.items()}
-            jail = self.engine.create(JailSpec(**options), caller.uid, **tunnels)
+            jail = self.engine.create(JailSpec(**options), caller.uid, unlimited=self.unlimited(caller),
+                                      **tunnels)
             self._watch_ports(jail)
             self.on_added(name)
         else:
-            self._check_join(caller, jail, options, texts)
+            self._check_join(jail, options, texts)
         request = launch.LaunchRequest(
             netns_path=str(netns.netns_path(jail.netns)),
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
@@ -189,11 +218,11 @@ class Supervisor:
             os.close(exit_read)
             os.close(exit_write)
             if created:
-                self._drain(name)
+                self._drain(jail.id)
             raise
         os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
         os.set_blocking(started.report_fd, False)
-        pending = _Launch(Process(started.pid, name, caller.uid, exit_write), started.report_fd,
+        pending = _Launch(Process(started.pid, jail.id, caller.uid, exit_write), started.report_fd,
                           exit_read, created, reply, fail)
         self._launching[started.pid] = pending
         GLib.child_watch_add(GLib.PRIORITY_DEFAULT, started.pid, self._child_exited)
@@ -239,8 +268,8 @@ class Supervisor:
         if error is None:
             del self._launching[process.pid]
             self.processes[process.pid] = process
-            log.info("uid %d started pid %d in jail %s", process.owner_uid, process.pid, process.jail)
-            pending.reply(process.jail, process.pid, pending.exit_read)
+            log.info("uid %d started pid %d in jail %s", process.owner_uid, process.pid, process.jail[1])
+            pending.reply(process.jail[1], process.pid, pending.exit_read)
             if pending.status is not None:  # it has already ended, too
                 self._child_exited(process.pid, pending.status)
         elif pending.status is not None:
@@ -251,10 +280,8 @@ class Supervisor:
                 self._drain(process.jail)  # the child has left it: gone before the answer
             pending.fail(error)
 
-    def _check_join(self, caller: Caller, jail: Jail, options: dict, texts: dict[str, str]) -> None:
-        if jail.owner_uid != caller.uid and not caller.may_manage:
-            raise NotAllowed(f"jail {jail.name!r} belongs to another user")
-        if jail.name in self._stopping:
+    def _check_join(self, jail: Jail, options: dict, texts: dict[str, str]) -> None:
+        if jail.id in self._stopping:
             raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
         differs = disagreements(options, jail.settings)
         for key, text in texts.items():
@@ -299,32 +326,26 @@ class Supervisor:
 
     # -- jail lifetime -----------------------------------------------------
 
-    def _drain(self, name: str) -> None:
+    def _drain(self, jail_id: JailId) -> None:
         """Tear the jail down once no process is left in it, unless kept."""
-        if name in self._draining:
+        if jail_id in self._draining:
             return
-        self._draining.add(name)
-        if self._drain_step(name):
-            GLib.timeout_add(EMPTY_POLL_MS, self._drain_step, name)
+        self._draining.add(jail_id)
+        if self._drain_step(jail_id):
+            GLib.timeout_add(EMPTY_POLL_MS, self._drain_step, jail_id)
 
-    def _drain_step(self, name: str) -> bool:
+    def _drain_step(self, jail_id: JailId) -> bool:
         """One check; True means check again later."""
-        if name in self._stopping:  # stop() removes it
-            self._draining.discard(name)
+        jail = self.engine.find(jail_id[1], jail_id[0])
+        # stop() removes a stopping one
+        if jail_id in self._stopping or jail is None or jail.spec.keep:
+            self._draining.discard(jail_id)
             return False
-        try:
-            jail = self.engine.get(name)
-        except JailError:
-            self._draining.discard(name)
-            return False
-        if jail.spec.keep:
-            self._draining.discard(name)
-            return False
-        if any(p.jail == name for p in self.processes.values()) \
+        if any(p.jail == jail_id for p in self.processes.values()) \
                 or netns.namespace_pids(jail.netns):
             return True
-        self._draining.discard(name)
-        self._destroy(name)
+        self._draining.discard(jail_id)
+        self._destroy(jail_id)
         return False
 
     def _watch_ports(self, jail: Jail) -> None:
@@ -332,15 +353,16 @@ class Supervisor:
         def refuse(_fd: int, _condition: int, port: hostports.HeldPort) -> bool:
             port.refuse()
             return True
-        self._port_watches[jail.name] = [
+        self._port_watches[jail.id] = [
             GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
-            for port in jail.held_ports or ()]
+            for port in jail.held_ports or ()]  # a tunnel jail publishes nothing
 
-    def _destroy(self, name: str) -> None:
-        for source in self._port_watches.pop(name, ()):
+    def _destroy(self, jail_id: JailId) -> None:
+        owner_uid, name = jail_id
+        for source in self._port_watches.pop(jail_id, ()):
             GLib.source_remove(source)  # before the engine closes the sockets
         try:
-            self.engine.destroy(name)
+            self.engine.destroy(name, owner_uid)
         finally:
             self.on_removed(name)
 
@@ -348,26 +370,26 @@ class Supervisor:
         """After reconcile: watch adopted jails so empty ones still go away."""
         for jail in self.engine.list():
             self._watch_ports(jail)
-            self._drain(jail.name)
+            self._drain(jail.id)
 
-    def stop(self, caller: Caller, name: str, done: Callable[[BaseException | None], None]) -> None:
+    def stop(self, caller: Caller, address: str, done: Callable[[BaseException | None], None]) -> None:
         """End the jail's programs, then remove it; done(error or None) when it is gone.
 
         SIGTERM first, SIGKILL after STOP_GRACE_MS, from main-loop timeouts:
         a program that ignores SIGTERM delays only this call.
         """
-        jail = self._own_jail(caller, name)
-        self._check_inside(caller, name, "stop")
-        if name in self._stopping:  # already on its way
-            return self._stopping[name].append(done)
-        self._stopping[name] = [done]
+        jail = self.jail_of(caller, address)
+        self._check_inside(caller, jail.id, "stop")
+        if jail.id in self._stopping:  # already on its way
+            return self._stopping[jail.id].append(done)
+        self._stopping[jail.id] = [done]
         started = time.monotonic()
         if not netns.signal_namespace(jail.netns, signal.SIGTERM):
-            self._finish_stop(name)  # nothing runs in it
+            self._finish_stop(jail.id)  # nothing runs in it
         else:
-            GLib.timeout_add(STOP_POLL_MS, self._stop_step, name, jail.netns, started)
+            GLib.timeout_add(STOP_POLL_MS, self._stop_step, jail.id, jail.netns, started)
 
-    def _stop_step(self, name: str, netns_name: str, started: float) -> bool:
+    def _stop_step(self, jail_id: JailId, netns_name: str, started: float) -> bool:
         """One look at a stopping jail; True means look again later."""
         elapsed_ms = (time.monotonic() - started) * 1000
         if elapsed_ms < STOP_GRACE_MS:
@@ -377,17 +399,17 @@ class Supervisor:
             if elapsed_ms < STOP_GRACE_MS + STOP_GIVE_UP_MS:
                 return True
             log.warning("processes in %s did not die; tearing down anyway", netns_name)
-        self._finish_stop(name)
+        self._finish_stop(jail_id)
         return False
 
-    def _finish_stop(self, name: str) -> None:
+    def _finish_stop(self, jail_id: JailId) -> None:
         error: BaseException | None = None
         try:
-            if self.engine.find(name) is not None:
-                self._destroy(name)
+            if self.engine.find(jail_id[1], jail_id[0]) is not None:
+                self._destroy(jail_id)
         except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
             error = exc
-        for done in self._stopping.pop(name):
+        for done in self._stopping.pop(jail_id):
             done(error)
 
     # -- queries -----------------------------------------------------------
@@ -397,12 +419,12 @@ class Supervisor:
 
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
-        totals = traffic.counters(self.engine.firewall,
-                                  {j.name: j.firewall_rules.roles for j in jails if j.tunnel is None})
-        tunnel = {j.name: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
-        for j in jails:
-            if j.tunnel is not None:
-                totals[j.name] = self.engine.tunnel_counters(j)
+        nat = [j for j in jails if j.tunnel is None]
+        read = traffic.counters(self.engine.firewall, {j.firewall_rules.name: j.firewall_rules.roles for j in nat})
+        # per kernel name, the one name no two jails share
+        totals = {j.netns: read.get(j.firewall_rules.name, {}) for j in nat}
+        tunnel = {j.netns: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
+        totals.update({j.netns: self.engine.tunnel_counters(j) for j in jails if j.tunnel is not None})
         pids = netns.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
@@ -410,19 +432,19 @@ class Supervisor:
             "owner_uid": jail.owner_uid,
             "netns": jail.netns,
             "address": jail.address,
-            "vpn_up": tunnel[jail.name]["up"] if jail.tunnel else jail.spec.vpn is None or vpn_up[jail.spec.vpn],
-            "tunnel": tunnel.get(jail.name),
+            "vpn_up": tunnel[jail.netns]["up"] if jail.tunnel else jail.spec.vpn is None or vpn_up[jail.spec.vpn],
+            "tunnel": tunnel.get(jail.netns),
             "pids": pids[jail.netns],
-            "counters": totals.get(jail.name, {}),
+            "counters": totals[jail.netns],
         } for jail in jails]
 
-    def inspect(self, caller: Caller, name: str) -> dict:
-        jail = self._own_jail(caller, name)
+    def inspect(self, caller: Caller, address: str) -> dict:
+        jail = self.jail_of(caller, address)
         (described,) = self.describe([jail])
         # a tunnel jail's traffic passes no netfilter hook: no connections, nothing blocked
         if jail.tunnel:
             return {**described, "blocked": [], "connections": []}
-        return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.name),
+        return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.firewall_rules.name),
                 "connections": traffic.connections(jail.address)}
 
 

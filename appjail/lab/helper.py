@@ -72,7 +72,7 @@ class LabHelper:
             engine.reconcile()
             for jail in engine.list():
                 kill_pids(namespace_pids(jail.netns))
-                engine.destroy(jail.name)
+                engine.destroy(jail.name, jail.owner_uid)
             engine.reconcile(adopt=False)
 
 

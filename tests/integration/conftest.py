@@ -97,7 +97,7 @@ def engine(in_host: Lab, tmp_path: Path) -> Iterator[Engine]:
     finally:
         the_engine.close()
         for jail in the_engine.list():
-            the_engine.destroy(jail.name)
+            the_engine.destroy(jail.name, jail.owner_uid)
         if in_host.wg_ifname not in _links():
             in_host.wg_create()  # a test that deleted the tunnel hands it back
     assert residue_in_host() == [] and residue_machine_wide() == []

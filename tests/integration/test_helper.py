@@ -185,11 +185,16 @@ def test_a_vpn_that_is_not_one_interface_is_refused(helper, lab, vpn):
     assert list_namespaces("aj-") == []
 
 
-def test_other_users_jail_is_out_of_reach(helper):
+def test_other_users_jail_is_out_of_reach(helper, users):
     assert appjail(helper, MEMBER, "run", "--keep", "--name", "mine", "--dns", DNS, "--", "true").returncode == 0
-    for args in (("run", "--name", "mine", "--", "true"), ("inspect", "mine"), ("stop", "mine")):
+    uid = users.uid(MEMBER)
+    for args in (("inspect", f"{MEMBER}/mine"), ("stop", f"{MEMBER}/mine"), ("stop", f"{uid}/mine"),
+                 ("inspect", f"{MEMBER}/none")):  # whether it exists or not
         result = appjail(helper, OTHER_MEMBER, *args)
         assert result.returncode == 125 and "another user" in result.stderr, (args, result.stderr)
+    for args in (("run", "--name", f"{MEMBER}/mine", "--", "true"), ("inspect", "mine"), ("stop", "mine")):
+        result = appjail(helper, OTHER_MEMBER, *args)  # a bare name is always one's own
+        assert result.returncode == 125 and "another user" not in result.stderr, (args, result.stderr)
     assert [j["name"] for j in jails(helper, OTHER_MEMBER)] == []
     assert [j["name"] for j in jails(helper)] == ["mine"]
     assert appjail(helper, MEMBER, "stop", "mine").returncode == 0
@@ -201,8 +206,55 @@ def test_a_caller_polkit_allows_to_manage_may_act_on_any_jail(helper, users):
     assert appjail(helper, MEMBER, "run", "--keep", "--name", "theirs", "--dns", DNS, "--", "true").returncode == 0
     listed = jails(helper, "root")
     assert [(j["name"], j["owner_uid"]) for j in listed] == [("theirs", users.uid(MEMBER))]
-    assert appjail(helper, "root", "stop", "theirs").returncode == 0
+    assert appjail(helper, "root", "stop", "theirs").returncode == 125, "root's own 'theirs' does not exist"
+    assert appjail(helper, "root", "stop", f"{MEMBER}/theirs").returncode == 0
     assert jails(helper) == [] and list_namespaces("aj-") == []
+
+
+def test_two_members_each_have_a_jail_of_the_same_name(helper, lab, users):
+    a_uid, b_uid = users.uid(MEMBER), users.uid(OTHER_MEMBER)
+    for user in (MEMBER, OTHER_MEMBER):
+        made = appjail(helper, user, "run", "--keep", "--name", "same", "--dns", DNS, "--", "true")
+        assert made.returncode == 0, made.stderr
+    mine, theirs = jails(helper, MEMBER), jails(helper, OTHER_MEMBER)
+    assert [(j["name"], j["owner_uid"], j["netns"]) for j in mine] == [("same", a_uid, "aj-same")]
+    assert [(j["name"], j["owner_uid"]) for j in theirs] == [("same", b_uid)]
+    b_netns = theirs[0]["netns"]
+    assert b_netns.startswith("aj-same-") and len(b_netns) == 12 and mine[0]["address"] != theirs[0]["address"]
+    assert sorted(list_namespaces("aj-")) == sorted(["aj-same", b_netns])
+    assert Path(f"/etc/netns/{b_netns}/resolv.conf").exists()
+    for user, uid in ((MEMBER, a_uid), (OTHER_MEMBER, b_uid)):  # each joins its own, and it works
+        result = appjail(helper, user, "run", "--name", "same", "--", "sh", "-c",
+                         "id -u; curl -sS http://192.0.2.80/")
+        assert result.stdout.splitlines()[0] == str(uid), result.stderr
+        assert result.stdout.splitlines()[1].startswith("client="), result.stderr
+    listed = appjail(helper, "root", "ls")
+    assert f"same  {MEMBER}" in listed.stdout and f"same  {OTHER_MEMBER}" in listed.stdout, listed.stdout
+    assert appjail(helper, MEMBER, "stop", "same").returncode == 0
+    assert [j["netns"] for j in jails(helper, OTHER_MEMBER)] == [b_netns] and list_namespaces("aj-") == [b_netns]
+    inspected = json.loads(appjail(helper, OTHER_MEMBER, "inspect", "--json", "same").stdout)
+    assert inspected["netns"] == b_netns and inspected["counters"]["tx_packets"] > 0
+    assert appjail(helper, "root", "stop", f"{OTHER_MEMBER}/same").returncode == 0
+    assert jails(helper, OTHER_MEMBER) == [] and list_namespaces("aj-") == []
+
+
+def test_a_member_at_the_jail_limit_is_refused_and_root_is_not(helper, users):
+    helper.kill(signal.SIGTERM)
+    helper.start("--max-jails-per-user", "2")
+    for name in ("one", "two"):
+        assert appjail(helper, MEMBER, "run", "--keep", "--name", name, "--dns", DNS, "--", "true").returncode == 0
+    third = appjail(helper, MEMBER, "run", "--keep", "--name", "three", "--dns", DNS, "--", "true")
+    assert third.returncode == 125 and third.stderr.count("\n") == 1, third.stderr
+    assert "the 2 jails one user may have" in third.stderr
+    assert sorted(j["name"] for j in jails(helper)) == ["one", "two"]
+    assert sorted(list_namespaces("aj-")) == ["aj-one", "aj-two"] and not Path("/etc/netns/aj-three").exists()
+    joined = appjail(helper, MEMBER, "run", "--name", "one", "--", "echo", "joined")
+    assert (joined.returncode, joined.stdout) == (0, "joined\n"), "joining is no new jail"
+    for name in ("r1", "r2", "r3"):  # root is not limited
+        assert appjail(helper, "root", "run", "--keep", "--name", name, "--dns", DNS, "--", "true").returncode == 0
+    for name in (f"{MEMBER}/one", f"{MEMBER}/two", "r1", "r2", "r3"):
+        assert appjail(helper, "root", "stop", name).returncode == 0
+    assert list_namespaces("aj-") == []
 
 
 @pytest.mark.parametrize("argv,status", [
@@ -471,7 +523,7 @@ from appjail import interface as api
 bus = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
 rng = random.Random(7)
 strings = ["", "../x", "a" * 300, "x\x01y", "wg0;x", "wg0 x", "$(reboot)", "é", "A:1", "-a", "a" * 16,
-           "aj-x/", "/etc/passwd", "..", "x/y", "\u202e", "0" * 16]
+           "aj-x/", "/etc/passwd", "..", "x/y/z", "\u202e", "0" * 16]  # x/y is a jail address (user x)
 def call(method, signature, *args):
     try:
         bus.call_blocking(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, method, signature, args)
@@ -498,7 +550,7 @@ for cwd in (b"", b"relative", b"/a\0b", b"/" + b"a" * 5000):
     cases.append(("Run cwd", call("Run", "a{sv}aayaayayah", {"name": "ok"}, [b"true"], [], cwd, fd)))
 for fds in ([], fd[:1], fd * 2):
     cases.append(("Run fds", call("Run", "a{sv}aayaayayah", {"name": "ok"}, [b"true"], [], b"/", fds)))
-for signature, args in [("s", ("x/y",)), ("", ()), ("ss", ("a", "b")), ("a{sv}", ({"name": "x"},)),
+for signature, args in [("s", ("x/y/z",)), ("", ()), ("ss", ("a", "b")), ("a{sv}", ({"name": "x"},)),
                         ("a{sv}aayaayay", ({"name": "ok"}, [b"true"], [], b"/")), ("i", (1,))]:
     cases.append(("Run signature " + signature, call("Run", signature, *args)))
     cases.append(("Stop signature " + signature, call("Stop", signature, *args)))

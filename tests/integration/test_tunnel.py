@@ -134,7 +134,7 @@ def test_reconcile_removes_a_crashed_helpers_tunnel_and_adopts_a_finished_one(in
     crashed = Engine(run_dir=tmp_path / "run")
     crashed.create(JailSpec("wgk"), 0, wireguard=parse(lab.wg_peer("203.0.113.16")))
     crashed.create(JailSpec("wgl"), 0, wireguard=parse(lab.wg_peer("203.0.113.17")))
-    crashed.store.delete("wgl")  # as if it died before its record was written
+    crashed.store.delete("aj-wgl")  # as if it died before its record was written
     restarted = Engine(run_dir=tmp_path / "run")
     report = restarted.reconcile()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appjail.helper.firewall import Choice
-from appjail.helper.jails import Conflict, Engine, JailError
+from appjail.helper.jails import Conflict, Engine, JailError, LimitReached
 from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
@@ -52,11 +52,11 @@ def conntrack(ops) -> FakeConntrack:
 @pytest.fixture
 def make_engine(tmp_path, kernel, fw, coexist, tunnels, ports, conntrack):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
-    def make() -> Engine:
+    def make(**settings) -> Engine:
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
                       firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
                       firewall_backend=fw, tunnel_system=tunnels, ports_system=ports,
-                      conntrack_system=conntrack, resolve=lambda host, port: [])
+                      conntrack_system=conntrack, resolve=lambda host, port: [], **settings)
     return make
 
 
@@ -142,7 +142,7 @@ def test_reconcile_adopts_ready_jails_and_sweeps_every_resource(make_engine, ker
     crashed = make_engine()
     crashed.create(JailSpec("kept", dns=DNS), 1000)
     crashed.create(JailSpec("lost", vpn="wg0", dns=DNS), 1000)
-    crashed.store.delete("lost")  # the helper died before it could write it down... or after
+    crashed.store.delete("aj-lost")  # the helper died before it could write it down... or after
     kernel.links["aj-stale"] = "aj-stale"
     (tmp_path / "etc-netns/aj-gone").mkdir(parents=True)
 
@@ -157,6 +157,40 @@ def test_reconcile_adopts_ready_jails_and_sweeps_every_resource(make_engine, ker
     assert set(fw.chains) == {"aj-kept"} and fw.guard is not None
     restarted.destroy("kept")
     assert restarted.reconcile().removed == []
+
+
+def test_a_user_at_the_limit_gets_no_new_jail_and_nothing_is_made(make_engine, kernel, fw, ops, tmp_path):
+    engine = make_engine(max_jails_per_user=2)
+    engine.create(JailSpec("one", dns=DNS), 1000)
+    engine.create(JailSpec("two", dns=DNS), 1000)
+    before, made = kernel.state(), list(ops)
+    with pytest.raises(LimitReached, match=r"^jail 'three' would be one more than the 2 jails one user may "
+                                           r"have \(appjail-helper --max-jails-per-user\): stop one of yours first$"):
+        engine.create(JailSpec("three", dns=DNS), 1000)
+    assert ops == made and kernel.state() == before and set(fw.chains) == {"aj-one", "aj-two"}
+    assert sorted(r.spec.name for r in engine.store.load_all()[0]) == ["one", "two"]
+    assert not (tmp_path / "etc-netns/aj-three").exists()
+    engine.create(JailSpec("theirs", dns=DNS), 1001)  # the limit is per user
+    engine.create(JailSpec("three", dns=DNS), 1000, unlimited=True)  # root, or allowed to manage
+    engine.destroy("one")
+    assert engine.at_limit(1000) and not engine.at_limit(1001), "two are left: still at the limit"
+    engine.destroy("three")
+    engine.create(JailSpec("again", dns=DNS), 1000)
+
+
+def test_root_and_managers_are_not_limited():
+    from appjail.helper.authz import Caller
+    from appjail.helper.supervisor import Supervisor
+    assert Supervisor.unlimited(Caller(0, 0, ()))
+    assert Supervisor.unlimited(Caller(1000, 1000, (), may_manage=True))
+    assert not Supervisor.unlimited(Caller(1000, 1000, ()))
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_a_limit_below_one_stops_the_helper_at_start(limit, capsys):
+    from appjail.helper.main import main
+    assert main(["--max-jails-per-user", limit]) == 2
+    assert capsys.readouterr().err == f"appjail-helper: --max-jails-per-user must be at least 1, not {limit}\n"
 
 
 def test_every_resource_says_how_it_is_made_undone_and_swept():
@@ -294,7 +328,7 @@ def test_reconcile_adopts_a_tunnel_jail_and_removes_a_crashed_ones_daemon(make_e
     crashed = make_engine()
     crashed.create(JailSpec("kept"), 1000, wireguard=wg_config())
     crashed.create(JailSpec("lost"), 1000, wireguard=wg_config())
-    crashed.store.delete("lost")
+    crashed.store.delete("aj-lost")
     tunnels.daemons.add("aj-half")  # died between wireguard-go's start and the move
     tunnels.devices["aj-half"] = "host"
 

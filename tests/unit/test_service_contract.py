@@ -7,7 +7,7 @@ from appjail import interface as api
 from appjail.helper import service
 from appjail.helper.jails import JailNotFound
 from appjail.helper.launch import LaunchError
-from appjail.helper.jails import Conflict
+from appjail.helper.jails import Conflict, LimitReached
 from appjail.helper.supervisor import NotAllowed
 from appjail.model import ValidationError
 
@@ -32,6 +32,7 @@ def test_a_method_without_an_action_cannot_be_declared():
     (NotAllowed("no"), api.ERROR_NOT_AUTHORIZED),
     (JailNotFound("gone"), api.ERROR_NOT_FOUND),
     (Conflict("differs"), api.ERROR_CONFLICT),
+    (LimitReached("too many"), api.ERROR_LIMIT_REACHED),
     (LaunchError("no such program", 127), api.ERROR_PROGRAM_NOT_FOUND),
     (LaunchError("not executable", 126), api.ERROR_NOT_EXECUTABLE),
     (LaunchError("mount failed", 125), api.ERROR_FAILED),

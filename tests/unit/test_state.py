@@ -11,5 +11,5 @@ def test_round_trip_and_torn_files(tmp_path):
     records, bad = store.load_all()
     assert records == [record]
     assert sorted(p.name for p in bad) == ["evil.json", "torn.json"]
-    store.delete("web")
+    store.delete(record.kernel_name)
     assert store.load_all()[0] == []
