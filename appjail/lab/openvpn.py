@@ -9,6 +9,7 @@ server, not a file a user brings). Everything lives in the lab's workdir.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from appjail.lab.process import run_checked
 
 PORT = 1194
 NETWORK, NETMASK = "203.0.113.128", "255.255.255.192"  # 203.0.113.128/26; the lab's WireGuard has the rest
-USER, PASSWORD = "lab-user", "lab-pass"
+# a password of this run's own: a leak check finds it only where it leaked to
+USER, PASSWORD = "lab-user", secrets.token_hex(12)
 READY = "Initialization Sequence Completed"
 READY_TIMEOUT = 15.0
 _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]

@@ -62,6 +62,21 @@ def _residue_in_host() -> list[str]:
     return found
 
 
+def secret_anywhere(secret: str, logged: str = "") -> list[str]:
+    """Where a key or password shows up: the helper's log, `ps`, files under /run, /tmp and /etc.
+
+    Not counted: pytest's own temporary files and the lab servers' (the test
+    wrote the secret there itself), and this checkout, wherever it lives.
+    """
+    found = ["helper log"] if secret in logged else []
+    if secret in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+        found.append("ps")
+    grep = subprocess.run(["grep", "-rlsF", "--", secret, "/run", "/tmp", "/etc"], capture_output=True, text=True)
+    checkout = str(Path(__file__).resolve().parents[2]) + "/"
+    return found + [path for path in grep.stdout.splitlines()
+                    if not path.startswith(("/tmp/pytest-", checkout)) and "/appjail-lab-" not in path]
+
+
 def residue_machine_wide() -> list[str]:
     found = [f"netns {n}" for n in netns.list_namespaces("aj-")]
     found += [f"dir {p}" for p in Path("/etc/netns").glob("aj-*")]

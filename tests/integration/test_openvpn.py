@@ -19,11 +19,12 @@ from appjail import cli, model
 from appjail.helper import openvpn
 from appjail.helper.jails import Engine, JailError
 from appjail.lab import Lab
+from appjail.lab import openvpn as lab_openvpn
 from appjail.model import JailSpec, ValidationError
 from appjail.ovpnconf import parse
 from appjail.report import inspection
 
-from .conftest import jail_run, residue_in_host, residue_machine_wide
+from .conftest import jail_run, residue_in_host, residue_machine_wide, secret_anywhere
 
 TUNNEL_NET = ipaddress.ip_network("203.0.113.128/26")
 
@@ -121,40 +122,29 @@ def engine_json(engine: Engine, jail) -> dict:
             "vpn_up": engine.tunnel_status(jail)["up"]}
 
 
-def _key_anywhere(key: str, logged: str) -> list[str]:
-    found = ["helper log"] if key in logged else []
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    if key in ps:
-        found.append("ps")
-    grep = subprocess.run(["grep", "-rlsF", "--", key, "/run", "/tmp", "/etc"], capture_output=True, text=True)
-    found += [path for path in grep.stdout.splitlines()
-              if not path.startswith("/tmp/pytest-") and "/appjail-lab-" not in path]  # the lab server's own
-    return found
-
-
 def test_keys_stay_out_of_argv_files_and_log_and_teardown_leaves_nothing(engine: Engine, in_host: Lab, caplog):
     lab = in_host
     caplog.set_level(logging.DEBUG)
     jail = engine.create(JailSpec("ovc"), 0, openvpn=parse(lab.ovpn_client()))
     assert curl("ovc", f"http://{lab.SERVER_ADDR}/").returncode == 0
-    for secret in (lab.ovpn_client_key(), "lab-pass"):
-        assert _key_anywhere(secret, caplog.text) == [], f"{secret[:8]}... is nowhere while the jail runs"
+    for secret in (lab.ovpn_client_key(), lab_openvpn.PASSWORD):
+        assert secret_anywhere(secret, caplog.text) == [], f"{secret[:4]}... is nowhere while the jail runs"
     engine.destroy(jail.name)
     assert "aj-ovc" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovc.sock").exists()
-    assert _key_anywhere(lab.ovpn_client_key(), caplog.text) == []
+    assert secret_anywhere(lab.ovpn_client_key(), caplog.text) == []
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
 def test_the_cli_puts_the_auth_user_pass_file_inline(engine: Engine, in_host: Lab, tmp_path):
     lab = in_host
-    (tmp_path / "creds.txt").write_text("lab-user\nlab-pass\n")
+    (tmp_path / "creds.txt").write_text(f"{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n")
     (tmp_path / "creds.txt").chmod(0o600)
     config = tmp_path / "provider.ovpn"
     config.write_text(lab.ovpn_client(auth_file="creds.txt"))
     config.chmod(0o600)
     option = next(o for o in model.OPTIONS if o.key == "openvpn")
     sent = cli.read_file_option(option, str(config))
-    assert "auth-user-pass creds.txt" not in sent and "<auth-user-pass>\nlab-user\nlab-pass\n" in sent
+    assert "auth-user-pass creds.txt" not in sent and f"<auth-user-pass>\n{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n" in sent
     engine.create(JailSpec("ovd"), 0, openvpn=parse(sent))
     assert curl("ovd", f"http://{lab.SERVER_ADDR}/").returncode == 0, "the server took the user and password"
 

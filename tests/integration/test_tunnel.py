@@ -23,7 +23,7 @@ from appjail.lab import Lab, in_netns
 from appjail.model import JailSpec, ValidationError
 from appjail.wgconf import parse
 
-from .conftest import jail_run, residue_in_host, residue_machine_wide
+from .conftest import jail_run, residue_in_host, residue_machine_wide, secret_anywhere
 from .helperlab import MEMBER, appjail, jails
 
 
@@ -98,26 +98,16 @@ def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: E
         assert time.monotonic() < deadline, "traffic did not resume"
 
 
-def _key_anywhere(key: str) -> list[str]:
-    found = []
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    if key in ps:
-        found.append("ps")
-    grep = subprocess.run(["grep", "-rlsF", "--", key, "/run", "/tmp", "/etc"], capture_output=True, text=True)
-    found += [path for path in grep.stdout.splitlines() if not path.startswith("/tmp/pytest-")]
-    return found
-
-
 def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Engine, in_host: Lab):
     lab = in_host
     text = lab.wg_peer("203.0.113.14")
     key = parse(text).private_key
     jail = engine.create(JailSpec("wge"), 0, wireguard=parse(text))
     assert curl("wge", f"http://{lab.SERVER_ADDR}/").returncode == 0
-    assert _key_anywhere(key) == [], "the key is nowhere while the jail runs"
+    assert secret_anywhere(key) == [], "the key is nowhere while the jail runs"
     engine.destroy(jail.name)
     assert "aj-wge" not in tunnels.daemons() and not Path("/var/run/wireguard/aj-wge.sock").exists()
-    assert _key_anywhere(key) == []
+    assert secret_anywhere(key) == []
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
