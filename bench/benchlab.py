@@ -26,6 +26,7 @@ from appjail.lab.helper import LabHelper, UserCommand, group_exists, stage_packa
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("nftables", "xtables")
+MAX_JAILS = 1000  # the scale bench's one user keeps hundreds (the helper's default limit is 32)
 PREFIX, VPN = "ajbench", "ajbwg0"
 GROUP = "appjail"
 BENCH_USER = "ajbench-user"
@@ -86,7 +87,7 @@ def helper_in_lab(firewall: str = "auto") -> Iterator[HelperLab]:
         stage_package(work / "code")
         helper = LabHelper(lab.host_ns, bus.address, work / "run", work / "helper.log")
         stack.callback(helper.stop_and_clean)
-        helper.start("--firewall", firewall)
+        helper.start("--firewall", firewall, "--max-jails-per-user", str(MAX_JAILS))
         user = stack.enter_context(temporary_user(BENCH_USER, GROUP))
         yield HelperLab(lab, helper, user, UserCommand(bus.address, "/usr/bin/python3", str(work / "code")))
 
