@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,21 +120,22 @@ def _new_nft_tables_removed(ns: str) -> Iterator[None]:
 
 
 @contextmanager
-def docker(ns: str) -> Iterator[None]:
+def _commands_applied(ns: str, commands: Iterable[list[str]]) -> Iterator[None]:
+    """Firewall commands run in NS for the block; the tables they made go afterwards."""
+    with _new_nft_tables_removed(ns):
+        for argv in commands:
+            run_in(ns, argv)
+        yield
+
+
+def docker(ns: str) -> AbstractContextManager[None]:
     """Docker's setup: iptables-nft FORWARD policy DROP, jumping to DOCKER-USER first."""
-    with _new_nft_tables_removed(ns):
-        for argv in DOCKER_SETUP:
-            run_in(ns, argv)
-        yield
+    return _commands_applied(ns, DOCKER_SETUP)
 
 
-@contextmanager
-def admin_ruleset(ns: str) -> Iterator[None]:
+def admin_ruleset(ns: str) -> AbstractContextManager[None]:
     """An admin's own `inet filter forward` chain with policy drop."""
-    with _new_nft_tables_removed(ns):
-        for argv in ADMIN_SETUP:
-            run_in(ns, argv)
-        yield
+    return _commands_applied(ns, ADMIN_SETUP)
 
 
 @contextmanager
