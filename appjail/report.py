@@ -73,15 +73,22 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
 def way_out(jail: dict) -> str:
     """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN when it is), or -."""
     if jail["tunnel"]:
-        return jail["tunnel"]["type"] + ("" if jail["tunnel"]["up"] else " DOWN")
+        state = tunnel_state(jail["tunnel"])
+        return jail["tunnel"]["type"] + ("" if state == "up" else f" {state.upper()}")
     return jail["vpn"] or "-"
 
 
 def tunnel_line(tunnel: dict, now: float | None = None) -> str:
-    """A tunnel jail's tunnel in one line: type, endpoint, up or TUNNEL DOWN, handshake age, bytes."""
-    state = "up" if tunnel["up"] else "TUNNEL DOWN"
-    return (f"{tunnel['type']} to {endpoint(tunnel)}, {state}, {handshake(tunnel, now)}, "
+    """A tunnel jail's tunnel in one line: type, endpoint, state (up, idle, TUNNEL DOWN), handshake age, bytes."""
+    state = tunnel_state(tunnel)
+    return (f"{tunnel['type']} to {endpoint(tunnel)}, {'TUNNEL DOWN' if state == 'down' else state}, "
+            f"{handshake(tunnel, now)}, "
             f"received {size(tunnel['rx_bytes'])}, sent {size(tunnel['tx_bytes'])}")
+
+
+def tunnel_state(tunnel: dict) -> str:
+    """up, idle (WireGuard without a session and nothing to send) or down; older helpers sent only `up`."""
+    return tunnel.get("state") or ("up" if tunnel["up"] else "down")
 
 
 def endpoint(tunnel: dict) -> str:
@@ -117,8 +124,7 @@ def tunnel_down(tunnel: dict) -> str:
     elif "connected_since" in tunnel:
         why = "openvpn has ended"
     else:
-        why = (f"no handshake with {tunnel['endpoint'] or 'the peer'} for 3 min (an idle tunnel "
-               "without PersistentKeepalive looks the same until it sends again)")
+        why = f"{tunnel['endpoint'] or 'the peer'} does not answer its handshakes"
     return f"TUNNEL DOWN: {why}; the jail has no other way out, so nothing leaks around it"
 
 

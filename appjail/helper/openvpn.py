@@ -286,7 +286,8 @@ def status(namespace: str, ifname: str) -> dict:
     running = daemon is not None and daemon.alive()
     return {"connected_to": daemon.remote if daemon else "", "connected_since": int(daemon.since) if daemon else 0,
             "rx_bytes": counters.get("rx_bytes", 0), "tx_bytes": counters.get("tx_bytes", 0),
-            "daemon": "running" if running else "ended", "link_up": link_up, "up": running and link_up}
+            "daemon": "running" if running else "ended", "link_up": link_up,
+            "state": tunnels.UP if running and link_up else tunnels.DOWN, "up": running and link_up}
 
 
 counters = tunnels.counters

@@ -101,14 +101,15 @@ def test_the_menu_shows_profiles_and_jails_with_tunnels(tray_with, qtbot, tmp_pa
     path = wg_file(tmp_path)
     profiles = {"vpn": Profile("vpn", ("firefox",), {"name": "vpn", "wireguard": str(path)}),
                 "web": Profile("web", ("curl",), {"name": "web"})}
-    down = {**tunnel_jail(up=False), "name": "wgb"}
-    tray, _ = tray_with(profiles, [tunnel_jail(), down])
-    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["wga", "wgb"], timeout=5000)
+    down, idle = {**tunnel_jail("down"), "name": "wgb"}, {**tunnel_jail("idle"), "name": "wgc"}
+    tray, _ = tray_with(profiles, [tunnel_jail(), down, idle])
+    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["wga", "wgb", "wgc"], timeout=5000)
     assert tray.profile_action("vpn").text() == "Start vpn (WireGuard)"
     assert tray.profile_action("vpn").toolTip() == f"firefox  (wireguard {path})"
     assert tray.profile_action("web").text() == "Start web"
     entries = [a.text() for a in tray.menu.actions() if a.menu()]
-    assert entries == ["wga (1 process, WireGuard)", "wgb (1 process, WireGuard down)"]
+    assert entries == ["wga (1 process, WireGuard)", "wgb (1 process, WireGuard down)",
+                       "wgc (1 process, WireGuard idle)"]
 
 
 def test_a_tunnel_profile_sends_the_files_text_and_a_bad_file_is_explained(tray_with, qtbot, tmp_path):
@@ -132,6 +133,9 @@ def test_inspector_shows_the_tunnel_and_warns_when_it_is_down(qtbot):
     assert "WireGuard tunnel (up)" in window.summary.text()
     assert "tunnel: wireguard to 198.51.100.1:51820, up, handshake" in window.summary.text()
     assert window.warning.isHidden() and not window.no_hook.isHidden() and window.blocked.isHidden()
-    window.show_jail(tunnel_jail(up=False, handshake_age=400, now=time.time()))
-    assert not window.warning.isHidden() and window.warning.text().startswith("TUNNEL DOWN: no handshake")
+    window.show_jail(tunnel_jail("idle", handshake_age=400, now=time.time()))
+    assert "WireGuard tunnel (idle)" in window.summary.text() and window.warning.isHidden()
+    window.show_jail(tunnel_jail("down", handshake_age=400, now=time.time()))
+    assert not window.warning.isHidden()
+    assert window.warning.text().startswith("TUNNEL DOWN: 198.51.100.1:51820 does not answer its handshakes")
     assert "TUNNEL DOWN, handshake 6 min ago" in window.summary.text()

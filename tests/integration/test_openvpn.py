@@ -24,7 +24,7 @@ from appjail.model import JailSpec, ValidationError
 from appjail.ovpnconf import parse
 from appjail.report import inspection
 
-from .conftest import jail_run, residue_in_host, residue_machine_wide, secret_anywhere
+from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere
 
 TUNNEL_NET = ipaddress.ip_network("203.0.113.128/26")
 
@@ -112,14 +112,6 @@ def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: E
     assert only_openvpn(packets, lab) == [], "nothing left outside OpenVPN while the server was gone"
     wait_for("traffic did not resume", lambda: curl("ovb", f"http://{lab.SERVER_ADDR}/", timeout=2).returncode == 0)
     assert engine.tunnel_status(jail)["up"]
-
-
-def engine_json(engine: Engine, jail) -> dict:
-    """What `inspect --json` would give of a tunnel jail, enough for the human page."""
-    return {"name": jail.name, "owner_uid": 0, "address": jail.address, "netns": jail.netns, "vpn": None,
-            "dns": list(jail.dns), "publish": [], "deny": [], "no_lan": False, "keep": False, "pids": [],
-            "counters": engine.tunnel_counters(jail), "tunnel": engine.tunnel_status(jail),
-            "vpn_up": engine.tunnel_status(jail)["up"]}
 
 
 def test_keys_stay_out_of_argv_files_and_log_and_teardown_leaves_nothing(engine: Engine, in_host: Lab, caplog):

@@ -293,7 +293,7 @@ class FakeTunnels(Recorder):
 
     def status(self, namespace: str, ifname: str) -> dict:
         return {"endpoint": "", "latest_handshake": 0, "rx_bytes": 0, "tx_bytes": 0,
-                "link_up": True, "up": False}
+                "link_up": True, "state": "idle", "up": True}
 
     def counters(self, namespace: str, ifname: str) -> dict[str, int]:
         return {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0,
