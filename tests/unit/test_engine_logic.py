@@ -227,6 +227,20 @@ def test_an_adopted_jail_holds_its_ports_again(make_engine, ports):
     assert ports.held == set()
 
 
+def test_a_crashed_helpers_jail_gives_its_address_back_like_a_teardown(make_engine, kernel, conntrack):
+    crashed = make_engine()
+    lost = crashed.create(JailSpec("lost", dns=DNS), 1000)
+    address = lost.addressing.jail_address
+    conntrack.addresses.add(address)
+    del kernel.links["aj-lost"]  # its veth went: the jail is not adopted
+    restarted = make_engine()
+    report = restarted.reconcile()
+    assert report.adopted == [] and f"connections of {address}" in report.removed
+    assert conntrack.addresses == set(), "no later jail on the address inherits its connections"
+    assert restarted.create(JailSpec("next", dns=DNS), 1001).addressing.jail_address != address, \
+        "and the address is held back, as after a teardown"
+
+
 def test_teardown_forgets_the_jails_connections_and_holds_its_address_back(engine, conntrack, ops):
     first = engine.create(JailSpec("one", dns=DNS), 1000)
     address = first.addressing.jail_address
