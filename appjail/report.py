@@ -48,6 +48,16 @@ def owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def reference(jail: dict, viewer_uid: int) -> str:
+    """How the viewer names the jail to the helper: NAME for its own, USER/NAME (UID/NAME) for another's."""
+    if jail["owner_uid"] == viewer_uid:
+        return jail["name"]
+    try:
+        return f"{pwd.getpwuid(jail['owner_uid']).pw_name}/{jail['name']}"
+    except KeyError:
+        return f"{jail['owner_uid']}/{jail['name']}"
+
+
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -181,8 +181,7 @@ class Tray(QObject):
 
     # -- answers -------------------------------------------------------------
 
-    def on_jails(self, jails: list) -> None:
-        current = {j["name"]: j for j in jails}
+    def on_jails(self, current: dict) -> None:
         for name, jail in current.items():
             before = self.jails.get(name)
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):

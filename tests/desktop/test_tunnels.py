@@ -57,14 +57,21 @@ def test_run_dialog_chooses_a_wireguard_file_instead_of_a_vpn(qtbot, monkeypatch
 class StandInClient:
     """The helper as the tray's worker sees it: a listing, and the runs it was asked for."""
 
-    def __init__(self, jails: list[dict]) -> None:
-        self.jails, self.runs = jails, []
+    def __init__(self, jails: list[dict], uid: int | None = None) -> None:
+        self.jails, self.runs, self.stops = jails, [], []
+        self.uid = os.getuid() if uid is None else uid
 
     def list(self) -> list[dict]:
         return self.jails
 
+    def whoami(self) -> dict:
+        return {"uid": self.uid}
+
     def inspect(self, name: str) -> dict:
         return next(j for j in self.jails if j["name"] == name)
+
+    def stop(self, name: str) -> None:
+        self.stops.append(name)
 
     def run(self, options, argv, env, cwd, fds) -> tuple[str, int, int]:
         self.runs.append(options)
@@ -78,8 +85,8 @@ class StandInClient:
 def tray_with(qtbot):
     trays = []
 
-    def make(profiles: dict, jails: list[dict]) -> tuple[Tray, StandInClient]:
-        client = StandInClient(jails)
+    def make(profiles: dict, jails: list[dict], uid: int | None = None) -> tuple[Tray, StandInClient]:
+        client = StandInClient(jails, uid)
         tray = Tray(client_factory=lambda: client, session=Session(env=[b"PATH=/bin"], cwd=b"/", log_dir=None),
                     profiles_loader=lambda: profiles, use_tray=False)
         qtbot.addWidget(tray.window)
@@ -139,3 +146,15 @@ def test_inspector_shows_the_tunnel_and_warns_when_it_is_down(qtbot):
     assert not window.warning.isHidden()
     assert window.warning.text().startswith("TUNNEL DOWN: 198.51.100.1:51820 does not answer its handshakes")
     assert "TUNNEL DOWN, handshake 6 min ago" in window.summary.text()
+
+
+def test_a_manager_sees_two_users_jails_of_one_name_apart_and_acts_on_the_right_one(tray_with, qtbot):
+    mine = {**tunnel_jail(), "name": "firefox", "owner_uid": 4242}
+    roots = {**tunnel_jail(), "name": "firefox", "owner_uid": 0}
+    tray, client = tray_with({}, [mine, roots], uid=4242)
+    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["firefox", "root/firefox"], timeout=5000)
+    (submenu,) = [a.menu() for a in tray.menu.actions() if a.menu() and a.menu().objectName() == "jail:root/firefox"]
+    (stop,) = [a for a in submenu.actions() if a.text() == "Stop"]
+    stop.trigger()
+    qtbot.waitUntil(lambda: client.stops != [], timeout=5000)
+    assert client.stops == ["root/firefox"], "the helper's USER/NAME, not the manager's own jail"
