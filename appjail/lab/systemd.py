@@ -112,6 +112,13 @@ class LabSystemd:
         """An argv running `argv` in systemd's pid, mount and cgroup namespaces (see nsenter.py)."""
         return [sys.executable, "-m", "appjail.lab.nsenter", str(self.pid), "--", *argv]
 
+    def mask(self, unit: str) -> None:
+        """Mask UNIT (in the lab's own unit directory) and have systemd reload: starting it fails."""
+        assert self._state is not None
+        (self._state / "units" / unit).symlink_to(os.devnull)
+        subprocess.run(self.enter_argv(["systemctl", "daemon-reload"]), check=True, timeout=30,
+                       capture_output=True)
+
     def log(self) -> str:
         """What systemd, the bus daemon and polkitd wrote."""
         assert self._state is not None

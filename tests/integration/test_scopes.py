@@ -8,10 +8,12 @@ unscoped, as before.
 
 from __future__ import annotations
 
+import json
 import pwd
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,7 @@ from appjail.lab.helper import LabHelper
 from appjail.lab.systemd import LabSystemd
 
 from ..busfixture import BUS_POLICY, polkit_files_installed
-from .helperlab import DNS, MEMBER, appjail_argv, user_popen_kwargs, wait_until
+from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail_argv, user_popen_kwargs, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +71,17 @@ def test_program_runs_in_a_scope_of_its_users_slice_until_it_ends(scoped_helper,
     unit = placed.group(1)
     assert wait_until(lambda: unit not in systemctl(systemd, "list-units", "--all", "appjail-*"), 5), \
         systemctl(systemd, "status", unit)
+
+
+def test_a_scope_systemd_refuses_keeps_the_program_from_starting_and_leaves_nothing(scoped_helper, systemd,
+                                                                                   users):
+    systemd.mask(f"user-{users.uid(OTHER_MEMBER)}.slice")
+    marker = Path(pwd.getpwnam(OTHER_MEMBER).pw_dir) / "ran-unscoped"
+    marker.unlink(missing_ok=True)
+    result = appjail_inside(systemd, OTHER_MEMBER, "run", "--dns", DNS, "--", "touch", str(marker))
+    assert result.returncode == 125, result.stderr
+    assert "systemd" in result.stderr and "scope" in result.stderr and len(result.stderr.splitlines()) == 1, \
+        result.stderr
+    assert not marker.exists(), "the program did not run outside its user's slice"
+    listed = appjail_inside(systemd, OTHER_MEMBER, "ls", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], "the jail made for it is gone"
