@@ -71,15 +71,23 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
 
 
 def way_out(jail: dict) -> str:
-    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN when it is), or -."""
+    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN or CONNECTING when it is), or -."""
     if jail["tunnel"]:
-        return jail["tunnel"]["type"] + ("" if jail["tunnel"]["up"] else " DOWN")
+        return jail["tunnel"]["type"] + {"up": "", "connecting": " CONNECTING", "down": " DOWN"}[
+            tunnel_state(jail["tunnel"])]
     return jail["vpn"] or "-"
 
 
+def tunnel_state(tunnel: dict) -> str:
+    """up; connecting: its first connection is pending (OpenVPN), its programs start once it is up; down."""
+    if tunnel.get("connecting"):
+        return "connecting"
+    return "up" if tunnel["up"] else "down"
+
+
 def tunnel_line(tunnel: dict, now: float | None = None) -> str:
-    """A tunnel jail's tunnel in one line: type, endpoint, up or TUNNEL DOWN, handshake age, bytes."""
-    state = "up" if tunnel["up"] else "TUNNEL DOWN"
+    """A tunnel jail's tunnel in one line: type, endpoint, up, connecting or TUNNEL DOWN, handshake age, bytes."""
+    state = {"up": "up", "connecting": "connecting", "down": "TUNNEL DOWN"}[tunnel_state(tunnel)]
     return (f"{tunnel['type']} to {endpoint(tunnel)}, {state}, {handshake(tunnel, now)}, "
             f"received {size(tunnel['rx_bytes'])}, sent {size(tunnel['tx_bytes'])}")
 
@@ -112,6 +120,9 @@ def age(seconds: float) -> str:
 
 def tunnel_down(tunnel: dict) -> str:
     """Why a tunnel jail gets nothing through, for `inspect` and the inspector."""
+    if tunnel.get("connecting"):
+        return (f"CONNECTING: {tunnel['type']} has not connected yet; programs start once it has (or fail, "
+                "and the jail goes, if it does not); until then the jail has no way out")
     if not tunnel["link_up"]:
         why = "its interface is down"
     elif "connected_since" in tunnel:

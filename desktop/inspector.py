@@ -11,7 +11,7 @@ from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..report import (BLOCKED_HEADERS, NO_HOOK, blocked_rows, count, kill_switch_blocking, normalised, size,
-                      tunnel_down, tunnel_line)
+                      tunnel_down, tunnel_line, tunnel_state)
 from .run_dialog import tunnel_label
 
 HISTORY_S = 60
@@ -86,7 +86,7 @@ class InspectorWindow(QWidget):
         self._last = (now, counters)
         tunnel = jail["tunnel"]
         if tunnel:
-            way_out = f"{tunnel_label(tunnel['type'])} tunnel ({'up' if tunnel['up'] else 'down'})"
+            way_out = f"{tunnel_label(tunnel['type'])} tunnel ({tunnel_state(tunnel)})"
         elif jail["vpn"]:
             way_out = f"VPN {jail['vpn']} ({'up' if jail.get('vpn_up', True) else 'down'})"
         else:

@@ -20,7 +20,7 @@ from PyQt6.QtWidgets import (QApplication, QLabel, QMenu, QPushButton, QSystemTr
 
 from ..client import Client
 from ..profiles import Profile, ProfileError, load_profiles
-from ..report import count
+from ..report import count, tunnel_state
 from .inspector import InspectorWindow
 from .run_dialog import RunDialog, host_interfaces, profile_tunnel, tunnel_label
 from .worker import HelperWorker, Session
@@ -265,10 +265,12 @@ def _menu_view(jails: dict[str, dict]) -> list[tuple]:
 
 
 def _way_out(jail: dict) -> str:
-    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down"), "" for NAT."""
+    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down", ", OpenVPN connecting"),
+    "" for NAT."""
     tunnel = jail.get("tunnel")
     if tunnel:
-        return f", {tunnel_label(tunnel['type'])}" + ("" if tunnel["up"] else " down")
+        state = tunnel_state(tunnel)
+        return f", {tunnel_label(tunnel['type'])}" + ("" if state == "up" else f" {state}")
     return f", {jail['vpn']}" if jail.get("vpn") else ""
 
 

@@ -57,14 +57,16 @@ MAX_REPORT = 64 * 1024
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 Up = Callable[[ovpnconf.Up], None]
+Changed = Callable[[], None]
 
 
 class Daemon:
     """One openvpn process, its log reader and its hook's socket, served by one thread."""
 
-    def __init__(self, ifname: str, config_text: str, on_up: Up) -> None:
+    def __init__(self, ifname: str, config_text: str, on_up: Up, on_change: Changed) -> None:
         self.ifname = ifname
         self.on_up = on_up
+        self.on_change = on_change
         self.connected = threading.Event()
         self.ended = threading.Event()
         self.stopping = False
@@ -139,6 +141,7 @@ class Daemon:
                      ", ".join(map(str, up.addresses)), up.remote or "?")
             _send(conn, b"ok\n")
             self.connected.set()
+        self.on_change()
 
     def _ended(self) -> None:
         status = self.proc.wait()
@@ -146,6 +149,7 @@ class Daemon:
             log.warning("openvpn %s ended (status %s): the jail has no way out", self.ifname, status)
         self._close_socket()
         self.ended.set()
+        self.on_change()
 
     def _close_socket(self) -> None:
         self.listener.close()
@@ -209,27 +213,29 @@ _daemons: dict[str, Daemon] = {}
 _lock = threading.Lock()
 
 
-def start(ifname: str, config_text: str, on_up: Up) -> None:
-    """Start IFNAME's openvpn; on_up(settings) is called (on its thread) each time its tunnel comes up."""
+def start(ifname: str, config_text: str, on_up: Up, on_change: Changed) -> None:
+    """Start IFNAME's openvpn and return: it connects in its own time.
+
+    On its thread, on_up(settings) is called each time its tunnel comes up
+    (and may refuse it by raising), on_change() after the tunnel came up or
+    the daemon ended.
+    """
     with _lock:
         if ifname in _daemons or _dev_of_running().get(ifname):
             raise NetnsError(f"an openvpn for {ifname} already runs")
-        _daemons[ifname] = Daemon(ifname, config_text, on_up)
+        _daemons[ifname] = Daemon(ifname, config_text, on_up, on_change)
 
 
-def wait_connected(ifname: str) -> None:
-    """Return once the tunnel is up in the jail; NetnsError with openvpn's last words otherwise.
+def connected(ifname: str) -> bool:
+    """Whether IFNAME's tunnel has come up (in the jail) at least once."""
+    daemon = _daemons.get(ifname)
+    return daemon is not None and daemon.connected.is_set()
 
-    openvpn retries a server that does not answer forever: CONNECT_TIMEOUT is where creation gives up.
-    """
-    daemon = _daemons[ifname]
-    timeout = CONNECT_TIMEOUT
-    deadline = time.monotonic() + timeout
-    while not daemon.connected.wait(0.05):
-        if daemon.ended.is_set():
-            raise NetnsError(f"openvpn ended before its tunnel was up: {daemon.why_not()}")
-        if time.monotonic() > deadline:
-            raise NetnsError(f"openvpn's tunnel was not up within {timeout:.0f} s: {daemon.why_not()}")
+
+def why_not(ifname: str) -> str:
+    """openvpn's last words, to say why a tunnel is not up."""
+    daemon = _daemons.get(ifname)
+    return daemon.why_not() if daemon is not None else "no openvpn runs for it"
 
 
 def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:

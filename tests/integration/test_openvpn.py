@@ -3,12 +3,16 @@
 The lab's OpenVPN server (uplink, UDP 1194) has keys made at test time; the
 engine runs in the lab's host, whose uplink up0 is captured to show that
 nothing but OpenVPN's UDP to the server leaves while an OpenVPN jail works.
+The last tests go through the real helper, as the lab's users.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,14 +21,16 @@ import pytest
 
 from appjail import cli, model
 from appjail.helper import openvpn
-from appjail.helper.jails import Engine, JailError
-from appjail.lab import Lab
+from appjail.helper.jails import Engine, Jail, JailError
+from appjail.helper.netns import list_namespaces
+from appjail.lab import Lab, in_netns
 from appjail.lab import openvpn as lab_openvpn
 from appjail.model import JailSpec, ValidationError
 from appjail.ovpnconf import parse
 from appjail.report import inspection
 
 from .conftest import jail_run, residue_in_host, residue_machine_wide, secret_anywhere
+from .helperlab import MEMBER, OTHER_MEMBER, appjail, appjail_argv, jails, ls_seconds, user_popen_kwargs, wait_until
 
 TUNNEL_NET = ipaddress.ip_network("203.0.113.128/26")
 
@@ -34,6 +40,14 @@ def server_stops_after_these_tests(lab: Lab):
     """The server pings clients it still believes in for a while: it goes, so later captures see none."""
     yield
     lab.ovpn_server_down()
+
+
+def connected(engine: Engine, jail: Jail) -> Jail:
+    """What the helper's main loop does for a new OpenVPN jail: wait for its tunnel (JailError if it fails)."""
+    deadline = time.monotonic() + engine.connect_timeout
+    while not engine.connected(jail, overdue=time.monotonic() > deadline):
+        time.sleep(0.05)
+    return jail
 
 
 def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess:
@@ -66,7 +80,7 @@ def test_an_openvpn_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in
     text = lab.ovpn_client()
     capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
     caplog.set_level(logging.INFO)
-    jail = engine.create(JailSpec("ova"), 0, openvpn=parse(text))
+    jail = connected(engine, engine.create(JailSpec("ova"), 0, openvpn=parse(text)))
     try:
         address = tunnel_address("ova")
         assert ipaddress.ip_address(address) in TUNNEL_NET
@@ -93,7 +107,7 @@ def test_an_openvpn_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in
 
 def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: Engine, in_host: Lab):
     lab = in_host
-    jail = engine.create(JailSpec("ovb"), 0, openvpn=parse(lab.ovpn_client()))
+    jail = connected(engine, engine.create(JailSpec("ovb"), 0, openvpn=parse(lab.ovpn_client())))
     assert curl("ovb", f"http://{lab.SERVER_ADDR}/").returncode == 0
     capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
     lab.ovpn_server_down()
@@ -125,7 +139,7 @@ def engine_json(engine: Engine, jail) -> dict:
 def test_keys_stay_out_of_argv_files_and_log_and_teardown_leaves_nothing(engine: Engine, in_host: Lab, caplog):
     lab = in_host
     caplog.set_level(logging.DEBUG)
-    jail = engine.create(JailSpec("ovc"), 0, openvpn=parse(lab.ovpn_client()))
+    jail = connected(engine, engine.create(JailSpec("ovc"), 0, openvpn=parse(lab.ovpn_client())))
     assert curl("ovc", f"http://{lab.SERVER_ADDR}/").returncode == 0
     for secret in (lab.ovpn_client_key(), lab_openvpn.PASSWORD):
         assert secret_anywhere(secret, caplog.text) == [], f"{secret[:4]}... is nowhere while the jail runs"
@@ -145,7 +159,7 @@ def test_the_cli_puts_the_auth_user_pass_file_inline(engine: Engine, in_host: La
     option = next(o for o in model.OPTIONS if o.key == "openvpn")
     sent = cli.read_file_option(option, str(config))
     assert "auth-user-pass creds.txt" not in sent and f"<auth-user-pass>\n{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n" in sent
-    engine.create(JailSpec("ovd"), 0, openvpn=parse(sent))
+    connected(engine, engine.create(JailSpec("ovd"), 0, openvpn=parse(sent)))
     assert curl("ovd", f"http://{lab.SERVER_ADDR}/").returncode == 0, "the server took the user and password"
 
 
@@ -164,12 +178,14 @@ def test_a_bad_file_creates_nothing(engine: Engine, in_host: Lab, change, messag
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def test_a_tunnel_that_never_comes_up_fails_the_creation_and_leaves_nothing(engine: Engine, in_host: Lab,
-                                                                             monkeypatch):
-    monkeypatch.setattr(openvpn, "CONNECT_TIMEOUT", 3.0)
-    text = in_host.ovpn_client().replace(f"remote {in_host.UPLINK_ADDR} 1194", f"remote {in_host.UPLINK_ADDR} 1195")
-    with pytest.raises(JailError, match=r"could not create jail 'ovf': openvpn's tunnel was not up within 3 s"):
-        engine.create(JailSpec("ovf"), 0, openvpn=parse(text))
+def test_a_daemon_that_ends_before_its_tunnel_is_up_says_why(engine: Engine, in_host: Lab):
+    text = in_host.ovpn_client().replace(lab_openvpn.PASSWORD, "wrong-password")
+    jail = engine.create(JailSpec("ovf"), 0, openvpn=parse(text))
+    assert jail.connecting, "created at once, its daemon started"
+    with pytest.raises(JailError, match=r"^could not create jail 'ovf': openvpn ended before its tunnel was up: "
+                                        r".*AUTH_FAILED"):
+        connected(engine, jail)
+    engine.destroy("ovf")
     assert "aj-ovf" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovf.sock").exists()
     assert residue_in_host() == [] and residue_machine_wide() == []
 
@@ -184,3 +200,68 @@ def test_reconcile_stops_a_crashed_helpers_openvpn(in_host: Lab, tmp_path):
     assert report.adopted == [] and "openvpn aj-ovg" in report.removed and "namespace aj-ovg" in report.removed
     assert "aj-ovg" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovg.sock").exists()
     assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+# -- through the real helper, as the lab's users -------------------------------
+
+def member_file(name: str, text: str) -> Path:
+    """A file of MEMBER's own in their home (appjail reads it as them), not writable by others."""
+    path = Path(os.path.expanduser(f"~{MEMBER}")) / name
+    path.write_text(text)
+    path.chmod(0o600)
+    shutil.chown(path, MEMBER, MEMBER)
+    return path
+
+
+def nothing_left(lab: Lab, ifname: str) -> list[str]:
+    """What a removed OpenVPN jail could leave: its namespace, links, daemon, sockets, records."""
+    with in_netns(lab.host_ns):
+        found = residue_in_host() + [f"openvpn {dev}" for dev in openvpn._dev_of_running() if dev == ifname]
+    return found + residue_machine_wide() + [str(p) for p in openvpn.SOCKET_DIR.glob(f"{ifname}.*")]
+
+
+def test_a_connecting_openvpn_jail_blocks_no_one_and_its_failure_leaves_nothing(helper, lab: Lab):
+    unanswered = lab.ovpn_client().replace(f"remote {lab.UPLINK_ADDR} 1194", "remote 198.51.100.9 1194")
+    config = member_file("unanswered.ovpn", unanswered)  # an address of the uplink's nobody has
+    run = subprocess.Popen(appjail_argv("run", "--name", "waits", "--openvpn", str(config), "--", "true"),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: "aj-waits" in list_namespaces("aj-"), 10)
+        time.sleep(0.5)  # openvpn tries its server now
+        assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered while it connects"
+        (listed,) = jails(helper, MEMBER)
+        assert listed["tunnel"]["connecting"] and not listed["tunnel"]["up"] and listed["pids"] == []
+        assert "openvpn CONNECTING" in appjail(helper, MEMBER, "ls").stdout
+        page = appjail(helper, MEMBER, "inspect", "waits").stdout
+        assert "connecting" in page and "CONNECTING: openvpn has not connected yet" in page, page
+        _, errors = run.communicate(timeout=openvpn.CONNECT_TIMEOUT + 20)
+    finally:
+        run.kill()
+    assert run.returncode == 125 and errors.count("\n") == 1, errors
+    assert errors.startswith("appjail: could not create jail 'waits': openvpn's tunnel was not up within 20 s: ")
+    assert jails(helper, MEMBER) == [] and nothing_left(lab, "aj-waits") == []
+
+
+def test_a_stop_while_connecting_fails_the_waiting_runs(helper, lab: Lab):
+    unanswered = lab.ovpn_client().replace(f"remote {lab.UPLINK_ADDR} 1194", "remote 198.51.100.9 1194")
+    config = member_file("unanswered.ovpn", unanswered)
+    def start(*options: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(appjail_argv("run", "--name", "stopped", *options, "--", "true"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+
+    runs = [start("--openvpn", str(config))]
+    try:
+        assert wait_until(lambda: "aj-stopped" in list_namespaces("aj-"), 10)
+        runs.append(start())  # joins it by name, and waits for the same tunnel
+        time.sleep(1)
+        assert appjail(helper, MEMBER, "stop", "stopped").returncode == 0
+        for run in runs:
+            _, errors = run.communicate(timeout=10)
+            assert (run.returncode, errors) == (125, "appjail: jail 'stopped' was stopped before its tunnel "
+                                                     "was up\n")
+    finally:
+        for run in runs:
+            run.kill()
+    assert nothing_left(lab, "aj-stopped") == []
