@@ -265,3 +265,22 @@ def test_a_stop_while_connecting_fails_the_waiting_runs(helper, lab: Lab):
         for run in runs:
             run.kill()
     assert nothing_left(lab, "aj-stopped") == []
+
+
+def test_a_member_runs_curl_through_their_own_openvpn_tunnel_and_the_secrets_stay_theirs(helper, lab: Lab):
+    member_file("creds.txt", f"{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n")
+    config = member_file("provider.ovpn", lab.ovpn_client(auth_file="creds.txt"))
+    result = appjail(helper, MEMBER, "run", "--keep", "--name", "ovbus", "--openvpn", str(config), "--",
+                     "curl", "-sS", "--max-time", "5", f"http://{lab.SERVER_ADDR}/", timeout=60)
+    assert result.returncode == 0, result.stderr
+    address = result.stdout.strip().removeprefix("client=")
+    assert ipaddress.ip_address(address) in TUNNEL_NET, result.stdout
+    (listed,) = jails(helper, MEMBER)
+    assert listed["tunnel"]["up"] and not listed["tunnel"]["connecting"] and listed["address"] == address
+    logged = helper.log_path.read_text()
+    assert "aj-ovbus: Initialization Sequence Completed" in logged, "openvpn's log is the helper's"
+    for secret in (lab.ovpn_client_key(), lab_openvpn.PASSWORD):  # while openvpn runs, and after
+        assert secret_anywhere(secret, logged) == [], f"{secret[:4]}... is nowhere but the member's files"
+    assert appjail(helper, MEMBER, "stop", "ovbus").returncode == 0
+    assert nothing_left(lab, "aj-ovbus") == []
+    assert secret_anywhere(lab_openvpn.PASSWORD, helper.log_path.read_text()) == []
