@@ -350,8 +350,7 @@ class Tunnel:
             raise ValueError(f"jail {jail.name} has no tunnel configuration")
         try:
             if jail.tunnel["type"] == OPENVPN:
-                host.openvpn.start(jail.tunnel_ifname, config.config_text(),
-                                   lambda up: _openvpn_up(host, jail, up), lambda: host.tunnel_changed(jail))
+                host.openvpn.start(jail.tunnel_ifname, config.config_text(), *_openvpn_callbacks(host, jail))
                 jail.connecting = True
             else:
                 self._wireguard(host, ipr, jail, config)
@@ -376,11 +375,20 @@ class Tunnel:
         host.driver(jail).remove(ipr, jail.netns, jail.tunnel_ifname)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        """An adopted jail's openvpn is served again (hook, log, state: they died with its helper)."""
+        for jail in live.values():
+            if jail.tunnel is not None and jail.tunnel["type"] == OPENVPN:
+                host.openvpn.adopt(jail.tunnel_ifname, *_openvpn_callbacks(host, jail))
         for kind, driver in host.drivers().items():
             live_ifnames = {jail.tunnel_ifname for jail in live.values()
                             if jail.tunnel is not None and jail.tunnel["type"] == kind}
             for name in driver.sweep(PREFIX, live_ifnames):
                 note(kind, name)
+
+
+def _openvpn_callbacks(host: Host, jail: Jail) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """What a jail's openvpn daemon calls on its thread: on each tunnel-up, and on any change."""
+    return (lambda up: _openvpn_up(host, jail, up)), (lambda: host.tunnel_changed(jail))
 
 
 def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -190,15 +191,15 @@ def test_a_daemon_that_ends_before_its_tunnel_is_up_says_why(engine: Engine, in_
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def test_reconcile_stops_a_crashed_helpers_openvpn(in_host: Lab, tmp_path):
+def test_reconcile_stops_a_daemon_whose_jail_has_no_record(in_host: Lab, tmp_path):
     lab = in_host
     crashed = Engine(run_dir=tmp_path / "run")
-    crashed.create(JailSpec("ovg"), 0, openvpn=parse(lab.ovpn_client()))
-    openvpn._daemons.clear()  # the helper died: its daemons are nobody's now
+    connected(crashed, crashed.create(JailSpec("ovg"), 0, openvpn=parse(lab.ovpn_client())))
+    crashed.store.delete("aj-ovg")
     restarted = Engine(run_dir=tmp_path / "run")
     report = restarted.reconcile()
     assert report.adopted == [] and "openvpn aj-ovg" in report.removed and "namespace aj-ovg" in report.removed
-    assert "aj-ovg" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovg.sock").exists()
+    assert "aj-ovg" not in openvpn._dev_of_running() and list(openvpn.SOCKET_DIR.glob("aj-ovg.*")) == []
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
@@ -284,3 +285,65 @@ def test_a_member_runs_curl_through_their_own_openvpn_tunnel_and_the_secrets_sta
     assert appjail(helper, MEMBER, "stop", "ovbus").returncode == 0
     assert nothing_left(lab, "aj-ovbus") == []
     assert secret_anywhere(lab_openvpn.PASSWORD, helper.log_path.read_text()) == []
+
+
+def openvpn_pids(lab: Lab, ifname: str) -> list[int]:
+    with in_netns(lab.host_ns):
+        return openvpn._dev_of_running().get(ifname, [])
+
+
+def inspected(helper, name: str) -> dict:
+    result = appjail(helper, MEMBER, "inspect", "--json", name)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_an_openvpn_jail_outlives_its_helper_and_the_next_one_serves_its_tunnel(helper, lab: Lab):
+    config = member_file("provider.ovpn", lab.ovpn_client())
+    url = f"http://{lab.SERVER_ADDR}/"
+    made = appjail(helper, MEMBER, "run", "--keep", "--name", "ovkeep", "--openvpn", str(config), "--", "true")
+    assert made.returncode == 0, made.stderr
+    (daemon,) = openvpn_pids(lab, "aj-ovkeep")
+    helper.kill(signal.SIGKILL)
+    restarted_at = helper.log_path.stat().st_size
+    helper.start()
+    assert openvpn_pids(lab, "aj-ovkeep") == [daemon], "the same openvpn, not a new one"
+    (listed,) = jails(helper, MEMBER)
+    assert listed["name"] == "ovkeep" and listed["tunnel"]["up"], listed
+    tunnel = inspected(helper, "ovkeep")["tunnel"]
+    assert tunnel["state"] == "CONNECTED" and tunnel["connected_to"] == f"{lab.UPLINK_ADDR}:1194"
+    assert 0 < tunnel["connected_since"] <= time.time()
+    address = tunnel["addresses"][0].split("/")[0]
+    result = appjail(helper, MEMBER, "run", "--name", "ovkeep", "--", "curl", "-sS", "--max-time", "5", url)
+    assert result.stdout == f"client={address}\n", result.stderr
+
+    lab.ovpn_server_down()  # its clients reconnect: a new device, which only the new helper can move in
+    try:
+        assert wait_until(lambda: not inspected(helper, "ovkeep")["tunnel"]["up"], 30)
+    finally:
+        lab.ovpn_start()
+    assert wait_until(lambda: appjail(helper, MEMBER, "run", "--name", "ovkeep", "--", "curl", "-sS",
+                                      "--max-time", "2", url).stdout.startswith("client="), 60)
+    logged = helper.log_path.read_text()[restarted_at:]
+    assert "openvpn aj-ovkeep (pid" in logged and "adopted" in logged
+    assert "aj-ovkeep: tunnel up in the jail" in logged, "the new helper moved the new device in"
+    assert "aj-ovkeep: (earlier) Initialization Sequence Completed" in logged, "openvpn's recent lines, again"
+    assert logged.count("aj-ovkeep: Initialization Sequence Completed") == 1, "the reconnection, logged as it came"
+    assert "MANAGEMENT:" not in logged and secret_anywhere(lab.ovpn_client_key(), logged) == []
+    assert appjail(helper, MEMBER, "stop", "ovkeep").returncode == 0
+    assert nothing_left(lab, "aj-ovkeep") == []
+
+
+def test_a_restarted_helper_sweeps_a_jail_whose_openvpn_ended_and_an_openvpn_whose_jail_is_gone(helper, lab: Lab):
+    config = member_file("provider.ovpn", lab.ovpn_client())
+    for name in ("ovnodaemon", "ovnorecord"):
+        made = appjail(helper, MEMBER, "run", "--keep", "--name", name, "--openvpn", str(config), "--", "true")
+        assert made.returncode == 0, made.stderr
+    helper.kill(signal.SIGKILL)
+    (daemon,) = openvpn_pids(lab, "aj-ovnodaemon")
+    os.kill(daemon, signal.SIGTERM)  # the test's helper started it
+    (helper.run_dir / "jails" / "ovnorecord.json").unlink()
+    assert wait_until(lambda: openvpn_pids(lab, "aj-ovnodaemon") == [], 10)
+    helper.start()
+    assert jails(helper, MEMBER) == []
+    assert nothing_left(lab, "aj-ovnodaemon") == [] and nothing_left(lab, "aj-ovnorecord") == []

@@ -304,18 +304,28 @@ class FakeTunnels(Recorder):
 class FakeOpenvpn(Recorder):
     """appjail.helper.openvpn: daemons that connect (up()) or end (end()) when a test says so."""
 
-    def __init__(self, ops: list[str], kernel: FakeKernel) -> None:
+    def __init__(self, ops: list[str], kernel: FakeKernel, tunnels: FakeTunnels) -> None:
         super().__init__(ops)
         self.kernel = kernel
+        self.tunnels = tunnels  # where its devices are, once moved
         self.daemons: dict[str, tuple[Callable, Callable]] = {}  # ifname -> (on_up, on_change)
         self.connected_once: set[str] = set()
         self.config: dict[str, str] = {}  # what went down openvpn's stdin
         self.last_words: dict[str, str] = {}
+        self.running: set[str] = set()  # daemons no helper serves (theirs died)
 
     def start(self, ifname: str, config_text: str, on_up: Callable, on_change: Callable) -> None:
         self._op("start_openvpn", ifname)
         self.daemons[ifname] = (on_up, on_change)
         self.config[ifname] = config_text
+
+    def adopt(self, ifname: str, on_up: Callable, on_change: Callable) -> None:
+        """An earlier helper's daemon (in `running`, by ifname) is served by this one now."""
+        if ifname in self.running and ifname not in self.daemons:
+            self._op("adopt_openvpn", ifname)
+            self.running.discard(ifname)
+            self.daemons[ifname] = (on_up, on_change)
+            self.connected_once.add(ifname)
 
     def up(self, ifname: str, report: dict[str, str]) -> None:
         """The daemon connected: its device appears in the host, its hook reports (like its thread would)."""
@@ -337,16 +347,24 @@ class FakeOpenvpn(Recorder):
     def why_not(self, ifname: str) -> str:
         return self.last_words.get(ifname, "no output")
 
+    def helper_died(self) -> None:
+        """Its daemons run on, served by nobody."""
+        self.running |= set(self.daemons)
+        self.daemons.clear()
+
     def present(self, namespace: str, ifname: str) -> bool:
-        return ifname in self.daemons
+        return ifname in self.daemons or ifname in self.running
 
     def remove(self, ipr, namespace: str, ifname: str) -> None:
         self._op("remove_openvpn", ifname)
         self.daemons.pop(ifname, None)
+        self.running.discard(ifname)
         self.kernel.links.pop(ifname, None)
+        self.tunnels.devices.pop(ifname, None)  # a tun device goes with its daemon
 
     def sweep(self, prefix: str, live_ifnames: Iterable[str]) -> list[str]:
-        gone = sorted(name for name in self.daemons if name.startswith(prefix) and name not in set(live_ifnames))
+        gone = sorted(name for name in {*self.daemons, *self.running}
+                      if name.startswith(prefix) and name not in set(live_ifnames))
         for name in gone:
             self.remove(None, "", name)
         return gone

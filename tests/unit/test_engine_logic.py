@@ -40,8 +40,8 @@ def tunnels(ops, kernel) -> FakeTunnels:
 
 
 @pytest.fixture
-def openvpn(ops, kernel) -> FakeOpenvpn:
-    return FakeOpenvpn(ops, kernel)
+def openvpn(ops, kernel, tunnels) -> FakeOpenvpn:
+    return FakeOpenvpn(ops, kernel, tunnels)
 
 
 @pytest.fixture
@@ -407,6 +407,31 @@ def test_an_openvpn_jail_whose_daemon_ends_or_is_overdue_fails_with_its_last_wor
 
 def test_reconcile_sweeps_an_openvpn_jail_that_was_still_connecting(make_engine, openvpn, kernel):
     make_engine().create(JailSpec("ov"), 1000, openvpn=ovpn_config())
+    openvpn.helper_died()
     report = make_engine().reconcile()
     assert report.adopted == [] and {"openvpn aj-ov", "namespace aj-ov"} <= set(report.removed)
-    assert openvpn.daemons == {} and kernel.namespaces == set()
+    assert openvpn.daemons == {} and openvpn.running == set() and kernel.namespaces == set()
+
+
+def test_reconcile_adopts_an_openvpn_jail_and_serves_its_daemon_again(make_engine, openvpn, tunnels, tmp_path):
+    crashed = make_engine()
+    for name in ("kept", "nodaemon", "norecord"):
+        jail = crashed.create(JailSpec(name), 1000, openvpn=ovpn_config())
+        openvpn.up(jail.tunnel_ifname, PUSHED)
+        assert crashed.connected(jail)
+    openvpn.helper_died()
+    openvpn.running.discard("aj-nodaemon")  # ended while no helper ran
+    crashed.store.delete("aj-norecord")
+
+    restarted = make_engine()
+    changed = []
+    restarted.on_tunnel_change = changed.append
+    report = restarted.reconcile()
+    assert report.adopted == ["kept"] and not restarted.get("kept").connecting
+    assert {"openvpn aj-norecord", "namespace aj-nodaemon", "namespace aj-norecord"} <= set(report.removed)
+    assert set(openvpn.daemons) == {"aj-kept"} and openvpn.running == set()
+    assert restarted.get("kept").address == "203.0.113.130", "its pushed address, from the record"
+    openvpn.up("aj-kept", {**PUSHED, "ifconfig_local": "203.0.113.131"})  # a reconnection, served again
+    assert tunnels.inside["aj-kept"][0] == ("203.0.113.131/26",) and changed == [(1000, "kept")]
+    restarted.destroy("kept")
+    assert openvpn.daemons == {} and restarted.reconcile().removed == []

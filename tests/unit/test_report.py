@@ -69,6 +69,7 @@ def test_an_openvpn_jail_still_connecting_says_so_not_down():
                              "daemon": "running", "link_up": False, "up": False, "connecting": True}}
     lines = report.jail_list([connecting], now=NOW).splitlines()
     assert lines[1].split()[3:5] == ["openvpn", "CONNECTING"]
-    assert lines[-1] == "ova: tunnel openvpn to 198.51.100.1:1194/udp, connecting, not connected, received 0 B, sent 0 B"
+    assert lines[-1] == ("ova: tunnel openvpn to 198.51.100.1:1194/udp, connecting, not connected, "
+                         "received 0 B, sent 0 B")
     page = report.inspection(connecting, now=NOW)
     assert "TUNNEL DOWN" not in page and "CONNECTING: openvpn has not connected yet" in page
