@@ -56,7 +56,7 @@ def check_vpn(ifname: str) -> bool:
 def check_systemd(runtime: Path = SYSTEMD_RUNTIME) -> None:
     """Whether systemd runs: without it nothing can put a program into the user's own slice."""
     if runtime.is_dir():
-        _say(OK, "systemd runs here")
+        _say(OK, "systemd runs here: each program goes into a scope of your user-UID.slice")
     else:
         _say(WARN, "systemd does not run here: programs stay in the helper's cgroup, "
                    "so neither your logout nor a limit on your own processes (a fork bomb) reaches them")

@@ -48,6 +48,16 @@ def owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def reference(jail: dict, viewer_uid: int) -> str:
+    """How the viewer names the jail to the helper: NAME for its own, USER/NAME (UID/NAME) for another's."""
+    if jail["owner_uid"] == viewer_uid:
+        return jail["name"]
+    try:
+        return f"{pwd.getpwuid(jail['owner_uid']).pw_name}/{jail['name']}"
+    except KeyError:
+        return f"{jail['owner_uid']}/{jail['name']}"
+
+
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
@@ -71,25 +81,26 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
 
 
 def way_out(jail: dict) -> str:
-    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN or CONNECTING when it is), or -."""
+    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN, IDLE, CONNECTING when it is), or -."""
     if jail["tunnel"]:
-        return jail["tunnel"]["type"] + {"up": "", "connecting": " CONNECTING", "down": " DOWN"}[
-            tunnel_state(jail["tunnel"])]
+        state = tunnel_state(jail["tunnel"])
+        return jail["tunnel"]["type"] + ("" if state == "up" else f" {state.upper()}")
     return jail["vpn"] or "-"
 
 
-def tunnel_state(tunnel: dict) -> str:
-    """up; connecting: its first connection is pending (OpenVPN), its programs start once it is up; down."""
-    if tunnel.get("connecting"):
-        return "connecting"
-    return "up" if tunnel["up"] else "down"
-
-
 def tunnel_line(tunnel: dict, now: float | None = None) -> str:
-    """A tunnel jail's tunnel in one line: type, endpoint, up, connecting or TUNNEL DOWN, handshake age, bytes."""
-    state = {"up": "up", "connecting": "connecting", "down": "TUNNEL DOWN"}[tunnel_state(tunnel)]
-    return (f"{tunnel['type']} to {endpoint(tunnel)}, {state}, {handshake(tunnel, now)}, "
+    """A tunnel jail's tunnel in one line: type, endpoint, state (up, idle, connecting, TUNNEL DOWN), handshake
+    age, bytes."""
+    state = tunnel_state(tunnel)
+    return (f"{tunnel['type']} to {endpoint(tunnel)}, {'TUNNEL DOWN' if state == 'down' else state}, "
+            f"{handshake(tunnel, now)}, "
             f"received {size(tunnel['rx_bytes'])}, sent {size(tunnel['tx_bytes'])}")
+
+
+def tunnel_state(tunnel: dict) -> str:
+    """up, idle (WireGuard without a session and nothing to send), connecting (OpenVPN's first connection:
+    programs start once it is up) or down; older helpers sent only `up`."""
+    return tunnel.get("state") or ("up" if tunnel["up"] else "down")
 
 
 def endpoint(tunnel: dict) -> str:
@@ -120,7 +131,7 @@ def age(seconds: float) -> str:
 
 def tunnel_down(tunnel: dict) -> str:
     """Why a tunnel jail gets nothing through, for `inspect` and the inspector."""
-    if tunnel.get("connecting"):
+    if tunnel_state(tunnel) == "connecting":
         return (f"CONNECTING: {tunnel['type']} has not connected yet; programs start once it has (or fail, "
                 "and the jail goes, if it does not); until then the jail has no way out")
     if not tunnel["link_up"]:
@@ -128,8 +139,7 @@ def tunnel_down(tunnel: dict) -> str:
     elif "connected_since" in tunnel:
         why = "openvpn has ended"
     else:
-        why = (f"no handshake with {tunnel['endpoint'] or 'the peer'} for 3 min (an idle tunnel "
-               "without PersistentKeepalive looks the same until it sends again)")
+        why = f"{tunnel['endpoint'] or 'the peer'} does not answer its handshakes"
     return f"TUNNEL DOWN: {why}; the jail has no other way out, so nothing leaks around it"
 
 

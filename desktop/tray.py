@@ -181,8 +181,7 @@ class Tray(QObject):
 
     # -- answers -------------------------------------------------------------
 
-    def on_jails(self, jails: list) -> None:
-        current = {j["name"]: j for j in jails}
+    def on_jails(self, current: dict) -> None:
         for name, jail in current.items():
             before = self.jails.get(name)
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):
@@ -265,8 +264,8 @@ def _menu_view(jails: dict[str, dict]) -> list[tuple]:
 
 
 def _way_out(jail: dict) -> str:
-    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down", ", OpenVPN connecting"),
-    "" for NAT."""
+    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down" / " idle",
+    ", OpenVPN connecting"), "" for NAT."""
     tunnel = jail.get("tunnel")
     if tunnel:
         state = tunnel_state(tunnel)

@@ -17,6 +17,7 @@ from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 from ..cli import read_files
 from ..client import Client, HelperError, read_exit, session_environment
 from ..model import ValidationError
+from ..report import reference
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def default_log_dir() -> Path:
 
 
 class HelperWorker(QObject):
-    jails_listed = pyqtSignal(list)
+    jails_listed = pyqtSignal(dict)  # each jail by the reference the helper knows it by (report.reference)
     inspected = pyqtSignal(str, dict)
     launched = pyqtSignal(str, int)
     program_ended = pyqtSignal(str, int)  # jail name, exit status
@@ -45,6 +46,7 @@ class HelperWorker(QObject):
         super().__init__()
         self._client_factory = client_factory
         self._client: Client | None = None
+        self._uid: int | None = None  # as the helper knows us (WhoAmI)
         self.session = session or Session(log_dir=default_log_dir())
 
     def _call(self, what: str, fn: Callable[[Client], object]) -> tuple[bool, object]:
@@ -59,9 +61,13 @@ class HelperWorker(QObject):
 
     @pyqtSlot()
     def refresh(self) -> None:
+        """The jails, each by its reference: a manager sees other users' jails, maybe of the same name."""
         ok, jails = self._call("list jails", lambda c: c.list())
+        if ok and self._uid is None:
+            ok, who = self._call("ask who I am", lambda c: c.whoami())
+            self._uid = who["uid"] if ok else None
         if ok:
-            self.jails_listed.emit(jails)
+            self.jails_listed.emit({reference(jail, self._uid): jail for jail in jails})
 
     @pyqtSlot(str)
     def inspect(self, name: str) -> None:

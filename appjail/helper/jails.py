@@ -396,9 +396,9 @@ class Engine:
         return self.system.link_is_up(ifname)
 
     def tunnel_status(self, jail: Jail) -> dict:
-        """A tunnel jail's tunnel: its record's description, its live state, whether it is still connecting."""
-        return {**jail.tunnel, **self.host.driver(jail).status(jail.netns, jail.tunnel_ifname),
-                "connecting": jail.connecting}
+        """A tunnel jail's tunnel: its record's description and its live state (`connecting` until it first came up)."""
+        status = {**jail.tunnel, **self.host.driver(jail).status(jail.netns, jail.tunnel_ifname)}
+        return {**status, "state": tunnels.CONNECTING} if jail.connecting else status
 
     def connected(self, jail: Jail, overdue: bool = False) -> bool:
         """Whether a connecting jail's tunnel has come up; from then on the jail is complete.

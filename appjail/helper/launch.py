@@ -10,6 +10,10 @@ logs, or calls into libc functions that lock (the glibc set*id() wrappers
 synchronise all threads; the child uses the raw system calls instead). In
 the child, step by step:
 
+0. wait at the gate, a pipe, until the parent opens it (`open_gate`): the
+   helper first puts the child into the caller's systemd scope where
+   systemd runs (scopes.py), so nothing the program does happens outside
+   it; a gate closed without a word means "give up" (exit 125, no report);
 1. setsid(), so the program leads its own session;
 2. setns() into the jail's network namespace;
 3. unshare(CLONE_NEWNS) and make every mount a slave, so nothing mounted
@@ -115,6 +119,7 @@ _TIOCSCTTY = 0x540E
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MAX_FD = 0xFFFFFFFF
 MAX_REPORT = 4096
+_GATE_OPEN = b"1"
 _LOGINUID = "/proc/self/loginuid"
 _LIMITS_VALUES_AT = 26  # /proc/PID/limits: a 26-column name, then soft, hard, units
 
@@ -311,36 +316,49 @@ def remap_fds(fds: Sequence[int], keep: int) -> None:
 
 @dataclass(frozen=True)
 class Started:
-    """A forked child on its way to becoming the program."""
+    """A forked child on its way to becoming the program, waiting at its gate."""
 
     pid: int
     report_fd: int  # end-of-file with nothing read: it exec'd; else "CODE message" (see failure())
+    gate_fd: int    # open_gate() lets the child go on; closing it unopened makes the child give up
 
 
 def start(request: LaunchRequest, caller: Caller) -> Started:
     """Fork the child that becomes `request.argv` in the jail as `caller`, and return at once.
 
-    The child enters the caller's directory and execs as the caller, which
-    can take forever (a filesystem that never answers): whoever calls start()
-    owns `report_fd` and reaps `pid`, and must not wait on either.
+    The child waits at its gate until open_gate(), then enters the caller's
+    directory and execs as the caller, which can take forever (a filesystem
+    that never answers): whoever calls start() owns `report_fd` and
+    `gate_fd`, reaps `pid`, and must not wait on any of them.
     """
     with ExitStack() as cleanup:
         try:
             prepared = _prepare(request, caller, cleanup)
-            report_fd, child_end = os.pipe()
+            pipes = [fd for _pipe in range(2) for fd in os.pipe()]
+            report_fd, child_end, gate_end, gate_fd = pipes
             try:
                 pid = os.fork()
             except OSError:
-                os.close(report_fd)
-                os.close(child_end)
+                for fd in pipes:
+                    os.close(fd)
                 raise
         except OSError as error:
             raise LaunchError(f"cannot prepare the launch: {_describe(error)}",
                               EXIT_SETUP_FAILED) from error
         if pid == 0:
-            _run_child(prepared, child_end)
+            os.close(gate_fd)  # else the child would hold the gate open itself
+            _run_child(prepared, child_end, gate_end)
         os.close(child_end)
-    return Started(pid, report_fd)
+        os.close(gate_end)
+    return Started(pid, report_fd, gate_fd)
+
+
+def open_gate(gate_fd: int) -> None:
+    """Let a started child go on to become the program; closes `gate_fd`."""
+    try:
+        os.write(gate_fd, _GATE_OPEN)  # one byte into a fresh pipe: never blocks
+    finally:
+        os.close(gate_fd)
 
 
 def failure(report: bytes) -> LaunchError | None:
@@ -359,6 +377,7 @@ def launch(request: LaunchRequest, caller: Caller) -> int:
     reaped here.
     """
     started = start(request, caller)
+    open_gate(started.gate_fd)
     try:
         report = _read_all(started.report_fd)
     finally:
@@ -442,11 +461,14 @@ def _read_all(fd: int) -> bytes:
 
 # ---- the child: from here on, nothing that may take another thread's lock ----
 
-def _run_child(prepared: _Prepared, report_fd: int) -> NoReturn:
+def _run_child(prepared: _Prepared, report_fd: int, gate_fd: int) -> NoReturn:
     """Become the program, or report why not; never returns into the helper."""
     code, message = EXIT_SETUP_FAILED, "launch failed"
     try:
         gc.disable()  # a collection could run finalizers of the helper's objects
+        if os.read(gate_fd, len(_GATE_OPEN)) != _GATE_OPEN:
+            os._exit(code)  # the parent gave up on this launch and answered already
+        os.close(gate_fd)
         try:
             report_fd = fcntl.fcntl(report_fd, fcntl.F_DUPFD_CLOEXEC, len(prepared.fds))
             _become_program(prepared, report_fd)

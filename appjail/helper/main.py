@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .coexist import Coexistence
     from .jails import Engine
+    from .scopes import Scopes
     from .service import HelperService
     from .supervisor import Supervisor
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     service: HelperService | None = None
     supervisor = Supervisor(engine, on_added=lambda name: service and service.JailAdded(name),
-                            on_removed=lambda name: service and service.JailRemoved(name))
+                            on_removed=lambda name: service and service.JailRemoved(name),
+                            scopes=Scopes(bus))
     service = HelperService(bus, supervisor)
     # from the link watcher's thread: emit in the main loop's
     engine.on_vpn_change = lambda name, up: GLib.idle_add(service.VpnChanged, name, up)

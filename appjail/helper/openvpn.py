@@ -440,15 +440,17 @@ def _dev_of_running() -> dict[str, list[int]]:
 
 
 def status(namespace: str, ifname: str) -> dict:
-    """The tunnel as `inspect` shows it: openvpn's state, where it is connected, since when, bytes, up."""
+    """The tunnel as `inspect` shows it: up or down, openvpn's own state, where it is connected, since when,
+    bytes."""
     daemon = _daemons.get(ifname)
     link_up = netns.run_in_namespace(namespace, lambda: netns.link_is_up(ifname))
     counters = tunnels.counters(namespace, ifname)
     running = daemon is not None and daemon.alive()
-    return {"state": daemon.state if running else "", "connected_to": daemon.remote if running else "",
-            "connected_since": daemon.since if running else 0,
+    up = running and link_up
+    return {"state": tunnels.UP if up else tunnels.DOWN, "openvpn_state": daemon.state if running else "",
+            "connected_to": daemon.remote if running else "", "connected_since": daemon.since if running else 0,
             "rx_bytes": counters.get("rx_bytes", 0), "tx_bytes": counters.get("tx_bytes", 0),
-            "daemon": "running" if running else "ended", "link_up": link_up, "up": running and link_up}
+            "daemon": "running" if running else "ended", "link_up": link_up, "up": up}
 
 
 counters = tunnels.counters

@@ -5,7 +5,8 @@ again: packets still in flight to a torn-down jail's address (late replies,
 retransmissions of its peers) must not reach the next jail, which may be
 another user's. The engine also deletes the jail's conntrack entries at
 teardown; the quarantine covers what arrives after that. It is kept in the
-helper's memory: a helper restarted within the window forgets it.
+helper's memory: a restarted helper holds back the addresses of the jails
+it found recorded and did not adopt, from then on.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from .coexist import Coexistence
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
 from .hostports import PortInUse
-from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool
+from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, StateStore
 
 if TYPE_CHECKING:
@@ -199,17 +199,30 @@ class Veth:
         user's, neither lists these connections nor receives their late
         packets (the pool's quarantine covers those).
         """
-        host.pool.release(jail.addressing.slot)
         host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
-        host.conntrack.forget_connections_soon(jail.addressing.jail_address)
+        _give_back(host, jail.addressing)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        """Leftover links go; so do the addresses of recorded jails not adopted (a crashed helper's),
+        as a teardown gives them back: held back, without their connections."""
         live_ifnames = {jail.host_ifname for jail in live.values()}
         for name in host.netns.list_link_names():
             if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(
                     host.netns.RETIRED_PREFIX):
                 host.netns.delete_link(ipr, name)
                 note("link", name)
+        live_names = {jail.netns for jail in live.values()}
+        records, _unreadable = host.store.load_all()
+        for record in records:
+            if record.slot is not None and record.kernel_name not in live_names:
+                addressing = host.pool.addressing(record.slot)
+                _give_back(host, addressing)
+                note("connections of", addressing.jail_address)
+
+
+def _give_back(host: Host, addressing: JailAddressing) -> None:
+    host.pool.release(addressing.slot)
+    host.conntrack.forget_connections_soon(addressing.jail_address)
 
 
 class VpnRouting:

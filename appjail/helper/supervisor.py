@@ -9,6 +9,9 @@ child's report pipe (or its deadline), a stop escalates from timeouts, and
 a jail whose tunnel is still connecting (OpenVPN) has its programs launched
 when the tunnel's daemon reports it up (GLib.idle_add from its thread), or
 is removed, failing them, when the daemon ends or the connect deadline passes.
+Where systemd runs, a launched child waits at its gate until systemd has
+put it into a scope of its user's slice (scopes.py); if systemd refuses,
+the launch fails rather than run the program outside the user's limits.
 
 Each launch comes with an exit pipe: the caller gets its read end, and the
 helper writes "CODE SIGNAL\n" into it when the program has ended, after a
@@ -41,6 +44,7 @@ from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disa
 from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound
+from .scopes import Scopes
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +99,12 @@ class _Launch:
     call is answered, so the jail it leaves empty is gone by then).
     """
 
-    def __init__(self, process: Process, report_fd: int, exit_read: int, created: bool,
+    def __init__(self, process: Process, started: launch.Started, exit_read: int, created: bool,
                  reply: Callable[[str, int, int], None],
                  fail: Callable[[BaseException], None]) -> None:
         self.process = process
-        self.report_fd = report_fd
+        self.report_fd = started.report_fd
+        self.gate_fd: int | None = started.gate_fd  # None once opened or closed
         self.exit_read = exit_read
         self.created = created
         self.reply = reply
@@ -109,9 +114,18 @@ class _Launch:
         self.reported = False
         self.watch = self.deadline = 0  # GLib sources: the report pipe, the deadline
 
+    def open_gate(self) -> None:
+        assert self.gate_fd is not None
+        launch.open_gate(self.gate_fd)
+        self.gate_fd = None
+
     def end_report(self) -> None:
+        """No more to read; a gate still closed closes for good: the child gives up."""
         self.reported = True
         os.close(self.report_fd)
+        if self.gate_fd is not None:
+            os.close(self.gate_fd)
+            self.gate_fd = None
 
 
 Fail = Callable[[BaseException], None]
@@ -137,10 +151,11 @@ class _Connecting:
 
 class Supervisor:
     def __init__(self, engine: Engine, on_added: Callable[[str], None],
-                 on_removed: Callable[[str], None]) -> None:
+                 on_removed: Callable[[str], None], scopes: Scopes | None = None) -> None:
         self.engine = engine
         # from a tunnel daemon's thread: look at the jail from the main loop
         engine.on_tunnel_change = lambda jail_id: GLib.idle_add(self._tunnel_changed, jail_id)
+        self.scopes = scopes  # None: programs stay in the helper's cgroup
         self.on_added = on_added
         self.on_removed = on_removed
         self.processes: dict[int, Process] = {}
@@ -272,7 +287,7 @@ class Supervisor:
             raise
         os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
         os.set_blocking(started.report_fd, False)
-        pending = _Launch(Process(started.pid, jail.id, caller.uid, exit_write), started.report_fd,
+        pending = _Launch(Process(started.pid, jail.id, caller.uid, exit_write), started,
                           exit_read, created, reply, fail)
         self._launching[started.pid] = pending
         GLib.child_watch_add(GLib.PRIORITY_DEFAULT, started.pid, self._child_exited)
@@ -280,6 +295,12 @@ class Supervisor:
                                           GLib.IO_IN | GLib.IO_HUP | GLib.IO_ERR,
                                           self._child_reported, pending)
         pending.deadline = GLib.timeout_add(LAUNCH_DEADLINE_MS, self._launch_overdue, pending)
+        if self.scopes is not None and self.scopes.available:
+            description = f"appjail: {os.fsdecode(request.argv[0])} in jail {jail.name}"
+            self.scopes.place(caller.uid, started.pid, name, description,
+                              lambda error: self._placed(pending, error))
+        else:
+            pending.open_gate()
 
     # -- tunnels still connecting --------------------------------------------
 
@@ -335,16 +356,35 @@ class Supervisor:
         return False
 
     def _launch_overdue(self, pending: _Launch) -> bool:
-        """The child did not exec in time: kill it and answer now, reap it whenever it dies."""
+        """The child did not exec in time (nor systemd answer): give up on it."""
+        self._abort(pending, f"the program did not start within {LAUNCH_DEADLINE_MS // 1000} s "
+                             "(is its working directory or the program on a filesystem that "
+                             "does not answer, or systemd busy?)")
+        return False
+
+    def _placed(self, pending: _Launch, error: str | None) -> None:
+        """systemd answered for the child's scope: let it go on, or give up on it.
+
+        Refused, the launch fails: a program outside its user's slice would
+        escape the user's task and memory limits and outlive the logout,
+        which an administrator running systemd counts on.
+        """
+        if pending.reported:  # answered already: the deadline, or the child died at its gate
+            return
+        if error is None:
+            return pending.open_gate()
+        GLib.source_remove(pending.deadline)
+        self._abort(pending, error)
+
+    def _abort(self, pending: _Launch, message: str) -> None:
+        """The program will not start: answer now, kill the child, reap it whenever it dies."""
         GLib.source_remove(pending.watch)
         pending.end_report()
-        pending.report = (f"{launch.EXIT_SETUP_FAILED} the program did not start within "
-                          f"{LAUNCH_DEADLINE_MS // 1000} s (is its working directory or the "
-                          "program on a filesystem that does not answer?)").encode()
-        os.kill(pending.process.pid, signal.SIGKILL)  # our unreaped child: the pid is still its
+        pending.report = f"{launch.EXIT_SETUP_FAILED} {message}".encode()
+        if pending.status is None:  # our unreaped child: the pid is still its
+            os.kill(pending.process.pid, signal.SIGKILL)
         pending.fail(launch.failure(pending.report))
         self._settle(pending)
-        return False
 
     def _settle(self, pending: _Launch) -> None:
         """Answer the call once the child exec'd, or once it failed and has been reaped."""

@@ -38,6 +38,8 @@ SOCKET_DIR = Path("/var/run/wireguard")
 READY_TIMEOUT = 3.0  # wireguard-go polls its device once a second
 STOP_TIMEOUT = 2.0
 REJECT_AFTER = 180  # s: WireGuard drops a session whose handshake is older
+UP, IDLE, DOWN = "up", "idle", "down"  # a tunnel's state as ls/inspect show it
+CONNECTING = "connecting"  # and the engine's, for an OpenVPN jail whose tunnel has not come up yet
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 _IFA_F_NODAD = 0x02
 
@@ -113,6 +115,7 @@ def wait_ready(ifname: str, kind: str) -> None:
 
 def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:
     """Stop IFNAME's wireguard-go (its device goes with it), then delete the link wherever it is."""
+    HANDSHAKES.forget(ifname)
     for pid in daemons().get(ifname, []):
         terminate(pid)
     netns.delete_link(ipr, ifname)  # a creation that failed before the move
@@ -192,8 +195,42 @@ def terminate(pid: int) -> None:
         os.close(pidfd)
 
 
+class HandshakeWatch:
+    """Whether a WireGuard tunnel without a session is idle or failing, told from what it sends.
+
+    WireGuard handshakes only when there is something to send, so a tunnel
+    without PersistentKeepalive has no session after REJECT_AFTER of quiet:
+    that is idle, not down. Handshake initiations count in the peer's sent
+    bytes: sent bytes growing while no handshake succeeds mean the peer does
+    not answer. The first look at a tunnel without a session cannot tell
+    (it says idle and remembers what had been sent), except for one that has
+    never had a handshake and has sent something.
+    """
+
+    def __init__(self) -> None:
+        self._quiet: dict[str, tuple[int, int]] = {}  # ifname -> (latest handshake, bytes sent) when first seen stale
+
+    def state(self, ifname: str, link_up: bool, handshake: int, tx_bytes: int, now: float) -> str:
+        if not link_up or (handshake and now - handshake < REJECT_AFTER):
+            self._quiet.pop(ifname, None)
+            return UP if link_up else DOWN
+        if not handshake and tx_bytes:
+            return DOWN
+        seen_handshake, seen_sent = self._quiet.setdefault(ifname, (handshake, tx_bytes))
+        if seen_handshake != handshake:
+            self._quiet[ifname] = (handshake, tx_bytes)
+            return IDLE
+        return DOWN if tx_bytes > seen_sent else IDLE
+
+    def forget(self, ifname: str) -> None:
+        self._quiet.pop(ifname, None)
+
+
+HANDSHAKES = HandshakeWatch()
+
+
 def status(namespace: str, ifname: str) -> dict:
-    """The tunnel as `inspect` shows it: endpoint, latest handshake, bytes, up.
+    """The tunnel as `inspect` shows it: endpoint, latest handshake, bytes, state (up, idle or down).
 
     `wg show dump` runs inside the jail (the kernel's device answers there;
     wireguard-go's socket path is the same everywhere). Its first line holds
@@ -204,7 +241,7 @@ def status(namespace: str, ifname: str) -> dict:
                                 text=True, timeout=5)
         return netns.link_is_up(ifname), result
 
-    up, result = netns.run_in_namespace(namespace, show)
+    link_up, result = netns.run_in_namespace(namespace, show)
     peers = result.stdout.splitlines()[1:] if result.returncode == 0 else []
     handshake, rx, tx, endpoints = 0, 0, 0, []
     for line in peers:
@@ -213,9 +250,9 @@ def status(namespace: str, ifname: str) -> dict:
             endpoints.append(fields[2])
             handshake = max(handshake, int(fields[4]))
             rx, tx = rx + int(fields[5]), tx + int(fields[6])
-    fresh = handshake > 0 and time.time() - handshake < REJECT_AFTER
+    state = HANDSHAKES.state(ifname, link_up and result.returncode == 0, handshake, tx, time.time())
     return {"endpoint": ",".join(endpoints), "latest_handshake": handshake, "rx_bytes": rx,
-            "tx_bytes": tx, "link_up": up, "up": up and fresh}
+            "tx_bytes": tx, "link_up": link_up, "state": state, "up": state != DOWN}
 
 
 def counters(namespace: str, ifname: str) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 `LabHelper` runs `appjail-helper` as root inside the lab's host network
 namespace (setns only), connected to a given bus, with a state directory of
-its own. `UserCommand` runs the `appjail` CLI as an unprivileged user, the
+its own; optionally inside other namespaces too (`enter_argv`: the lab's
+systemd's, see systemd.py). `UserCommand` runs the `appjail` CLI as an unprivileged user, the
 way a person would, knowing nothing but the bus address.
 """
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,13 @@ READY_MARKER = b"serving org.appjail.Helper1"
 
 
 class LabHelper:
-    def __init__(self, host_ns: str, bus_address: str, run_dir: Path, log_path: Path) -> None:
+    def __init__(self, host_ns: str, bus_address: str, run_dir: Path, log_path: Path,
+                 enter_argv: Callable[[list[str]], list[str]] | None = None) -> None:
         self.host_ns = host_ns
         self.bus_address = bus_address
         self.run_dir = run_dir
         self.log_path = log_path
+        self.enter_argv = enter_argv  # None: the helper stays in the tests' other namespaces
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *options: str, timeout: float = 2 * READY_TIMEOUT) -> None:
@@ -42,6 +45,8 @@ class LabHelper:
         argv = netns_exec_argv(self.host_ns, [
             sys.executable, "-m", "appjail.helper.main", "--bus-address", self.bus_address,
             "--run-dir", str(self.run_dir), "--debug", *options])
+        if self.enter_argv is not None:
+            argv = self.enter_argv(argv)
         with open(self.log_path, "ab") as log:
             start = log.tell()  # a restarted helper appends to the same log
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

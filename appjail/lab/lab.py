@@ -137,6 +137,7 @@ class Lab:
         self._wg_client: subprocess.Popen[bytes] | None = None
         self._serial = itertools.count(1)
         self._server_pub = self._client_pub = ""
+        self._peers: list[str] = []  # public keys wg_peer() gave the server
         self._ovpn_server: subprocess.Popen[bytes] | None = None
 
     # --- life cycle ---------------------------------------------------------
@@ -393,6 +394,7 @@ class Lab:
         allowed = f"{v4}/32" + (f",{v6}/128" if v6 else "")
         run_checked(netns_exec_argv(self.uplink_ns, ["wg", "set", self.wg_server_ifname, "peer", public,
                                                      "allowed-ips", allowed]))
+        self._peers.append(public)
         if v6:
             _ip(self.uplink_ns, f"route replace {v6}/128 dev {self.wg_server_ifname}")
         lines = ["[Interface]", f"PrivateKey = {private}", f"Address = {v4}/32" + (f", {v6}/128" if v6 else ""),
@@ -401,6 +403,13 @@ class Lab:
         if keepalive:
             lines.append(f"PersistentKeepalive = {keepalive}")
         return "\n".join(lines) + "\n"
+
+    def wg_peers_forget(self) -> None:
+        """The server forgets the peers wg_peer() gave it: it would otherwise keep sending handshakes
+        to jails that are gone (for data they left unanswered), on the uplink that later tests capture."""
+        while self._peers:
+            run_checked(netns_exec_argv(self.uplink_ns, ["wg", "set", self.wg_server_ifname, "peer",
+                                                         self._peers.pop(), "remove"]))
 
     def wg_server_down(self) -> None:
         """The lab's WireGuard server goes away: its UDP port closes (peers and keys stay)."""

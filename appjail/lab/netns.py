@@ -42,8 +42,9 @@ def _open(path: NetnsRef) -> int:
         raise NetnsError(exc.errno, f"cannot open network namespace {os.fspath(path)}: {exc.strerror}") from exc
 
 
-def _setns(fd: int, what: NetnsRef) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+def setns(fd: int, what: NetnsRef, nstype: int = CLONE_NEWNET) -> None:
+    """Enter the namespace `fd` refers to (a network namespace unless `nstype` says otherwise)."""
+    if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise NetnsError(err, f"setns({os.fspath(what)}): {os.strerror(err)}")
 
@@ -53,7 +54,7 @@ def enter_netns(name_or_path: NetnsRef) -> None:
     path = netns_path(name_or_path)
     fd = _open(path)
     try:
-        _setns(fd, path)
+        setns(fd, path)
     finally:
         os.close(fd)
 
@@ -67,7 +68,7 @@ def in_netns(name_or_path: NetnsRef) -> Iterator[None]:
         yield
     finally:
         try:
-            _setns(previous, "/proc/thread-self/ns/net (previous)")
+            setns(previous, "/proc/thread-self/ns/net (previous)")
         finally:
             os.close(previous)
 

@@ -57,14 +57,21 @@ def test_run_dialog_chooses_a_wireguard_file_instead_of_a_vpn(qtbot, monkeypatch
 class StandInClient:
     """The helper as the tray's worker sees it: a listing, and the runs it was asked for."""
 
-    def __init__(self, jails: list[dict]) -> None:
-        self.jails, self.runs = jails, []
+    def __init__(self, jails: list[dict], uid: int | None = None) -> None:
+        self.jails, self.runs, self.stops = jails, [], []
+        self.uid = os.getuid() if uid is None else uid
 
     def list(self) -> list[dict]:
         return self.jails
 
+    def whoami(self) -> dict:
+        return {"uid": self.uid}
+
     def inspect(self, name: str) -> dict:
         return next(j for j in self.jails if j["name"] == name)
+
+    def stop(self, name: str) -> None:
+        self.stops.append(name)
 
     def run(self, options, argv, env, cwd, fds) -> tuple[str, int, int]:
         self.runs.append(options)
@@ -78,8 +85,8 @@ class StandInClient:
 def tray_with(qtbot):
     trays = []
 
-    def make(profiles: dict, jails: list[dict]) -> tuple[Tray, StandInClient]:
-        client = StandInClient(jails)
+    def make(profiles: dict, jails: list[dict], uid: int | None = None) -> tuple[Tray, StandInClient]:
+        client = StandInClient(jails, uid)
         tray = Tray(client_factory=lambda: client, session=Session(env=[b"PATH=/bin"], cwd=b"/", log_dir=None),
                     profiles_loader=lambda: profiles, use_tray=False)
         qtbot.addWidget(tray.window)
@@ -101,14 +108,15 @@ def test_the_menu_shows_profiles_and_jails_with_tunnels(tray_with, qtbot, tmp_pa
     path = wg_file(tmp_path)
     profiles = {"vpn": Profile("vpn", ("firefox",), {"name": "vpn", "wireguard": str(path)}),
                 "web": Profile("web", ("curl",), {"name": "web"})}
-    down = {**tunnel_jail(up=False), "name": "wgb"}
-    tray, _ = tray_with(profiles, [tunnel_jail(), down])
-    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["wga", "wgb"], timeout=5000)
+    down, idle = {**tunnel_jail("down"), "name": "wgb"}, {**tunnel_jail("idle"), "name": "wgc"}
+    tray, _ = tray_with(profiles, [tunnel_jail(), down, idle])
+    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["wga", "wgb", "wgc"], timeout=5000)
     assert tray.profile_action("vpn").text() == "Start vpn (WireGuard)"
     assert tray.profile_action("vpn").toolTip() == f"firefox  (wireguard {path})"
     assert tray.profile_action("web").text() == "Start web"
     entries = [a.text() for a in tray.menu.actions() if a.menu()]
-    assert entries == ["wga (1 process, WireGuard)", "wgb (1 process, WireGuard down)"]
+    assert entries == ["wga (1 process, WireGuard)", "wgb (1 process, WireGuard down)",
+                       "wgc (1 process, WireGuard idle)"]
 
 
 def test_a_tunnel_profile_sends_the_files_text_and_a_bad_file_is_explained(tray_with, qtbot, tmp_path):
@@ -132,6 +140,21 @@ def test_inspector_shows_the_tunnel_and_warns_when_it_is_down(qtbot):
     assert "WireGuard tunnel (up)" in window.summary.text()
     assert "tunnel: wireguard to 198.51.100.1:51820, up, handshake" in window.summary.text()
     assert window.warning.isHidden() and not window.no_hook.isHidden() and window.blocked.isHidden()
-    window.show_jail(tunnel_jail(up=False, handshake_age=400, now=time.time()))
-    assert not window.warning.isHidden() and window.warning.text().startswith("TUNNEL DOWN: no handshake")
+    window.show_jail(tunnel_jail("idle", handshake_age=400, now=time.time()))
+    assert "WireGuard tunnel (idle)" in window.summary.text() and window.warning.isHidden()
+    window.show_jail(tunnel_jail("down", handshake_age=400, now=time.time()))
+    assert not window.warning.isHidden()
+    assert window.warning.text().startswith("TUNNEL DOWN: 198.51.100.1:51820 does not answer its handshakes")
     assert "TUNNEL DOWN, handshake 6 min ago" in window.summary.text()
+
+
+def test_a_manager_sees_two_users_jails_of_one_name_apart_and_acts_on_the_right_one(tray_with, qtbot):
+    mine = {**tunnel_jail(), "name": "firefox", "owner_uid": 4242}
+    roots = {**tunnel_jail(), "name": "firefox", "owner_uid": 0}
+    tray, client = tray_with({}, [mine, roots], uid=4242)
+    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["firefox", "root/firefox"], timeout=5000)
+    (submenu,) = [a.menu() for a in tray.menu.actions() if a.menu() and a.menu().objectName() == "jail:root/firefox"]
+    (stop,) = [a for a in submenu.actions() if a.text() == "Stop"]
+    stop.trigger()
+    qtbot.waitUntil(lambda: client.stops != [], timeout=5000)
+    assert client.stops == ["root/firefox"], "the helper's USER/NAME, not the manager's own jail"

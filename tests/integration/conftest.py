@@ -156,3 +156,12 @@ def helper(lab, bus, users, tmp_path):
         process.stop_and_clean()
     log = (tmp_path / "helper.log").read_text()
     assert "Traceback" not in log, log
+
+
+def engine_json(engine: Engine, jail) -> dict:
+    """What `inspect --json` would give of a tunnel jail, enough for the human page."""
+    tunnel = engine.tunnel_status(jail)
+    return {"name": jail.name, "owner_uid": 0, "address": jail.address, "netns": jail.netns, "vpn": None,
+            "dns": list(jail.dns), "publish": [], "deny": [], "no_lan": False, "keep": False, "pids": [],
+            "counters": engine.tunnel_counters(jail), "tunnel": tunnel,
+            "vpn_up": tunnel["up"]}

@@ -30,7 +30,7 @@ from appjail.model import JailSpec, ValidationError
 from appjail.ovpnconf import parse
 from appjail.report import inspection
 
-from .conftest import jail_run, residue_in_host, residue_machine_wide, secret_anywhere
+from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere
 from .helperlab import MEMBER, OTHER_MEMBER, appjail, appjail_argv, jails, ls_seconds, user_popen_kwargs, wait_until
 
 TUNNEL_NET = ipaddress.ip_network("203.0.113.128/26")
@@ -129,14 +129,6 @@ def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: E
     assert engine.tunnel_status(jail)["up"]
 
 
-def engine_json(engine: Engine, jail) -> dict:
-    """What `inspect --json` would give of a tunnel jail, enough for the human page."""
-    return {"name": jail.name, "owner_uid": 0, "address": jail.address, "netns": jail.netns, "vpn": None,
-            "dns": list(jail.dns), "publish": [], "deny": [], "no_lan": False, "keep": False, "pids": [],
-            "counters": engine.tunnel_counters(jail), "tunnel": engine.tunnel_status(jail),
-            "vpn_up": engine.tunnel_status(jail)["up"]}
-
-
 def test_keys_stay_out_of_argv_files_and_log_and_teardown_leaves_nothing(engine: Engine, in_host: Lab, caplog):
     lab = in_host
     caplog.set_level(logging.DEBUG)
@@ -232,7 +224,7 @@ def test_a_connecting_openvpn_jail_blocks_no_one_and_its_failure_leaves_nothing(
         time.sleep(0.5)  # openvpn tries its server now
         assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered while it connects"
         (listed,) = jails(helper, MEMBER)
-        assert listed["tunnel"]["connecting"] and not listed["tunnel"]["up"] and listed["pids"] == []
+        assert listed["tunnel"]["state"] == "connecting" and not listed["tunnel"]["up"] and listed["pids"] == []
         assert "openvpn CONNECTING" in appjail(helper, MEMBER, "ls").stdout
         page = appjail(helper, MEMBER, "inspect", "waits").stdout
         assert "connecting" in page and "CONNECTING: openvpn has not connected yet" in page, page
@@ -277,7 +269,7 @@ def test_a_member_runs_curl_through_their_own_openvpn_tunnel_and_the_secrets_sta
     address = result.stdout.strip().removeprefix("client=")
     assert ipaddress.ip_address(address) in TUNNEL_NET, result.stdout
     (listed,) = jails(helper, MEMBER)
-    assert listed["tunnel"]["up"] and not listed["tunnel"]["connecting"] and listed["address"] == address
+    assert listed["tunnel"]["state"] == "up" and listed["tunnel"]["up"] and listed["address"] == address
     logged = helper.log_path.read_text()
     assert "aj-ovbus: Initialization Sequence Completed" in logged, "openvpn's log is the helper's"
     for secret in (lab.ovpn_client_key(), lab_openvpn.PASSWORD):  # while openvpn runs, and after
@@ -311,7 +303,7 @@ def test_an_openvpn_jail_outlives_its_helper_and_the_next_one_serves_its_tunnel(
     (listed,) = jails(helper, MEMBER)
     assert listed["name"] == "ovkeep" and listed["tunnel"]["up"], listed
     tunnel = inspected(helper, "ovkeep")["tunnel"]
-    assert tunnel["state"] == "CONNECTED" and tunnel["connected_to"] == f"{lab.UPLINK_ADDR}:1194"
+    assert tunnel["openvpn_state"] == "CONNECTED" and tunnel["connected_to"] == f"{lab.UPLINK_ADDR}:1194"
     assert 0 < tunnel["connected_since"] <= time.time()
     address = tunnel["addresses"][0].split("/")[0]
     result = appjail(helper, MEMBER, "run", "--name", "ovkeep", "--", "curl", "-sS", "--max-time", "5", url)

@@ -7,9 +7,11 @@ show that nothing but WireGuard's UDP leaves while a tunnel jail works.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pwd
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -21,10 +23,17 @@ from appjail.helper.jails import Engine, JailError
 from appjail.helper.netns import list_namespaces
 from appjail.lab import Lab, in_netns
 from appjail.model import JailSpec, ValidationError
+from appjail.report import inspection
 from appjail.wgconf import parse
 
-from .conftest import jail_run, residue_in_host, residue_machine_wide, secret_anywhere
+from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere
 from .helperlab import MEMBER, appjail, jails
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server_forgets_these_tests_peers(lab: Lab):
+    yield
+    lab.wg_peers_forget()
 
 
 def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess:
@@ -96,6 +105,23 @@ def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: E
     deadline = time.monotonic() + 15
     while curl("wgd", f"http://{lab.SERVER_ADDR}/", timeout=2).returncode != 0:
         assert time.monotonic() < deadline, "traffic did not resume"
+
+
+def test_a_tunnel_is_idle_until_used_and_down_while_its_peer_does_not_answer(engine: Engine, in_host: Lab):
+    lab = in_host
+    text = lab.wg_peer("203.0.113.14")
+    stranger = base64.b64encode(os.urandom(32)).decode()  # a peer the server is not: it answers nothing
+    unanswered = re.sub(r"(?m)^PublicKey = .*$", f"PublicKey = {stranger}", text)
+    jail = engine.create(JailSpec("wgi"), 0, wireguard=parse(unanswered))
+    assert engine.tunnel_status(jail)["state"] == "idle", "no handshake yet, nothing sent: not an alarm"
+    assert curl("wgi", f"http://{lab.SERVER_ADDR}/", timeout=2).returncode != 0
+    status = engine.tunnel_status(jail)
+    assert (status["state"], status["up"]) == ("down", False), status
+    assert "does not answer its handshakes" in inspection(engine_json(engine, jail))
+    answered = engine.create(JailSpec("wgj"), 0, wireguard=parse(text))
+    assert engine.tunnel_status(answered)["state"] == "idle"
+    assert curl("wgj", f"http://{lab.SERVER_ADDR}/").returncode == 0
+    assert engine.tunnel_status(answered)["state"] == "up"
 
 
 def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Engine, in_host: Lab):

@@ -294,7 +294,7 @@ class FakeTunnels(Recorder):
 
     def status(self, namespace: str, ifname: str) -> dict:
         return {"endpoint": "", "latest_handshake": 0, "rx_bytes": 0, "tx_bytes": 0,
-                "link_up": True, "up": False}
+                "link_up": True, "state": "idle", "up": True}
 
     def counters(self, namespace: str, ifname: str) -> dict[str, int]:
         return {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0,
@@ -370,7 +370,8 @@ class FakeOpenvpn(Recorder):
         return gone
 
     def status(self, namespace: str, ifname: str) -> dict:
-        return {"connected_to": "", "connected_since": 0, "rx_bytes": 0, "tx_bytes": 0,
+        return {"state": "down", "openvpn_state": "", "connected_to": "", "connected_since": 0, "rx_bytes": 0,
+                "tx_bytes": 0,
                 "daemon": "running" if ifname in self.daemons else "ended", "link_up": False, "up": False}
 
     def counters(self, namespace: str, ifname: str) -> dict[str, int]:

@@ -116,4 +116,5 @@ def test_doctor_says_whether_systemd_runs_and_what_its_absence_means(tmp_path, c
         "[warning] systemd does not run here: programs stay in the helper's cgroup, so neither your logout "
         "nor a limit on your own processes (a fork bomb) reaches them\n")
     check_systemd(tmp_path)
-    assert capsys.readouterr().out == "[     ok] systemd runs here\n"
+    assert capsys.readouterr().out == ("[     ok] systemd runs here: each program goes into a scope "
+                                       "of your user-UID.slice\n")

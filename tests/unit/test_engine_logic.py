@@ -232,6 +232,20 @@ def test_an_adopted_jail_holds_its_ports_again(make_engine, ports):
     assert ports.held == set()
 
 
+def test_a_crashed_helpers_jail_gives_its_address_back_like_a_teardown(make_engine, kernel, conntrack):
+    crashed = make_engine()
+    lost = crashed.create(JailSpec("lost", dns=DNS), 1000)
+    address = lost.addressing.jail_address
+    conntrack.addresses.add(address)
+    del kernel.links["aj-lost"]  # its veth went: the jail is not adopted
+    restarted = make_engine()
+    report = restarted.reconcile()
+    assert report.adopted == [] and f"connections of {address}" in report.removed
+    assert conntrack.addresses == set(), "no later jail on the address inherits its connections"
+    assert restarted.create(JailSpec("next", dns=DNS), 1001).addressing.jail_address != address, \
+        "and the address is held back, as after a teardown"
+
+
 def test_teardown_forgets_the_jails_connections_and_holds_its_address_back(engine, conntrack, ops):
     first = engine.create(JailSpec("one", dns=DNS), 1000)
     address = first.addressing.jail_address
@@ -379,7 +393,7 @@ def test_an_openvpn_jail_is_made_connecting_and_is_complete_once_its_tunnel_is_u
     jail = engine.create(JailSpec("ov"), 1000, openvpn=ovpn_config())
     assert ops == ["create_namespace aj-ov", "start_openvpn aj-ov"], "nothing waits for the tunnel"
     assert jail.connecting and not engine.connected(jail) and changed == []
-    assert engine.tunnel_status(jail)["connecting"] and jail.address == "-"
+    assert engine.tunnel_status(jail)["state"] == "connecting" and jail.address == "-"
     record = (tmp_path / "run/jails/ov.json").read_text()
     assert '"creating"' in record, "a helper dying now leaves a jail to sweep, not to adopt"
     assert OVPN_KEY not in record and OVPN_KEY in openvpn.config["aj-ov"] and jail.secret is None
@@ -387,7 +401,7 @@ def test_an_openvpn_jail_is_made_connecting_and_is_complete_once_its_tunnel_is_u
     openvpn.up("aj-ov", PUSHED)
     assert changed == [jail.id] and tunnels.devices["aj-ov"] == "aj-ov"
     assert tunnels.inside["aj-ov"] == (("203.0.113.130/26",), ("0.0.0.0/0",), 1500, False)
-    assert engine.connected(jail) and not jail.connecting and not engine.tunnel_status(jail)["connecting"]
+    assert engine.connected(jail) and not jail.connecting and engine.tunnel_status(jail)["state"] == "down"
     assert '"ready"' in (tmp_path / "run/jails/ov.json").read_text() and jail.address == "203.0.113.130"
     assert "nameserver 192.0.2.53\n" in (tmp_path / "etc-netns/aj-ov/resolv.conf").read_text()
     engine.destroy("ov")

@@ -9,15 +9,17 @@ from appjail import report
 NOW = 1_700_000_000.0
 
 
-def tunnel_jail(up: bool = True, handshake_age: float | None = 5, link_up: bool = True, now: float = NOW) -> dict:
+def tunnel_jail(state: str = "up", handshake_age: float | None = 5, link_up: bool = True, now: float = NOW) -> dict:
     """A tunnel jail as the helper's Inspect answers it (the bus leaves out vpn, a null)."""
+    up = state != "down"
     return {"name": "wga", "owner_uid": os.getuid(), "netns": "aj-wga", "address": "203.0.113.10",
             "dns": ["192.0.2.53"], "pids": [42], "keep": True, "vpn_up": up,
             "counters": {"tx_bytes": 700, "rx_bytes": 5000, "tx_packets": 7, "rx_packets": 9},
             "tunnel": {"type": "wireguard", "implementation": "wireguard-go", "endpoint": "198.51.100.1:51820",
                        "peer": "PEERKEY=", "addresses": ["203.0.113.10/32"],
                        "latest_handshake": int(now - handshake_age) if handshake_age is not None else 0,
-                       "rx_bytes": 3 * 1024 * 1024, "tx_bytes": 2048, "link_up": link_up, "up": up},
+                       "rx_bytes": 3 * 1024 * 1024, "tx_bytes": 2048, "link_up": link_up, "state": state,
+                       "up": up},
             "blocked": [], "connections": []}
 
 
@@ -30,27 +32,41 @@ def test_inspect_shows_the_tunnel_line_instead_of_a_vpn():
 
 
 def test_a_tunnel_down_is_said_in_its_line_and_explained():
-    page = report.inspection(tunnel_jail(up=False, handshake_age=400), now=NOW).splitlines()
+    page = report.inspection(tunnel_jail("down", handshake_age=400), now=NOW).splitlines()
     assert "tunnel    wireguard to 198.51.100.1:51820, TUNNEL DOWN, handshake 6 min ago, received 3.0 MiB, " \
            "sent 2.0 KiB" in page
     (warning,) = [line for line in page if line.startswith("TUNNEL DOWN:")]
-    assert "no handshake with 198.51.100.1:51820 for 3 min" in warning and "nothing leaks" in warning
-    down = report.inspection(tunnel_jail(up=False, handshake_age=None, link_up=False), now=NOW)
+    assert "198.51.100.1:51820 does not answer its handshakes" in warning and "nothing leaks" in warning
+    down = report.inspection(tunnel_jail("down", handshake_age=None, link_up=False), now=NOW)
     assert "TUNNEL DOWN, no handshake yet" in down and "TUNNEL DOWN: its interface is down" in down
 
 
 def test_ls_names_the_tunnel_in_the_vpn_column_and_gives_its_line_below():
     nat = {"name": "web", "owner_uid": os.getuid(), "netns": "aj-web", "address": "10.231.0.2", "pids": []}
-    lines = report.jail_list([nat, tunnel_jail(), {**tunnel_jail(up=False, handshake_age=7200), "name": "wgb"}],
+    lines = report.jail_list([nat, tunnel_jail(), {**tunnel_jail("down", handshake_age=7200), "name": "wgb"},
+                              {**tunnel_jail("idle", handshake_age=7200), "name": "wgc"}],
                              now=NOW).splitlines()
     header = lines[0].split()
     column = header.index("VPN")
-    assert [line.split()[column] for line in lines[1:4]] == ["-", "wireguard", "wireguard"]
-    assert lines[3].split()[column + 1] == "DOWN"
-    assert lines[4:] == ["", "wga: tunnel wireguard to 198.51.100.1:51820, up, handshake 5 s ago, "
+    assert [line.split()[column] for line in lines[1:5]] == ["-", "wireguard", "wireguard", "wireguard"]
+    assert [line.split()[column + 1] for line in lines[2:5]] == ["1", "DOWN", "IDLE"]
+    assert lines[5:] == ["", "wga: tunnel wireguard to 198.51.100.1:51820, up, handshake 5 s ago, "
                              "received 3.0 MiB, sent 2.0 KiB",
                          "wgb: tunnel wireguard to 198.51.100.1:51820, TUNNEL DOWN, handshake 2 h ago, "
+                         "received 3.0 MiB, sent 2.0 KiB",
+                         "wgc: tunnel wireguard to 198.51.100.1:51820, idle, handshake 2 h ago, "
                          "received 3.0 MiB, sent 2.0 KiB"]
+
+
+def test_an_idle_tunnel_is_no_alarm():
+    page = report.inspection(tunnel_jail("idle", handshake_age=400), now=NOW)
+    assert "wireguard to 198.51.100.1:51820, idle, handshake 6 min ago" in page and "DOWN" not in page
+
+
+def test_a_helper_that_sends_only_up_is_still_read():
+    old = tunnel_jail("down", handshake_age=400)
+    del old["tunnel"]["state"]
+    assert "TUNNEL DOWN, handshake 6 min ago" in report.inspection(old, now=NOW)
 
 
 def test_a_nat_jails_pages_are_unchanged_by_tunnels():
@@ -63,10 +79,10 @@ def test_a_nat_jails_pages_are_unchanged_by_tunnels():
 
 
 def test_an_openvpn_jail_still_connecting_says_so_not_down():
-    connecting = {**tunnel_jail(up=False, link_up=False), "name": "ova", "address": "-", "pids": [],
+    connecting = {**tunnel_jail(state="down", link_up=False), "name": "ova", "address": "-", "pids": [],
                   "tunnel": {"type": "openvpn", "endpoint": "198.51.100.1:1194/udp", "addresses": [],
                              "connected_to": "", "connected_since": 0, "rx_bytes": 0, "tx_bytes": 0,
-                             "daemon": "running", "link_up": False, "up": False, "connecting": True}}
+                             "daemon": "running", "link_up": False, "state": "connecting", "up": False}}
     lines = report.jail_list([connecting], now=NOW).splitlines()
     assert lines[1].split()[3:5] == ["openvpn", "CONNECTING"]
     assert lines[-1] == ("ova: tunnel openvpn to 198.51.100.1:1194/udp, connecting, not connected, "

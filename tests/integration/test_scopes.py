@@ -1,0 +1,71 @@
+"""Programs in transient scopes of their users' slices, under a real systemd.
+
+The lab's systemd (appjail.lab.systemd) runs the system bus and polkitd;
+the helper and the test users run in its namespaces, so it takes their pids
+as they are. Without systemd (every other helper test) programs run
+unscoped, as before.
+"""
+
+from __future__ import annotations
+
+import pwd
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from appjail.lab.helper import LabHelper
+from appjail.lab.systemd import LabSystemd
+
+from ..busfixture import BUS_POLICY, polkit_files_installed
+from .helperlab import DNS, MEMBER, appjail_argv, user_popen_kwargs, wait_until
+
+
+@pytest.fixture(scope="module")
+def systemd(lab) -> Iterator[LabSystemd]:  # the lab: /run/netns is a shared mount by then
+    with polkit_files_installed(), LabSystemd([BUS_POLICY]) as lab_systemd:
+        yield lab_systemd
+
+
+@pytest.fixture
+def scoped_helper(lab, systemd, users, tmp_path) -> Iterator[LabHelper]:
+    process = LabHelper(lab.host_ns, systemd.address, tmp_path / "run", tmp_path / "helper.log",
+                        enter_argv=systemd.enter_argv)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop_and_clean()
+    log = (tmp_path / "helper.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def appjail_inside(systemd: LabSystemd, user: str, *args: str) -> subprocess.CompletedProcess:
+    """`appjail ARGS` as USER, from a process in systemd's namespaces."""
+    entry = pwd.getpwnam(user)
+    kwargs = user_popen_kwargs(user, systemd.address)
+    argv = systemd.enter_argv(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                               "--init-groups", "--", *appjail_argv(*args)])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                          env=kwargs["env"], cwd=kwargs["cwd"])
+
+
+def systemctl(systemd: LabSystemd, *args: str) -> str:
+    return subprocess.run(systemd.enter_argv(["systemctl", "--no-pager", *args]), capture_output=True,
+                          text=True, check=True, timeout=10).stdout
+
+
+def test_program_runs_in_a_scope_of_its_users_slice_until_it_ends(scoped_helper, systemd, users):
+    uid = users.uid(MEMBER)
+    result = appjail_inside(systemd, MEMBER, "run", "--dns", DNS, "--", "cat", "/proc/self/cgroup")
+    assert result.returncode == 0, result.stderr + systemd.log()
+    scope = rf"/user\.slice/user-{uid}\.slice/(appjail-[a-z0-9-]+\.scope)"
+    placed = re.search(rf"^\d+:name=systemd:{scope}$", result.stdout, re.MULTILINE)
+    assert placed, result.stdout
+    # the pids controller too: the slice's task limit (user-.slice's TasksMax) bounds the program
+    assert re.search(rf"^\d+:pids:{scope}$", result.stdout, re.MULTILINE), result.stdout
+    assert systemctl(systemd, "show", "-p", "TasksMax", f"user-{uid}.slice").strip() != "TasksMax=infinity"
+    unit = placed.group(1)
+    assert wait_until(lambda: unit not in systemctl(systemd, "list-units", "--all", "appjail-*"), 5), \
+        systemctl(systemd, "status", unit)
