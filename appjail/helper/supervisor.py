@@ -296,8 +296,9 @@ class Supervisor:
                                           self._child_reported, pending)
         pending.deadline = GLib.timeout_add(LAUNCH_DEADLINE_MS, self._launch_overdue, pending)
         if self.scopes is not None and self.scopes.available:
-            description = f"appjail: {os.fsdecode(request.argv[0])} in jail {jail.name}"
-            self.scopes.place(caller.uid, started.pid, name, description,
+            program_name = os.fsencode(request.argv[0]).decode(errors="replace")  # D-Bus strings are UTF-8
+            description = f"appjail: {program_name} in jail {jail.name}"
+            self.scopes.place(caller.uid, started.pid, jail.name, description,
                               lambda error: self._placed(pending, error))
         else:
             pending.open_gate()
