@@ -81,7 +81,7 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
 
 
 def way_out(jail: dict) -> str:
-    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN when it is), or -."""
+    """The VPN column: a --vpn jail's interface, a tunnel jail's type (DOWN, IDLE, CONNECTING when it is), or -."""
     if jail["tunnel"]:
         state = tunnel_state(jail["tunnel"])
         return jail["tunnel"]["type"] + ("" if state == "up" else f" {state.upper()}")
@@ -89,7 +89,8 @@ def way_out(jail: dict) -> str:
 
 
 def tunnel_line(tunnel: dict, now: float | None = None) -> str:
-    """A tunnel jail's tunnel in one line: type, endpoint, state (up, idle, TUNNEL DOWN), handshake age, bytes."""
+    """A tunnel jail's tunnel in one line: type, endpoint, state (up, idle, connecting, TUNNEL DOWN), handshake
+    age, bytes."""
     state = tunnel_state(tunnel)
     return (f"{tunnel['type']} to {endpoint(tunnel)}, {'TUNNEL DOWN' if state == 'down' else state}, "
             f"{handshake(tunnel, now)}, "
@@ -97,7 +98,8 @@ def tunnel_line(tunnel: dict, now: float | None = None) -> str:
 
 
 def tunnel_state(tunnel: dict) -> str:
-    """up, idle (WireGuard without a session and nothing to send) or down; older helpers sent only `up`."""
+    """up, idle (WireGuard without a session and nothing to send), connecting (OpenVPN's first connection:
+    programs start once it is up) or down; older helpers sent only `up`."""
     return tunnel.get("state") or ("up" if tunnel["up"] else "down")
 
 
@@ -129,6 +131,9 @@ def age(seconds: float) -> str:
 
 def tunnel_down(tunnel: dict) -> str:
     """Why a tunnel jail gets nothing through, for `inspect` and the inspector."""
+    if tunnel_state(tunnel) == "connecting":
+        return (f"CONNECTING: {tunnel['type']} has not connected yet; programs start once it has (or fail, "
+                "and the jail goes, if it does not); until then the jail has no way out")
     if not tunnel["link_up"]:
         why = "its interface is down"
     elif "connected_since" in tunnel:

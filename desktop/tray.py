@@ -264,7 +264,8 @@ def _menu_view(jails: dict[str, dict]) -> list[tuple]:
 
 
 def _way_out(jail: dict) -> str:
-    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down" / " idle"), "" for NAT."""
+    """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down" / " idle",
+    ", OpenVPN connecting"), "" for NAT."""
     tunnel = jail.get("tunnel")
     if tunnel:
         state = tunnel_state(tunnel)

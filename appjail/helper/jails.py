@@ -40,7 +40,7 @@ from .forwarding import Forwarding
 from .hostports import HeldPort
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
-from .resources import KINDS, NAT, TUNNEL, Host, Step, sweep_order
+from .resources import KINDS, NAT, TUNNEL, Host, Ready, Step, sweep_order
 from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class Jail:
     dns: tuple[str, ...]
     secret: WireGuardConfig | OpenVpnConfig | None = None  # a tunnel's keys, only while it is being made
     held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
+    connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
 
     @property
     def kind(self) -> str:
@@ -167,12 +168,17 @@ class Engine:
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
                  resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
-                 max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER) -> None:
+                 max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
+                 connect_timeout: float = openvpn.CONNECT_TIMEOUT) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
         max_jails_per_user: how many jails one owner may have (create's
         `unlimited` lifts it); each holds a /30, a routing table, a namespace
         and kernel memory, so one user must not take the pool from the others.
+
+        connect_timeout: how long a connecting jail's tunnel may take to come up
+        (openvpn retries a server that does not answer forever); the caller of
+        `connected` keeps the time.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend, tunnel_system, openvpn_system, ports_system and
@@ -181,6 +187,7 @@ class Engine:
         lookup: unit tests pass in-memory stand-ins.
         """
         self.max_jails_per_user = max_jails_per_user
+        self.connect_timeout = connect_timeout
         self._lock = threading.RLock()
         self._jails: dict[JailId, Jail] = {}
         self.store = StateStore(run_dir)
@@ -197,12 +204,15 @@ class Engine:
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
                          other_firewalls=lambda: firewall.other_backends(self.firewall.name),
-                         openvpn=openvpn_system)
+                         openvpn=openvpn_system, tunnel_changed=self._tunnel_changed)
         self._watcher: LinkWatcher | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail, up)
         # whenever a VPN jail's interface goes away or comes back
         self.on_vpn_change: Callable[[str, bool], None] | None = None
         self._vpn_up: dict[str, bool] = {}
+        # called (from a tunnel daemon's thread) as on_tunnel_change(jail id) when a
+        # jail's tunnel came up or its daemon ended: see connected()
+        self.on_tunnel_change: Callable[[JailId], None] | None = None
 
     # -- queries ---------------------------------------------------------
 
@@ -241,7 +251,8 @@ class Engine:
 
         A WireGuard Endpoint name is looked up here, once, in the host's
         namespace, before anything is made; openvpn looks up its remotes
-        itself, there too. An OpenVPN jail is made once its tunnel is up.
+        itself, there too. An OpenVPN jail is returned `connecting`, its
+        daemon started: nothing here waits for the tunnel (see connected).
         """
         if not isinstance(owner_uid, int) or isinstance(owner_uid, bool) or owner_uid < 0:
             raise ValidationError(f"invalid owner uid {owner_uid!r}")
@@ -385,8 +396,36 @@ class Engine:
         return self.system.link_is_up(ifname)
 
     def tunnel_status(self, jail: Jail) -> dict:
-        """A tunnel jail's tunnel: its record's description and its live state."""
-        return {**jail.tunnel, **self.host.driver(jail).status(jail.netns, jail.tunnel_ifname)}
+        """A tunnel jail's tunnel: its record's description and its live state (`connecting` until it first came up)."""
+        status = {**jail.tunnel, **self.host.driver(jail).status(jail.netns, jail.tunnel_ifname)}
+        return {**status, "state": tunnels.CONNECTING} if jail.connecting else status
+
+    def connected(self, jail: Jail, overdue: bool = False) -> bool:
+        """Whether a connecting jail's tunnel has come up; from then on the jail is complete.
+
+        False while its daemon still tries. JailError, with the daemon's last
+        words, when it ended first, or, `overdue` (connect_timeout has passed),
+        when it is still not up: the caller removes the jail then.
+        """
+        with self._lock:
+            if not jail.connecting:
+                return True
+            driver, ifname = self.host.driver(jail), jail.tunnel_ifname
+            if driver.connected(ifname):
+                jail.connecting = False
+                Ready.mark(self.host, jail)
+                return True
+            running = driver.present(jail.netns, ifname)
+            if running and not overdue:
+                return False
+            kind = jail.tunnel["type"]
+            why = (f"{kind}'s tunnel was not up within {self.connect_timeout:g} s" if running
+                   else f"{kind} ended before its tunnel was up")
+            raise JailError(f"could not create jail {jail.name!r}: {why}: {driver.why_not(ifname)}")
+
+    def _tunnel_changed(self, jail: Jail) -> None:
+        if self.on_tunnel_change is not None:
+            self.on_tunnel_change(jail.id)
 
     def tunnel_counters(self, jail: Jail) -> dict[str, int]:
         return self.host.driver(jail).counters(jail.netns, jail.tunnel_ifname)

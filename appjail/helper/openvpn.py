@@ -11,16 +11,29 @@ configures it there, where it is the only interface beside lo. On every
 reconnect openvpn opens a new device and the hook runs again. When the
 tunnel is down there is no device in the jail: nothing to route to.
 
-Why a hook and not the management interface: the management interface
+Why a hook beside the management interface: the management interface
 reports the tunnel's state but not its netmask or the pushed DNS servers,
 and openvpn waits for the hook, so the device is never used before the
 helper configured it (nor configured by anything else).
 
 The configuration reaches openvpn on its standard input (`--config stdin`),
-keys inline: no file, no argv. Its log (stdout and stderr) goes to the
-helper's log, line by line. The daemon is the helper's child and lives as
-long as the jail; it is not adopted by a later helper (its log and hook
-went with the old one): reconcile stops it.
+keys inline: no file, no argv, never stored. The helper that starts it
+reads its output (stdout and stderr: options errors come before anything
+else exists) into its log, line by line, and follows its state (connected
+to, since) through its management interface, a unix socket beside the
+hook's (`--management PATH unix`, `state on all`).
+
+openvpn runs in a session of its own and outlives a helper that crashes or
+restarts, like a NAT or WireGuard jail. Its output pipe then has no reader:
+openvpn ignores SIGPIPE and carries on, its writes failing (checked with
+openvpn 2.6). A later helper adopts it (`adopt`, from reconcile, for a jail
+whose record says it had connected and whose daemon still runs): it listens
+on the hook's socket again (the hook retries while nobody does, so a
+reconnection in between still reaches it), and takes the log from the
+management interface too (`log on all`: openvpn's recent lines, marked
+earlier, then each as it comes). Until a reconnection's hook is answered
+there is no device in the jail: nothing leaks. A daemon whose jail has no
+record, or a jail whose daemon is gone, is swept.
 """
 
 from __future__ import annotations
@@ -36,7 +49,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -52,66 +64,126 @@ log = logging.getLogger(__name__)
 
 DAEMON = "openvpn"
 SOCKET_DIR = Path("/run/appjail/openvpn")  # machine-wide, like the aj-* namespaces the names come from
+HOOK, MANAGEMENT = ".sock", ".mgmt"  # SOCKET_DIR/aj-NAME.sock: the hook's; aj-NAME.mgmt: openvpn's own
 CONNECT_TIMEOUT = 20.0
+ATTACH_RETRY = 0.05  # s between attempts to reach a starting openvpn's management socket
 MAX_REPORT = 64 * 1024
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 Up = Callable[[ovpnconf.Up], None]
+Changed = Callable[[], None]
 
 
 class Daemon:
-    """One openvpn process, its log reader and its hook's socket, served by one thread."""
+    """One openvpn process and the thread that serves it: its hook's socket, its management
+    interface (state; the log of one an earlier helper started) and the output of one started here."""
 
-    def __init__(self, ifname: str, config_text: str, on_up: Up) -> None:
+    def __init__(self, ifname: str, listener: socket.socket, pid: int, on_up: Up, on_change: Changed,
+                 proc: subprocess.Popen[bytes] | None = None) -> None:
+        """proc: the process when this helper started it (None: adopted, its tunnel came up before)."""
         self.ifname = ifname
+        self.listener = listener
+        self.paths = {kind: _path(ifname, kind) for kind in (HOOK, MANAGEMENT)}
+        self.pid = pid
         self.on_up = on_up
+        self.on_change = on_change
+        self.proc = proc
         self.connected = threading.Event()
+        if proc is None:
+            self.connected.set()
         self.ended = threading.Event()
         self.stopping = False
         self.last_lines: deque[str] = deque(maxlen=3)
-        self.since = 0.0  # when the tunnel last came up
+        self.state = ""  # openvpn's own (management interface): CONNECTED, RECONNECTING...
+        self.since = 0  # when the current connection was made, 0: none
         self.remote = ""
-        self.socket_path = _socket_dir() / f"{ifname}.sock"
-        self.socket_path.unlink(missing_ok=True)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            self.listener.bind(str(self.socket_path))
-            self.listener.listen(4)
-            self.proc = subprocess.Popen(argv(ifname, self.socket_path), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_ENV,
-                                         start_new_session=True)
-        except BaseException:
-            self._close_socket()
-            raise
+        self.pidfd = os.pidfd_open(pid)
+        self.management: socket.socket | None = None
+        self.pending: deque[str] = deque()  # the history each command sent answers with, until END
         self.thread = threading.Thread(target=self._serve, name=f"appjail-{ifname}", daemon=True)
         self.thread.start()
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(config_text.encode())
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass  # it ended at once: its log says why
 
     def _serve(self) -> None:
-        assert self.proc.stdout is not None
         with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ, "log")
-            selector.register(self.listener, selectors.EVENT_READ, "hook")
-            pending = b""
+            selector.register(self.listener, selectors.EVENT_READ, self._answer_hook)
+            selector.register(self.pidfd, selectors.EVENT_READ, None)
+            output = _Lines(self.proc.stdout.fileno()) if self.proc is not None and self.proc.stdout else None
+            if output is not None:
+                selector.register(output.fd, selectors.EVENT_READ, lambda: self._read(output, self._log))
+            replies: _Lines | None = None
             while True:
-                for key, _ in selector.select():
-                    if key.data == "hook":
-                        self._answer_hook()
-                        continue
-                    chunk = os.read(self.proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        self._ended()
-                        return
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        text = line.decode(errors="replace").rstrip()
-                        self.last_lines.append(text)
-                        log.info("openvpn %s: %s", self.ifname, text)
+                if self.management is None:
+                    replies = self._attach(selector)
+                for key, _ in selector.select(None if self.management else ATTACH_RETRY):
+                    if key.data is None:  # the process ended: what it wrote last, then the end
+                        if output is not None:
+                            self._read(output, self._log)
+                        return self._ended()
+                    key.data()
+                if output is not None and output.closed:
+                    selector.unregister(output.fd)
+                    output = None
+                if replies is not None and replies.closed:  # openvpn is ending, most likely
+                    selector.unregister(replies.fd)
+                    self._detach()
+                    replies = None
+
+    def _attach(self, selector: selectors.BaseSelector) -> _Lines | None:
+        """Connect to openvpn's management socket (it opens it early, and keeps it while it runs)."""
+        management = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            management.connect(str(self.paths[MANAGEMENT]))
+        except OSError:
+            management.close()
+            return None
+        self.management = management
+        # state: the current one and what follows; an adopted one's log too, this helper's own from now on
+        commands = (["log on all"] if self.proc is None else []) + ["state on all"]
+        self.pending.extend(command.split()[0] for command in commands)
+        management.sendall("".join(f"{command}\n" for command in commands).encode())
+        replies = _Lines(management.fileno())
+        selector.register(replies.fd, selectors.EVENT_READ, lambda: self._read(replies, self._management_line))
+        return replies
+
+    def _detach(self) -> None:
+        assert self.management is not None
+        self.management.close()
+        self.management = None
+        self.pending.clear()
+
+    @staticmethod
+    def _read(lines: _Lines, handle: Callable[[str], None]) -> None:
+        for line in lines.read():
+            handle(line)
+
+    def _log(self, text: str, earlier: bool = False) -> None:
+        """One line of openvpn's log into the helper's; `earlier`: from its cache, logged before this helper."""
+        if text.startswith("MANAGEMENT: "):
+            return  # the interface's own chatter: this helper's commands, state echoed
+        self.last_lines.append(text)
+        log.info("openvpn %s: %s%s", self.ifname, "(earlier) " if earlier else "", text)
+
+    def _management_line(self, line: str) -> None:
+        """A real-time notification (>LOG:, >STATE:), a command's answer, or a line of its history."""
+        kind, _, rest = line.partition(":")
+        if kind == ">LOG":
+            self._log(rest.split(",", 2)[-1])
+        elif kind == ">STATE":
+            self._state(rest)
+        elif line == "END" and self.pending:
+            self.pending.popleft()
+        elif not line.startswith((">", "SUCCESS:", "ERROR:")) and self.pending:
+            (self._log(line.split(",", 2)[-1], earlier=True) if self.pending[0] == "log" else self._state(line))
+
+    def _state(self, fields_text: str) -> None:
+        """time,NAME,description,local address,remote address,remote port,...: where it is connected."""
+        fields = fields_text.split(",")
+        if len(fields) < 2 or not fields[0].isdigit():
+            return
+        self.state = fields[1]
+        connected = self.state == "CONNECTED" and len(fields) >= 6
+        self.since = int(fields[0]) if connected else 0
+        self.remote = f"{fields[4]}:{fields[5]}" if connected else ""
 
     def _answer_hook(self) -> None:
         try:
@@ -123,7 +195,7 @@ class Daemon:
             try:
                 pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                      struct.calcsize("3i")))
-                if uid != 0 or _parent(pid) != self.proc.pid:
+                if uid != 0 or _parent(pid) != self.pid:
                     raise ValidationError(f"a report from pid {pid}, not from this jail's openvpn, is ignored")
                 data = conn.makefile("rb").readline(MAX_REPORT)
                 up = ovpnconf.parse_up(json.loads(data))
@@ -134,35 +206,71 @@ class Daemon:
                 log.warning("openvpn %s: the tunnel was not set up in the jail: %s", self.ifname, exc)
                 _send(conn, b"error\n")
                 return
-            self.since, self.remote = time.time(), up.remote
             log.info("openvpn %s: tunnel up in the jail, %s via %s", self.ifname,
                      ", ".join(map(str, up.addresses)), up.remote or "?")
             _send(conn, b"ok\n")
             self.connected.set()
+        self.on_change()
 
     def _ended(self) -> None:
-        status = self.proc.wait()
+        status: int | str = "unknown: an earlier helper's child"
+        if self.proc is not None:
+            status = self.proc.wait()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
         if not self.stopping:
             log.warning("openvpn %s ended (status %s): the jail has no way out", self.ifname, status)
+        if self.management is not None:
+            self._detach()
+        os.close(self.pidfd)
         self._close_socket()
         self.ended.set()
+        self.on_change()
 
     def _close_socket(self) -> None:
         self.listener.close()
-        self.socket_path.unlink(missing_ok=True)
+        for path in self.paths.values():  # openvpn removes its own, unless it was killed
+            path.unlink(missing_ok=True)
 
     def alive(self) -> bool:
         return not self.ended.is_set()
 
     def stop(self) -> None:
         self.stopping = True
-        tunnels.terminate(self.proc.pid)
+        tunnels.terminate(self.pid)
         self.thread.join(tunnels.STOP_TIMEOUT)
         if self.thread.is_alive():  # a hook still answering: its socket goes anyway
             self._close_socket()
 
     def why_not(self) -> str:
         return "; ".join(self.last_lines) or "no output"
+
+
+class _Lines:
+    """Lines from a non-blocking descriptor (openvpn's output, its management socket), as they come."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.partial = b""
+        self.closed = False
+
+    def read(self) -> list[str]:
+        """The complete lines that arrived (without line ends); at end-of-file, the rest too."""
+        chunks = []
+        while not self.closed:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            self.closed = not chunk
+            chunks.append(chunk)
+        *lines, self.partial = (self.partial + b"".join(chunks)).split(b"\n")
+        if self.closed and self.partial:
+            lines, self.partial = [*lines, self.partial], b""
+        return [line.decode(errors="replace").rstrip("\r ") for line in lines]
 
 
 def _send(conn: socket.socket, answer: bytes) -> None:
@@ -190,6 +298,23 @@ def _socket_dir() -> Path:
     return SOCKET_DIR
 
 
+def _path(ifname: str, kind: str) -> Path:
+    """SOCKET_DIR/IFNAME.sock (the hook's, the helper listens) or IFNAME.mgmt (openvpn's management)."""
+    return _socket_dir() / f"{ifname}{kind}"
+
+
+def _listen(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)  # an earlier helper's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        listener.bind(str(path))
+        listener.listen(4)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
 def hook_command(socket_path: Path) -> str:
     """The `--up` command: this interpreter, isolated, running ovpnhook with the jail's socket."""
     for part in (sys.executable, str(socket_path)):
@@ -198,38 +323,74 @@ def hook_command(socket_path: Path) -> str:
     return shlex.join([sys.executable, "-I", "-m", "appjail.helper.ovpnhook", str(socket_path)])
 
 
-def argv(ifname: str, socket_path: Path) -> list[str]:
+def argv(ifname: str) -> list[str]:
     """openvpn's fixed command line: the file's directives come from stdin first, these win."""
     return [DAEMON, "--config", "stdin", "--dev", ifname, "--dev-type", "tun", "--disable-dco",
             "--ifconfig-noexec", "--route-noexec", "--script-security", "2",
-            "--up", hook_command(socket_path), "--verb", "3", "--suppress-timestamps"]
+            "--up", hook_command(_path(ifname, HOOK)), "--management", str(_path(ifname, MANAGEMENT)), "unix",
+            "--verb", "3", "--suppress-timestamps"]
 
 
 _daemons: dict[str, Daemon] = {}
 _lock = threading.Lock()
 
 
-def start(ifname: str, config_text: str, on_up: Up) -> None:
-    """Start IFNAME's openvpn; on_up(settings) is called (on its thread) each time its tunnel comes up."""
+def start(ifname: str, config_text: str, on_up: Up, on_change: Changed) -> None:
+    """Start IFNAME's openvpn and return: it connects in its own time.
+
+    On its thread, on_up(settings) is called each time its tunnel comes up
+    (and may refuse it by raising), on_change() after the tunnel came up or
+    the daemon ended.
+    """
     with _lock:
         if ifname in _daemons or _dev_of_running().get(ifname):
             raise NetnsError(f"an openvpn for {ifname} already runs")
-        _daemons[ifname] = Daemon(ifname, config_text, on_up)
+        listener = _listen(_path(ifname, HOOK))
+        _path(ifname, MANAGEMENT).unlink(missing_ok=True)  # a killed one's
+        try:
+            # its own session: it outlives this helper, for the next one to adopt
+            proc = subprocess.Popen(argv(ifname), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, env=_ENV, start_new_session=True)
+        except BaseException:
+            listener.close()
+            raise
+        _daemons[ifname] = Daemon(ifname, listener, proc.pid, on_up, on_change, proc)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(config_text.encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # it ended at once: its output says why
 
 
-def wait_connected(ifname: str) -> None:
-    """Return once the tunnel is up in the jail; NetnsError with openvpn's last words otherwise.
+def adopt(ifname: str, on_up: Up, on_change: Changed) -> None:
+    """Serve IFNAME's openvpn again, one an earlier helper started: its hook, log and state from now on.
 
-    openvpn retries a server that does not answer forever: CONNECT_TIMEOUT is where creation gives up.
+    Nothing when this helper serves it already, or none runs (the jail is then swept as one without a way out).
     """
-    daemon = _daemons[ifname]
-    timeout = CONNECT_TIMEOUT
-    deadline = time.monotonic() + timeout
-    while not daemon.connected.wait(0.05):
-        if daemon.ended.is_set():
-            raise NetnsError(f"openvpn ended before its tunnel was up: {daemon.why_not()}")
-        if time.monotonic() > deadline:
-            raise NetnsError(f"openvpn's tunnel was not up within {timeout:.0f} s: {daemon.why_not()}")
+    with _lock:
+        pids = _dev_of_running().get(ifname, [])
+        if ifname in _daemons or len(pids) != 1:
+            return
+        listener = _listen(_path(ifname, HOOK))
+        try:
+            _daemons[ifname] = Daemon(ifname, listener, pids[0], on_up, on_change)
+        except ProcessLookupError:  # it ended just now
+            listener.close()
+            return
+    log.info("openvpn %s (pid %d) adopted: its hook, log and state are this helper's", ifname, pids[0])
+
+
+def connected(ifname: str) -> bool:
+    """Whether IFNAME's tunnel has come up (in the jail) at least once."""
+    daemon = _daemons.get(ifname)
+    return daemon is not None and daemon.connected.is_set()
+
+
+def why_not(ifname: str) -> str:
+    """openvpn's last words, to say why a tunnel is not up."""
+    daemon = _daemons.get(ifname)
+    return daemon.why_not() if daemon is not None else "no openvpn runs for it"
 
 
 def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:
@@ -244,9 +405,9 @@ def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:
 
 
 def present(namespace: str, ifname: str) -> bool:
-    """Whether this helper's openvpn serves the jail's tunnel: one of an earlier helper is not adopted."""
+    """Whether an openvpn serves the jail's tunnel: this helper's, or one an earlier helper started."""
     daemon = _daemons.get(ifname)
-    return daemon is not None and daemon.alive()
+    return daemon.alive() if daemon is not None else bool(_dev_of_running().get(ifname))
 
 
 def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
@@ -264,8 +425,8 @@ def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
                 tunnels.terminate(pid)
             removed.append(ifname)
     if SOCKET_DIR.is_dir():
-        for path in sorted(SOCKET_DIR.glob(f"{prefix}*.sock")):
-            if path.name[:-len(".sock")] not in live:
+        for path in sorted(SOCKET_DIR.glob(f"{prefix}*")):
+            if path.suffix in (HOOK, MANAGEMENT) and path.stem not in live:
                 path.unlink(missing_ok=True)
                 removed.append(str(path))
     return sorted(set(removed))
@@ -279,15 +440,17 @@ def _dev_of_running() -> dict[str, list[int]]:
 
 
 def status(namespace: str, ifname: str) -> dict:
-    """The tunnel as `inspect` shows it: where it is connected, since when, bytes, up."""
+    """The tunnel as `inspect` shows it: up or down, openvpn's own state, where it is connected, since when,
+    bytes."""
     daemon = _daemons.get(ifname)
     link_up = netns.run_in_namespace(namespace, lambda: netns.link_is_up(ifname))
     counters = tunnels.counters(namespace, ifname)
     running = daemon is not None and daemon.alive()
-    return {"connected_to": daemon.remote if daemon else "", "connected_since": int(daemon.since) if daemon else 0,
+    up = running and link_up
+    return {"state": tunnels.UP if up else tunnels.DOWN, "openvpn_state": daemon.state if running else "",
+            "connected_to": daemon.remote if running else "", "connected_since": daemon.since if running else 0,
             "rx_bytes": counters.get("rx_bytes", 0), "tx_bytes": counters.get("tx_bytes", 0),
-            "daemon": "running" if running else "ended", "link_up": link_up,
-            "state": tunnels.UP if running and link_up else tunnels.DOWN, "up": running and link_up}
+            "daemon": "running" if running else "ended", "link_up": link_up, "up": up}
 
 
 counters = tunnels.counters

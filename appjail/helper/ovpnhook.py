@@ -6,7 +6,8 @@ with `--ifconfig-noexec --route-noexec`. The hook does nothing itself: it
 sends the environment openvpn gave it (only the names the helper reads) to
 the helper, which moves the device into the jail and configures it there,
 and exits 0 only when the helper says so (non-zero makes openvpn give up:
-the jail stays closed).
+the jail stays closed). While no helper listens (one restarting), it tries
+again for a while.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import json
 import os
 import socket
 import sys
+import time
 
 NAMES = ("dev", "ifconfig_local", "ifconfig_netmask", "ifconfig_remote", "ifconfig_ipv6_local",
          "ifconfig_ipv6_netbits", "tun_mtu", "trusted_ip", "trusted_port")
 TIMEOUT = 20.0
+RETRY = 0.2
 
 
 def report(environ: dict[str, str]) -> dict[str, str]:
@@ -26,10 +29,23 @@ def report(environ: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if name in NAMES or name.startswith("foreign_option_")}
 
 
-def main(argv: list[str]) -> int:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+def connect(path: str, deadline: float) -> socket.socket:
+    """The helper's socket; while no helper serves it (one restarting, to adopt openvpn), again until the deadline."""
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(TIMEOUT)
-        sock.connect(argv[1])
+        try:
+            sock.connect(path)
+            return sock
+        except (ConnectionRefusedError, FileNotFoundError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(RETRY)
+
+
+def main(argv: list[str]) -> int:
+    with connect(argv[1], time.monotonic() + TIMEOUT) as sock:
         sock.sendall(json.dumps(report(dict(os.environ))).encode() + b"\n")
         answer = sock.makefile("rb").readline()
     return 0 if answer == b"ok\n" else 1

@@ -105,6 +105,16 @@ def write_resolver_files(netns_name: str, servers: Sequence[str], root: Path = E
     return directory
 
 
+def replace_resolv_conf(netns_name: str, servers: Sequence[str], root: Path = ETC_NETNS) -> None:
+    """Point an existing jail's resolv.conf at other servers (a tunnel's pushed ones), atomically:
+    a program starting meanwhile binds the old file or the new one."""
+    directory = jail_etc_dir(netns_name, root)
+    staged = directory / ".resolv.conf.new"
+    staged.unlink(missing_ok=True)
+    _write_readable(staged, render_resolv_conf(servers))
+    os.replace(staged, directory / "resolv.conf")
+
+
 def remove_resolver_files(netns_name: str, root: Path = ETC_NETNS) -> None:
     shutil.rmtree(jail_etc_dir(netns_name, root), ignore_errors=True)
 

@@ -62,6 +62,8 @@ class Host:
     conntrack: Any = None  # the module appjail.helper.traffic (forget_connections_soon), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
     openvpn: Any = None  # the module appjail.helper.openvpn, or a stand-in
+    # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
+    tunnel_changed: Callable[[Jail], None] = lambda jail: None
 
     def drivers(self) -> dict[str, Any]:
         """Each tunnel type's module: make, remove, present, sweep, status, counters."""
@@ -351,7 +353,8 @@ class Tunnel:
     the host namespace; in the jail the interface is the only one beside lo.
     WireGuard's is made, keyed and moved here; openvpn makes its own device
     when it has connected, and its hook hands it over (`_openvpn_up`) on every
-    (re)connection: creation waits for the first.
+    (re)connection. Nothing waits for that here: the jail is `connecting`
+    until the first (Engine.connected), and its programs start then.
     """
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
@@ -360,9 +363,8 @@ class Tunnel:
             raise ValueError(f"jail {jail.name} has no tunnel configuration")
         try:
             if jail.tunnel["type"] == OPENVPN:
-                host.openvpn.start(jail.tunnel_ifname, config.config_text(),
-                                   lambda up: _openvpn_up(host, jail, up))
-                host.openvpn.wait_connected(jail.tunnel_ifname)
+                host.openvpn.start(jail.tunnel_ifname, config.config_text(), *_openvpn_callbacks(host, jail))
+                jail.connecting = True
             else:
                 self._wireguard(host, ipr, jail, config)
         except BaseException:
@@ -386,11 +388,20 @@ class Tunnel:
         host.driver(jail).remove(ipr, jail.netns, jail.tunnel_ifname)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        """An adopted jail's openvpn is served again (hook, log, state: they died with its helper)."""
+        for jail in live.values():
+            if jail.tunnel is not None and jail.tunnel["type"] == OPENVPN:
+                host.openvpn.adopt(jail.tunnel_ifname, *_openvpn_callbacks(host, jail))
         for kind, driver in host.drivers().items():
             live_ifnames = {jail.tunnel_ifname for jail in live.values()
                             if jail.tunnel is not None and jail.tunnel["type"] == kind}
             for name in driver.sweep(PREFIX, live_ifnames):
                 note(kind, name)
+
+
+def _openvpn_callbacks(host: Host, jail: Jail) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """What a jail's openvpn daemon calls on its thread: on each tunnel-up, and on any change."""
+    return (lambda up: _openvpn_up(host, jail, up)), (lambda: host.tunnel_changed(jail))
 
 
 def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
@@ -405,15 +416,24 @@ def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
     jail.record.tunnel["addresses"] = [str(address) for address in up.addresses]
     if not jail.spec.dns and up.dns and up.dns != jail.dns:
         jail.dns = up.dns
-        # on a reconnection: the resolver exists already (and only while the jail does)
+        # made already (the Resolver step) or not yet, which then writes jail.dns
         if resolv.jail_etc_dir(jail.netns, host.etc_netns).is_dir():
-            resolv.write_resolver_files(jail.netns, jail.dns, host.etc_netns)
+            resolv.replace_resolv_conf(jail.netns, jail.dns, host.etc_netns)
 
 
 class Ready:
-    """The record says the jail is complete: reconcile adopts it from now on."""
+    """The record says the jail is complete: reconcile adopts it from now on.
+
+    A connecting jail is complete once its tunnel first came up (Engine.connected
+    marks it then): one whose helper died before is not adopted, but swept.
+    """
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if not jail.connecting:
+            self.mark(host, jail)
+
+    @staticmethod
+    def mark(host: Host, jail: Jail) -> None:
         jail.record.status = READY
         host.store.save(jail.record)
 

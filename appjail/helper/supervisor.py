@@ -5,7 +5,10 @@ It runs in the GLib main loop's thread only: launched programs are the
 helper's children, reaped by GLib child watches, and a jail whose namespace
 has no process left is torn down unless it was created with keep. Nothing
 here waits on a user's work or sleeps: a launch is answered from its
-child's report pipe (or its deadline), a stop escalates from timeouts.
+child's report pipe (or its deadline), a stop escalates from timeouts, and
+a jail whose tunnel is still connecting (OpenVPN) has its programs launched
+when the tunnel's daemon reports it up (GLib.idle_add from its thread), or
+is removed, failing them, when the daemon ends or the connect deadline passes.
 Where systemd runs, a launched child waits at its gate until systemd has
 put it into a scope of its user's slice (scopes.py); if systemd refuses,
 the launch fails rather than run the program outside the user's limits.
@@ -30,7 +33,7 @@ import pwd
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gi.repository import GLib
 
@@ -40,7 +43,7 @@ from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disa
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
 from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
-from .jails import Conflict, Engine, Jail, JailId, JailNotFound
+from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound
 from .scopes import Scopes
 
 log = logging.getLogger(__name__)
@@ -125,10 +128,33 @@ class _Launch:
             self.gate_fd = None
 
 
+Fail = Callable[[BaseException], None]
+
+
+@dataclass
+class _Connecting:
+    """The launches waiting for a connecting jail's tunnel, and their common deadline (a GLib source)."""
+
+    deadline: int
+    waiters: list[tuple[Callable[[], None], Fail]] = field(default_factory=list)
+
+    def end(self, error: BaseException | None) -> None:
+        """Start every waiting launch, or fail each with `error`."""
+        if self.deadline:
+            GLib.source_remove(self.deadline)
+        for start, fail in self.waiters:
+            if error is None:
+                start()
+            else:
+                fail(error)
+
+
 class Supervisor:
     def __init__(self, engine: Engine, on_added: Callable[[str], None],
                  on_removed: Callable[[str], None], scopes: Scopes | None = None) -> None:
         self.engine = engine
+        # from a tunnel daemon's thread: look at the jail from the main loop
+        engine.on_tunnel_change = lambda jail_id: GLib.idle_add(self._tunnel_changed, jail_id)
         self.scopes = scopes  # None: programs stay in the helper's cgroup
         self.on_added = on_added
         self.on_removed = on_removed
@@ -137,6 +163,7 @@ class Supervisor:
         self._draining: set[JailId] = set()
         self._stopping: dict[JailId, list[Callable[[BaseException | None], None]]] = {}
         self._port_watches: dict[JailId, list[int]] = {}  # jail -> GLib sources refusing loopback
+        self._connecting: dict[JailId, _Connecting] = {}
 
     # -- helpers -----------------------------------------------------------
 
@@ -198,11 +225,13 @@ class Supervisor:
     # -- run ---------------------------------------------------------------
 
     def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int],
-            reply: Callable[[str, int, int], None], fail: Callable[[BaseException], None]) -> None:
+            reply: Callable[[str, int, int], None], fail: Fail) -> None:
         """Start `program`; reply(jail name, pid, the exit pipe's read end) once it has exec'd.
 
         reply must close the read end. What fails before the fork raises;
-        what fails after (the program, its directory, the deadline) goes to fail.
+        what fails after (the program, its directory, the deadline, a tunnel
+        that does not come up) goes to fail. In a connecting jail the program
+        starts once its tunnel is up.
         """
         options = parse_run_options(options)
         texts = {key: options.pop(key) for key in TUNNEL_OPTIONS if key in options}  # keys and all: never kept
@@ -226,6 +255,27 @@ class Supervisor:
             resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
             argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds,
             context=caller.context, hide_system_bus=settings["no_system_bus"])
+        if not jail.connecting:
+            return self._launch(jail, request, caller, created, reply, fail)
+        held = [os.dup(fd) for fd in fds]  # the call's own are closed when this returns
+
+        def start() -> None:
+            try:
+                self._launch(jail, dataclasses.replace(request, fds=held), caller, created, reply, fail)
+            except Exception as exc:  # noqa: BLE001 - the waiting call gets it
+                fail(exc)
+            finally:
+                _close_all(held)
+
+        def give_up(error: BaseException) -> None:
+            _close_all(held)
+            fail(error)
+
+        self._when_connected(jail, start, give_up)
+
+    def _launch(self, jail: Jail, request: launch.LaunchRequest, caller: Caller, created: bool,
+                reply: Callable[[str, int, int], None], fail: Fail) -> None:
+        """Fork the program's child and watch it from the main loop (see _Launch)."""
         exit_read, exit_write = os.pipe()
         try:
             started = launch.start(request, caller)
@@ -246,12 +296,49 @@ class Supervisor:
                                           self._child_reported, pending)
         pending.deadline = GLib.timeout_add(LAUNCH_DEADLINE_MS, self._launch_overdue, pending)
         if self.scopes is not None and self.scopes.available:
-            program_name = os.fsencode(program.argv[0]).decode(errors="replace")  # D-Bus strings are UTF-8
-            description = f"appjail: {program_name} in jail {name}"
-            self.scopes.place(caller.uid, started.pid, name, description,
+            program_name = os.fsencode(request.argv[0]).decode(errors="replace")  # D-Bus strings are UTF-8
+            description = f"appjail: {program_name} in jail {jail.name}"
+            self.scopes.place(caller.uid, started.pid, jail.name, description,
                               lambda error: self._placed(pending, error))
         else:
             pending.open_gate()
+
+    # -- tunnels still connecting --------------------------------------------
+
+    def _when_connected(self, jail: Jail, start: Callable[[], None], fail: Fail) -> None:
+        """start() once the connecting jail's tunnel is up; fail(error) if it is removed first."""
+        waiting = self._connecting.get(jail.id)
+        if waiting is None:
+            deadline = GLib.timeout_add(int(self.engine.connect_timeout * 1000), self._connect_overdue, jail.id)
+            waiting = self._connecting[jail.id] = _Connecting(deadline)
+        waiting.waiters.append((start, fail))
+
+    def _tunnel_changed(self, jail_id: JailId) -> bool:
+        if jail_id in self._connecting:
+            self._settle_connection(jail_id, overdue=False)
+        return False
+
+    def _connect_overdue(self, jail_id: JailId) -> bool:
+        self._connecting[jail_id].deadline = 0  # this source ends by returning False
+        self._settle_connection(jail_id, overdue=True)
+        return False
+
+    def _settle_connection(self, jail_id: JailId, overdue: bool) -> None:
+        """The tunnel is up: launch the waiting programs; or it will not be: remove the jail, fail them."""
+        jail = self.engine.find(jail_id[1], jail_id[0])
+        assert jail is not None, "a connecting jail leaves only through _destroy, which ends the wait"
+        try:
+            if not self.engine.connected(jail, overdue):
+                return
+        except JailError as exc:
+            log.warning("%s", exc)
+            waiting = self._connecting.pop(jail_id)
+            try:
+                self._destroy(jail_id)
+            finally:
+                waiting.end(exc)
+            return
+        self._connecting.pop(jail_id).end(None)
 
     def _child_reported(self, _channel: object, _condition: int, pending: _Launch) -> bool:
         """The report pipe is readable: more of a failure report, or end-of-file."""
@@ -400,12 +487,15 @@ class Supervisor:
 
     def _destroy(self, jail_id: JailId) -> None:
         owner_uid, name = jail_id
+        waiting = self._connecting.pop(jail_id, None)  # stopped while connecting
         for source in self._port_watches.pop(jail_id, ()):
             GLib.source_remove(source)  # before the engine closes the sockets
         try:
             self.engine.destroy(name, owner_uid)
         finally:
             self.on_removed(name)
+            if waiting is not None:
+                waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))
 
     def adopt_all(self) -> None:
         """After reconcile: watch adopted jails so empty ones still go away."""
@@ -487,6 +577,11 @@ class Supervisor:
             return {**described, "blocked": [], "connections": []}
         return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.firewall_rules.name),
                 "connections": traffic.connections(jail.address)}
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:

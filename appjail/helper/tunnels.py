@@ -39,6 +39,7 @@ READY_TIMEOUT = 3.0  # wireguard-go polls its device once a second
 STOP_TIMEOUT = 2.0
 REJECT_AFTER = 180  # s: WireGuard drops a session whose handshake is older
 UP, IDLE, DOWN = "up", "idle", "down"  # a tunnel's state as ls/inspect show it
+CONNECTING = "connecting"  # and the engine's, for an OpenVPN jail whose tunnel has not come up yet
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 _IFA_F_NODAD = 0x02
 

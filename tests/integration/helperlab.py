@@ -62,6 +62,14 @@ def jails(helper, user=MEMBER) -> list[dict]:
     return json.loads(result.stdout)
 
 
+def ls_seconds(helper, user: str) -> float:
+    """Seconds `appjail ls` of USER takes (the CLI's own start included): the helper's main loop is free."""
+    start = time.monotonic()
+    result = appjail(helper, user, "ls", timeout=30)
+    assert result.returncode == 0, result.stderr
+    return time.monotonic() - start
+
+
 def open_fds(helper) -> int:
     """How many descriptors the helper process holds."""
     return len(os.listdir(f"/proc/{helper.proc.pid}/fd"))

@@ -23,7 +23,7 @@ from appjail.lab import in_netns
 from appjail.model import spec_options
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        jails, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
+                        jails, ls_seconds, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -350,14 +350,6 @@ except HelperError as exc:
 """
 
 
-def _answers_quickly(helper, user: str) -> float:
-    """Seconds `appjail ls` of USER takes (the CLI's own start included)."""
-    start = time.monotonic()
-    result = appjail(helper, user, "ls", timeout=10)
-    assert result.returncode == 0, result.stderr
-    return time.monotonic() - start
-
-
 def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper):
     with unanswering_fuse() as mountpoint:
         stuck = subprocess.Popen([USER_PYTHON, "-c", RUN_IN, str(mountpoint)], stdout=subprocess.PIPE,
@@ -367,7 +359,7 @@ def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper)
             assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-")
                               and namespace_pids("aj-stuck"), 10)
             time.sleep(0.3)
-            assert _answers_quickly(helper, OTHER_MEMBER) < 1.0
+            assert ls_seconds(helper, OTHER_MEMBER) < 1.0
             out, _ = stuck.communicate(timeout=30)
         finally:
             stuck.kill()
@@ -384,7 +376,7 @@ def test_stopping_a_program_that_ignores_sigterm_delays_no_one(helper):
         stop = subprocess.Popen(appjail_argv("stop", "stubborn"), stdin=subprocess.DEVNULL,
                                 **user_popen_kwargs(MEMBER, helper.bus_address))
         time.sleep(0.5)  # the stop waits out the grace period of SIGTERM now
-        assert _answers_quickly(helper, OTHER_MEMBER) < 1.0
+        assert ls_seconds(helper, OTHER_MEMBER) < 1.0
         assert stop.wait(timeout=20) == 0
         assert stubborn.wait(timeout=10) == 128 + signal.SIGKILL
     finally:

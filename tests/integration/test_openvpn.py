@@ -3,12 +3,17 @@
 The lab's OpenVPN server (uplink, UDP 1194) has keys made at test time; the
 engine runs in the lab's host, whose uplink up0 is captured to show that
 nothing but OpenVPN's UDP to the server leaves while an OpenVPN jail works.
+The last tests go through the real helper, as the lab's users.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
+import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,14 +22,16 @@ import pytest
 
 from appjail import cli, model
 from appjail.helper import openvpn
-from appjail.helper.jails import Engine, JailError
-from appjail.lab import Lab
+from appjail.helper.jails import Engine, Jail, JailError
+from appjail.helper.netns import list_namespaces
+from appjail.lab import Lab, in_netns
 from appjail.lab import openvpn as lab_openvpn
 from appjail.model import JailSpec, ValidationError
 from appjail.ovpnconf import parse
 from appjail.report import inspection
 
 from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere
+from .helperlab import MEMBER, OTHER_MEMBER, appjail, appjail_argv, jails, ls_seconds, user_popen_kwargs, wait_until
 
 TUNNEL_NET = ipaddress.ip_network("203.0.113.128/26")
 
@@ -34,6 +41,14 @@ def server_stops_after_these_tests(lab: Lab):
     """The server pings clients it still believes in for a while: it goes, so later captures see none."""
     yield
     lab.ovpn_server_down()
+
+
+def connected(engine: Engine, jail: Jail) -> Jail:
+    """What the helper's main loop does for a new OpenVPN jail: wait for its tunnel (JailError if it fails)."""
+    deadline = time.monotonic() + engine.connect_timeout
+    while not engine.connected(jail, overdue=time.monotonic() > deadline):
+        time.sleep(0.05)
+    return jail
 
 
 def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess:
@@ -66,7 +81,7 @@ def test_an_openvpn_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in
     text = lab.ovpn_client()
     capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
     caplog.set_level(logging.INFO)
-    jail = engine.create(JailSpec("ova"), 0, openvpn=parse(text))
+    jail = connected(engine, engine.create(JailSpec("ova"), 0, openvpn=parse(text)))
     try:
         address = tunnel_address("ova")
         assert ipaddress.ip_address(address) in TUNNEL_NET
@@ -93,7 +108,7 @@ def test_an_openvpn_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in
 
 def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: Engine, in_host: Lab):
     lab = in_host
-    jail = engine.create(JailSpec("ovb"), 0, openvpn=parse(lab.ovpn_client()))
+    jail = connected(engine, engine.create(JailSpec("ovb"), 0, openvpn=parse(lab.ovpn_client())))
     assert curl("ovb", f"http://{lab.SERVER_ADDR}/").returncode == 0
     capture = lab.capture(lab.host_uplink_if, lab.host_ns, "not arp and not ip6 multicast")
     lab.ovpn_server_down()
@@ -117,7 +132,7 @@ def test_the_server_going_away_closes_the_jail_and_its_return_opens_it(engine: E
 def test_keys_stay_out_of_argv_files_and_log_and_teardown_leaves_nothing(engine: Engine, in_host: Lab, caplog):
     lab = in_host
     caplog.set_level(logging.DEBUG)
-    jail = engine.create(JailSpec("ovc"), 0, openvpn=parse(lab.ovpn_client()))
+    jail = connected(engine, engine.create(JailSpec("ovc"), 0, openvpn=parse(lab.ovpn_client())))
     assert curl("ovc", f"http://{lab.SERVER_ADDR}/").returncode == 0
     for secret in (lab.ovpn_client_key(), lab_openvpn.PASSWORD):
         assert secret_anywhere(secret, caplog.text) == [], f"{secret[:4]}... is nowhere while the jail runs"
@@ -137,7 +152,7 @@ def test_the_cli_puts_the_auth_user_pass_file_inline(engine: Engine, in_host: La
     option = next(o for o in model.OPTIONS if o.key == "openvpn")
     sent = cli.read_file_option(option, str(config))
     assert "auth-user-pass creds.txt" not in sent and f"<auth-user-pass>\n{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n" in sent
-    engine.create(JailSpec("ovd"), 0, openvpn=parse(sent))
+    connected(engine, engine.create(JailSpec("ovd"), 0, openvpn=parse(sent)))
     assert curl("ovd", f"http://{lab.SERVER_ADDR}/").returncode == 0, "the server took the user and password"
 
 
@@ -156,23 +171,171 @@ def test_a_bad_file_creates_nothing(engine: Engine, in_host: Lab, change, messag
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def test_a_tunnel_that_never_comes_up_fails_the_creation_and_leaves_nothing(engine: Engine, in_host: Lab,
-                                                                             monkeypatch):
-    monkeypatch.setattr(openvpn, "CONNECT_TIMEOUT", 3.0)
-    text = in_host.ovpn_client().replace(f"remote {in_host.UPLINK_ADDR} 1194", f"remote {in_host.UPLINK_ADDR} 1195")
-    with pytest.raises(JailError, match=r"could not create jail 'ovf': openvpn's tunnel was not up within 3 s"):
-        engine.create(JailSpec("ovf"), 0, openvpn=parse(text))
+def test_a_daemon_that_ends_before_its_tunnel_is_up_says_why(engine: Engine, in_host: Lab):
+    text = in_host.ovpn_client().replace(lab_openvpn.PASSWORD, "wrong-password")
+    jail = engine.create(JailSpec("ovf"), 0, openvpn=parse(text))
+    assert jail.connecting, "created at once, its daemon started"
+    with pytest.raises(JailError, match=r"^could not create jail 'ovf': openvpn ended before its tunnel was up: "
+                                        r".*AUTH_FAILED"):
+        connected(engine, jail)
+    engine.destroy("ovf")
     assert "aj-ovf" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovf.sock").exists()
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def test_reconcile_stops_a_crashed_helpers_openvpn(in_host: Lab, tmp_path):
+def test_reconcile_stops_a_daemon_whose_jail_has_no_record(in_host: Lab, tmp_path):
     lab = in_host
     crashed = Engine(run_dir=tmp_path / "run")
-    crashed.create(JailSpec("ovg"), 0, openvpn=parse(lab.ovpn_client()))
-    openvpn._daemons.clear()  # the helper died: its daemons are nobody's now
+    connected(crashed, crashed.create(JailSpec("ovg"), 0, openvpn=parse(lab.ovpn_client())))
+    crashed.store.delete("aj-ovg")
     restarted = Engine(run_dir=tmp_path / "run")
     report = restarted.reconcile()
     assert report.adopted == [] and "openvpn aj-ovg" in report.removed and "namespace aj-ovg" in report.removed
-    assert "aj-ovg" not in openvpn._dev_of_running() and not Path("/run/appjail/openvpn/aj-ovg.sock").exists()
+    assert "aj-ovg" not in openvpn._dev_of_running() and list(openvpn.SOCKET_DIR.glob("aj-ovg.*")) == []
     assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+# -- through the real helper, as the lab's users -------------------------------
+
+def member_file(name: str, text: str) -> Path:
+    """A file of MEMBER's own in their home (appjail reads it as them), not writable by others."""
+    path = Path(os.path.expanduser(f"~{MEMBER}")) / name
+    path.write_text(text)
+    path.chmod(0o600)
+    shutil.chown(path, MEMBER, MEMBER)
+    return path
+
+
+def nothing_left(lab: Lab, ifname: str) -> list[str]:
+    """What a removed OpenVPN jail could leave: its namespace, links, daemon, sockets, records."""
+    with in_netns(lab.host_ns):
+        found = residue_in_host() + [f"openvpn {dev}" for dev in openvpn._dev_of_running() if dev == ifname]
+    return found + residue_machine_wide() + [str(p) for p in openvpn.SOCKET_DIR.glob(f"{ifname}.*")]
+
+
+def test_a_connecting_openvpn_jail_blocks_no_one_and_its_failure_leaves_nothing(helper, lab: Lab):
+    unanswered = lab.ovpn_client().replace(f"remote {lab.UPLINK_ADDR} 1194", "remote 198.51.100.9 1194")
+    config = member_file("unanswered.ovpn", unanswered)  # an address of the uplink's nobody has
+    run = subprocess.Popen(appjail_argv("run", "--name", "waits", "--openvpn", str(config), "--", "true"),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           **user_popen_kwargs(MEMBER, helper.bus_address))
+    try:
+        assert wait_until(lambda: "aj-waits" in list_namespaces("aj-"), 10)
+        time.sleep(0.5)  # openvpn tries its server now
+        assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered while it connects"
+        (listed,) = jails(helper, MEMBER)
+        assert listed["tunnel"]["state"] == "connecting" and not listed["tunnel"]["up"] and listed["pids"] == []
+        assert "openvpn CONNECTING" in appjail(helper, MEMBER, "ls").stdout
+        page = appjail(helper, MEMBER, "inspect", "waits").stdout
+        assert "connecting" in page and "CONNECTING: openvpn has not connected yet" in page, page
+        _, errors = run.communicate(timeout=openvpn.CONNECT_TIMEOUT + 20)
+    finally:
+        run.kill()
+    assert run.returncode == 125 and errors.count("\n") == 1, errors
+    assert errors.startswith("appjail: could not create jail 'waits': openvpn's tunnel was not up within 20 s: ")
+    assert jails(helper, MEMBER) == [] and nothing_left(lab, "aj-waits") == []
+
+
+def test_a_stop_while_connecting_fails_the_waiting_runs(helper, lab: Lab):
+    unanswered = lab.ovpn_client().replace(f"remote {lab.UPLINK_ADDR} 1194", "remote 198.51.100.9 1194")
+    config = member_file("unanswered.ovpn", unanswered)
+    def start(*options: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(appjail_argv("run", "--name", "stopped", *options, "--", "true"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+
+    runs = [start("--openvpn", str(config))]
+    try:
+        assert wait_until(lambda: "aj-stopped" in list_namespaces("aj-"), 10)
+        runs.append(start())  # joins it by name, and waits for the same tunnel
+        time.sleep(1)
+        assert appjail(helper, MEMBER, "stop", "stopped").returncode == 0
+        for run in runs:
+            _, errors = run.communicate(timeout=10)
+            assert (run.returncode, errors) == (125, "appjail: jail 'stopped' was stopped before its tunnel "
+                                                     "was up\n")
+    finally:
+        for run in runs:
+            run.kill()
+    assert nothing_left(lab, "aj-stopped") == []
+
+
+def test_a_member_runs_curl_through_their_own_openvpn_tunnel_and_the_secrets_stay_theirs(helper, lab: Lab):
+    member_file("creds.txt", f"{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n")
+    config = member_file("provider.ovpn", lab.ovpn_client(auth_file="creds.txt"))
+    result = appjail(helper, MEMBER, "run", "--keep", "--name", "ovbus", "--openvpn", str(config), "--",
+                     "curl", "-sS", "--max-time", "5", f"http://{lab.SERVER_ADDR}/", timeout=60)
+    assert result.returncode == 0, result.stderr
+    address = result.stdout.strip().removeprefix("client=")
+    assert ipaddress.ip_address(address) in TUNNEL_NET, result.stdout
+    (listed,) = jails(helper, MEMBER)
+    assert listed["tunnel"]["state"] == "up" and listed["tunnel"]["up"] and listed["address"] == address
+    logged = helper.log_path.read_text()
+    assert "aj-ovbus: Initialization Sequence Completed" in logged, "openvpn's log is the helper's"
+    for secret in (lab.ovpn_client_key(), lab_openvpn.PASSWORD):  # while openvpn runs, and after
+        assert secret_anywhere(secret, logged) == [], f"{secret[:4]}... is nowhere but the member's files"
+    assert appjail(helper, MEMBER, "stop", "ovbus").returncode == 0
+    assert nothing_left(lab, "aj-ovbus") == []
+    assert secret_anywhere(lab_openvpn.PASSWORD, helper.log_path.read_text()) == []
+
+
+def openvpn_pids(lab: Lab, ifname: str) -> list[int]:
+    with in_netns(lab.host_ns):
+        return openvpn._dev_of_running().get(ifname, [])
+
+
+def inspected(helper, name: str) -> dict:
+    result = appjail(helper, MEMBER, "inspect", "--json", name)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_an_openvpn_jail_outlives_its_helper_and_the_next_one_serves_its_tunnel(helper, lab: Lab):
+    config = member_file("provider.ovpn", lab.ovpn_client())
+    url = f"http://{lab.SERVER_ADDR}/"
+    made = appjail(helper, MEMBER, "run", "--keep", "--name", "ovkeep", "--openvpn", str(config), "--", "true")
+    assert made.returncode == 0, made.stderr
+    (daemon,) = openvpn_pids(lab, "aj-ovkeep")
+    helper.kill(signal.SIGKILL)
+    restarted_at = helper.log_path.stat().st_size
+    helper.start()
+    assert openvpn_pids(lab, "aj-ovkeep") == [daemon], "the same openvpn, not a new one"
+    (listed,) = jails(helper, MEMBER)
+    assert listed["name"] == "ovkeep" and listed["tunnel"]["up"], listed
+    tunnel = inspected(helper, "ovkeep")["tunnel"]
+    assert tunnel["openvpn_state"] == "CONNECTED" and tunnel["connected_to"] == f"{lab.UPLINK_ADDR}:1194"
+    assert 0 < tunnel["connected_since"] <= time.time()
+    address = tunnel["addresses"][0].split("/")[0]
+    result = appjail(helper, MEMBER, "run", "--name", "ovkeep", "--", "curl", "-sS", "--max-time", "5", url)
+    assert result.stdout == f"client={address}\n", result.stderr
+
+    lab.ovpn_server_down()  # its clients reconnect: a new device, which only the new helper can move in
+    try:
+        assert wait_until(lambda: not inspected(helper, "ovkeep")["tunnel"]["up"], 30)
+    finally:
+        lab.ovpn_start()
+    assert wait_until(lambda: appjail(helper, MEMBER, "run", "--name", "ovkeep", "--", "curl", "-sS",
+                                      "--max-time", "2", url).stdout.startswith("client="), 60)
+    logged = helper.log_path.read_text()[restarted_at:]
+    assert "openvpn aj-ovkeep (pid" in logged and "adopted" in logged
+    assert "aj-ovkeep: tunnel up in the jail" in logged, "the new helper moved the new device in"
+    assert "aj-ovkeep: (earlier) Initialization Sequence Completed" in logged, "openvpn's recent lines, again"
+    assert logged.count("aj-ovkeep: Initialization Sequence Completed") == 1, "the reconnection, logged as it came"
+    assert "MANAGEMENT:" not in logged and secret_anywhere(lab.ovpn_client_key(), logged) == []
+    assert appjail(helper, MEMBER, "stop", "ovkeep").returncode == 0
+    assert nothing_left(lab, "aj-ovkeep") == []
+
+
+def test_a_restarted_helper_sweeps_a_jail_whose_openvpn_ended_and_an_openvpn_whose_jail_is_gone(helper, lab: Lab):
+    config = member_file("provider.ovpn", lab.ovpn_client())
+    for name in ("ovnodaemon", "ovnorecord"):
+        made = appjail(helper, MEMBER, "run", "--keep", "--name", name, "--openvpn", str(config), "--", "true")
+        assert made.returncode == 0, made.stderr
+    helper.kill(signal.SIGKILL)
+    (daemon,) = openvpn_pids(lab, "aj-ovnodaemon")
+    os.kill(daemon, signal.SIGTERM)  # the test's helper started it
+    (helper.run_dir / "jails" / "ovnorecord.json").unlink()
+    assert wait_until(lambda: openvpn_pids(lab, "aj-ovnodaemon") == [], 10)
+    helper.start()
+    assert jails(helper, MEMBER) == []
+    assert nothing_left(lab, "aj-ovnodaemon") == [] and nothing_left(lab, "aj-ovnorecord") == []

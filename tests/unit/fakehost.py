@@ -2,8 +2,8 @@
 
 FakeKernel has the functions of appjail.helper.netns that the engine and its
 resources call, over plain dicts and sets; FakeFirewall implements
-firewall.FirewallBackend; FakeTunnels, FakePorts and FakeConntrack stand in
-for the tunnels, hostports and traffic modules. All log every change in
+firewall.FirewallBackend; FakeTunnels, FakeOpenvpn, FakePorts and FakeConntrack
+stand in for the tunnels, openvpn, hostports and traffic modules. All log every change in
 `ops`, so tests can check order, and a test can make any call fail with
 `fail_on`.
 """
@@ -268,6 +268,7 @@ class FakeTunnels(Recorder):
     def move(self, ipr, ifname: str, namespace: str) -> None:
         self._op("move_tunnel", ifname, namespace)
         self.devices[ifname] = namespace
+        self.kernel.links.pop(ifname, None)  # one openvpn made in the host
 
     def configure_inside(self, ifname: str, addresses, routes, mtu: int, ipv6: bool) -> None:
         self._op("configure_tunnel_inside", ifname, self.kernel._current)
@@ -298,6 +299,83 @@ class FakeTunnels(Recorder):
     def counters(self, namespace: str, ifname: str) -> dict[str, int]:
         return {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0,
                 "dropped_packets": 0, "dropped_bytes": 0}
+
+
+class FakeOpenvpn(Recorder):
+    """appjail.helper.openvpn: daemons that connect (up()) or end (end()) when a test says so."""
+
+    def __init__(self, ops: list[str], kernel: FakeKernel, tunnels: FakeTunnels) -> None:
+        super().__init__(ops)
+        self.kernel = kernel
+        self.tunnels = tunnels  # where its devices are, once moved
+        self.daemons: dict[str, tuple[Callable, Callable]] = {}  # ifname -> (on_up, on_change)
+        self.connected_once: set[str] = set()
+        self.config: dict[str, str] = {}  # what went down openvpn's stdin
+        self.last_words: dict[str, str] = {}
+        self.running: set[str] = set()  # daemons no helper serves (theirs died)
+
+    def start(self, ifname: str, config_text: str, on_up: Callable, on_change: Callable) -> None:
+        self._op("start_openvpn", ifname)
+        self.daemons[ifname] = (on_up, on_change)
+        self.config[ifname] = config_text
+
+    def adopt(self, ifname: str, on_up: Callable, on_change: Callable) -> None:
+        """An earlier helper's daemon (in `running`, by ifname) is served by this one now."""
+        if ifname in self.running and ifname not in self.daemons:
+            self._op("adopt_openvpn", ifname)
+            self.running.discard(ifname)
+            self.daemons[ifname] = (on_up, on_change)
+            self.connected_once.add(ifname)
+
+    def up(self, ifname: str, report: dict[str, str]) -> None:
+        """The daemon connected: its device appears in the host, its hook reports (like its thread would)."""
+        from appjail.ovpnconf import parse_up
+        on_up, on_change = self.daemons[ifname]
+        self.kernel.links[ifname] = None
+        on_up(parse_up({**report, "dev": ifname}))
+        self.connected_once.add(ifname)
+        on_change()
+
+    def end(self, ifname: str, words: str) -> None:
+        _on_up, on_change = self.daemons.pop(ifname)
+        self.last_words[ifname] = words
+        on_change()
+
+    def connected(self, ifname: str) -> bool:
+        return ifname in self.connected_once
+
+    def why_not(self, ifname: str) -> str:
+        return self.last_words.get(ifname, "no output")
+
+    def helper_died(self) -> None:
+        """Its daemons run on, served by nobody."""
+        self.running |= set(self.daemons)
+        self.daemons.clear()
+
+    def present(self, namespace: str, ifname: str) -> bool:
+        return ifname in self.daemons or ifname in self.running
+
+    def remove(self, ipr, namespace: str, ifname: str) -> None:
+        self._op("remove_openvpn", ifname)
+        self.daemons.pop(ifname, None)
+        self.running.discard(ifname)
+        self.kernel.links.pop(ifname, None)
+        self.tunnels.devices.pop(ifname, None)  # a tun device goes with its daemon
+
+    def sweep(self, prefix: str, live_ifnames: Iterable[str]) -> list[str]:
+        gone = sorted(name for name in {*self.daemons, *self.running}
+                      if name.startswith(prefix) and name not in set(live_ifnames))
+        for name in gone:
+            self.remove(None, "", name)
+        return gone
+
+    def status(self, namespace: str, ifname: str) -> dict:
+        return {"state": "down", "openvpn_state": "", "connected_to": "", "connected_since": 0, "rx_bytes": 0,
+                "tx_bytes": 0,
+                "daemon": "running" if ifname in self.daemons else "ended", "link_up": False, "up": False}
+
+    def counters(self, namespace: str, ifname: str) -> dict[str, int]:
+        return {}
 
 
 class FakePorts(Recorder):

@@ -9,7 +9,7 @@ from appjail.helper.jails import Conflict, Engine, JailError, LimitReached
 from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
-from .fakehost import FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakePorts, FakeTunnels
+from .fakehost import FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakeOpenvpn, FakePorts, FakeTunnels
 
 DNS = ("192.0.2.53",)
 
@@ -40,6 +40,11 @@ def tunnels(ops, kernel) -> FakeTunnels:
 
 
 @pytest.fixture
+def openvpn(ops, kernel, tunnels) -> FakeOpenvpn:
+    return FakeOpenvpn(ops, kernel, tunnels)
+
+
+@pytest.fixture
 def ports(ops) -> FakePorts:
     return FakePorts(ops, host_sockets={("tcp", 22)})
 
@@ -50,12 +55,12 @@ def conntrack(ops) -> FakeConntrack:
 
 
 @pytest.fixture
-def make_engine(tmp_path, kernel, fw, coexist, tunnels, ports, conntrack):
+def make_engine(tmp_path, kernel, fw, coexist, tunnels, openvpn, ports, conntrack):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
     def make(**settings) -> Engine:
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
                       firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
-                      firewall_backend=fw, tunnel_system=tunnels, ports_system=ports,
+                      firewall_backend=fw, tunnel_system=tunnels, openvpn_system=openvpn, ports_system=ports,
                       conntrack_system=conntrack, resolve=lambda host, port: [], **settings)
     return make
 
@@ -367,3 +372,80 @@ def test_reconcile_leaves_another_helpers_tunnel_jail_alone(make_engine, kernel,
     assert "aj-theirs" in kernel.namespaces and report.removed == []
     tunnels.daemons.add("aj-theirs")
     other.destroy("theirs")
+
+
+OVPN_KEY = "SECRET-KEY-PEM"
+OVPN_FILE = ("client\ndev tun\nproto udp\nremote 198.51.100.1 1194\nnobind\nremote-cert-tls server\n"
+             f"<ca>\nCA-PEM\n</ca>\n<cert>\nCERT-PEM\n</cert>\n<key>\n{OVPN_KEY}\n</key>\n")
+PUSHED = {"ifconfig_local": "203.0.113.130", "ifconfig_netmask": "255.255.255.192", "tun_mtu": "1500",
+          "foreign_option_1": "dhcp-option DNS 192.0.2.53", "trusted_ip": "198.51.100.1", "trusted_port": "1194"}
+
+
+def ovpn_config():
+    from appjail.ovpnconf import parse
+    return parse(OVPN_FILE)
+
+
+def test_an_openvpn_jail_is_made_connecting_and_is_complete_once_its_tunnel_is_up(engine, openvpn, tunnels,
+                                                                                   ops, tmp_path):
+    changed = []
+    engine.on_tunnel_change = changed.append
+    jail = engine.create(JailSpec("ov"), 1000, openvpn=ovpn_config())
+    assert ops == ["create_namespace aj-ov", "start_openvpn aj-ov"], "nothing waits for the tunnel"
+    assert jail.connecting and not engine.connected(jail) and changed == []
+    assert engine.tunnel_status(jail)["state"] == "connecting" and jail.address == "-"
+    record = (tmp_path / "run/jails/ov.json").read_text()
+    assert '"creating"' in record, "a helper dying now leaves a jail to sweep, not to adopt"
+    assert OVPN_KEY not in record and OVPN_KEY in openvpn.config["aj-ov"] and jail.secret is None
+
+    openvpn.up("aj-ov", PUSHED)
+    assert changed == [jail.id] and tunnels.devices["aj-ov"] == "aj-ov"
+    assert tunnels.inside["aj-ov"] == (("203.0.113.130/26",), ("0.0.0.0/0",), 1500, False)
+    assert engine.connected(jail) and not jail.connecting and engine.tunnel_status(jail)["state"] == "down"
+    assert '"ready"' in (tmp_path / "run/jails/ov.json").read_text() and jail.address == "203.0.113.130"
+    assert "nameserver 192.0.2.53\n" in (tmp_path / "etc-netns/aj-ov/resolv.conf").read_text()
+    engine.destroy("ov")
+    assert openvpn.daemons == {} and engine.store.load_all() == ([], [])
+
+
+def test_an_openvpn_jail_whose_daemon_ends_or_is_overdue_fails_with_its_last_words(engine, openvpn):
+    jail = engine.create(JailSpec("ov"), 1000, openvpn=ovpn_config())
+    with pytest.raises(JailError, match=r"^could not create jail 'ov': openvpn's tunnel was not up within 20 s: "
+                                        r"no output$"):
+        engine.connected(jail, overdue=True)
+    openvpn.end("aj-ov", "AUTH: Received control message: AUTH_FAILED")
+    with pytest.raises(JailError, match=r"^could not create jail 'ov': openvpn ended before its tunnel was up: "
+                                        r"AUTH: Received control message: AUTH_FAILED$"):
+        engine.connected(jail)
+
+
+def test_reconcile_sweeps_an_openvpn_jail_that_was_still_connecting(make_engine, openvpn, kernel):
+    make_engine().create(JailSpec("ov"), 1000, openvpn=ovpn_config())
+    openvpn.helper_died()
+    report = make_engine().reconcile()
+    assert report.adopted == [] and {"openvpn aj-ov", "namespace aj-ov"} <= set(report.removed)
+    assert openvpn.daemons == {} and openvpn.running == set() and kernel.namespaces == set()
+
+
+def test_reconcile_adopts_an_openvpn_jail_and_serves_its_daemon_again(make_engine, openvpn, tunnels, tmp_path):
+    crashed = make_engine()
+    for name in ("kept", "nodaemon", "norecord"):
+        jail = crashed.create(JailSpec(name), 1000, openvpn=ovpn_config())
+        openvpn.up(jail.tunnel_ifname, PUSHED)
+        assert crashed.connected(jail)
+    openvpn.helper_died()
+    openvpn.running.discard("aj-nodaemon")  # ended while no helper ran
+    crashed.store.delete("aj-norecord")
+
+    restarted = make_engine()
+    changed = []
+    restarted.on_tunnel_change = changed.append
+    report = restarted.reconcile()
+    assert report.adopted == ["kept"] and not restarted.get("kept").connecting
+    assert {"openvpn aj-norecord", "namespace aj-nodaemon", "namespace aj-norecord"} <= set(report.removed)
+    assert set(openvpn.daemons) == {"aj-kept"} and openvpn.running == set()
+    assert restarted.get("kept").address == "203.0.113.130", "its pushed address, from the record"
+    openvpn.up("aj-kept", {**PUSHED, "ifconfig_local": "203.0.113.131"})  # a reconnection, served again
+    assert tunnels.inside["aj-kept"][0] == ("203.0.113.131/26",) and changed == [(1000, "kept")]
+    restarted.destroy("kept")
+    assert openvpn.daemons == {} and restarted.reconcile().removed == []

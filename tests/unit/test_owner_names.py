@@ -9,8 +9,8 @@ from appjail.helper.jails import JailError, JailNotFound
 from appjail.helper.supervisor import NotAllowed, Supervisor
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
-from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, ops, ports,  # noqa: F401
-                                tunnels, wg_config)
+from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn, ops,  # noqa: F401
+                                ports, tunnels, wg_config)
 
 A, B = 1000, 1001
 

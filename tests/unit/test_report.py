@@ -76,3 +76,16 @@ def test_a_nat_jails_pages_are_unchanged_by_tunnels():
     page = report.inspection(nat)
     assert "vpn       none (NAT through the host)" in page and "connections (0)" in page
     assert report.normalised(nat)["tunnel"] is None, "--json has the key, null without a tunnel"
+
+
+def test_an_openvpn_jail_still_connecting_says_so_not_down():
+    connecting = {**tunnel_jail(state="down", link_up=False), "name": "ova", "address": "-", "pids": [],
+                  "tunnel": {"type": "openvpn", "endpoint": "198.51.100.1:1194/udp", "addresses": [],
+                             "connected_to": "", "connected_since": 0, "rx_bytes": 0, "tx_bytes": 0,
+                             "daemon": "running", "link_up": False, "state": "connecting", "up": False}}
+    lines = report.jail_list([connecting], now=NOW).splitlines()
+    assert lines[1].split()[3:5] == ["openvpn", "CONNECTING"]
+    assert lines[-1] == ("ova: tunnel openvpn to 198.51.100.1:1194/udp, connecting, not connected, "
+                         "received 0 B, sent 0 B")
+    page = report.inspection(connecting, now=NOW)
+    assert "TUNNEL DOWN" not in page and "CONNECTING: openvpn has not connected yet" in page
