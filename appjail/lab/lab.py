@@ -33,6 +33,7 @@ from appjail.lab import openvpn, wireguard
 from appjail.lab.errors import LabError
 from appjail.lab.netns import netns_exec_argv, netns_path, netns_pids
 from appjail.lab.process import (
+    STOP_TIMEOUT,
     child_env,
     kill_pids,
     run_checked,
@@ -68,7 +69,7 @@ def _purge_netns(ns: str) -> None:
     wg_ifnames = [ifname for ifname in map(wireguard.interface_of, pids) if ifname]
     kill_pids(pids)
     for ifname in wg_ifnames:
-        wireguard.remove_stale_socket(ifname)
+        wireguard.remove_stale_socket(ifname, wait=STOP_TIMEOUT)
     run_checked(["ip", "netns", "delete", ns])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 from appjail.lab.process import run_checked
@@ -44,10 +45,16 @@ def socket_in_use(ifname: str) -> bool:
     return True
 
 
-def remove_stale_socket(ifname: str) -> None:
-    """Remove IFNAME's control socket if no live wireguard-go is behind it."""
-    if not socket_in_use(ifname):
-        socket_path(ifname).unlink(missing_ok=True)
+def remove_stale_socket(ifname: str, wait: float = 0.0) -> None:
+    """Remove IFNAME's control socket if no live wireguard-go is behind it, waiting up to `wait`
+    seconds for one just killed: its other threads may still hold the socket after its main
+    thread is gone (a killed wireguard-go never removes its socket itself)."""
+    deadline = time.monotonic() + wait
+    while socket_in_use(ifname):
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)
+    socket_path(ifname).unlink(missing_ok=True)
 
 
 def interface_of(pid: int) -> str | None:
