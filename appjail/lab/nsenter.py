@@ -21,6 +21,7 @@ import signal
 import sys
 
 from appjail.lab.netns import setns
+from appjail.lab.nsexec import exec_command, split_args
 
 USAGE = "usage: python -m appjail.lab.nsenter PID -- COMMAND [ARG...]"
 NAMESPACES = ("cgroup", "pid", "mnt")  # all opened before any is entered
@@ -49,11 +50,10 @@ def enter(pid: str) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    args = sys.argv[1:] if args is None else args
-    if len(args) < 3 or args[1] != "--":
-        print(USAGE, file=sys.stderr)
+    parsed = split_args(sys.argv[1:] if args is None else args, USAGE)
+    if parsed is None:
         return 2
-    pid, _, *command = args
+    pid, command = parsed
     try:
         enter(pid)
     except OSError as exc:
@@ -61,14 +61,7 @@ def main(args: list[str] | None = None) -> int:
         return 125
     child = os.fork()
     if child == 0:
-        # Python ignores these at start-up; ignored signals survive exec
-        for signum in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(signum, signal.SIG_DFL)
-        try:
-            os.execvp(command[0], command)
-        except OSError as exc:
-            print(f"nsenter: {command[0]}: {exc.strerror}", file=sys.stderr)
-            os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+        os._exit(exec_command("nsenter", command))
     for signum in FORWARDED:
         signal.signal(signum, lambda signum, _frame: os.kill(child, signum))
     _, status = os.waitpid(child, 0)

@@ -15,26 +15,37 @@ from appjail.lab.netns import NetnsError, enter_netns
 USAGE = "usage: python -m appjail.lab.nsexec NETNS -- COMMAND [ARG...]"
 
 
-def main(args: list[str] | None = None) -> int:
-    args = sys.argv[1:] if args is None else args
+def split_args(args: list[str], usage: str) -> tuple[str, list[str]] | None:
+    """(TARGET, COMMAND) of `TARGET -- COMMAND [ARG...]`; None (usage printed) for anything else."""
     if len(args) < 3 or args[1] != "--":
-        print(USAGE, file=sys.stderr)
-        return 2
-    name, _, *command = args
-    try:
-        enter_netns(name)
-    except NetnsError as exc:
-        print(f"nsexec: {exc}", file=sys.stderr)
-        return 125
+        print(usage, file=sys.stderr)
+        return None
+    return args[0], args[2:]
+
+
+def exec_command(tool: str, command: list[str]) -> int:
+    """Become COMMAND; if it cannot be run, say so and return 127 (not found) or 126."""
     # Python ignores these at start-up; ignored signals survive exec, so give COMMAND the defaults back.
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     try:
         os.execvp(command[0], command)
     except OSError as exc:
-        print(f"nsexec: {command[0]}: {exc.strerror}", file=sys.stderr)
+        print(f"{tool}: {command[0]}: {exc.strerror}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126
 
+
+def main(args: list[str] | None = None) -> int:
+    parsed = split_args(sys.argv[1:] if args is None else args, USAGE)
+    if parsed is None:
+        return 2
+    name, command = parsed
+    try:
+        enter_netns(name)
+    except NetnsError as exc:
+        print(f"nsexec: {exc}", file=sys.stderr)
+        return 125
+    return exec_command("nsexec", command)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -146,9 +147,11 @@ def users():
         remove_user_code()
 
 
-@pytest.fixture
-def helper(lab, bus, users, tmp_path):
-    process = LabHelper(lab.host_ns, bus.address, tmp_path / "run", tmp_path / "helper.log")
+@contextmanager
+def running_helper(lab: Lab, bus_address: str, tmp_path: Path,
+                   enter_argv: Callable[[list[str]], list[str]] | None = None) -> Iterator[LabHelper]:
+    """appjail-helper in the lab's host on that bus, stopped afterwards; its log must hold no traceback."""
+    process = LabHelper(lab.host_ns, bus_address, tmp_path / "run", tmp_path / "helper.log", enter_argv)
     process.start()
     try:
         yield process
@@ -156,6 +159,12 @@ def helper(lab, bus, users, tmp_path):
         process.stop_and_clean()
     log = (tmp_path / "helper.log").read_text()
     assert "Traceback" not in log, log
+
+
+@pytest.fixture
+def helper(lab, bus, users, tmp_path):
+    with running_helper(lab, bus.address, tmp_path) as process:
+        yield process
 
 
 def engine_json(engine: Engine, jail) -> dict:

@@ -21,6 +21,7 @@ from appjail.lab.helper import LabHelper
 from appjail.lab.systemd import LabSystemd
 
 from ..busfixture import BUS_POLICY, polkit_files_installed
+from .conftest import running_helper
 from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail_argv, user_popen_kwargs, wait_until
 
 
@@ -32,15 +33,8 @@ def systemd(lab) -> Iterator[LabSystemd]:  # the lab: /run/netns is a shared mou
 
 @pytest.fixture
 def scoped_helper(lab, systemd, users, tmp_path) -> Iterator[LabHelper]:
-    process = LabHelper(lab.host_ns, systemd.address, tmp_path / "run", tmp_path / "helper.log",
-                        enter_argv=systemd.enter_argv)
-    process.start()
-    try:
+    with running_helper(lab, systemd.address, tmp_path, enter_argv=systemd.enter_argv) as process:
         yield process
-    finally:
-        process.stop_and_clean()
-    log = (tmp_path / "helper.log").read_text()
-    assert "Traceback" not in log, log
 
 
 def appjail_inside(systemd: LabSystemd, user: str, *args: str) -> subprocess.CompletedProcess:
