@@ -6,10 +6,18 @@ user too); the helper parses it here and trusts nothing in it. Only
 directives a client tunnel needs are known: anything that runs a program
 (up, script-security, plugin...), opens a control socket (management) or
 writes or reads a host path (log, status, cd, chroot, a key given as a
-file...) is refused, like any unknown directive, with one sentence naming
-the line. openvpn gets `config_text()`: the directives rebuilt from what was
-parsed, never the user's text, on its standard input, so the keys are in no
-file and no argv.
+file...) or holds a host port (lport, bind) is refused, like any unknown
+directive, with one sentence naming the line.
+
+The file is read exactly as openvpn reads it (ovpnsyntax: bytes, its
+pieces of 256 bytes, quoting, escapes, block ends), and refused where a
+reader of lines could see it otherwise: a line longer than one of openvpn's
+reads, a control character, a backslash outside a block, a tag not alone on
+its line, a block line starting with '<'. Blocks pass only as the data
+their directive takes (ovpnblocks). openvpn gets `config_text()`: the
+directives and blocks rebuilt from what was checked, never the user's text,
+read back the way openvpn will read it and compared, on its standard input,
+so the keys are in no file and no argv.
 
 `parse_up` checks what openvpn reports when its tunnel comes up (the `--up`
 hook's environment, relayed by appjail's own hook): the address, MTU and
@@ -24,6 +32,7 @@ import os
 from collections import namedtuple
 from collections.abc import Callable
 
+from . import ovpnblocks, ovpnsyntax
 from .model import MAX_DNS_SERVERS, ValidationError
 
 MAX_TEXT = 64 * 1024
@@ -151,7 +160,7 @@ PASSED: dict[str, Check] = {
     "float": _count(0, 0), "fast-io": _count(0, 0), "mute-replay-warnings": _count(0, 0),
     "route-nopull": _count(0, 0), "ifconfig-nowarn": _count(0, 0),
     "remote": _remote, "proto": _count(1, 1, _choice(*_PROTOCOLS)), "port": _numbers(1, 1),
-    "rport": _numbers(1, 1), "lport": _numbers(1, 1),
+    "rport": _numbers(1, 1),
     "resolv-retry": _count(1, 1, lambda line, name, arg: arg if arg == "infinite" else _number(line, name, arg)),
     "connect-retry": _numbers(1, 2), "connect-retry-max": _numbers(1, 1), "connect-timeout": _numbers(1, 1),
     "server-poll-timeout": _numbers(1, 1), "hand-window": _numbers(1, 1), "tls-timeout": _numbers(1, 1),
@@ -184,6 +193,8 @@ DROPPED: dict[str, Check] = {
     "route": _count(1, 4), "route-ipv6": _count(1, 3), "route-delay": _numbers(0, 2),
     "route-method": _count(1, 1), "block-outside-dns": _count(0, 0), "register-dns": _count(0, 0),
 }
+# `port` sets the local port too; appjail forces nobind, so only the server's port is passed on.
+RENAMED = {"port": "rport"}
 INLINE = ("ca", "cert", "key", "extra-certs", "pkcs12", "crl-verify", "tls-auth", "tls-crypt", "tls-crypt-v2",
           "auth-user-pass", "peer-fingerprint")
 
@@ -207,41 +218,11 @@ FORBIDDEN: dict[str, str] = {
     **dict.fromkeys(("cd", "chroot", "config", "askpass", "dev-node", "secret", "http-proxy-user-pass"), _FILE),
     **dict.fromkeys(("user", "group"), "changes openvpn's user (appjail runs it)"),
     **dict.fromkeys(("setenv", "setenv-safe", "ignore-unknown-option"), "changes how openvpn reads options"),
+    **dict.fromkeys(("lport", "bind"), "would hold a port on the host (appjail's openvpn never binds one)"),
     **dict.fromkeys(("ifconfig", "ifconfig-ipv6", "lladdr", "route-gateway", "mark", "bind-dev", "local"),
                     "configures the host's network"),
     **dict.fromkeys(("server", "mode", "tls-server", "client-config-dir"), "is for a server"),
 }
-
-
-def tokens(line: str, number: int) -> list[str]:
-    """openvpn's split of a line: blanks separate, quotes group, `#` or `;` at a token starts a comment."""
-    out: list[str] = []
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if c.isspace():
-            i += 1
-        elif c in "#;":
-            break
-        elif c in "\"'":
-            end = line.find(c, i + 1)
-            if end < 0:
-                raise _fail(number, "a quote is not closed")
-            token = line[i + 1:end]
-            if "\\" in token or '"' in token:
-                raise _fail(number, "a backslash or quote inside quotes is not supported")
-            out.append(token)
-            i = end + 1
-        else:
-            end = i
-            while end < len(line) and not line[end].isspace():
-                end += 1
-            token = line[i:end]
-            if any(q in token for q in "\"'\\"):
-                raise _fail(number, "a quote or backslash inside a word is not supported")
-            out.append(token)
-            i = end
-    return out
 
 
 def _quoted(token: str) -> str:
@@ -275,52 +256,35 @@ class OpenVpnConfig(namedtuple("OpenVpnConfig", "directives blocks remotes dns")
 
 
 def parse(text: object) -> OpenVpnConfig:
-    """The file's text (as sent by the CLI) to a validated config; ValidationError names the line."""
-    if not isinstance(text, str):
-        raise ValidationError("invalid OpenVPN file: expected its text")
-    if len(text) > MAX_TEXT:
-        raise ValidationError(f"invalid OpenVPN file: longer than {MAX_TEXT} bytes")
+    """The file's text (as sent by the CLI) to a validated config, read as openvpn reads it;
+    ValidationError names the line."""
+    data = _encoded(text)
+    lines = _checked_lines(data)
+    try:
+        options = ovpnsyntax.read(data)
+    except ovpnsyntax.Unreadable as exc:
+        raise _fail(exc.line, f"openvpn would not read it: {exc.problem}") from None
     directives: list[tuple[str, list[str]]] = []
     blocks: dict[str, str] = {}
     seen: dict[str, int] = {}
-    block: tuple[str, int, list[str]] | None = None
-    lines = text.splitlines()
-    for number, raw in enumerate(lines, 1):
-        stripped = raw.strip()
-        if block is not None:
-            name, start, content = block
-            if stripped == f"</{name}>":
-                blocks[name] = "\n".join(content) + "\n"
-                block = None
-            elif stripped.startswith("<"):
-                raise _fail(number, f"<{name}> from line {start} is not closed before {stripped[:40]!r}")
-            else:
-                content.append(stripped)
+    for option in options:
+        if option.inline is not None:
+            name = _ascii(option.line, option.words[0])
+            blocks[name] = _block(option.line, name, option.inline, lines, blocks)
             continue
-        if stripped.startswith("<"):
-            name = stripped[1:-1] if stripped.endswith(">") else ""
-            if name not in INLINE:
-                raise _fail(number, f"unknown inline block {stripped[:40]!r}")
-            if name in blocks:
-                raise _fail(number, f"<{name}> is given twice")
-            block = (name, number, [])
-            continue
-        words = tokens(stripped, number)
-        if not words:
-            continue
-        name, args = words[0], words[1:]
+        if b"\\" in lines[option.line - 1]:
+            raise _fail(option.line, "a backslash outside a block is not supported")
+        name, *args = (_plain(option.line, _ascii(option.line, word)) for word in option.words)
         if name in FORBIDDEN:
-            raise _fail(number, f"{name} {FORBIDDEN[name]}, which appjail does not allow: remove the line")
+            raise _fail(option.line, f"{name} {FORBIDDEN[name]}, which appjail does not allow: remove the line")
         check = PASSED.get(name) or DROPPED.get(name)
         if check is None:
-            raise _fail(number, f"unknown directive {name[:40]!r}")
-        args = check(number, name, args)
-        seen.setdefault(name, number)
+            raise _fail(option.line, f"unknown directive {name[:40]!r}")
+        args = check(option.line, name, args)
+        seen.setdefault(name, option.line)
         if name in PASSED and name not in INLINE:
-            directives.append((name, args))
-    if block is not None:
-        raise _fail(block[1], f"<{block[0]}> is not closed")
-    end = len(lines) or 1
+            directives.append((RENAMED.get(name, name), args))
+    end = len(lines) - (lines[-1] == b"") or 1
     remotes = [_remote_text(args, directives) for name, args in directives if name == "remote"]
     if not remotes:
         raise _fail(end, "the file names no server: add a line 'remote HOST [PORT]'")
@@ -337,13 +301,85 @@ def parse(text: object) -> OpenVpnConfig:
         raise _fail(end, "the file has a <cert> without a <key> or a <key> without a <cert>")
     if not {"cert", "pkcs12", "auth-user-pass"} & blocks.keys():
         raise _fail(end, "the file has neither <cert> and <key> nor auth-user-pass: how would it log in?")
-    if "auth-user-pass" in blocks:
-        _credentials(blocks["auth-user-pass"], seen.get("auth-user-pass", end))
     dns = tuple(dict.fromkeys(args[1] for name, args in directives if name == "dhcp-option"
                               and args[0] == "DNS" and ipaddress.ip_address(args[1]).version == 4))
     # an inline block is its directive: `<ca>...</ca>` alone sets --ca
-    return OpenVpnConfig(tuple((name, tuple(args)) for name, args in directives), blocks, tuple(remotes),
-                         dns[:MAX_DNS_SERVERS])
+    config = OpenVpnConfig(tuple((name, tuple(args)) for name, args in directives), blocks, tuple(remotes),
+                           dns[:MAX_DNS_SERVERS])
+    _check_rebuilt(config)
+    return config
+
+
+def _encoded(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ValidationError("invalid OpenVPN file: expected its text")
+    try:
+        data = text.encode()
+    except UnicodeError:
+        raise ValidationError("invalid OpenVPN file: it is not UTF-8 text") from None
+    if len(data) > MAX_TEXT:
+        raise ValidationError(f"invalid OpenVPN file: longer than {MAX_TEXT} bytes")
+    return data
+
+
+def _checked_lines(data: bytes) -> list[bytes]:
+    """The file's lines (CRLF or LF ends), each short enough to be one of openvpn's reads, with no
+    byte that openvpn and a reader of lines could take differently (NUL, a lone CR, FF, VT...)."""
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        line = line[:-1] if line.endswith(b"\r") else line
+        if len(line) > ovpnblocks.MAX_LINE:
+            raise _fail(number, f"the line is longer than {ovpnblocks.MAX_LINE} bytes, "
+                                "which openvpn would read as several lines")
+        bad = next((byte for byte in line if (byte < 0x20 and byte != 0x09) or byte == 0x7F), None)
+        if bad is not None:
+            raise _fail(number, f"the line holds the control character 0x{bad:02x}")
+    return lines
+
+
+def _ascii(line: int, word: bytes) -> str:
+    try:
+        return word.decode("ascii")
+    except UnicodeDecodeError:
+        raise _fail(line, f"{word.decode(errors='replace')[:40]!r} is not ASCII") from None
+
+
+def _plain(line: int, word: str) -> str:
+    """A token as it may be passed on: printable, without the quote and backslash of openvpn's syntax."""
+    if not word.isprintable() or '"' in word or "\\" in word:
+        raise _fail(line, f"{word[:40]!r}: quotes inside a word are not supported")
+    return word
+
+
+def _block(line: int, name: str, content: bytes, lines: list[bytes], blocks: dict[str, str]) -> str:
+    """An inline block's content, checked by type and rebuilt; its tags alone on their lines."""
+    if name not in INLINE:
+        raise _fail(line, f"unknown inline block <{name[:40]}>")
+    if name in blocks:
+        raise _fail(line, f"<{name}> is given twice")
+    close = line + 1 + content.count(b"\n")
+    if lines[line - 1].strip() != f"<{name}>".encode():
+        raise _fail(line, f"write <{name}> alone on its line, without quotes")
+    if lines[close - 1].strip() != f"</{name}>".encode():
+        raise _fail(close, f"write </{name}> alone on its line")
+    for offset, text in enumerate(content.split(b"\n")):
+        if text.lstrip(b" \t\r").startswith(b"<"):
+            raise _fail(line + 1 + offset, f"<{name}> from line {line} is not closed before this tag")
+    try:
+        checked = ovpnblocks.CHECKS[name](content)
+    except ovpnblocks.BadBlock as exc:
+        raise _fail(line, f"<{name}> {exc}") from None
+    return checked.decode()
+
+
+def _check_rebuilt(config: OpenVpnConfig) -> None:
+    """What openvpn will read (config_text) must give exactly the directives and blocks checked here."""
+    read = [(option.words[0].decode(errors="replace"), option.inline) if option.inline is not None
+            else (option.words[0].decode(errors="replace"), tuple(w.decode(errors="replace") for w in option.words[1:]))
+            for option in ovpnsyntax.read(config.config_text().encode())]
+    wanted = [*config.directives, *((name, content.encode()) for name, content in config.blocks.items())]
+    if read != wanted:
+        raise ValidationError("invalid OpenVPN file: appjail could not rebuild it faithfully for openvpn")
 
 
 def _remote_text(args: list[str], directives: list[tuple[str, list[str]]]) -> str:
@@ -352,12 +388,6 @@ def _remote_text(args: list[str], directives: list[tuple[str, list[str]]]) -> st
     proto = args[2] if len(args) > 2 else next((a[0] for n, a in directives if n == "proto"), "udp")
     host = f"[{args[0]}]" if ":" in args[0] else args[0]
     return f"{host}:{port}/{proto}"
-
-
-def _credentials(content: str, line: int) -> None:
-    lines = content.splitlines()
-    if not 1 <= len(lines) <= 2 or not lines[0].strip():
-        raise _fail(line, "auth-user-pass needs a user name on one line and a password on the next")
 
 
 # -- the CLI's side: auth-user-pass FILE, read as the user ------------------------
@@ -375,18 +405,28 @@ def inline_auth_user_pass(text: str, path: str, read: Callable[[str, str], str])
 
     The line keeps its place (as `auth-user-pass`) and the block goes at the
     end, so every other line keeps its number for the helper's messages. A
-    relative FILE is relative to the config file's directory.
+    relative FILE is relative to the config file's directory. The line is
+    found as openvpn finds it; a file openvpn cannot read is left for parse()
+    to explain.
     """
-    lines = text.splitlines()
-    for index, raw in enumerate(lines):
-        words = tokens(raw.strip(), index + 1) if not raw.strip().startswith("<") else []
-        if words[:1] == ["auth-user-pass"] and len(words) == 2:
+    data = _encoded(text)
+    try:
+        options = ovpnsyntax.read(data)
+    except ovpnsyntax.Unreadable:
+        return text
+    for option in options:
+        if option.inline is None and len(option.words) == 2 and option.words[0] == b"auth-user-pass":
             where = os.path.join(os.path.dirname(os.path.abspath(os.path.expanduser(path))),
-                                 os.path.expanduser(words[1]))
-            credentials = read(where, f"auth-user-pass (line {index + 1})")
-            _credentials(credentials, index + 1)
-            lines[index] = "auth-user-pass"
-            return "\n".join([*lines, "<auth-user-pass>", credentials.rstrip("\n"), "</auth-user-pass>"]) + "\n"
+                                 os.path.expanduser(option.words[1].decode(errors="replace")))
+            credentials = read(where, f"auth-user-pass (line {option.line})")
+            try:
+                ovpnblocks.CHECKS["auth-user-pass"](_encoded(credentials))
+            except ovpnblocks.BadBlock as exc:
+                raise _fail(option.line, f"the auth-user-pass file {exc}") from None
+            lines = text.split("\n")
+            lines[option.line - 1] = "auth-user-pass"
+            body = "\n".join(lines).rstrip("\n")
+            return "\n".join([body, "<auth-user-pass>", credentials.rstrip("\n"), "</auth-user-pass>"]) + "\n"
     return text
 
 

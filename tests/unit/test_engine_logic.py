@@ -10,6 +10,7 @@ from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
 from .fakehost import FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakeOpenvpn, FakePorts, FakeTunnels
+from ..ovpnfiles import KEY_SECRET, client
 
 DNS = ("192.0.2.53",)
 
@@ -374,9 +375,8 @@ def test_reconcile_leaves_another_helpers_tunnel_jail_alone(make_engine, kernel,
     other.destroy("theirs")
 
 
-OVPN_KEY = "SECRET-KEY-PEM"
-OVPN_FILE = ("client\ndev tun\nproto udp\nremote 198.51.100.1 1194\nnobind\nremote-cert-tls server\n"
-             f"<ca>\nCA-PEM\n</ca>\n<cert>\nCERT-PEM\n</cert>\n<key>\n{OVPN_KEY}\n</key>\n")
+OVPN_KEY = KEY_SECRET
+OVPN_FILE = client("client", "dev tun", "proto udp", "remote 198.51.100.1 1194", "nobind", "remote-cert-tls server")
 PUSHED = {"ifconfig_local": "203.0.113.130", "ifconfig_netmask": "255.255.255.192", "tun_mtu": "1500",
           "foreign_option_1": "dhcp-option DNS 192.0.2.53", "trusted_ip": "198.51.100.1", "trusted_port": "1194"}
 

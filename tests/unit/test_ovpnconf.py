@@ -8,40 +8,55 @@ import re
 
 import pytest
 
-from appjail import cli, model, ovpnconf
+from appjail import cli, model
 from appjail.model import ValidationError
 from appjail.ovpnconf import parse, parse_up
 
-BLOCKS = "<ca>\nCA-PEM\n</ca>\n<cert>\nCERT-PEM\n</cert>\n<key>\nSECRET-KEY-PEM\n</key>\n<tls-crypt>\nTA\n</tls-crypt>\n"
-TEXT = ("client\ndev tun\nproto udp\nremote vpn.example.com 1194\nnobind\npersist-tun\nverb 4\n"
-        "remote-cert-tls server\nverify-x509-name 'C=US, CN=vpn' subject\ncipher AES-256-GCM\n" + BLOCKS)
+from ..ovpnfiles import BLOCKS, CA, KEY, client
+
+TEXT = client("client", "dev tun", "proto udp", "remote vpn.example.com 1194", "nobind", "persist-tun", "verb 4",
+              "remote-cert-tls server", "verify-x509-name 'C=US, CN=vpn' subject", "cipher AES-256-GCM")
+
+
+def line_of(text: str, fragment: str) -> int:
+    return text[:text.index(fragment)].count("\n") + 1
 
 
 def test_a_provider_file_is_rebuilt_from_what_was_checked():
-    config = parse(TEXT)
+    config = parse(TEXT.replace("<ca>\n", "<ca>\nCertificate:\n    Data: text easy-rsa writes\n"))
     text = config.config_text()
     assert text.startswith("client\nproto udp\nremote vpn.example.com 1194\nnobind\nremote-cert-tls server\n"
-                           'verify-x509-name "C=US, CN=vpn" subject\ncipher AES-256-GCM\n<ca>\nCA-PEM\n</ca>\n')
-    for dropped in ("dev tun", "persist-tun", "verb"):  # appjail's own device, reconnection and log
+                           f'verify-x509-name "C=US, CN=vpn" subject\ncipher AES-256-GCM\n<ca>\n{CA}\n</ca>\n')
+    for dropped in ("dev tun", "persist-tun", "verb", "Certificate:"):  # appjail's own device, reconnection, log
         assert dropped not in text
-    assert "<key>\nSECRET-KEY-PEM\n</key>" in text
+    assert f"<key>\n{KEY}\n</key>" in text
     summary = config.summary()
     assert summary["endpoint"] == "vpn.example.com:1194/udp" and summary["peer"].startswith("sha256:")
-    assert "SECRET" not in repr(summary), "no key in what is recorded and shown"
+    assert KEY.splitlines()[3] not in repr(summary), "no key in what is recorded and shown"
+
+
+def test_port_is_the_servers_port_only():
+    config = parse(TEXT.replace("remote vpn.example.com 1194", "remote vpn.example.com\nport 443"))
+    assert ("rport", ("443",)) in config.directives and config.remotes == ("vpn.example.com:443/udp",)
+    assert "\nport" not in config.config_text()
 
 
 @pytest.mark.parametrize(("line", "problem"), [
     ("up /etc/openvpn/update-resolv-conf", "up runs a program on the host"),
     ("script-security 2", "script-security would let the file run programs on the host"),
     ("plugin /usr/lib/x.so", "plugin loads a module into openvpn"),
+    ("--plugin /usr/lib/x.so", "plugin loads a module into openvpn"),
     ("management 127.0.0.1 7505", "management opens a control socket"),
     ("log /tmp/openvpn.log", "log writes a file on the host"),
     ("status /tmp/status", "status writes a file on the host"),
+    ("config /etc/shadow", "config reads a file of the host"),
     ("cd /etc/openvpn", "cd reads a file of the host"),
     ("chroot /var/empty", "chroot reads a file of the host"),
     ("user nobody", "user changes openvpn's user (appjail runs it)"),
     ("daemon", "daemon would detach openvpn from appjail's helper"),
     ("setenv opt block-outside-dns", "setenv changes how openvpn reads options"),
+    ("lport 53", "lport would hold a port on the host (appjail's openvpn never binds one)"),
+    ("bind", "bind would hold a port on the host (appjail's openvpn never binds one)"),
 ])
 def test_forbidden_directives_are_refused_naming_the_line(line, problem):
     with pytest.raises(ValidationError, match=rf"^OpenVPN file, line 4: {re.escape(problem)}, which appjail does not "
@@ -51,24 +66,42 @@ def test_forbidden_directives_are_refused_naming_the_line(line, problem):
 
 @pytest.mark.parametrize(("change", "message"), [
     (("nobind\n", "nobind\nsocks-proxy 192.0.2.1\n"), "line 6: unknown directive 'socks-proxy'"),
-    (("<ca>\nCA-PEM\n</ca>\n", ""), "line 19: the file ends without a <ca> block"),
-    (("<ca>\nCA-PEM\n</ca>\n", "ca /etc/openvpn/ca.crt\n"),
-     r"line 11: ca names a file \(/etc/openvpn/ca.crt\), which the helper never opens"),
-    (("<cert>\nCERT-PEM\n</cert>\n", ""), "line 19: the file has a <cert> without a <key>"),
+    ((f"<ca>\n{CA}\n</ca>\n", ""), "line 73: the file ends without a <ca> block"),
+    ((f"<ca>\n{CA}\n</ca>\n", "ca /etc/openvpn/ca.crt\n"),
+     "line 11: ca names a file (/etc/openvpn/ca.crt), which the helper never opens"),
     (("dev tun", "dev tap"), "line 2: dev 'tap': appjail makes a tun device only"),
     (("remote vpn.example.com 1194", "remote vpn.example.com 99999"), "line 4: remote port '99999'"),
     (("remote vpn.example.com 1194", "remote 'a b'"), "line 4: remote 'a b' is neither a host name"),
-    (("<tls-crypt>", "<connection>"), "line 20: unknown inline block '<connection>'"),
-    (("</key>\n", ""), "line 19: <key> from line 17 is not closed before '<tls-crypt>'"),
-    (("cipher AES-256-GCM", 'cipher "AES\\x"'), "line 10: a backslash or quote inside quotes"),
+    (("tls-crypt>", "connection>"), "line 62: unknown inline block <connection>"),
+    (("</key>\n", ""), "line 33: openvpn would not read it: <key> has no </key>"),
+    ((CA.splitlines()[2], "<cert>"), "line 14: <ca> from line 11 is not closed before this tag"),
+    (("cipher AES-256-GCM", 'cipher "AES\\x"'), "line 10: openvpn would not read it: a backslash before"),
+    (("cipher AES-256-GCM", 'cipher "AES\\"x"'), "line 10: a backslash outside a block is not supported"),
+    (("cipher AES-256-GCM", "cipher 'AES\"x'"), "line 10: 'AES\"x': quotes inside a word are not supported"),
+    (("cipher AES-256-GCM", "cipher 'AES"), "line 10: openvpn would not read it: a quotation is not closed"),
+    (("cipher AES-256-GCM", "cipher AES\x0c-256"), "line 10: the line holds the control character 0x0c"),
+    (("cipher AES-256-GCM", "cipher AES\r-256"), "line 10: the line holds the control character 0x0d"),
+    (("cipher AES-256-GCM", "cipher AES\x00-256"), "line 10: the line holds the control character 0x00"),
+    (("cipher AES-256-GCM", "cipher AES-256-GCM " + "#" * 250), "line 10: the line is longer than 254 bytes"),
+    (("<ca>", '"<ca>"'), "line 11: write <ca> alone on its line, without quotes"),
+    (("</ca>", "</ca> plugin /x.so"), "line 21: write </ca> alone on its line"),
+    ((CA.splitlines()[2], "not base64!"), "line 11: <ca> has a line in its CERTIFICATE that is not base64"),
+    (("-----BEGIN PRIVATE KEY-----", "-----BEGIN CERTIFICATE-----"), "line 33: <key> holds a CERTIFICATE, not PRIVATE KEY"),
+    (("remote-cert-tls server", "verify-x509-name Zürich name"), "line 8: 'Zürich' is not ASCII"),
 ])
 def test_mistakes_are_one_sentence_naming_the_line(change, message):
-    with pytest.raises(ValidationError, match=rf"^OpenVPN file, {message}"):
-        parse(TEXT.replace(*change))
+    text = TEXT.replace(*change)
+    with pytest.raises(ValidationError, match=rf"^OpenVPN file, {re.escape(message)}"):
+        parse(text)
+
+
+def test_crlf_files_and_a_byte_order_mark_read_as_openvpn_reads_them():
+    config = parse("\ufeff" + TEXT.replace("\n", "\r\n"))
+    assert config.config_text() == parse(TEXT).config_text()
 
 
 def test_auth_user_pass_needs_its_credentials_inline():
-    without_cert = TEXT.replace("<cert>\nCERT-PEM\n</cert>\n<key>\nSECRET-KEY-PEM\n</key>\n", "")
+    without_cert = TEXT.replace(BLOCKS, BLOCKS[:BLOCKS.index("<cert>")] + BLOCKS[BLOCKS.index("<tls-crypt>"):])
     with pytest.raises(ValidationError, match="line 5: auth-user-pass has no user name and password"):
         parse(without_cert.replace("nobind", "auth-user-pass"))
     with pytest.raises(ValidationError, match="line 5: auth-user-pass names a file"):
@@ -111,7 +144,7 @@ def test_an_auth_file_of_another_user_is_refused(tmp_path):
 
 @pytest.mark.parametrize(("change", "message"), [
     (("nobind", "up /bin/sh"), "line 5: up runs a program"),
-    (("<ca>\nCA-PEM\n</ca>\n", ""), "line 19: the file ends without a <ca> block"),
+    ((f"<ca>\n{CA}\n</ca>\n", ""), "line 73: the file ends without a <ca> block"),
     (("nobind", "bogus 1"), "line 5: unknown directive 'bogus'"),
 ])
 def test_a_bad_file_exits_125_before_any_bus_call(tmp_path, capsys, change, message):
@@ -159,9 +192,3 @@ def test_the_hook_sends_only_what_the_helper_reads():
 
     env = {**UP, "password": "pw", "common_name": "x", "PATH": "/bin"}
     assert ovpnhook.report(env) == UP
-
-
-def test_tokens_follow_openvpns_split():
-    assert ovpnconf.tokens("remote  a.example 1194 udp # comment", 1) == ["remote", "a.example", "1194", "udp"]
-    assert ovpnconf.tokens("verify-x509-name 'CN=a b' name;x", 1) == ["verify-x509-name", "CN=a b", "name;x"]
-    assert ovpnconf.tokens("; all comment", 1) == []
