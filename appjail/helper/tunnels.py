@@ -5,7 +5,9 @@ lives there, then moved into the jail, where it is the only way out. The
 kernel's WireGuard is used where it exists; otherwise `wireguard-go`, whose
 process and socket stay in the host namespace (the TUN device moves, its
 descriptor stays with the process; wireguard-go notices the device going
-up in the jail by polling the descriptor, within a second).
+up in the jail by polling the descriptor, within a second). wireguard-go
+runs as the tunnel user with CAP_NET_ADMIN alone (tundaemon), on a device
+and control socket the helper made, and is known by its record.
 
 Keys reach WireGuard only through a pipe to `wg setconf IFACE /dev/stdin`:
 never an argument, never a file. A tunnel interface is named like the
@@ -16,20 +18,20 @@ jail's namespace, `aj-NAME`; wireguard-go's control socket is then
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
-import select
-import signal
+import re
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import netns
+from . import netns, tundaemon
 from .netns import NetnsError
 
 KERNEL, USERSPACE = "kernel", "wireguard-go"
@@ -42,6 +44,7 @@ UP, IDLE, DOWN = "up", "idle", "down"  # a tunnel's state as ls/inspect show it
 CONNECTING = "connecting"  # and the engine's, for an OpenVPN jail whose tunnel has not come up yet
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 _IFA_F_NODAD = 0x02
+_IFF_LOWER_UP = 0x10000
 
 
 def create(ipr: IPRoute, ifname: str) -> str:
@@ -52,16 +55,60 @@ def create(ipr: IPRoute, ifname: str) -> str:
     except NetlinkError as exc:
         if exc.code != errno.EOPNOTSUPP:  # "Unknown device type": no kernel module
             raise
-    if _answers(ifname):
+    if _answers(ifname) or tundaemon.recorded(DAEMON, ifname):
         raise NetnsError(f"a wireguard-go for {ifname} already runs")
-    try:
-        # wireguard-go daemonises once its device and control socket exist;
-        # without LOG_LEVEL its daemon's output goes to /dev/null
-        subprocess.run([DAEMON, ifname], env=_ENV, stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=10, check=True)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        raise NetnsError(f"wireguard-go could not create {ifname}: {_first_line(exc)}") from None
+    _start_userspace(ifname)
     return USERSPACE
+
+
+def _start_userspace(ifname: str) -> None:
+    """wireguard-go as the tunnel user with CAP_NET_ADMIN alone (it sets its device's MTU), in the
+    foreground of its own session: the helper makes its device and control socket and hands them over
+    (WG_TUN_FD, WG_UAPI_FD), so it needs no root's file and no /dev/net/tun of its own."""
+    command = tundaemon.command([DAEMON, "--foreground", ifname], ("net_admin",))
+    tun = tundaemon.open_tun(ifname, _userspace_tun_flags())
+    try:
+        with _uapi_listener(ifname) as uapi:
+            env = {**_ENV, "WG_TUN_FD": str(tun), "WG_UAPI_FD": str(uapi.fileno())}
+            proc = subprocess.Popen(command, env=env, pass_fds=(tun, uapi.fileno()), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        raise NetnsError(f"wireguard-go could not create {ifname}: {exc.strerror}") from None
+    finally:
+        os.close(tun)
+    tundaemon.record(DAEMON, ifname, tundaemon.started(proc.pid))
+
+
+@functools.lru_cache(maxsize=1)
+def _userspace_tun_flags() -> int:
+    """How this wireguard-go reads a device it is handed: releases of 2022 and before with the packet
+    information header, later ones with a virtio header (what each makes when it opens one itself)."""
+    try:
+        version = subprocess.run([DAEMON, "--version"], env=_ENV, capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetnsError(f"wireguard-go does not run: {exc}") from None
+    release = re.search(r"v?0\.0\.(\d{8})", version)
+    if release is None:
+        raise NetnsError(f"wireguard-go's version is not one appjail knows: {version.strip()[:60]!r}")
+    if release.group(1) < "20230101":
+        return tundaemon.IFF_TUN
+    return tundaemon.IFF_TUN | tundaemon.IFF_NO_PI | tundaemon.IFF_VNET_HDR
+
+
+def _uapi_listener(ifname: str) -> socket.socket:
+    """wireguard-go's control socket, SOCKET_DIR/IFNAME.sock, root's: `wg` finds it there."""
+    SOCKET_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = SOCKET_DIR / f"{ifname}.sock"
+    path.unlink(missing_ok=True)  # nothing answers on it (checked by the caller)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        os.chmod(path, 0o755)  # wireguard-go watches it (inotify needs read) and ends when it goes
+        listener.listen(16)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 def configure(ifname: str, setconf_text: str) -> None:
@@ -80,12 +127,30 @@ def move(ipr: IPRoute, ifname: str, namespace: str) -> None:
         os.close(fd)
 
 
+def move_out(ifname: str, namespace: str) -> None:
+    """IFNAME from the jail NAMESPACE back into the calling thread's namespace, if it is there."""
+    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    def move_here() -> None:
+        with netns.rtnl() as ipr:
+            index = netns.link_index(ifname)
+            if index is not None:
+                ipr.link("set", index=index, net_ns_fd=fd)
+    try:
+        if netns.netns_path(namespace).exists():
+            netns.run_in_namespace(namespace, move_here)
+    finally:
+        os.close(fd)
+
+
 def configure_inside(ifname: str, addresses: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
                      routes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], mtu: int,
                      ipv6: bool) -> None:
-    """In the jail's namespace: lo and the tunnel up, its addresses, a route per AllowedIPs.
+    """In the jail's namespace: lo and the tunnel up, its addresses (and no other), a route per AllowedIPs.
 
-    IPv6 stays off unless the file gives the jail an IPv6 address.
+    IPv6 stays off unless the file gives the jail an IPv6 address. Done
+    again on a device already configured (an OpenVPN reconnection), it
+    leaves it as if made anew.
     """
     for scope in ("all", "default", ifname):
         netns.write_sysctl(f"net/ipv6/conf/{scope}/disable_ipv6", "0" if ipv6 else "1")
@@ -93,7 +158,14 @@ def configure_inside(ifname: str, addresses: Sequence[ipaddress.IPv4Interface | 
         ipr.link("set", index=netns.link_index("lo"), state="up")
         index = netns.link_index(ifname)
         ipr.link("set", index=index, mtu=mtu)
+        wanted = {(str(address.ip), address.network.prefixlen) for address in addresses}
+        present = {(entry.get_attr("IFA_ADDRESS"), entry["prefixlen"]) for entry in ipr.get_addr(index=index)
+                   if entry["scope"] == 0}
+        for address, prefixlen in present - wanted:
+            ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
         for address in addresses:
+            if (str(address.ip), address.network.prefixlen) in present:
+                continue
             extra = {"flags": _IFA_F_NODAD} if address.version == 6 else {}
             ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen, **extra)
         ipr.link("set", index=index, state="up")
@@ -116,11 +188,23 @@ def wait_ready(ifname: str, kind: str) -> None:
 def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:
     """Stop IFNAME's wireguard-go (its device goes with it), then delete the link wherever it is."""
     HANDSHAKES.forget(ifname)
-    for pid in daemons().get(ifname, []):
-        terminate(pid)
-    netns.delete_link(ipr, ifname)  # a creation that failed before the move
+    tundaemon.stop(DAEMON, ifname)
+    (SOCKET_DIR / f"{ifname}.sock").unlink(missing_ok=True)  # the helper made it: wireguard-go leaves it
+    delete_device(ipr, namespace, ifname)
+
+
+def delete_device(ipr: IPRoute, namespace: str, ifname: str) -> None:
+    """IFNAME in the calling thread's namespace (a creation that failed before the move) and in the jail's."""
+    netns.delete_link(ipr, ifname)
     if netns.netns_path(namespace).exists():
         netns.run_in_namespace(namespace, lambda: _delete_here(ifname))
+
+
+def delete_devices(ifnames: Iterable[str]) -> None:
+    """Swept tunnels' devices, wherever they are (a jail's namespace is named like its tunnel)."""
+    with netns.rtnl() as ipr:
+        for ifname in ifnames:
+            delete_device(ipr, ifname, ifname)
 
 
 def _delete_here(ifname: str) -> None:
@@ -129,20 +213,26 @@ def _delete_here(ifname: str) -> None:
 
 
 def present(namespace: str, ifname: str) -> bool:
-    """Whether the jail's namespace holds its tunnel interface."""
-    return netns.run_in_namespace(namespace, lambda: netns.link_index(ifname) is not None)
+    """Whether the jail's namespace holds its tunnel interface, alive: a tun device no daemon holds (an
+    ended openvpn's, which outlives it) is not."""
+    return netns.run_in_namespace(namespace, lambda: _alive(ifname))
+
+
+def _alive(ifname: str) -> bool:
+    with netns.rtnl() as ipr:
+        index = netns.link_index(ifname)
+        if index is None:
+            return False
+        link = ipr.get_links(index)[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        return info is None or info.get_attr("IFLA_INFO_KIND") != "tun" or bool(link["flags"] & _IFF_LOWER_UP)
 
 
 def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
-    """Stop wireguard-go daemons of this namespace serving PREFIX* interfaces no jail has;
-    remove PREFIX* control sockets nothing answers on."""
+    """Stop wireguard-go daemons serving PREFIX* interfaces no jail has, and the tunnel user's unrecorded
+    processes; remove PREFIX* control sockets nothing answers on."""
     live = set(live_ifnames)
-    removed = []
-    for ifname, pids in sorted(daemons().items()):
-        if ifname.startswith(prefix) and ifname not in live:
-            for pid in pids:
-                terminate(pid)
-            removed.append(ifname)
+    removed = tundaemon.sweep(DAEMON, prefix, live)
     if SOCKET_DIR.is_dir():
         for path in sorted(SOCKET_DIR.glob(f"{prefix}*.sock")):
             ifname = path.name[:-len(".sock")]
@@ -150,49 +240,6 @@ def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
                 path.unlink(missing_ok=True)
                 removed.append(f"{path}")
     return removed
-
-
-def daemons() -> dict[str, list[int]]:
-    """wireguard-go processes of the calling thread's network namespace, by the interface they serve."""
-    return processes(DAEMON, lambda args: args[-1].decode(errors="replace"))
-
-
-def processes(program: str, ifname_of: Callable[[list[bytes]], str | None]) -> dict[str, list[int]]:
-    """PROGRAM's processes of the calling thread's network namespace, by the interface
-    ifname_of(their arguments) says they serve."""
-    own = os.stat("/proc/thread-self/ns/net")
-    found: dict[str, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[:-1]
-            if len(argv) < 2 or os.path.basename(argv[0]) != program.encode():
-                continue
-            ns = os.stat(f"/proc/{entry.name}/ns/net")
-        except OSError:
-            continue  # ended meanwhile
-        ifname = ifname_of(argv[1:])
-        if ifname is not None and (ns.st_dev, ns.st_ino) == (own.st_dev, own.st_ino):
-            found.setdefault(ifname, []).append(int(entry.name))
-    return found
-
-
-def terminate(pid: int) -> None:
-    """SIGTERM through a pidfd (a reused pid is never hit), then wait a moment for the end."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        if not select.select([pidfd], [], [], STOP_TIMEOUT)[0]:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            select.select([pidfd], [], [], STOP_TIMEOUT)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(pidfd)
 
 
 class HandshakeWatch:

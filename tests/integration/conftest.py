@@ -78,6 +78,23 @@ def secret_anywhere(secret: str, logged: str = "") -> list[str]:
                     if not path.startswith(("/tmp/pytest-", checkout)) and "/appjail-lab-" not in path]
 
 
+def serving(program: str, ifname: str) -> list[int]:
+    """PROGRAM's processes serving IFNAME (openvpn's --dev, wireguard-go's last argument), found as anyone
+    would find them: the helper knows its own by their record instead."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if not entry.name.isdigit() or not argv or os.path.basename(argv[0]) != program.encode():
+            continue
+        dev = argv[argv.index(b"--dev") + 1:][:1] if b"--dev" in argv else argv[-1:]
+        if dev == [ifname.encode()]:
+            found.append(int(entry.name))
+    return found
+
+
 def residue_machine_wide() -> list[str]:
     found = [f"netns {n}" for n in netns.list_namespaces("aj-")]
     found += [f"dir {p}" for p in Path("/etc/netns").glob("aj-*")]

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import tunnels
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.netns import list_namespaces
-from appjail.lab import Lab, in_netns
+from appjail.lab import Lab
 from appjail.model import JailSpec, ValidationError
 from appjail.report import inspection
 from appjail.wgconf import parse
 
-from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere
+from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere, serving
 from .helperlab import MEMBER, appjail, jails
 
 
@@ -63,7 +62,7 @@ def test_a_wireguard_jail_goes_out_only_through_its_own_tunnel(engine: Engine, i
         assert [line.split(":")[1].strip() for line in links] == ["lo", "aj-wga"]
         assert jail_run("wga", "ip", "-6", "addr").stdout.strip() == "", "no IPv6 without an IPv6 Address"
         # wireguard-go and its UDP socket stay in the host; the jail holds none
-        assert tunnels.daemons().get("aj-wga"), "wireguard-go runs in the host namespace"
+        assert serving("wireguard-go", "aj-wga"), "wireguard-go runs in the host namespace"
         assert "udp" not in jail_run("wga", "ss", "-uanp").stdout.split("\n", 1)[-1].lower()
         status = engine.tunnel_status(jail)
         assert status["up"] and status["endpoint"] == f"{lab.UPLINK_ADDR}:{lab.WG_PORT}"
@@ -132,7 +131,7 @@ def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Eng
     assert curl("wge", f"http://{lab.SERVER_ADDR}/").returncode == 0
     assert secret_anywhere(key) == [], "the key is nowhere while the jail runs"
     engine.destroy(jail.name)
-    assert "aj-wge" not in tunnels.daemons() and not Path("/var/run/wireguard/aj-wge.sock").exists()
+    assert serving("wireguard-go", "aj-wge") == [] and not Path("/var/run/wireguard/aj-wge.sock").exists()
     assert secret_anywhere(key) == []
     assert residue_in_host() == [] and residue_machine_wide() == []
 
@@ -141,7 +140,7 @@ def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in
     text = in_host.wg_peer("203.0.113.15").replace(f"{in_host.UPLINK_ADDR}:", "no-such-host.invalid:")
     with pytest.raises(ValidationError, match=r"^WireGuard file, line 8: Endpoint no-such-host.invalid does not resolve$"):
         engine.create(JailSpec("wgf"), 0, wireguard=parse(text))
-    assert engine.list() == [] and "aj-wgf" not in tunnels.daemons()
+    assert engine.list() == [] and serving("wireguard-go", "aj-wgf") == []
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
@@ -155,11 +154,11 @@ def test_reconcile_removes_a_crashed_helpers_tunnel_and_adopts_a_finished_one(in
     report = restarted.reconcile()
     try:
         assert report.adopted == ["wgk"] and "wireguard aj-wgl" in report.removed
-        assert "aj-wgl" not in tunnels.daemons() and not Path("/var/run/wireguard/aj-wgl.sock").exists()
+        assert serving("wireguard-go", "aj-wgl") == [] and not Path("/var/run/wireguard/aj-wgl.sock").exists()
         assert curl("wgk", f"http://{lab.SERVER_ADDR}/").stdout.strip() == "client=203.0.113.16"
     finally:
         restarted.destroy("wgk")
-    assert "aj-wgk" not in tunnels.daemons()
+    assert serving("wireguard-go", "aj-wgk") == []
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
@@ -169,7 +168,7 @@ def test_a_failed_creation_removes_its_daemon(engine: Engine, in_host: Lab):
     config = config._replace(addresses=config.addresses * 2)  # refused inside the jail, after the move
     with pytest.raises(JailError, match="could not create jail 'wgm'"):
         engine.create(JailSpec("wgm"), 0, wireguard=config)
-    assert "aj-wgm" not in tunnels.daemons() and os.path.exists("/run/netns/aj-wgm") is False
+    assert serving("wireguard-go", "aj-wgm") == [] and os.path.exists("/run/netns/aj-wgm") is False
 
 
 # -- through the helper: a test user's `appjail run --wireguard FILE` over the bus ----------------
@@ -187,11 +186,6 @@ def users_file(text: str, name: str = "wg.conf", user: str = MEMBER) -> str:
 def user_curl(helper, lab: Lab, *options: str) -> subprocess.CompletedProcess:
     return appjail(helper, MEMBER, "run", *options, "--", "curl", "-sS", "--max-time", "5",
                    f"http://{lab.SERVER_ADDR}/")
-
-
-def wireguard_daemons(lab: Lab) -> dict[str, list[int]]:
-    with in_netns(lab.host_ns):
-        return tunnels.daemons()
 
 
 def test_a_user_runs_keeps_lists_inspects_joins_and_stops_wireguard_jails(helper, lab):
@@ -226,7 +220,7 @@ def test_a_user_runs_keeps_lists_inspects_joins_and_stops_wireguard_jails(helper
     for name in ("wgu", "wgv"):
         assert appjail(helper, MEMBER, "stop", name).returncode == 0
     assert jails(helper) == [] and list_namespaces("aj-") == []
-    assert not {"aj-wgu", "aj-wgv"} & set(wireguard_daemons(lab))
+    assert serving("wireguard-go", "aj-wgu") == serving("wireguard-go", "aj-wgv") == []
 
 
 def _line(text: str, number: int, replacement: str) -> str:
@@ -252,5 +246,5 @@ def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, m
     path = users_file(change(good))
     refused = user_curl(helper, lab, "--name", "wgbad", "--wireguard", path)
     assert refused.returncode == 125 and refused.stderr == f"appjail: {sentence}\n", refused.stderr
-    assert jails(helper) == [] and list_namespaces("aj-") == [] and "aj-wgbad" not in wireguard_daemons(lab)
+    assert jails(helper) == [] and list_namespaces("aj-") == [] and serving("wireguard-go", "aj-wgbad") == []
     assert good.split("PrivateKey = ")[1].split("\n")[0] not in helper.log_path.read_text()
