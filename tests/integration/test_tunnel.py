@@ -12,13 +12,14 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from appjail.helper import tunnels
+from appjail.helper import lookups, tunnels
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.netns import list_namespaces
 from appjail.lab import Lab, in_netns
@@ -27,7 +28,7 @@ from appjail.report import inspection
 from appjail.wgconf import parse
 
 from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere
-from .helperlab import MEMBER, appjail, jails
+from .helperlab import MEMBER, OTHER_MEMBER, appjail, appjail_argv, jails, ls_seconds, user_popen_kwargs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -254,3 +255,57 @@ def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, m
     assert refused.returncode == 125 and refused.stderr == f"appjail: {sentence}\n", refused.stderr
     assert jails(helper) == [] and list_namespaces("aj-") == [] and "aj-wgbad" not in wireguard_daemons(lab)
     assert good.split("PrivateKey = ")[1].split("\n")[0] not in helper.log_path.read_text()
+
+
+# -- nothing slow on the helper's main loop ----------------------------------------------------------
+
+def user_popen(helper, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(appjail_argv(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+
+
+def test_a_slow_endpoint_name_delays_no_one_and_one_never_answered_fails_in_one_sentence(helper, lab):
+    """The helper's resolver answers 2.5 s late, then not at all (within the helper's 5 s)."""
+    path = users_file(lab.wg_peer("203.0.113.23").replace(f"{lab.UPLINK_ADDR}:", f"vpn.{lab.ZONE}:"), "slow.conf")
+    for delay, late in ((2.5, False), (3600, True)):
+        resolver = lab.start_host_resolver(lab.UPLINK_ADDR, delay)
+        try:
+            started = time.monotonic()
+            run = user_popen(helper, "run", "--name", "wgslow", "--wireguard", path, "--", "curl", "-sS",
+                             "--max-time", "5", f"http://{lab.SERVER_ADDR}/")
+            try:
+                time.sleep(0.5)  # the helper waits for the name now
+                assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered meanwhile"
+                output, errors = run.communicate(timeout=30)
+            finally:
+                run.kill()
+            took = time.monotonic() - started
+        finally:
+            resolver.stop()
+        assert resolver.log(), "the helper asked the slow server"
+        if late:
+            assert lookups.TIMEOUT <= took < lookups.TIMEOUT + 5, took
+            assert (run.returncode, errors) == (125, "appjail: could not create jail 'wgslow': WireGuard Endpoint "
+                                                     f"vpn.{lab.ZONE} did not resolve within 5 s\n")
+        else:
+            assert took >= delay and run.returncode == 0, errors
+            assert output.strip() == "client=203.0.113.23"
+        assert jails(helper) == [] and list_namespaces("aj-") == [] and "aj-wgslow" not in wireguard_daemons(lab)
+
+
+def test_a_stop_waiting_for_a_stuck_tunnel_daemon_delays_no_one(helper, lab):
+    path = users_file(lab.wg_peer("203.0.113.24"), "stuck.conf")
+    made = appjail(helper, MEMBER, "run", "--keep", "--name", "wgstuck", "--wireguard", path, "--", "true")
+    assert made.returncode == 0, made.stderr
+    (daemon,) = wireguard_daemons(lab)["aj-wgstuck"]
+    os.kill(daemon, signal.SIGSTOP)  # SIGTERM waits, unheeded: the helper kills it after tunnels.STOP_TIMEOUT
+    started = time.monotonic()
+    stop = user_popen(helper, "stop", "wgstuck")
+    try:
+        time.sleep(0.3)  # the helper waits for wireguard-go now
+        assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered meanwhile"
+        _, errors = stop.communicate(timeout=30)
+    finally:
+        stop.kill()
+    assert stop.returncode == 0 and errors == "" and time.monotonic() - started >= tunnels.STOP_TIMEOUT
+    assert jails(helper) == [] and list_namespaces("aj-") == [] and "aj-wgstuck" not in wireguard_daemons(lab)
