@@ -138,7 +138,15 @@ def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Eng
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in_host: Lab):
+@pytest.fixture
+def host_resolver(lab: Lab):
+    """The resolver the helper (and the engine in HOST) asks: the lab's zone, NXDOMAIN for every other name."""
+    resolver = lab.start_host_resolver(lab.UPLINK_ADDR, delay=0)
+    yield resolver
+    resolver.stop()
+
+
+def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in_host: Lab, host_resolver):
     text = in_host.wg_peer("203.0.113.15").replace(f"{in_host.UPLINK_ADDR}:", "no-such-host.invalid:")
     with pytest.raises(ValidationError, match=r"^WireGuard file, line 8: Endpoint no-such-host.invalid does not resolve$"):
         engine.create(JailSpec("wgf"), 0, wireguard=parse(text))
@@ -247,7 +255,7 @@ BAD_FILES = {  # lab.wg_peer's file, changed -> the sentence appjail says
 
 
 @pytest.mark.parametrize("mistake", list(BAD_FILES))
-def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, mistake):
+def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, host_resolver, mistake):
     change, sentence = BAD_FILES[mistake]
     good = lab.wg_peer("203.0.113.22")
     path = users_file(change(good))
