@@ -227,4 +227,4 @@ def test_inspect_says_when_its_connections_are_cut_short():
                                        "dropped_bytes"), 0)}
     assert "connections (0)\n" in report.inspection(jail, None) + "\n"
     cut = report.inspection({**jail, "connections_cut": True}, None)
-    assert "connections (0) (only these: the host's connection table is larger than inspect reads)" in cut
+    assert "connections (0, cut short: more than inspect reads at once)" in cut
