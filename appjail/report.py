@@ -187,8 +187,8 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, 
         return "\n".join(lines)
     lines += ["", *blocked_section(jail.get("blocked", []))]
     connections = jail.get("connections", [])
-    cut = " (only these: the host's connection table is larger than inspect reads)" if jail.get("connections_cut") else ""
-    lines += ["", f"connections ({len(connections)}){cut}"]
+    cut = ", cut short: more than inspect reads at once" if jail.get("connections_cut") else ""
+    lines += ["", f"connections ({len(connections)}{cut})"]
     if connections:
         rows = [("PROTO", "DIR", "PEER", "PORT", "STATE", "SENT", "RECEIVED")]
         rows += [(c["proto"], c["direction"], c["dst"], str(c["dport"]), c["state"],
