@@ -581,11 +581,13 @@ class Supervisor:
         def removed(_result: None, error: BaseException | None) -> None:
             if error is not None:
                 log.error("removing jail %s of uid %d: %s", name, owner_uid, error)
-            self.on_removed(name)
-            if waiting is not None:
-                waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))
-            for then in self._removing.pop(jail_id):
-                then(error)
+            try:
+                self.on_removed(name)
+            finally:
+                if waiting is not None:
+                    waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))
+                for then in self._removing.pop(jail_id):
+                    then(error)
 
         offloop.run(lambda: self.engine.destroy(name, owner_uid), removed, "appjail-destroy")
 
@@ -595,7 +597,7 @@ class Supervisor:
             self._watch_ports(jail)
             self._drain(jail.id)
 
-    def stop(self, caller: Caller, address: str, done: Callable[[BaseException | None], None]) -> None:
+    def stop(self, caller: Caller, address: str, done: Done) -> None:
         """End the jail's programs, then remove it; done(error or None) when it is gone.
 
         SIGTERM first, SIGKILL after STOP_GRACE_MS, from main-loop timeouts,
