@@ -187,7 +187,8 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, 
         return "\n".join(lines)
     lines += ["", *blocked_section(jail.get("blocked", []))]
     connections = jail.get("connections", [])
-    lines += ["", f"connections ({len(connections)})"]
+    cut = f", {CONNECTIONS_CUT}" if jail.get("connections_cut") else ""
+    lines += ["", f"connections ({len(connections)}{cut})"]
     if connections:
         rows = [("PROTO", "DIR", "PEER", "PORT", "STATE", "SENT", "RECEIVED")]
         rows += [(c["proto"], c["direction"], c["dst"], str(c["dport"]), c["state"],
@@ -196,6 +197,7 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, 
     return "\n".join(lines)
 
 
+CONNECTIONS_CUT = "cut short: more than inspect reads at once"
 NO_HOOK = "no connections or blocked destinations: a tunnel jail's traffic passes no firewall hook of the host"
 BLOCKED_LINES = 10
 BLOCKED_HEADERS = ("PROTO", "DESTINATION", "REASON", "PACKETS", "BYTES", "FIRST", "LAST")

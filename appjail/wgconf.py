@@ -242,17 +242,24 @@ def _peer(start: int, values: dict[str, list[tuple[int, str]]]) -> Peer:
 Resolve = Callable[[str, int], Sequence[str]]  # (host, port) -> addresses, first preferred
 
 
+def is_name(host: str) -> bool:
+    """Whether an Endpoint's host is a name to look up, not an address literal."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
+
+
 def resolve_endpoints(config: WireGuardConfig, resolve: Resolve) -> WireGuardConfig:
     """Every Endpoint as an address literal: a name is looked up once, here, or refused."""
     peers = []
     for peer in config.peers:
         endpoint = peer.endpoint
-        try:
-            ipaddress.ip_address(endpoint.host)
-        except ValueError:
+        if is_name(endpoint.host):
             addresses = resolve(endpoint.host, endpoint.port)
             if not addresses:
-                raise _fail(endpoint.line, f"Endpoint {endpoint.host} does not resolve") from None
+                raise _fail(endpoint.line, f"Endpoint {endpoint.host} does not resolve")
             endpoint = endpoint._replace(host=addresses[0])
         peers.append(peer._replace(endpoint=endpoint))
     return config._replace(peers=tuple(peers))

@@ -10,8 +10,8 @@ import pyqtgraph
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..report import (BLOCKED_HEADERS, NO_HOOK, blocked_rows, count, kill_switch_blocking, normalised, size,
-                      tunnel_down, tunnel_line, tunnel_state)
+from ..report import (BLOCKED_HEADERS, CONNECTIONS_CUT, NO_HOOK, blocked_rows, count, kill_switch_blocking, normalised,
+                      size, tunnel_down, tunnel_line, tunnel_state)
 from .run_dialog import tunnel_label
 
 HISTORY_S = 60
@@ -58,7 +58,8 @@ class InspectorWindow(QWidget):
         self.no_hook = QLabel(NO_HOOK)
         self.no_hook.setWordWrap(True)
         self.no_hook.hide()
-        self.firewall_views = (self.blocked_label, self.blocked, QLabel("Connections"), self.table)
+        self.connections_label = QLabel("Connections")
+        self.firewall_views = (self.blocked_label, self.blocked, self.connections_label, self.table)
         layout = QVBoxLayout(self)
         for widget in (self.summary, self.warning, self.plot, self.no_hook, *self.firewall_views):
             layout.addWidget(widget)
@@ -108,6 +109,8 @@ class InspectorWindow(QWidget):
         self.no_hook.setVisible(bool(tunnel))
         for widget in self.firewall_views:
             widget.setVisible(not tunnel)
+        self._set_text(self.connections_label,
+                       f"Connections ({CONNECTIONS_CUT})" if jail.get("connections_cut") else "Connections")
         self._fill_table(jail.get("connections", []))
         self._fill_blocked(jail.get("blocked", []))
 

@@ -11,7 +11,9 @@ A jail is the resources of its kind (`resources.KINDS`: a NAT jail, or a
 tunnel jail with its own WireGuard or OpenVPN interface), each described once with
 its undo and its leftovers: creation makes them in order and undoes the made
 ones if one fails, teardown undoes them all in reverse (the door first),
-reconcile sweeps each in the same order. One lock serialises creation, teardown and reconcile.
+reconcile sweeps each in the same order. One lock serialises creation, teardown and reconcile;
+reading the registry (find, list) takes no lock, so the helper's main loop
+answers while a creation or teardown runs in a worker thread (supervisor).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..model import JailSpec, ValidationError
 from ..ovpnconf import OpenVpnConfig
-from ..wgconf import WireGuardConfig, resolve_endpoints
-from . import firewall, hostports, netns, openvpn, resolv, rules, traffic, tunnels
+from ..wgconf import WireGuardConfig, is_name, resolve_endpoints
+from . import firewall, hostports, lookups, netns, openvpn, resolv, rules, traffic, tunnels
 from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
@@ -169,7 +171,8 @@ class Engine:
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
                  resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
-                 connect_timeout: float = openvpn.CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = openvpn.CONNECT_TIMEOUT,
+                 resolve_timeout: float = lookups.TIMEOUT) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
         max_jails_per_user: how many jails one owner may have (create's
@@ -180,6 +183,9 @@ class Engine:
         (openvpn retries a server that does not answer forever); the caller of
         `connected` keeps the time.
 
+        resolve_timeout: how long a WireGuard file's Endpoint names may take
+        to resolve, all of them together.
+
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend, tunnel_system, openvpn_system, ports_system and
         conntrack_system replace the kernel (the netns, tunnels, openvpn, hostports
@@ -189,7 +195,8 @@ class Engine:
         self.max_jails_per_user = max_jails_per_user
         self.connect_timeout = connect_timeout
         self._lock = threading.RLock()
-        self._jails: dict[JailId, Jail] = {}
+        self._jails: dict[JailId, Jail] = {}  # changed under the lock
+        self._view: dict[JailId, Jail] = {}  # a copy of it, replaced whole: what find and list read
         self.store = StateStore(run_dir)
         self.firewall_choice = firewall_choice or firewall.choose()
         self.firewall = firewall_backend or firewall.open_backend(self.firewall_choice.name)
@@ -199,7 +206,8 @@ class Engine:
         self.upstream_sources = upstream_sources
         self.system = system
         self.kinds = kinds
-        self.resolve = resolve or resolve_host
+        self.lookups = lookups.NameLookups(self._resolve_logged, resolve_timeout)
+        self._resolve = resolve or resolve_host
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
@@ -224,22 +232,28 @@ class Engine:
 
     def find(self, name: str, owner_uid: int | None = None) -> Jail | None:
         """The owner's jail of that name; owner None: the one jail of that name (tools, tests)."""
-        with self._lock:
-            if owner_uid is not None:
-                return self._jails.get((owner_uid, name))
-            named = [jail for jail in self._jails.values() if jail.name == name]
-            if len(named) > 1:
-                raise JailError(f"more than one user has a jail named {name!r}: say whose")
-            return named[0] if named else None
+        jails = self._view
+        if owner_uid is not None:
+            return jails.get((owner_uid, name))
+        named = [jail for jail in jails.values() if jail.name == name]
+        if len(named) > 1:
+            raise JailError(f"more than one user has a jail named {name!r}: say whose")
+        return named[0] if named else None
 
     def list(self) -> list[Jail]:
-        with self._lock:
-            return sorted(self._jails.values(), key=lambda jail: (jail.name, jail.owner_uid))
+        return sorted(self._view.values(), key=lambda jail: (jail.name, jail.owner_uid))
 
     def at_limit(self, owner_uid: int) -> bool:
         """Whether the owner has as many jails as one user may: a new one needs `unlimited`."""
-        with self._lock:
-            return sum(jail.owner_uid == owner_uid for jail in self._jails.values()) >= self.max_jails_per_user
+        return sum(jail.owner_uid == owner_uid for jail in self._view.values()) >= self.max_jails_per_user
+
+    def _register(self, jail: Jail) -> None:
+        self._jails[jail.id] = jail
+        self._view = dict(self._jails)
+
+    def _unregister(self, jail: Jail) -> None:
+        del self._jails[jail.id]
+        self._view = dict(self._jails)
 
     # -- creation --------------------------------------------------------
 
@@ -249,10 +263,13 @@ class Engine:
 
         Refused when the owner is at the per-user limit, unless `unlimited`.
 
-        A WireGuard Endpoint name is looked up here, once, in the host's
-        namespace, before anything is made; openvpn looks up its remotes
-        itself, there too. An OpenVPN jail is returned `connecting`, its
-        daemon started: nothing here waits for the tunnel (see connected).
+        A WireGuard file's Endpoint names are looked up here, once, all at
+        once, in the host's namespace, before anything is made and outside
+        the lock (a slow name holds up no other jail); one that does not
+        resolve within resolve_timeout fails the creation. `wg` only ever
+        gets addresses. openvpn looks up its remotes itself, in the host's
+        namespace too. An OpenVPN jail is returned `connecting`, its daemon
+        started: nothing here waits for the tunnel (see connected).
         """
         if not isinstance(owner_uid, int) or isinstance(owner_uid, bool) or owner_uid < 0:
             raise ValidationError(f"invalid owner uid {owner_uid!r}")
@@ -262,6 +279,8 @@ class Engine:
         if tunnel is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
             raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
                                   f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
+        if wireguard is not None:
+            tunnel = self._resolved(spec.name, wireguard)
         with self._lock:
             if (owner_uid, spec.name) in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
@@ -270,8 +289,6 @@ class Engine:
                                    "jails one user may have (appjail-helper --max-jails-per-user): "
                                    "stop one of yours first")
             self._check_ports(spec)
-            if wireguard is not None:
-                tunnel = resolve_endpoints(wireguard, self._resolve_logged)
             try:
                 dns = (spec.dns or (tunnel.dns if tunnel else ())
                        or tuple(resolv.host_upstream_servers(self.upstream_sources)))
@@ -301,7 +318,7 @@ class Engine:
                     raise
                 finally:
                     jail.secret = None  # the keys live on in the tunnel only
-            self._jails[jail.id] = jail
+            self._register(jail)
             return jail
 
     def _kernel_name(self, name: str, owner_uid: int) -> str:
@@ -321,8 +338,24 @@ class Engine:
                 return candidate
         raise JailError(f"no kernel name is left for jail {name!r}")
 
+    def _resolved(self, name: str, config: WireGuardConfig) -> WireGuardConfig:
+        """The config with every Endpoint name replaced by its address, the names looked up together."""
+        try:
+            found = self.lookups.resolve_all([(peer.endpoint.host, peer.endpoint.port) for peer in config.peers
+                                              if is_name(peer.endpoint.host)])
+        except lookups.LookupsBusy as exc:
+            raise JailError(f"could not create jail {name!r}: {exc}") from None
+
+        def lookup(host: str, port: int) -> list[str]:
+            addresses = found[(host, port)]
+            if addresses is None:
+                raise JailError(f"could not create jail {name!r}: WireGuard Endpoint {host} did not resolve "
+                                f"within {self.lookups.timeout:g} s")
+            return addresses
+        return resolve_endpoints(config, lookup)
+
     def _resolve_logged(self, host: str, port: int) -> list[str]:
-        addresses = self.resolve(host, port)
+        addresses = self._resolve(host, port)
         log.info("WireGuard endpoint %s resolved in the host's namespace to %s", host,
                  ", ".join(addresses) or "nothing")
         return addresses
@@ -358,7 +391,7 @@ class Engine:
     def destroy(self, name: str, owner_uid: int | None = None) -> None:
         with self._lock:
             jail = self.get(name, owner_uid)
-            del self._jails[jail.id]
+            self._unregister(jail)
             self._teardown(jail)
 
     def _teardown(self, jail: Jail) -> None:
@@ -406,22 +439,25 @@ class Engine:
         False while its daemon still tries. JailError, with the daemon's last
         words, when it ended first, or, `overdue` (connect_timeout has passed),
         when it is still not up: the caller removes the jail then.
+
+        Asked from the helper's main loop, it takes no lock (a teardown in a
+        worker thread may hold it for seconds): it touches only this jail,
+        which its caller is not creating or removing meanwhile.
         """
-        with self._lock:
-            if not jail.connecting:
-                return True
-            driver, ifname = self.host.driver(jail), jail.tunnel_ifname
-            if driver.connected(ifname):
-                jail.connecting = False
-                Ready.mark(self.host, jail)
-                return True
-            running = driver.present(jail.netns, ifname)
-            if running and not overdue:
-                return False
-            kind = jail.tunnel["type"]
-            why = (f"{kind}'s tunnel was not up within {self.connect_timeout:g} s" if running
-                   else f"{kind} ended before its tunnel was up")
-            raise JailError(f"could not create jail {jail.name!r}: {why}: {driver.why_not(ifname)}")
+        if not jail.connecting:
+            return True
+        driver, ifname = self.host.driver(jail), jail.tunnel_ifname
+        if driver.connected(ifname):
+            jail.connecting = False
+            Ready.mark(self.host, jail)
+            return True
+        running = driver.present(jail.netns, ifname)
+        if running and not overdue:
+            return False
+        kind = jail.tunnel["type"]
+        why = (f"{kind}'s tunnel was not up within {self.connect_timeout:g} s" if running
+               else f"{kind} ended before its tunnel was up")
+        raise JailError(f"could not create jail {jail.name!r}: {why}: {driver.why_not(ifname)}")
 
     def _tunnel_changed(self, jail: Jail) -> None:
         if self.on_tunnel_change is not None:
@@ -478,4 +514,4 @@ class Engine:
         if not dns and path.exists():
             dns = tuple(resolv.parse_nameservers(path.read_text()))
         jail = Jail(record, addressing, dns)
-        self._jails[jail.id] = jail
+        self._register(jail)

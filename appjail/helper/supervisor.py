@@ -4,11 +4,15 @@ The helper's D-Bus object hands every authorised request to the Supervisor.
 It runs in the GLib main loop's thread only: launched programs are the
 helper's children, reaped by GLib child watches, and a jail whose namespace
 has no process left is torn down unless it was created with keep. Nothing
-here waits on a user's work or sleeps: a launch is answered from its
-child's report pipe (or its deadline), a stop escalates from timeouts, and
-a jail whose tunnel is still connecting (OpenVPN) has its programs launched
-when the tunnel's daemon reports it up (GLib.idle_add from its thread), or
-is removed, failing them, when the daemon ends or the connect deadline passes.
+here waits on a user's work, the network or a daemon, or sleeps: a launch
+is answered from its child's report pipe (or its deadline), a stop
+escalates from timeouts, and a jail whose tunnel is still connecting
+(OpenVPN) has its programs launched when the tunnel's daemon reports it up
+(GLib.idle_add from its thread), or is removed, failing them, when the
+daemon ends or the connect deadline passes. Making and removing a jail
+(a WireGuard file's endpoint names, a tunnel daemon's end) run in worker
+threads (offloop); the call is answered once they are done, and a Run or
+Stop for a jail being made or removed waits for that.
 Where systemd runs, a launched child waits at its gate until systemd has
 put it into a scope of its user's slice (scopes.py); if systemd refuses,
 the launch fails rather than run the program outside the user's limits.
@@ -41,7 +45,7 @@ from .. import interface as api
 from .. import ovpnconf, wgconf
 from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
-from . import hostports, launch, netns, resolv, traffic
+from . import hostports, launch, netns, offloop, resolv, traffic
 from .authz import Caller
 from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound
 from .scopes import Scopes
@@ -131,6 +135,9 @@ class _Launch:
 Fail = Callable[[BaseException], None]
 
 
+Done = Callable[[BaseException | None], None]
+
+
 @dataclass
 class _Connecting:
     """The launches waiting for a connecting jail's tunnel, and their common deadline (a GLib source)."""
@@ -139,9 +146,7 @@ class _Connecting:
     waiters: list[tuple[Callable[[], None], Fail]] = field(default_factory=list)
 
     def end(self, error: BaseException | None) -> None:
-        """Start every waiting launch, or fail each with `error`."""
-        if self.deadline:
-            GLib.source_remove(self.deadline)
+        """Start every waiting launch, or fail each with `error` (the deadline is gone already)."""
         for start, fail in self.waiters:
             if error is None:
                 start()
@@ -161,9 +166,12 @@ class Supervisor:
         self.processes: dict[int, Process] = {}
         self._launching: dict[int, _Launch] = {}
         self._draining: set[JailId] = set()
-        self._stopping: dict[JailId, list[Callable[[BaseException | None], None]]] = {}
+        self._stopping: dict[JailId, list[Done]] = {}
         self._port_watches: dict[JailId, list[int]] = {}  # jail -> GLib sources refusing loopback
         self._connecting: dict[JailId, _Connecting] = {}
+        # jails being made or removed in a worker thread -> what to do once that is done
+        self._creating: dict[JailId, list[Callable[[], None]]] = {}
+        self._removing: dict[JailId, list[Done]] = {}
 
     # -- helpers -----------------------------------------------------------
 
@@ -206,13 +214,18 @@ class Supervisor:
                 raise JailNotFound(f"no user named {owner!r}") from None
         return owner, name
 
-    def jail_of(self, caller: Caller, address: str) -> Jail:
-        """The jail addressed, if the caller may act on it: its own, or any with org.appjail.manage."""
+    def _allowed(self, caller: Caller, address: str) -> JailId:
+        """The jail an address names, if the caller may act on it: its own, or any with org.appjail.manage."""
         owner_uid, name = self.resolve(caller, address)
         if owner_uid != caller.uid and not caller.may_manage:
             raise NotAllowed(f"jail {address!r} belongs to another user")
+        return owner_uid, name
+
+    def jail_of(self, caller: Caller, address: str) -> Jail:
+        """The jail addressed, if the caller may act on it and it is not on its way out."""
+        owner_uid, name = self._allowed(caller, address)
         jail = self.engine.find(name, owner_uid)
-        if jail is None:
+        if jail is None or jail.id in self._removing:
             raise JailNotFound(f"no jail named {address!r}")
         return jail
 
@@ -228,50 +241,105 @@ class Supervisor:
             reply: Callable[[str, int, int], None], fail: Fail) -> None:
         """Start `program`; reply(jail name, pid, the exit pipe's read end) once it has exec'd.
 
-        reply must close the read end. What fails before the fork raises;
-        what fails after (the program, its directory, the deadline, a tunnel
-        that does not come up) goes to fail. In a connecting jail the program
-        starts once its tunnel is up.
+        reply must close the read end. What is wrong with the request raises;
+        what fails later (making the jail, the program, its directory, the
+        deadline, a tunnel that does not come up) goes to fail. A new jail is
+        made in a worker thread; in a connecting jail the program starts once
+        its tunnel is up; a Run for a jail being made or removed waits for that.
         """
         options = parse_run_options(options)
         texts = {key: options.pop(key) for key in TUNNEL_OPTIONS if key in options}  # keys and all: never kept
         settings = launch_settings(options)  # this program's, not the jail's
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
-        name = options["name"]  # always the caller's own jail: nobody launches into another's
-        jail = self.engine.find(name, caller.uid)
-        self._check_inside(caller, jail and jail.id, "start programs in")
-        created = jail is None
-        if jail is None:
-            tunnels = {key: TUNNEL_PARSERS[key](text) for key, text in texts.items()}
-            jail = self.engine.create(JailSpec(**options), caller.uid, unlimited=self.unlimited(caller),
-                                      **tunnels)
-            self._watch_ports(jail)
-            self.on_added(name)
-        else:
-            self._check_join(jail, options, texts)
-        request = launch.LaunchRequest(
-            netns_path=str(netns.netns_path(jail.netns)),
-            resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
-            argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=fds,
-            context=caller.context, hide_system_bus=settings["no_system_bus"])
-        if not jail.connecting:
-            return self._launch(jail, request, caller, created, reply, fail)
-        held = [os.dup(fd) for fd in fds]  # the call's own are closed when this returns
+        jail_id = (caller.uid, options["name"])  # always the caller's own jail: nobody launches into another's
+        held = _Held(fds)  # the call's own are closed when this returns: the launch may come later
 
-        def start() -> None:
+        def failed(error: BaseException) -> None:
+            held.close()
+            fail(error)
+
+        def start(jail: Jail, created: bool) -> None:
+            request = launch.LaunchRequest(
+                netns_path=str(netns.netns_path(jail.netns)),
+                resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
+                argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=held.fds,
+                context=caller.context, hide_system_bus=settings["no_system_bus"])
             try:
-                self._launch(jail, dataclasses.replace(request, fds=held), caller, created, reply, fail)
+                self._launch(jail, request, caller, created, reply, fail)
             except Exception as exc:  # noqa: BLE001 - the waiting call gets it
                 fail(exc)
             finally:
-                _close_all(held)
+                held.close()
 
-        def give_up(error: BaseException) -> None:
-            _close_all(held)
-            fail(error)
+        def ready(jail: Jail, created: bool) -> None:
+            if jail.connecting:
+                self._when_connected(jail, lambda: start(jail, created), failed)
+            else:
+                start(jail, created)
 
-        self._when_connected(jail, start, give_up)
+        def attempt() -> None:
+            """Join the jail or make it, once whatever is making or removing it is done."""
+            try:
+                if jail_id in self._stopping:
+                    raise Conflict(f"jail {jail_id[1]!r} is being stopped: try again in a moment")
+                if self._after_work(jail_id, attempt):
+                    return
+                jail = self.engine.find(jail_id[1], jail_id[0])
+                self._check_inside(caller, jail and jail.id, "start programs in")
+                if jail is not None:
+                    self._check_join(jail, options, texts)
+                    return ready(jail, False)
+                tunnels = {key: TUNNEL_PARSERS[key](text) for key, text in texts.items()}
+                self._create(caller, JailSpec(**options), tunnels, lambda made: ready(made, True), failed)
+            except Exception as exc:  # noqa: BLE001 - the call gets it, now or later
+                failed(exc)
+
+        attempt()
+
+    def _create(self, caller: Caller, spec: JailSpec, tunnels: dict, ready: Callable[[Jail], None],
+                fail: Fail) -> None:
+        """Make the caller's jail in a worker thread: ready(jail) or fail(error) in the main loop.
+
+        Looking up a WireGuard file's endpoint names and starting a tunnel
+        take time the main loop does not have (and the engine's lock may be
+        held by another jail's teardown).
+        """
+        jail_id = (caller.uid, spec.name)
+        self._creating[jail_id] = []
+        unlimited = self.unlimited(caller)
+
+        def made(jail: Jail | None, error: BaseException | None) -> None:
+            waiting = self._creating.pop(jail_id)
+            try:
+                if error is not None:
+                    return fail(error)
+                assert jail is not None
+                self._watch_ports(jail)
+                self.on_added(jail.name)
+                ready(jail)
+            except Exception as exc:  # noqa: BLE001 - the call gets it
+                fail(exc)
+            finally:
+                for then in waiting:
+                    then()
+
+        offloop.run(lambda: self.engine.create(spec, caller.uid, unlimited=unlimited, **tunnels), made,
+                    "appjail-create")
+
+    def _after_work(self, jail_id: JailId, then: Callable[[], None]) -> bool:
+        """then() once the jail's creation or removal under way is done; False when none is."""
+        if jail_id in self._creating:
+            self._creating[jail_id].append(then)
+            return True
+        return self._after_removal(jail_id, lambda _error: then())
+
+    def _after_removal(self, jail_id: JailId, done: Done) -> bool:
+        """done(error or None) once the jail's removal under way is done; False when none is."""
+        if jail_id not in self._removing:
+            return False
+        self._removing[jail_id].append(done)
+        return True
 
     def _launch(self, jail: Jail, request: launch.LaunchRequest, caller: Caller, created: bool,
                 reply: Callable[[str, int, int], None], fail: Fail) -> None:
@@ -279,11 +347,11 @@ class Supervisor:
         exit_read, exit_write = os.pipe()
         try:
             started = launch.start(request, caller)
-        except launch.LaunchError:
+        except launch.LaunchError as exc:
             os.close(exit_read)
             os.close(exit_write)
             if created:
-                self._drain(jail.id)
+                return self._drain(jail.id, lambda: fail(exc))  # gone before the answer
             raise
         os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
         os.set_blocking(started.report_fd, False)
@@ -311,7 +379,15 @@ class Supervisor:
         if waiting is None:
             deadline = GLib.timeout_add(int(self.engine.connect_timeout * 1000), self._connect_overdue, jail.id)
             waiting = self._connecting[jail.id] = _Connecting(deadline)
+            GLib.idle_add(self._tunnel_changed, jail.id)  # it may have come up while the jail was being made
         waiting.waiters.append((start, fail))
+
+    def _stop_waiting(self, jail_id: JailId) -> _Connecting | None:
+        """The launches waiting for the jail's tunnel, no longer on a deadline (None: none wait)."""
+        waiting = self._connecting.pop(jail_id, None)
+        if waiting is not None and waiting.deadline:
+            GLib.source_remove(waiting.deadline)
+        return waiting
 
     def _tunnel_changed(self, jail_id: JailId) -> bool:
         if jail_id in self._connecting:
@@ -332,13 +408,13 @@ class Supervisor:
                 return
         except JailError as exc:
             log.warning("%s", exc)
-            waiting = self._connecting.pop(jail_id)
-            try:
-                self._destroy(jail_id)
-            finally:
-                waiting.end(exc)
+            waiting, why = self._stop_waiting(jail_id), exc  # `exc` is gone after this block
+            assert waiting is not None
+            self._destroy(jail_id, lambda _error: waiting.end(why))
             return
-        self._connecting.pop(jail_id).end(None)
+        waiting = self._stop_waiting(jail_id)
+        assert waiting is not None
+        waiting.end(None)
 
     def _child_reported(self, _channel: object, _condition: int, pending: _Launch) -> bool:
         """The report pipe is readable: more of a failure report, or end-of-file."""
@@ -404,13 +480,12 @@ class Supervisor:
             del self._launching[process.pid]
             os.close(process.exit_pipe)
             os.close(pending.exit_read)
-            if pending.created:
-                self._drain(process.jail)  # the child has left it: gone before the answer
-            pending.fail(error)
+            if pending.created:  # the child has left it: gone before the answer
+                self._drain(process.jail, lambda: pending.fail(error))
+            else:
+                pending.fail(error)
 
     def _check_join(self, jail: Jail, options: dict, texts: dict[str, str]) -> None:
-        if jail.id in self._stopping:
-            raise Conflict(f"jail {jail.name!r} is being stopped: try again in a moment")
         differs = disagreements(options, jail.settings)
         for key, text in texts.items():
             asked = TUNNEL_PARSERS[key](text).summary()
@@ -437,11 +512,8 @@ class Supervisor:
             self._stopping[process.jail].append(
                 lambda _error: _report_exit(process.exit_pipe, code, signum))
             return
-        try:
-            # a jail left empty goes first: whoever reads the exit may reuse its name at once
-            self._drain(process.jail)
-        finally:
-            _report_exit(process.exit_pipe, code, signum)
+        # a jail left empty goes first: whoever reads the exit may reuse its name at once
+        self._drain(process.jail, lambda: _report_exit(process.exit_pipe, code, signum))
 
     def signal(self, caller: Caller, pid: int, signum: int) -> None:
         self._check_own_process(caller, pid)
@@ -454,19 +526,25 @@ class Supervisor:
 
     # -- jail lifetime -----------------------------------------------------
 
-    def _drain(self, jail_id: JailId) -> None:
-        """Tear the jail down once no process is left in it, unless kept."""
-        if jail_id in self._draining:
-            return
-        self._draining.add(jail_id)
-        if self._drain_step(jail_id):
-            GLib.timeout_add(EMPTY_POLL_MS, self._drain_step, jail_id)
+    def _drain(self, jail_id: JailId, then: Callable[[], None] = lambda: None) -> None:
+        """Tear the jail down once no process is left in it, unless kept.
+
+        then() once it is gone if it goes now (empty), else at once.
+        """
+        try:
+            if jail_id not in self._draining and jail_id not in self._removing:
+                self._draining.add(jail_id)
+                if self._drain_step(jail_id):
+                    GLib.timeout_add(EMPTY_POLL_MS, self._drain_step, jail_id)
+        finally:
+            if not self._after_removal(jail_id, lambda _error: then()):
+                then()
 
     def _drain_step(self, jail_id: JailId) -> bool:
         """One check; True means check again later."""
         jail = self.engine.find(jail_id[1], jail_id[0])
         # stop() removes a stopping one
-        if jail_id in self._stopping or jail is None or jail.spec.keep:
+        if jail_id in self._stopping or jail_id in self._removing or jail is None or jail.spec.keep:
             self._draining.discard(jail_id)
             return False
         if any(p.jail == jail_id for p in self.processes.values()) \
@@ -485,17 +563,33 @@ class Supervisor:
             GLib.io_add_watch(port.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN, refuse, port)
             for port in jail.held_ports or ()]  # a tunnel jail publishes nothing
 
-    def _destroy(self, jail_id: JailId) -> None:
+    def _destroy(self, jail_id: JailId, done: Done = lambda _error: None) -> None:
+        """Remove the jail in a worker thread; done(error or None) in the main loop once it is gone.
+
+        Its tunnel's daemon may take seconds to end (tundaemon.terminate, openvpn's
+        stop). Meanwhile the jail is neither listed nor joined, and the
+        launches that waited for its tunnel fail once it is gone.
+        """
+        if self._after_removal(jail_id, done):
+            return
         owner_uid, name = jail_id
-        waiting = self._connecting.pop(jail_id, None)  # stopped while connecting
+        waiting = self._stop_waiting(jail_id)  # stopped while connecting
         for source in self._port_watches.pop(jail_id, ()):
             GLib.source_remove(source)  # before the engine closes the sockets
-        try:
-            self.engine.destroy(name, owner_uid)
-        finally:
-            self.on_removed(name)
-            if waiting is not None:
-                waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))
+        self._removing[jail_id] = [done]
+
+        def removed(_result: None, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("removing jail %s of uid %d: %s", name, owner_uid, error)
+            try:
+                self.on_removed(name)
+            finally:
+                if waiting is not None:
+                    waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))
+                for then in self._removing.pop(jail_id):
+                    then(error)
+
+        offloop.run(lambda: self.engine.destroy(name, owner_uid), removed, "appjail-destroy")
 
     def adopt_all(self) -> None:
         """After reconcile: watch adopted jails so empty ones still go away."""
@@ -503,16 +597,22 @@ class Supervisor:
             self._watch_ports(jail)
             self._drain(jail.id)
 
-    def stop(self, caller: Caller, address: str, done: Callable[[BaseException | None], None]) -> None:
+    def stop(self, caller: Caller, address: str, done: Done) -> None:
         """End the jail's programs, then remove it; done(error or None) when it is gone.
 
-        SIGTERM first, SIGKILL after STOP_GRACE_MS, from main-loop timeouts:
-        a program that ignores SIGTERM delays only this call.
+        SIGTERM first, SIGKILL after STOP_GRACE_MS, from main-loop timeouts,
+        then the removal in a worker thread: a program or a tunnel daemon
+        that ignores SIGTERM delays only this call.
         """
+        jail_id = self._allowed(caller, address)
+        self._check_inside(caller, jail_id, "stop")
+        if jail_id in self._stopping:  # already on its way
+            return self._stopping[jail_id].append(done)
+        if self._after_removal(jail_id, done):  # emptied, on its way out
+            return
         jail = self.jail_of(caller, address)
-        self._check_inside(caller, jail.id, "stop")
-        if jail.id in self._stopping:  # already on its way
-            return self._stopping[jail.id].append(done)
+        if jail.id in self._creating:  # made, its first program not yet started: stop it after that
+            return self._creating[jail.id].append(lambda: self._stop_later(caller, address, done))
         self._stopping[jail.id] = [done]
         started = time.monotonic()
         if not netns.signal_namespace(jail.netns, signal.SIGTERM):
@@ -533,20 +633,27 @@ class Supervisor:
         self._finish_stop(jail_id)
         return False
 
-    def _finish_stop(self, jail_id: JailId) -> None:
-        error: BaseException | None = None
+    def _stop_later(self, caller: Caller, address: str, done: Done) -> None:
         try:
-            if self.engine.find(jail_id[1], jail_id[0]) is not None:
-                self._destroy(jail_id)
-        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
-            error = exc
-        for done in self._stopping.pop(jail_id):
-            done(error)
+            self.stop(caller, address, done)
+        except Exception as exc:  # noqa: BLE001 - the waiting call gets it
+            done(exc)
+
+    def _finish_stop(self, jail_id: JailId) -> None:
+        def finished(error: BaseException | None) -> None:
+            for done in self._stopping.pop(jail_id):
+                done(error)
+
+        if self.engine.find(jail_id[1], jail_id[0]) is None:
+            return finished(None)
+        self._destroy(jail_id, finished)
 
     # -- queries -----------------------------------------------------------
 
     def visible_jails(self, caller: Caller) -> list[Jail]:
-        return [j for j in self.engine.list() if j.owner_uid == caller.uid or caller.may_manage]
+        """The caller's jails (everyone's, managing), but none on its way out."""
+        return [j for j in self.engine.list()
+                if (j.owner_uid == caller.uid or caller.may_manage) and j.id not in self._removing]
 
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
@@ -574,14 +681,22 @@ class Supervisor:
         (described,) = self.describe([jail])
         # a tunnel jail's traffic passes no netfilter hook: no connections, nothing blocked
         if jail.tunnel:
-            return {**described, "blocked": [], "connections": []}
+            return {**described, "blocked": [], "connections": [], "connections_cut": False}
+        connections, cut = traffic.connections(jail.address)
         return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.firewall_rules.name),
-                "connections": traffic.connections(jail.address)}
+                "connections": connections, "connections_cut": cut}
 
 
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
+class _Held:
+    """Copies of a Run's stdin, stdout and stderr, kept until its program starts or the Run fails."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = [os.dup(fd) for fd in fds]
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            os.close(fd)
 
 
 def _report_exit(exit_pipe: int, code: int, signum: int) -> None:

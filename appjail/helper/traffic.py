@@ -4,6 +4,9 @@ Counters come from the jail's own filter chain (one read of the filter
 table, then only that chain), connections from conntrack. Per-connection
 byte counts need conntrack accounting, which the engine switches on in its
 namespace (net.netfilter.nf_conntrack_acct) when it creates a jail.
+The conntrack table is the whole host's and may hold hundreds of thousands
+of entries: `inspect` reads a bounded part of it (CONNTRACK_BUDGET) and
+says when its list is cut short.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from .blocked import top
 from .firewall import FirewallBackend
@@ -24,6 +29,29 @@ CONNTRACK_ACCT = "net/netfilter/nf_conntrack_acct"
 _PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp"}
 _IPS_SEEN_REPLY = 1 << 1
 _IPS_ASSURED = 1 << 2
+T = TypeVar("T")
+
+
+@dataclass
+class Budget:
+    """How much of a long read one answer may take: `items` entries and `seconds`; `cut` once it ran out."""
+
+    items: int
+    seconds: float
+    cut: bool = False
+
+    def take(self, entries: Iterable[T]) -> Iterator[T]:
+        """`entries` until the budget runs out (then `cut` is set and the rest is not read)."""
+        deadline = time.monotonic() + self.seconds
+        for count, entry in enumerate(entries):
+            if count >= self.items or time.monotonic() > deadline:
+                self.cut = True
+                return
+            yield entry
+
+
+CONNTRACK_BUDGET = (200_000, 1.0)  # entries read, seconds: one inspect's share of the host's table
+MAX_CONNECTIONS = 1000  # of one jail, listed
 
 
 def counters(firewall: FirewallBackend, layouts: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
@@ -45,15 +73,20 @@ def blocked(firewall: FirewallBackend, name: str) -> list[dict]:
     return [entry._asdict() for entry in top(firewall.read_blocked(name, int(time.time())))]
 
 
-def connections(jail_address: str) -> list[dict]:
-    """The jail's conntrack entries: what it opened (out) and what came in to it (in)."""
+def connections(jail_address: str) -> tuple[list[dict], bool]:
+    """The jail's conntrack entries: what it opened (out) and what came in to it (in);
+    and whether the list is cut short (CONNTRACK_BUDGET ran out, or MAX_CONNECTIONS were found)."""
     from pyroute2 import Conntrack
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
-    found = []
+    found: list[dict] = []
+    budget = Budget(*CONNTRACK_BUDGET)
     ct = Conntrack()
     try:
-        for message in ct.dump():
+        for message in budget.take(ct.dump()):
+            if len(found) == MAX_CONNECTIONS:
+                budget.cut = True
+                break
             family = message["nfgen_family"]
             if family != socket.AF_INET:
                 continue
@@ -72,7 +105,7 @@ def connections(jail_address: str) -> list[dict]:
                           "state": _state(message)})
     finally:
         ct.close()
-    return sorted(found, key=lambda c: (c["direction"], c["dst"], c["dport"]))
+    return sorted(found, key=lambda c: (c["direction"], c["dst"], c["dport"])), budget.cut
 
 
 def forget_connections_soon(jail_address: str) -> None:

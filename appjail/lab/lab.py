@@ -16,6 +16,7 @@ not NATed to 198.51.100.2 or 203.0.113.2.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import re
@@ -23,12 +24,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from appjail.helper import resolv
 from appjail.lab import openvpn, wireguard
 from appjail.lab.errors import LabError
 from appjail.lab.netns import netns_exec_argv, netns_path, netns_pids
@@ -74,17 +76,22 @@ def _purge_netns(ns: str) -> None:
 
 
 class DnsTrap:
-    """A DNS server in HOST that should never hear from a jail."""
+    """A DNS server in HOST that should never hear from a jail (or a slow one for the helper there)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path,
+                 undo: Callable[[], None] = lambda: None) -> None:
         self._proc = proc
         self._log_path = log_path
+        self._undo = undo  # what else its start did
 
     def log(self) -> list[dict[str, Any]]:
         return read_log(self._log_path)
 
     def stop(self) -> None:
-        stop(self._proc)
+        try:
+            stop(self._proc)
+        finally:
+            self._undo()
 
 
 class Capture:
@@ -262,9 +269,9 @@ class Lab:
 
     # --- servers --------------------------------------------------------------
 
-    def _dns_args(self, addresses: Sequence[str], port: int) -> list[str]:
+    def _dns_args(self, addresses: Sequence[str], port: int, answer: str = SERVER_ADDR) -> list[str]:
         binds = [arg for address in addresses for arg in ("--bind", address)]
-        return [*binds, "--port", str(port), "--zone", self.ZONE, "--answer", self.SERVER_ADDR]
+        return [*binds, "--port", str(port), "--zone", self.ZONE, "--answer", answer]
 
     def _spawn_server(self, ns: str, kind: str, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """Start a servers.py server logging to WORKDIR/NAME.jsonl, its stderr going to WORKDIR/NAME.err."""
@@ -290,6 +297,29 @@ class Lab:
         proc = self._spawn_server(self.host_ns, "dns", name, self._dns_args(addresses, port))
         self._await_server(proc, name)
         return DnsTrap(proc, self.workdir / f"{name}.jsonl")
+
+    def start_host_resolver(self, answer: str, delay: float) -> DnsTrap:
+        """The resolver a process in HOST asks (the machine's resolv.conf names it: its IPv4 servers get
+        HOST's lo), answering names of ZONE with `answer`, each answer `delay` seconds late."""
+        servers = [s for s in resolv.parse_nameservers(Path("/etc/resolv.conf").read_text())
+                   if ipaddress.ip_address(s).version == 4]
+        if not servers:
+            raise LabError("the machine's /etc/resolv.conf names no IPv4 nameserver")
+        added = [s for s in servers if not ipaddress.ip_address(s).is_loopback]
+        _ip(self.host_ns, *(f"address add {s}/32 dev lo" for s in added))
+
+        def undo() -> None:
+            _ip(self.host_ns, *(f"address del {s}/32 dev lo" for s in added))
+
+        name = f"host-resolver-{next(self._serial)}"
+        try:
+            args = [*self._dns_args(servers, self.DNS_PORT, answer), "--delay", str(delay)]
+            proc = self._spawn_server(self.host_ns, "dns", name, args)
+            self._await_server(proc, name)
+        except BaseException:
+            undo()
+            raise
+        return DnsTrap(proc, self.workdir / f"{name}.jsonl", undo)
 
     def capture(self, ifname: str, ns: str, bpf_filter: str = "") -> Capture:
         """Start tcpdump on an interface of a namespace; returns once it is capturing."""

@@ -6,7 +6,9 @@
 HTTP: `GET /` answers `client=<peer ip>`; `GET /bytes/N[?rate=BYTES_PER_SEC]` sends
 N bytes, throttled if asked; `GET /slow` sends one byte a second for a minute.
 DNS (UDP and TCP): A queries for names in the zone get the configured address,
-AAAA queries there an empty NOERROR, everything else NXDOMAIN.
+AAAA queries there an empty NOERROR, everything else NXDOMAIN; with
+--delay SECONDS each answer comes that late (a long delay: a server that
+never answers, for a resolver's purposes).
 
 Each request or query is appended to the log as one JSON line. A server
 prints READY once all its sockets listen, and exits with status 0 on SIGTERM.
@@ -208,17 +210,18 @@ class Resolver:
 
 
 class DnsUdpHandler(socketserver.BaseRequestHandler):
-    server: Any  # carries `resolver`
+    server: Any  # carries `resolver` and `delay`
 
     def handle(self) -> None:
         query, sock = self.request
         reply = self.server.resolver.reply(query, self.client_address[0])
+        time.sleep(self.server.delay)
         if reply is not None:
             sock.sendto(reply, self.client_address)
 
 
 class DnsTcpHandler(socketserver.StreamRequestHandler):
-    server: Any  # carries `resolver`
+    server: Any  # carries `resolver` and `delay`
     timeout = 10
 
     def handle(self) -> None:
@@ -228,6 +231,7 @@ class DnsTcpHandler(socketserver.StreamRequestHandler):
                 reply = self.server.resolver.reply(query, self.client_address[0])
                 if reply is None:
                     return
+                time.sleep(self.server.delay)
                 self.wfile.write(struct.pack("!H", len(reply)) + reply)
         except OSError:
             pass  # timed out or reset: nothing to answer
@@ -252,7 +256,7 @@ def _servers(args: argparse.Namespace, log: JsonLog) -> list[socketserver.BaseSe
         return [_bind(ThreadingHTTPServer, address, args.port, HttpHandler, log=log) for address in args.bind]
     resolver = Resolver(args.zone, args.answer, log)
     return [
-        _bind(server_class, address, args.port, handler, resolver=resolver)
+        _bind(server_class, address, args.port, handler, resolver=resolver, delay=args.delay)
         for address in args.bind
         for server_class, handler in ((_DnsUdpServer, DnsUdpHandler), (_DnsTcpServer, DnsTcpHandler))
     ]
@@ -269,6 +273,7 @@ def _parser() -> argparse.ArgumentParser:
         if kind == "dns":
             sub.add_argument("--zone", default="lab.test.")
             sub.add_argument("--answer", required=True, metavar="IPV4", help="address of every A record")
+            sub.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="answer this late")
     return parser
 
 

@@ -27,6 +27,9 @@ def test_inspector_plots_rates_and_lists_connections(qtbot):
     assert [window.table.item(0, c).text() for c in range(7)] == [
         "tcp", "out", "192.0.2.80", "80", "ESTABLISHED", "70 B", "4.0 KiB"]
     assert window.warning.isHidden()
+    assert window.connections_label.text() == "Connections"
+    window.show_jail({**jail(5000, 300, connections=[connection]), "connections_cut": True}, now=13.0)
+    assert window.connections_label.text() == "Connections (cut short: more than inspect reads at once)"
 
 
 def test_inspector_warns_when_the_kill_switch_blocks(qtbot):

@@ -12,12 +12,14 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from appjail.helper import lookups, tundaemon
 from appjail.helper.jails import Engine, JailError
 from appjail.helper.netns import list_namespaces
 from appjail.lab import Lab
@@ -26,7 +28,7 @@ from appjail.report import inspection
 from appjail.wgconf import parse
 
 from .conftest import engine_json, jail_run, residue_in_host, residue_machine_wide, secret_anywhere, serving
-from .helperlab import MEMBER, appjail, jails
+from .helperlab import MEMBER, OTHER_MEMBER, appjail, appjail_argv, jails, ls_seconds, user_popen_kwargs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -136,7 +138,15 @@ def test_keys_stay_out_of_argv_and_files_and_teardown_leaves_nothing(engine: Eng
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
-def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in_host: Lab):
+@pytest.fixture
+def host_resolver(lab: Lab):
+    """The resolver the helper (and the engine in HOST) asks: the lab's zone, NXDOMAIN for every other name."""
+    resolver = lab.start_host_resolver(lab.UPLINK_ADDR, delay=0)
+    yield resolver
+    resolver.stop()
+
+
+def test_an_unresolvable_endpoint_or_bad_file_creates_nothing(engine: Engine, in_host: Lab, host_resolver):
     text = in_host.wg_peer("203.0.113.15").replace(f"{in_host.UPLINK_ADDR}:", "no-such-host.invalid:")
     with pytest.raises(ValidationError, match=r"^WireGuard file, line 8: Endpoint no-such-host.invalid does not resolve$"):
         engine.create(JailSpec("wgf"), 0, wireguard=parse(text))
@@ -240,7 +250,7 @@ BAD_FILES = {  # lab.wg_peer's file, changed -> the sentence appjail says
 
 
 @pytest.mark.parametrize("mistake", list(BAD_FILES))
-def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, mistake):
+def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, host_resolver, mistake):
     change, sentence = BAD_FILES[mistake]
     good = lab.wg_peer("203.0.113.22")
     path = users_file(change(good))
@@ -248,3 +258,57 @@ def test_a_bad_wireguard_file_is_one_sentence_and_creates_nothing(helper, lab, m
     assert refused.returncode == 125 and refused.stderr == f"appjail: {sentence}\n", refused.stderr
     assert jails(helper) == [] and list_namespaces("aj-") == [] and serving("wireguard-go", "aj-wgbad") == []
     assert good.split("PrivateKey = ")[1].split("\n")[0] not in helper.log_path.read_text()
+
+
+# -- nothing slow on the helper's main loop ----------------------------------------------------------
+
+def user_popen(helper, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(appjail_argv(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+
+
+def test_a_slow_endpoint_name_delays_no_one_and_one_never_answered_fails_in_one_sentence(helper, lab):
+    """The helper's resolver answers 2.5 s late, then not at all (within the helper's 5 s)."""
+    path = users_file(lab.wg_peer("203.0.113.23").replace(f"{lab.UPLINK_ADDR}:", f"vpn.{lab.ZONE}:"), "slow.conf")
+    for delay, late in ((2.5, False), (3600, True)):
+        resolver = lab.start_host_resolver(lab.UPLINK_ADDR, delay)
+        try:
+            started = time.monotonic()
+            run = user_popen(helper, "run", "--name", "wgslow", "--wireguard", path, "--", "curl", "-sS",
+                             "--max-time", "5", f"http://{lab.SERVER_ADDR}/")
+            try:
+                time.sleep(0.5)  # the helper waits for the name now
+                assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered meanwhile"
+                output, errors = run.communicate(timeout=30)
+            finally:
+                run.kill()
+            took = time.monotonic() - started
+        finally:
+            resolver.stop()
+        assert resolver.log(), "the helper asked the slow server"
+        if late:
+            assert lookups.TIMEOUT <= took < lookups.TIMEOUT + 5, took
+            assert (run.returncode, errors) == (125, "appjail: could not create jail 'wgslow': WireGuard Endpoint "
+                                                     f"vpn.{lab.ZONE} did not resolve within 5 s\n")
+        else:
+            assert took >= delay and run.returncode == 0, errors
+            assert output.strip() == "client=203.0.113.23"
+        assert jails(helper) == [] and list_namespaces("aj-") == [] and serving("wireguard-go", "aj-wgslow") == []
+
+
+def test_a_stop_waiting_for_a_stuck_tunnel_daemon_delays_no_one(helper, lab):
+    path = users_file(lab.wg_peer("203.0.113.24"), "stuck.conf")
+    made = appjail(helper, MEMBER, "run", "--keep", "--name", "wgstuck", "--wireguard", path, "--", "true")
+    assert made.returncode == 0, made.stderr
+    (daemon,) = serving("wireguard-go", "aj-wgstuck")
+    os.kill(daemon, signal.SIGSTOP)  # SIGTERM waits, unheeded: the helper kills it after tundaemon.STOP_TIMEOUT
+    started = time.monotonic()
+    stop = user_popen(helper, "stop", "wgstuck")
+    try:
+        time.sleep(0.3)  # the helper waits for wireguard-go now
+        assert ls_seconds(helper, OTHER_MEMBER) < 1.0, "another user's ls is answered meanwhile"
+        _, errors = stop.communicate(timeout=30)
+    finally:
+        stop.kill()
+    assert stop.returncode == 0 and errors == "" and time.monotonic() - started >= tundaemon.STOP_TIMEOUT
+    assert jails(helper) == [] and list_namespaces("aj-") == [] and serving("wireguard-go", "aj-wgstuck") == []

@@ -10,6 +10,7 @@ stand in for the tunnels, openvpn, hostports and traffic modules. All log every 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import count
@@ -23,6 +24,7 @@ from appjail.model import Publish
 
 T = TypeVar("T")
 HOST = "host"
+STUCK_AT_MOST = 5.0  # s a stuck stand-in waits for its test to let it go
 
 
 class Injected(OSError):
@@ -248,6 +250,7 @@ class FakeTunnels(Recorder):
         self.daemons: set[str] = set()
         self.configured: dict[str, str] = {}  # what went down the pipe to `wg setconf`
         self.inside: dict[str, tuple] = {}  # ifname -> (addresses, routes, mtu, ipv6) set in the jail
+        self.stuck: threading.Event | None = None  # removal waits for it: a daemon that ignores SIGTERM
 
     def state(self) -> dict:
         """Devices that still exist (a namespace's go with it) and daemons."""
@@ -278,6 +281,8 @@ class FakeTunnels(Recorder):
         self._op("wait_tunnel", ifname)
 
     def remove(self, ipr, namespace: str, ifname: str) -> None:
+        if self.stuck is not None:
+            self.stuck.wait(STUCK_AT_MOST)
         self._op("remove_tunnel", ifname)
         self.devices.pop(ifname, None)
         self.daemons.discard(ifname)

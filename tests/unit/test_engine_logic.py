@@ -59,10 +59,11 @@ def conntrack(ops) -> FakeConntrack:
 def make_engine(tmp_path, kernel, fw, coexist, tunnels, openvpn, ports, conntrack):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
     def make(**settings) -> Engine:
+        settings.setdefault("resolve", lambda host, port: [])
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
                       firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
                       firewall_backend=fw, tunnel_system=tunnels, openvpn_system=openvpn, ports_system=ports,
-                      conntrack_system=conntrack, resolve=lambda host, port: [], **settings)
+                      conntrack_system=conntrack, **settings)
     return make
 
 

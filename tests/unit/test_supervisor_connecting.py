@@ -63,6 +63,7 @@ def test_a_stop_while_connecting_removes_the_jail_and_fails_the_waiting_launches
     supervisor, _jail, started, failed, removed = waiting
     stopped: list[object] = []
     supervisor.stop(Caller(OWNER, OWNER, ()), "ov", stopped.append)
+    loop_until(lambda: stopped)  # removed in a worker thread, answered once gone
     assert stopped == [None] and removed == ["ov"] and engine.list() == [] and openvpn.daemons == {}
     assert failed == ["jail 'ov' was stopped before its tunnel was up"] * 2 and started == []
     openvpn.connected_once.add("aj-ov")  # a late report of the stopped daemon changes nothing
