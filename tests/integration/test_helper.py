@@ -77,6 +77,39 @@ def test_program_keeps_the_callers_umask_limits_and_audit_loginuid(helper, users
     plain = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "cat", "/proc/self/loginuid")
     assert plain.stdout == "4294967295", plain.stderr
 
+# The program's session keyring: "ID TYPE;UID;GID;PERM;DESCRIPTION" (keyctl(2), x86_64's number).
+SESSION_KEYRING = """
+import ctypes
+libc = ctypes.CDLL(None)
+libc.syscall.restype = ctypes.c_long
+keyring = libc.syscall(250, 0, -3, 0)  # KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING
+text = ctypes.create_string_buffer(256)
+libc.syscall(250, 6, keyring, text, 256)  # KEYCTL_DESCRIBE
+print(keyring, text.value.decode())
+"""
+# What the helper runs in, as systemd makes it for a service (KeyringMode=private): a session
+# keyring of its own, which a program it starts must not share.
+HELPER_KEYRING = "appjail-test-helper"
+JOIN_AND_EXEC = ("import ctypes, os, sys; libc = ctypes.CDLL(None); "
+                 f"assert libc.syscall(250, 1, b'{HELPER_KEYRING}') > 0; "  # KEYCTL_JOIN_SESSION_KEYRING
+                 "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def test_each_program_gets_a_session_keyring_of_its_own_owned_by_its_user(helper, users):
+    helper.kill(signal.SIGTERM)
+    helper.enter_argv = lambda argv: [USER_PYTHON, "-c", JOIN_AND_EXEC, *argv]
+    helper.start()
+    seen = {}
+    for user in (MEMBER, OTHER_MEMBER, MEMBER):
+        result = appjail(helper, user, "run", "--dns", DNS, "--", USER_PYTHON, "-c", SESSION_KEYRING)
+        assert result.returncode == 0, result.stderr
+        keyring, description = result.stdout.split()
+        kind, uid, _gid, _perm, name = description.split(";")
+        assert (kind, int(uid), name) == ("keyring", users.uid(user), "_ses"), description
+        seen.setdefault(keyring, user)
+    assert len(seen) == 3, "one keyring per program, shared with no one"
+
+
 def test_names_resolve_through_the_jails_dns_server(helper, lab):
     result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "getent", "hosts", "resolve-me.lab.test")
     assert result.returncode == 0, result.stderr
