@@ -567,6 +567,7 @@ class Supervisor:
             "tunnel": tunnel.get(jail.netns),
             "pids": pids[jail.netns],
             "counters": totals[jail.netns],
+            "ports_not_held": [str(entry) for entry in jail.ports_not_held],
         } for jail in jails]
 
     def inspect(self, caller: Caller, address: str) -> dict:

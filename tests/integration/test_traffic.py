@@ -138,13 +138,19 @@ def test_two_servers_on_one_port_in_two_jails_published_on_two_host_ports(helper
     assert wait_until(lambda: list_namespaces("aj-") == [], 10)
 
 
-def test_a_port_the_host_uses_cannot_be_published(helper, lab):
+def host_listener(lab, port: int) -> subprocess.Popen:
+    """A socket listening on PORT of the lab's host, up once it has said so."""
     listener = lab.popen_in(lab.host_ns, [sys.executable, "-c",
-                                          "import socket,time;s=socket.socket();s.bind(('0.0.0.0',6002));"
-                                          "s.listen();print('up',flush=True);time.sleep(60)"],
-                            stdout=subprocess.PIPE)
+                                          "import socket,time;s=socket.socket();"
+                                          f"s.bind(('0.0.0.0',{port}));s.listen();print('up',flush=True);"
+                                          "time.sleep(60)"], stdout=subprocess.PIPE)
+    assert listener.stdout.readline() == b"up\n"
+    return listener
+
+
+def test_a_port_the_host_uses_cannot_be_published(helper, lab):
+    listener = host_listener(lab, 6002)
     try:
-        assert listener.stdout.readline() == b"up\n"
         taken = appjail(helper, MEMBER, "run", "--publish", "6002:8080", "--", "true")
         assert taken.returncode == 125 and "already in use on the host" in taken.stderr
     finally:
@@ -195,6 +201,29 @@ def test_a_published_port_is_held_until_the_jail_is_gone(helper, lab):
     finally:
         after.kill()
         after.communicate()
+
+
+def test_an_adopted_jail_holds_its_published_ports_again_or_names_the_one_taken(helper, lab):
+    keep_jail(helper, "adopted", "--publish", "6000:8080", "--publish", "6001:8081")
+    helper.kill(signal.SIGKILL)  # its sockets go with it
+    taken = host_listener(lab, 6001)
+    try:
+        helper.start()
+        jail = inspect_json(helper, "adopted")
+        assert jail["ports_not_held"] == ["6001:8081/tcp"], jail
+        late = host_http_server(lab, 6000)
+        try:
+            _, error = late.communicate(timeout=10)
+        finally:
+            late.kill()
+        assert late.returncode != 0 and "[Errno 98] Address already in use" in error, error
+        assert "PORTS NOT HELD: 6001:8081/tcp" in appjail(helper, MEMBER, "ls").stdout
+        assert "PORTS NOT HELD: 6001:8081/tcp" in appjail(helper, MEMBER, "inspect", "adopted").stdout
+    finally:
+        taken.kill()
+        taken.wait()
+    assert "cannot hold its published port 6001:8081/tcp again" in helper.log_path.read_text()
+    assert appjail(helper, MEMBER, "stop", "adopted").returncode == 0
 
 
 @pytest.fixture
