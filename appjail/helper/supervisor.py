@@ -164,21 +164,30 @@ class Supervisor:
         self._stopping: dict[JailId, list[Callable[[BaseException | None], None]]] = {}
         self._port_watches: dict[JailId, list[int]] = {}  # jail -> GLib sources refusing loopback
         self._connecting: dict[JailId, _Connecting] = {}
+        self.host_netns = netns.namespace_id("/proc/self/ns/net")  # the network its jails lead to
 
     # -- helpers -----------------------------------------------------------
 
     def confine(self, caller: Caller) -> Caller:
-        """`caller` with the jail it runs inside, if any; refused from a namespace of its own.
+        """`caller` with the jail it runs inside, if any; refused from any other namespace but the host's.
 
         A program inside a jail may act only within that jail: a new jail or
         another one would be a way out beside the jail's own (a --vpn jail's
-        kill switch, its deny rules).
+        kill switch, its deny rules). A program in any other network
+        namespace than the helper's was put there to keep it off this
+        network (PrivateNetwork=, a sandbox's --unshare-net, ip netns exec):
+        a jail, which leads to this network, would be its way out.
         """
         if not caller.netns_ours:
             raise NotAllowed("appjail does not answer programs in a network namespace they made "
                              "themselves (unshare -n): it may be inside a jail")
         jails = {netns.namespace_id(netns.netns_path(j.netns)): j.id for j in self.engine.list()}
-        return dataclasses.replace(caller, inside=jails.get(caller.netns))
+        inside = jails.get(caller.netns)
+        if inside is None and caller.netns != self.host_netns:
+            raise NotAllowed("appjail does not answer programs in another network namespace than the "
+                             "host's (a service's PrivateNetwork=, a sandbox without network): a jail "
+                             "would give them the network they were kept from")
+        return dataclasses.replace(caller, inside=inside)
 
     @staticmethod
     def unlimited(caller: Caller) -> bool:
