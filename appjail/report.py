@@ -83,7 +83,7 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
 
 
 def ports_not_held(jail: dict) -> str:
-    """Published ports another socket of the host took while no helper held them (after a restart)."""
+    """Published ports the restarted helper could not bind again (a host program took them meanwhile)."""
     return (f"PORTS NOT HELD: {', '.join(jail['ports_not_held'])}: the restarted helper could not bind "
             "them again (the helper's log says why: usually a program on the host took them meanwhile); "
             "the jail still gets their traffic from other machines, such a program the host's own (loopback)")

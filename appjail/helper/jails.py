@@ -78,7 +78,7 @@ class Jail:
     dns: tuple[str, ...]
     secret: WireGuardConfig | OpenVpnConfig | None = None  # a tunnel's keys, only while it is being made
     held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
-    ports_not_held: tuple[Publish, ...] = ()  # published, but another socket took them (see PublishedPorts)
+    ports_not_held: tuple[Publish, ...] = ()  # published, not bound again after a restart (see PublishedPorts)
     connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
 
     @property

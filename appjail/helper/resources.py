@@ -124,7 +124,7 @@ class PublishedPorts:
 
         One taken while no helper held it stays the other socket's: the jail
         keeps running (stopping it would let anyone who binds a port during
-        a restart end another user's programs), its DNAT rules still take
+        a restart end its owner's programs), its DNAT rules still take
         everything but loopback, and `inspect` and `ls` name the port.
         """
         for jail in live.values():
