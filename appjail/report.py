@@ -12,7 +12,7 @@ COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_pa
 
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
-    result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, **jail}
+    result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, "ports_not_held": [], **jail}
     if "connections" in jail:  # inspect's answer (ls has neither)
         result.setdefault("blocked", [])
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
@@ -64,11 +64,11 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def jail_list(jails: list[dict], now: float | None = None) -> str:
-    """The table of `ls`; below it a line per tunnel jail, too long for a column."""
+    """The table of `ls`; below it a line per tunnel jail and per jail with ports not held, too long for a column."""
     if not jails:
         return "no jails"
     rows = [("NAME", "OWNER", "ADDRESS", "VPN", "PROCESSES", "KEEP", "OUT", "IN", "DROPPED")]
-    tunnels = []
+    notes = []
     for jail in map(normalised, jails):
         counters = jail["counters"]
         rows.append((jail["name"], owner(jail["owner_uid"]), jail["address"], way_out(jail),
@@ -76,8 +76,17 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
                      size(counters["tx_bytes"]), size(counters["rx_bytes"]),
                      str(counters["dropped_packets"])))
         if jail["tunnel"]:
-            tunnels.append(f"{jail['name']}: tunnel {tunnel_line(jail['tunnel'], now)}")
-    return "\n".join([table(rows), *([""] + tunnels if tunnels else [])])
+            notes.append(f"{jail['name']}: tunnel {tunnel_line(jail['tunnel'], now)}")
+        if jail["ports_not_held"]:
+            notes.append(f"{jail['name']}: {ports_not_held(jail)}")
+    return "\n".join([table(rows), *([""] + notes if notes else [])])
+
+
+def ports_not_held(jail: dict) -> str:
+    """Published ports the restarted helper could not bind again (a host program took them meanwhile)."""
+    return (f"PORTS NOT HELD: {', '.join(jail['ports_not_held'])}: the restarted helper could not bind "
+            "them again (the helper's log says why: usually a program on the host took them meanwhile); "
+            "the jail still gets their traffic from other machines, such a program the host's own (loopback)")
 
 
 def way_out(jail: dict) -> str:
@@ -182,6 +191,8 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, 
         lines += ["", tunnel_down(jail["tunnel"])]
     elif counters["dropped_packets"] and before and counters["dropped_packets"] > before["dropped_packets"]:
         lines += ["", "dropping: the jail is sending traffic its rules refuse"]
+    if jail["ports_not_held"]:
+        lines += ["", ports_not_held(jail)]
     if jail["tunnel"]:
         lines += ["", NO_HOOK]
         return "\n".join(lines)

@@ -89,7 +89,8 @@ def helper_in_lab(firewall: str = "auto") -> Iterator[HelperLab]:
         stack.callback(helper.stop_and_clean)
         helper.start("--firewall", firewall, "--max-jails-per-user", str(MAX_JAILS))
         user = stack.enter_context(temporary_user(BENCH_USER, GROUP))
-        yield HelperLab(lab, helper, user, UserCommand(bus.address, "/usr/bin/python3", str(work / "code")))
+        cli = UserCommand(bus.address, "/usr/bin/python3", str(work / "code"), lab.host_ns)
+        yield HelperLab(lab, helper, user, cli)
 
 
 def timed(fn: Callable[[], object]) -> float:

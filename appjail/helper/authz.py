@@ -2,7 +2,8 @@
 
 The caller's identity comes from the bus daemon (GetConnectionCredentials of
 the unique sender name), never from an argument: uid and groups, and the
-process, whose network namespace tells whether it runs inside a jail. Authorisation asks polkit
+process, whose network namespace tells whether it runs on the host, inside a
+jail, or elsewhere (refused: Supervisor.confine). Authorisation asks polkit
 about the `system-bus-name` subject, so polkit itself resolves the name to a
 process and user at check time; a caller that has already gone away, a
 polkit that does not answer, or any error at all, is a refusal.

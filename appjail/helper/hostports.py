@@ -89,6 +89,23 @@ def hold(publish: Iterable[Publish]) -> list[HeldPort]:
     return held
 
 
+def hold_each(publish: Iterable[Publish]) -> tuple[list[HeldPort], list[tuple[Publish, str]]]:
+    """Bind every entry that can be bound: the held ones, and the others with why not.
+
+    For a jail that already exists (adopted after a restart): its DNAT rules
+    forward the ports whether or not they are held, so one taken meanwhile
+    does not undo the others.
+    """
+    held: list[HeldPort] = []
+    lost: list[tuple[Publish, str]] = []
+    for entry in publish:
+        try:
+            held.append(HeldPort(entry))
+        except (PortInUse, OSError) as exc:
+            lost.append((entry, str(exc)))
+    return held, lost
+
+
 def release(held: Iterable[HeldPort]) -> None:
     for port in held:
         port.close()

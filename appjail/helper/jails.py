@@ -32,7 +32,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..model import JailSpec, ValidationError
+from ..model import JailSpec, Publish, ValidationError
 from ..ovpnconf import OpenVpnConfig
 from ..wgconf import WireGuardConfig, is_name, resolve_endpoints
 from . import firewall, hostports, lookups, netns, openvpn, resolv, rules, traffic, tunnels
@@ -80,6 +80,7 @@ class Jail:
     dns: tuple[str, ...]
     secret: WireGuardConfig | OpenVpnConfig | None = None  # a tunnel's keys, only while it is being made
     held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
+    ports_not_held: tuple[Publish, ...] = ()  # published, not bound again after a restart (see PublishedPorts)
     connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
 
     @property

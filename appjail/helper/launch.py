@@ -36,9 +36,13 @@ the child, step by step:
    kernel clears permitted and effective ones on the uid change; the
    launcher also clears the inheritable set and verifies all of them). The
    helper decides who may launch; a root caller (uid 0) simply keeps root;
-8. chdir() to the requested directory, as the user;
-9. if fd 0 is a terminal, make it the controlling terminal (failure ignored);
-10. reset every signal disposition and the signal mask, look the program
+8. join a new, anonymous session keyring, as the user (so the user owns it
+   and it counts against the user's key quota, as pam_keyinit does at a
+   login): else the program would share the helper's session keyring, and
+   with it every key, with every program of every user the helper starts;
+9. chdir() to the requested directory, as the user;
+10. if fd 0 is a terminal, make it the controlling terminal (failure ignored);
+11. reset every signal disposition and the signal mask, look the program
    up in the caller's PATH (as the user, execvpe() semantics) and exec.
 
 Any failure in the child is written as "CODE message" to a close-on-exec
@@ -89,8 +93,10 @@ EXIT_NOT_FOUND = 127
 # System call numbers that differ between architectures; everything from
 # 424 on (open_tree, move_mount, fsopen, ...) is the same everywhere.
 _ARCH_SYSCALLS = {
-    "x86_64": {"setgroups": 116, "setresuid": 117, "setresgid": 119, "capget": 125, "capset": 126},
-    "aarch64": {"setgroups": 159, "setresuid": 147, "setresgid": 149, "capget": 90, "capset": 91},
+    "x86_64": {"setgroups": 116, "setresuid": 117, "setresgid": 119, "capget": 125, "capset": 126,
+               "keyctl": 250},
+    "aarch64": {"setgroups": 159, "setresuid": 147, "setresgid": 149, "capget": 90, "capset": 91,
+                "keyctl": 219},
 }
 _NR_OPEN_TREE = 428
 _NR_MOVE_MOUNT = 429
@@ -112,6 +118,7 @@ _FSMOUNT_CLOEXEC = 1
 _FSCONFIG_SET_STRING = 1
 _FSCONFIG_CMD_CREATE = 6
 _MOUNT_ATTR_RDONLY_NOSUID_NODEV_NOEXEC = 0x1 | 0x2 | 0x4 | 0x8
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -495,6 +502,8 @@ def _become_program(prepared: _Prepared, report_fd: int) -> NoReturn:
     if prepared.context is not None:
         _take_context(prepared.context)
     _drop_privileges(prepared.caller, prepared.groups, prepared.syscalls)
+    _check(_syscall(prepared.syscalls["keyctl"], _KEYCTL_JOIN_SESSION_KEYRING, None),
+           "join a session keyring of its own")
     try:
         os.chdir(prepared.cwd)
     except OSError as error:

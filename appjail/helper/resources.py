@@ -31,7 +31,6 @@ from . import resolv, rules, traffic
 from .coexist import Coexistence
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
-from .hostports import PortInUse
 from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, StateStore
 
@@ -58,7 +57,7 @@ class Host:
     pool: AddressPool
     coexist: Coexistence
     tunnels: Any = None  # the module appjail.helper.tunnels (WireGuard), or a stand-in
-    ports: Any = None  # the module appjail.helper.hostports (hold, release), or a stand-in
+    ports: Any = None  # the module appjail.helper.hostports (hold, hold_each, release), or a stand-in
     conntrack: Any = None  # the module appjail.helper.traffic (forget_connections_soon), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
     openvpn: Any = None  # the module appjail.helper.openvpn, or a stand-in
@@ -121,15 +120,19 @@ class PublishedPorts:
         jail.held_ports = []
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
-        """Sockets die with their helper, so nothing is left over; an adopted jail's ports are held again."""
+        """Sockets die with their helper, so nothing is left over; an adopted jail's ports are held again.
+
+        One taken while no helper held it stays the other socket's: the jail
+        keeps running (stopping it would let anyone who binds a port during
+        a restart end its owner's programs), its DNAT rules still take
+        everything but loopback, and `inspect` and `ls` name the port.
+        """
         for jail in live.values():
             if jail.held_ports is None:
-                try:
-                    jail.held_ports = host.ports.hold(jail.spec.publish)
-                except (PortInUse, OSError) as exc:
-                    # taken while no helper held it: the DNAT rules still win over that socket
-                    log.warning("jail %s: cannot hold its published ports again: %s", jail.name, exc)
-                    jail.held_ports = []
+                jail.held_ports, lost = host.ports.hold_each(jail.spec.publish)
+                jail.ports_not_held = tuple(entry for entry, _why in lost)
+                for entry, why in lost:
+                    log.warning("jail %s: cannot hold its published port %s again: %s", jail.name, entry, why)
 
 
 class Namespace:

@@ -172,21 +172,30 @@ class Supervisor:
         # jails being made or removed in a worker thread -> what to do once that is done
         self._creating: dict[JailId, list[Callable[[], None]]] = {}
         self._removing: dict[JailId, list[Done]] = {}
+        self.host_netns = netns.namespace_id("/proc/self/ns/net")  # the network its jails lead to
 
     # -- helpers -----------------------------------------------------------
 
     def confine(self, caller: Caller) -> Caller:
-        """`caller` with the jail it runs inside, if any; refused from a namespace of its own.
+        """`caller` with the jail it runs inside, if any; refused from any other namespace but the host's.
 
         A program inside a jail may act only within that jail: a new jail or
         another one would be a way out beside the jail's own (a --vpn jail's
-        kill switch, its deny rules).
+        kill switch, its deny rules). A program in any other network
+        namespace than the helper's was put there to keep it off this
+        network (PrivateNetwork=, a sandbox's --unshare-net, ip netns exec):
+        a jail, which leads to this network, would be its way out.
         """
         if not caller.netns_ours:
             raise NotAllowed("appjail does not answer programs in a network namespace they made "
                              "themselves (unshare -n): it may be inside a jail")
         jails = {netns.namespace_id(netns.netns_path(j.netns)): j.id for j in self.engine.list()}
-        return dataclasses.replace(caller, inside=jails.get(caller.netns))
+        inside = jails.get(caller.netns)
+        if inside is None and caller.netns != self.host_netns:
+            raise NotAllowed("appjail does not answer programs in another network namespace than the "
+                             "host's (a service's PrivateNetwork=, a sandbox without network): a jail "
+                             "would give them the network they were kept from")
+        return dataclasses.replace(caller, inside=inside)
 
     @staticmethod
     def unlimited(caller: Caller) -> bool:
@@ -351,7 +360,8 @@ class Supervisor:
             os.close(exit_read)
             os.close(exit_write)
             if created:
-                return self._drain(jail.id, lambda: fail(exc))  # gone before the answer
+                error = exc  # the name `exc` ends with this block; the answer comes after the jail is gone
+                return self._drain(jail.id, lambda: fail(error))
             raise
         os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
         os.set_blocking(started.report_fd, False)
@@ -674,6 +684,7 @@ class Supervisor:
             "tunnel": tunnel.get(jail.netns),
             "pids": pids[jail.netns],
             "counters": totals[jail.netns],
+            "ports_not_held": [str(entry) for entry in jail.ports_not_held],
         } for jail in jails]
 
     def inspect(self, caller: Caller, address: str) -> dict:

@@ -72,7 +72,7 @@ def run_demo(user: str | None = None, say: Say = print, cli_python: str = sys.ex
         helper.start()
         say("appjail-helper runs in the simulated host, behind its own system bus and polkitd")
         name = stack.enter_context(_demo_user(user))
-        cli = UserCommand(bus.address, cli_python, cli_pythonpath)
+        cli = UserCommand(bus.address, cli_python, cli_pythonpath, lab.host_ns)
         _show(lab, cli, name, say)
 
 

@@ -4,7 +4,8 @@
 namespace (setns only), connected to a given bus, with a state directory of
 its own; optionally inside other namespaces too (`enter_argv`: the lab's
 systemd's, see systemd.py). `UserCommand` runs the `appjail` CLI as an unprivileged user, the
-way a person would, knowing nothing but the bus address.
+way a person would, knowing nothing but the bus address, on the same host as the helper: in
+its network namespace (appjail refuses programs in any other but its jails').
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appjail.lab.errors import LabError
-from appjail.lab.netns import in_netns, netns_exec_argv
+from appjail.lab.netns import enter_netns, in_netns, netns_exec_argv
 from appjail.lab.process import PACKAGE_ROOT, READY_TIMEOUT, child_env, kill_pids
 
 READY_MARKER = b"serving org.appjail.Helper1"
@@ -83,11 +84,13 @@ class LabHelper:
 
 @dataclass(frozen=True)
 class UserCommand:
-    """How to run `appjail` as a user: which Python, and where the package is."""
+    """How to run `appjail` as a user: which Python, where the package is, and in which network namespace."""
 
     bus_address: str
     python: str = sys.executable
     pythonpath: str | None = None  # None: the package is installed for `python`
+    # the helper's network namespace: appjail answers no program elsewhere but in its jails
+    netns: str | None = None
 
     def env(self, user: str) -> dict[str, str]:
         entry = pwd.getpwnam(user)
@@ -100,9 +103,17 @@ class UserCommand:
 
     def popen_kwargs(self, user: str) -> dict[str, Any]:
         entry = pwd.getpwnam(user)
-        return dict(user=entry.pw_uid, group=entry.pw_gid,
-                    extra_groups=os.getgrouplist(user, entry.pw_gid),
-                    env=self.env(user), cwd=entry.pw_dir)
+        groups = os.getgrouplist(user, entry.pw_gid)
+        netns = self.netns
+
+        def become_user() -> None:
+            """In the child: the helper's namespace first (entering it needs root), then the user."""
+            if netns is not None:
+                enter_netns(netns)
+            os.setgroups(groups)
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+        return dict(preexec_fn=become_user, env=self.env(user), cwd=entry.pw_dir)
 
     def argv(self, *args: str) -> list[str]:
         """What the installed `appjail` command runs (without `-m`, whose runpy costs 4 ms)."""

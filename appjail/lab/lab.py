@@ -58,6 +58,11 @@ def _names(prefix: str) -> tuple[str, str, str]:
     return f"{prefix}-host", f"{prefix}-up", f"{prefix}-wgs"
 
 
+def host_namespace(prefix: str) -> str:
+    """The lab's host namespace of a prefix: where a helper of the lab runs, and its users' commands."""
+    return _names(prefix)[0]
+
+
 def _ip(ns: str, *commands: str) -> None:
     """Run `ip` commands in a namespace, all through one `ip -batch`."""
     run_checked(["ip", "-n", ns, "-batch", "-"], input="".join(f"{command}\n" for command in commands))

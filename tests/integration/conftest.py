@@ -24,9 +24,8 @@ from appjail.lab import Lab, in_netns
 from appjail.lab.helper import LabHelper
 
 from ..busfixture import SystemBus, TestUsers
-from .helperlab import remove_user_code, stage_user_code
+from .helperlab import LAB_PREFIX, remove_user_code, stage_user_code
 
-LAB_PREFIX = "ajlab"
 _machine_netns = os.stat("/proc/self/ns/net")  # where pytest started: never to be touched
 
 

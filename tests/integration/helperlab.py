@@ -19,7 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from appjail.lab.helper import UserCommand, stage_package
+from appjail.lab.lab import host_namespace
+from appjail.lab.netns import netns_exec_argv
 
+LAB_PREFIX = "ajlab"
+HELPER_NS = host_namespace(LAB_PREFIX)  # the helper's network namespace: the test users' too
 MEMBER, OTHER_MEMBER, OUTSIDER = "ajt-a", "ajt-b", "ajt-out"
 DNS = "192.0.2.53"
 USER_PYTHON = "/usr/bin/python3"
@@ -36,11 +40,16 @@ def remove_user_code() -> None:
 
 
 def user_command(bus_address: str) -> UserCommand:
-    return UserCommand(bus_address, USER_PYTHON, str(USER_CODE))
+    return UserCommand(bus_address, USER_PYTHON, str(USER_CODE), HELPER_NS)
 
 
 def appjail_argv(*args: str) -> list[str]:
     return user_command("").argv(*args)
+
+
+def in_helper_netns(argv: list[str]) -> list[str]:
+    """ARGV, run by root, in the helper's network namespace (for commands that become the user themselves)."""
+    return netns_exec_argv(HELPER_NS, argv)
 
 
 def user_popen_kwargs(user: str, bus_address: str) -> dict:

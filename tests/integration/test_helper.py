@@ -14,6 +14,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from appjail.lab import in_netns
 from appjail.model import spec_options
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        jails, ls_seconds, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
+                        in_helper_netns, jails, ls_seconds, open_fds, unanswering_fuse, user_popen_kwargs,
+                        wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -59,9 +61,10 @@ def as_logged_in_user(helper, user: str, shell_setup: str, *args: str) -> subpro
     """
     entry = pwd.getpwnam(user)
     kwargs = user_popen_kwargs(user, helper.bus_address)
-    argv = ["sh", "-c", 'echo "$0" > /proc/self/loginuid && exec "$@"', str(entry.pw_uid),
-            "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
-            "sh", "-c", f'{shell_setup}; exec "$@"', "sh", *appjail_argv(*args)]
+    argv = in_helper_netns([
+        "sh", "-c", 'echo "$0" > /proc/self/loginuid && exec "$@"', str(entry.pw_uid),
+        "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
+        "sh", "-c", f'{shell_setup}; exec "$@"', "sh", *appjail_argv(*args)])
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
                           env=kwargs["env"], cwd=kwargs["cwd"])
 
@@ -76,6 +79,39 @@ def test_program_keeps_the_callers_umask_limits_and_audit_loginuid(helper, users
     # a caller without a loginuid (as the helper here): the program has none either
     plain = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "cat", "/proc/self/loginuid")
     assert plain.stdout == "4294967295", plain.stderr
+
+# The program's session keyring: "ID TYPE;UID;GID;PERM;DESCRIPTION" (keyctl(2), x86_64's number).
+SESSION_KEYRING = """
+import ctypes
+libc = ctypes.CDLL(None)
+libc.syscall.restype = ctypes.c_long
+keyring = libc.syscall(250, 0, -3, 0)  # KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING
+text = ctypes.create_string_buffer(256)
+libc.syscall(250, 6, keyring, text, 256)  # KEYCTL_DESCRIBE
+print(keyring, text.value.decode())
+"""
+# What the helper runs in, as systemd makes it for a service (KeyringMode=private): a session
+# keyring of its own, which a program it starts must not share.
+HELPER_KEYRING = "appjail-test-helper"
+JOIN_AND_EXEC = ("import ctypes, os, sys; libc = ctypes.CDLL(None); "
+                 f"assert libc.syscall(250, 1, b'{HELPER_KEYRING}') > 0; "  # KEYCTL_JOIN_SESSION_KEYRING
+                 "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def test_each_program_gets_a_session_keyring_of_its_own_owned_by_its_user(helper, users):
+    helper.kill(signal.SIGTERM)
+    helper.enter_argv = lambda argv: [USER_PYTHON, "-c", JOIN_AND_EXEC, *argv]
+    helper.start()
+    seen = {}
+    for user in (MEMBER, OTHER_MEMBER, MEMBER):
+        result = appjail(helper, user, "run", "--dns", DNS, "--", USER_PYTHON, "-c", SESSION_KEYRING)
+        assert result.returncode == 0, result.stderr
+        keyring, description = result.stdout.split()
+        kind, uid, _gid, _perm, name = description.split(";")
+        assert (kind, int(uid), name) == ("keyring", users.uid(user), "_ses"), description
+        seen.setdefault(keyring, user)
+    assert len(seen) == 3, "one keyring per program, shared with no one"
+
 
 def test_names_resolve_through_the_jails_dns_server(helper, lab):
     result = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "getent", "hosts", "resolve-me.lab.test")
@@ -414,6 +450,26 @@ def test_a_program_inside_a_vpn_jail_cannot_get_out_by_asking_appjail(helper, la
         assert appjail(helper, MEMBER, "stop", name).returncode == 0
 
 
+def test_a_program_cut_off_the_network_cannot_get_it_by_asking_appjail(helper, lab, users):
+    """A sandbox without network (bwrap --unshare-net) or a service's PrivateNetwork=: no jail for it."""
+    entry = pwd.getpwnam(MEMBER)
+    curl = ["curl", "-sS", "--max-time", "3", f"http://{lab.SERVER_ADDR}/cut-off"]
+    sandbox = ["bwrap", "--unshare-net", "--dev-bind", "/", "/", "--"]
+    kwargs = user_popen_kwargs(MEMBER, helper.bus_address)
+    # the user's own sandbox: its namespace belongs to the user namespace bwrap made for it
+    by_user = subprocess.run([*sandbox, *appjail_argv("run", "--dns", DNS, "--", *curl)],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, **kwargs)
+    assert by_user.returncode == 125 and "network namespace they made themselves" in by_user.stderr, by_user
+    # made by root, as systemd makes a PrivateNetwork= service's (or a setuid bwrap its sandbox's)
+    by_root = subprocess.run(in_helper_netns([
+        *sandbox, "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
+        *appjail_argv("run", "--dns", DNS, "--", *curl)]),
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=kwargs["env"], cwd=kwargs["cwd"])
+    assert by_root.returncode == 125 and by_root.stderr.count("\n") == 1, by_root
+    assert "does not answer programs in another network namespace than the host's" in by_root.stderr
+    assert "/cut-off" not in str(lab.http_log()) and jails(helper) == [] and list_namespaces("aj-") == []
+
+
 def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
     assert appjail(helper, MEMBER, "run", "--keep", "--name", "adopt", "--vpn", lab.wg_ifname,
                    "--dns", DNS, "--", "true").returncode == 0
@@ -449,14 +505,17 @@ def test_idle_helper_exits_only_when_no_jail_is_left(helper):
 class Terminal:
     """Drive a program through a pty, like a person at a terminal."""
 
-    def __init__(self, argv: list[str], rows: int, columns: int, **kwargs) -> None:
+    def __init__(self, argv: list[str], rows: int, columns: int, preexec_fn: Callable[[], None],
+                 **kwargs) -> None:
         self.master, slave = pty.openpty()
         self.resize(rows, columns)
+
+        def take_terminal() -> None:
+            preexec_fn()  # the user's, in the helper's namespace
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         # its own session, with the pty as controlling terminal: resizes send it SIGWINCH
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True,
-                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-                                     **kwargs)
+                                     start_new_session=True, preexec_fn=take_terminal, **kwargs)
         os.close(slave)
         self.seen = b""
 

@@ -22,7 +22,7 @@ from appjail.lab.systemd import LabSystemd
 
 from ..busfixture import BUS_POLICY, polkit_files_installed
 from .conftest import running_helper
-from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail_argv, user_popen_kwargs, wait_until
+from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail_argv, in_helper_netns, user_popen_kwargs, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def appjail_inside(systemd: LabSystemd, user: str, *args: str) -> subprocess.Com
     """`appjail ARGS` as USER, from a process in systemd's namespaces."""
     entry = pwd.getpwnam(user)
     kwargs = user_popen_kwargs(user, systemd.address)
-    argv = systemd.enter_argv(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                               "--init-groups", "--", *appjail_argv(*args)])
+    argv = systemd.enter_argv(in_helper_netns(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                                               "--init-groups", "--", *appjail_argv(*args)]))
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
                           env=kwargs["env"], cwd=kwargs["cwd"])
 

@@ -139,13 +139,19 @@ def test_two_servers_on_one_port_in_two_jails_published_on_two_host_ports(helper
     assert wait_until(lambda: list_namespaces("aj-") == [], 10)
 
 
-def test_a_port_the_host_uses_cannot_be_published(helper, lab):
+def host_listener(lab, port: int) -> subprocess.Popen:
+    """A socket listening on PORT of the lab's host, up once it has said so."""
     listener = lab.popen_in(lab.host_ns, [sys.executable, "-c",
-                                          "import socket,time;s=socket.socket();s.bind(('0.0.0.0',6002));"
-                                          "s.listen();print('up',flush=True);time.sleep(60)"],
-                            stdout=subprocess.PIPE)
+                                          "import socket,time;s=socket.socket();"
+                                          f"s.bind(('0.0.0.0',{port}));s.listen();print('up',flush=True);"
+                                          "time.sleep(60)"], stdout=subprocess.PIPE)
+    assert listener.stdout.readline() == b"up\n"
+    return listener
+
+
+def test_a_port_the_host_uses_cannot_be_published(helper, lab):
+    listener = host_listener(lab, 6002)
     try:
-        assert listener.stdout.readline() == b"up\n"
         taken = appjail(helper, MEMBER, "run", "--publish", "6002:8080", "--", "true")
         assert taken.returncode == 125 and "already in use on the host" in taken.stderr
     finally:
@@ -177,14 +183,19 @@ def host_http_server(lab, port: int) -> subprocess.Popen:
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_published_port_is_held_until_the_jail_is_gone(helper, lab):
-    keep_jail(helper, "held", "--publish", "6000:8080")
-    late = host_http_server(lab, 6000)
+def assert_held(lab, port: int) -> None:
+    """A server the host starts on PORT fails: the helper holds it."""
+    late = host_http_server(lab, port)
     try:
         _, error = late.communicate(timeout=10)
     finally:
         late.kill()
     assert late.returncode != 0 and "[Errno 98] Address already in use" in error, error
+
+
+def test_a_published_port_is_held_until_the_jail_is_gone(helper, lab):
+    keep_jail(helper, "held", "--publish", "6000:8080")
+    assert_held(lab, 6000)
     # loopback is not published: turned away at once, not left hanging
     refused = lab.run_in(lab.host_ns, ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:6000/"],
                          capture_output=True, text=True)
@@ -196,6 +207,24 @@ def test_a_published_port_is_held_until_the_jail_is_gone(helper, lab):
     finally:
         after.kill()
         after.communicate()
+
+
+def test_an_adopted_jail_holds_its_published_ports_again_or_names_the_one_taken(helper, lab):
+    keep_jail(helper, "adopted", "--publish", "6000:8080", "--publish", "6001:8081")
+    helper.kill(signal.SIGKILL)  # its sockets go with it
+    taken = host_listener(lab, 6001)
+    try:
+        helper.start()
+        jail = inspect_json(helper, "adopted")
+        assert jail["ports_not_held"] == ["6001:8081/tcp"], jail
+        assert_held(lab, 6000)
+        assert "PORTS NOT HELD: 6001:8081/tcp" in appjail(helper, MEMBER, "ls").stdout
+        assert "PORTS NOT HELD: 6001:8081/tcp" in appjail(helper, MEMBER, "inspect", "adopted").stdout
+    finally:
+        taken.kill()
+        taken.wait()
+    assert "cannot hold its published port 6001:8081/tcp again" in helper.log_path.read_text()
+    assert appjail(helper, MEMBER, "stop", "adopted").returncode == 0
 
 
 @pytest.fixture
@@ -369,12 +398,12 @@ def _rss_kib(pid: int) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
 
 
-def test_blocked_ten_thousand_destinations_stay_bounded_and_inspect_stays_fast(helper, lab):
+def test_blocked_ten_thousand_destinations_stay_bounded_and_inspect_stays_fast(helper, lab, in_host):
     from appjail.client import Client
     from appjail.helper.blocked import BLOCKED_MAX, SHOWN
 
     keep_jail(helper, "flood", "--deny", "203.0.113.0/24")
-    client = Client(helper.bus_address)
+    client = Client(helper.bus_address)  # from this test's process: on the helper's host (in_host)
 
     def timed_inspect() -> float:
         """The helper's Inspect, as a client waits for it (median of 5)."""

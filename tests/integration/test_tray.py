@@ -60,7 +60,7 @@ def download_profile(lab, rate: int = 150_000, size: int = 3_000_000) -> Profile
 
 
 @pytest.fixture
-def make_tray(qtbot, helper):
+def make_tray(qtbot, helper, in_host):  # the tray's process is on the helper's host, as a user's would be
     trays = []
 
     def make(user: str, profiles: dict) -> Tray:

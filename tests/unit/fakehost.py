@@ -384,7 +384,7 @@ class FakeOpenvpn(Recorder):
 
 
 class FakePorts(Recorder):
-    """appjail.helper.hostports' hold and release over a set: (proto, port) the host's own sockets have."""
+    """appjail.helper.hostports' hold, hold_each and release over a set: (proto, port) the host's own sockets have."""
 
     def __init__(self, ops: list[str], host_sockets: Iterable[tuple[str, int]] = ()) -> None:
         super().__init__(ops)
@@ -400,6 +400,15 @@ class FakePorts(Recorder):
             self._op("hold", f"{port}/{proto}")
             self.held.add((proto, port))
         return wanted
+
+    def hold_each(self, publish: Iterable[Publish]) -> tuple[list[tuple[str, int]], list[tuple[Publish, str]]]:
+        held, lost = [], []
+        for entry in publish:
+            try:
+                held += self.hold([entry])
+            except PortInUse as exc:
+                lost.append((entry, str(exc)))
+        return held, lost
 
     def release(self, held: Iterable[tuple[str, int]]) -> None:
         for proto, port in held:

@@ -234,6 +234,18 @@ def test_an_adopted_jail_holds_its_ports_again(make_engine, ports):
     assert ports.held == set()
 
 
+def test_an_adopted_jail_keeps_the_ports_it_can_hold_and_names_the_one_taken_meanwhile(make_engine, ports):
+    make_engine().create(JailSpec("web", dns=DNS, publish=("6000:8080", "6001:8081")), 1000)
+    ports.held.clear()  # the helper died: its sockets went with it
+    ports.host_sockets.add(("tcp", 6001))  # and a program of the host bound one of its ports
+    restarted = make_engine()
+    assert restarted.reconcile().adopted == ["web"]
+    assert ports.held == {("tcp", 6000)}
+    assert [str(entry) for entry in restarted.get("web").ports_not_held] == ["6001:8081/tcp"]
+    restarted.destroy("web")
+    assert ports.held == set()
+
+
 def test_a_crashed_helpers_jail_gives_its_address_back_like_a_teardown(make_engine, kernel, conntrack):
     crashed = make_engine()
     lost = crashed.create(JailSpec("lost", dns=DNS), 1000)

@@ -6,6 +6,7 @@ import pytest
 
 from appjail.helper.authz import Caller
 from appjail.helper.jails import JailError, JailNotFound
+from appjail.helper.netns import namespace_id
 from appjail.helper.supervisor import NotAllowed, Supervisor
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
@@ -109,3 +110,15 @@ def test_a_caller_reaches_its_own_jail_by_name_and_anothers_only_with_manage(eng
     assert [(d["name"], d["owner_uid"], d["netns"]) for d in described] == [
         ("web", A, "aj-web"), ("web", B, theirs.netns)]
     assert supervisor.visible_jails(caller) == [mine]
+
+
+def test_a_caller_in_a_network_namespace_neither_the_hosts_nor_a_jails_is_refused(engine):
+    supervisor = Supervisor(engine, on_added=lambda name: None, on_removed=lambda name: None)
+    host = namespace_id("/proc/self/ns/net")
+    assert supervisor.confine(Caller(A, A, (), netns=host)).inside is None
+    elsewhere = (host[0], host[1] + 1)  # a service's PrivateNetwork=, a sandbox's --unshare-net
+    with pytest.raises(NotAllowed, match="^appjail does not answer programs in another network namespace "
+                                         r"than the host's \(.*they were kept from$"):
+        supervisor.confine(Caller(A, A, (), netns=elsewhere))
+    with pytest.raises(NotAllowed, match="made themselves"):
+        supervisor.confine(Caller(A, A, (), netns=host, netns_ours=False))

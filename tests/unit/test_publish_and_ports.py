@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from appjail.helper import netns
-from appjail.helper.hostports import (UNPRIVILEGED_PORT_START, PortInUse, hold, privileged_ports,
+from appjail.helper.hostports import (UNPRIVILEGED_PORT_START, PortInUse, hold, hold_each, privileged_ports,
                                       release)
 from appjail.model import JailSpec, Publish, ValidationError, parse_publish, validate_deny
 
@@ -72,6 +72,20 @@ def test_a_port_in_use_is_not_held_and_nothing_is_left_bound():
         with pytest.raises(PortInUse, match=f"port {busy}/tcp is already in use on the host"):
             hold([Publish(free, 80, "tcp", "127.0.0.1"), Publish(busy, 80, "tcp", "127.0.0.1")])
     release(hold([Publish(free, 80, "tcp", "127.0.0.1")]))  # the first one was let go
+
+
+def test_hold_each_holds_what_it_can_and_says_why_not_for_the_rest():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy, free = taken.getsockname()[1], _free_port(socket.SOCK_STREAM)
+        wanted = [Publish(busy, 80, "tcp", "127.0.0.1"), Publish(free, 80, "tcp", "127.0.0.1")]
+        held, lost = hold_each(wanted)
+    try:
+        assert [port.publish for port in held] == wanted[1:]
+        assert lost == [(wanted[0], f"port {busy}/tcp is already in use on the host")]
+    finally:
+        release(held)
 
 
 def test_loopback_connections_to_a_held_port_are_reset():

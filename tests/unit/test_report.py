@@ -89,3 +89,15 @@ def test_an_openvpn_jail_still_connecting_says_so_not_down():
                          "received 0 B, sent 0 B")
     page = report.inspection(connecting, now=NOW)
     assert "TUNNEL DOWN" not in page and "CONNECTING: openvpn has not connected yet" in page
+
+
+def test_ports_an_adopted_jail_could_not_hold_again_are_named_by_inspect_and_ls():
+    nat = {"name": "web", "owner_uid": os.getuid(), "netns": "aj-web", "address": "10.231.0.2", "pids": [],
+           "publish": ["6000:8080/tcp", "6001:8081/tcp"], "ports_not_held": ["6001:8081/tcp"],
+           "blocked": [], "connections": []}
+    warning = ("PORTS NOT HELD: 6001:8081/tcp: the restarted helper could not bind them again (the helper's "
+               "log says why: usually a program on the host took them meanwhile); the jail still gets their "
+               "traffic from other machines, such a program the host's own (loopback)")
+    assert warning in report.inspection(nat).splitlines()
+    assert report.jail_list([nat]).splitlines()[2:] == ["", f"web: {warning}"]
+    assert "NOT HELD" not in report.inspection({**nat, "ports_not_held": []})
