@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
 
     DBusGMainLoop(set_as_default=True)
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
+    # the name first: a second helper must exit before it sweeps the first one's half-made
+    # jails and sockets. Calls queue in the connection until the main loop runs, by then served.
+    try:
+        bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)
+    except dbus.exceptions.NameExistsException:
+        print(f"appjail-helper: {api.BUS_NAME} is already owned: another helper is running "
+              "(this one changed nothing)", file=sys.stderr)
+        return 1
     log.info("firewall backend: %s (%s)", choice.name, choice.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
     engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist,
@@ -81,11 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     # from the link watcher's thread: emit in the main loop's
     engine.on_vpn_change = lambda name, up: GLib.idle_add(service.VpnChanged, name, up)
     supervisor.adopt_all()
-    try:
-        bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)
-    except dbus.exceptions.NameExistsException:
-        log.error("%s is already owned: another helper is running", api.BUS_NAME)
-        return 1
 
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):

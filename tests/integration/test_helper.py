@@ -12,14 +12,16 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 from pathlib import Path
 
 import pytest
 
-from appjail.helper.netns import list_namespaces, namespace_pids, read_sysctl
+from appjail.helper.netns import create_namespace, delete_namespace, list_namespaces, namespace_pids, read_sysctl
 from appjail.lab import in_netns
+from appjail.lab.netns import netns_exec_argv
 from appjail.model import spec_options
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
@@ -433,6 +435,26 @@ def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
     assert wait_until(lambda: [j["name"] for j in jails(helper)] == ["adopt"], 15), "busy ends with sleep"
     assert appjail(helper, MEMBER, "stop", "adopt").returncode == 0
     assert list_namespaces("aj-") == []
+
+
+def test_a_second_helper_exits_before_it_touches_the_first_ones_jails(helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "first", "--dns", DNS, "--", "true").returncode == 0
+    create_namespace("aj-halfmade")  # as the first helper's jail being made right now: no record yet
+    try:
+        files = sorted(str(p) for p in helper.run_dir.rglob("*"))
+        second = subprocess.run(netns_exec_argv(helper.host_ns, [
+            sys.executable, "-m", "appjail.helper.main", "--bus-address", helper.bus_address,
+            "--run-dir", str(helper.run_dir)]), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr == ("appjail-helper: org.appjail.Helper1 is already owned: another helper is "
+                                 "running (this one changed nothing)\n")
+        assert sorted(list_namespaces("aj-")) == ["aj-first", "aj-halfmade"]
+        assert sorted(str(p) for p in helper.run_dir.rglob("*")) == files
+    finally:
+        delete_namespace("aj-halfmade")
+    result = appjail(helper, MEMBER, "run", "--name", "first", "--", "curl", "-sS", "http://192.0.2.80/")
+    assert result.stdout.startswith("client="), result.stderr
+    assert appjail(helper, MEMBER, "stop", "first").returncode == 0
 
 
 def test_idle_helper_exits_only_when_no_jail_is_left(helper):
