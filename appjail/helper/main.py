@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     engine.start_link_watch()
 
     service: HelperService | None = None
-    supervisor = Supervisor(engine, on_added=lambda name: service and service.JailAdded(name),
-                            on_removed=lambda name: service and service.JailRemoved(name),
+    supervisor = Supervisor(engine, on_added=lambda jail: service and service.notify(jail, "JailAdded"),
+                            on_removed=lambda jail: service and service.notify(jail, "JailRemoved"),
                             scopes=Scopes(bus))
     service = HelperService(bus, supervisor)
     # from the link watcher's thread: emit in the main loop's
-    engine.on_vpn_change = lambda name, up: GLib.idle_add(service.VpnChanged, name, up)
+    engine.on_vpn_change = lambda jail, up: GLib.idle_add(service.notify, jail, "VpnChanged", up)
     supervisor.adopt_all()
 
     loop = GLib.MainLoop()

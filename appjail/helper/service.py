@@ -24,8 +24,9 @@ import dbus.service
 from .. import interface as api
 from ..model import LaunchSpec, ValidationError
 from . import launch
+from .audience import Audience
 from .authz import Authority, Caller, CallerUnknown, identify
-from .jails import Conflict, JailError, JailNotFound, LimitReached
+from .jails import Conflict, JailError, JailId, JailNotFound, LimitReached
 from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,20 @@ class HelperService(dbus.service.Object):
         super().__init__(bus, api.OBJECT_PATH)
         self.bus = bus
         self.authority = Authority(bus)
+        self.audience = Audience(bus)
         self.supervisor = supervisor
+
+    def notify(self, jail: JailId, member: str, *args) -> None:
+        """Send signal `member` (the jail's name, then `args`) to whoever may know of the jail (audience.py)."""
+        declared = getattr(type(self), member)
+        self.audience.send(jail[0], member, declared._dbus_signature, jail[1], *args)
+
+    def _ask(self, sender: str, action: str, interactive: bool, done: Callable[[bool], None]) -> None:
+        """Polkit's answer for `sender` and `action` to done(), and to the audience."""
+        def answered(allowed: bool) -> None:
+            self.audience.answered(sender, action, allowed)
+            done(allowed)
+        self.authority.check(sender, action, interactive, answered)
 
     def dispatch(self, fn, action: str, in_signature: str, target, escalate, creates: bool, args: tuple,
                  sender: str, message, reply: Respond, error: Callable[[Exception], None]) -> None:
@@ -169,6 +183,7 @@ class HelperService(dbus.service.Object):
                 *args, passed = args
             values = [to_python(arg) for arg in args]
             caller = self.supervisor.confine(identify(self.bus, sender))
+            self.audience.met(sender, caller.uid)
         except CallerUnknown as exc:
             log.warning("%s", exc)
             _discard(passed)
@@ -201,14 +216,14 @@ class HelperService(dbus.service.Object):
             else:
                 reason = escalate(values) if escalate is not None else None
             if reason is not None:
-                return self.authority.check(sender, api.ACTION_MANAGE, interactive,
+                return self._ask(sender, api.ACTION_MANAGE, interactive,
                                             lambda ok: run(_managing(caller)) if ok else denied(reason))
             if creates and not self.supervisor.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
-                return self.authority.check(sender, api.ACTION_MANAGE, False,
+                return self._ask(sender, api.ACTION_MANAGE, False,
                                             lambda ok: run(_managing(caller) if ok else caller))
             run(caller)
 
-        self.authority.check(sender, action, interactive, after_action)
+        self._ask(sender, action, interactive, after_action)
 
     def _owner_of(self, target, values: list, caller: Caller) -> int | None:
         """The owner the call's jail address names (the caller's own for a bare NAME)."""
@@ -254,7 +269,7 @@ class HelperService(dbus.service.Object):
                      for j in self.supervisor.describe(self.supervisor.visible_jails(viewer))]
             call.reply(dbus.Array(jails, signature="a{sv}"))
 
-        self.authority.check(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
+        self._ask(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
 
     @exported("s", "a{sv}", ("name",), target=lambda v: v[0])
     def Inspect(self, caller: Caller, call: _Call, name) -> None:
@@ -268,26 +283,27 @@ class HelperService(dbus.service.Object):
             def record(ok: bool) -> None:
                 answers[key] = ok
                 then()
-            self.authority.check(caller.sender, action, False, call.later(record))
+            self._ask(caller.sender, action, False, call.later(record))
 
         choice = self.supervisor.engine.firewall_choice
         ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: call.reply(
             to_variant_dict({"uid": caller.uid, **answers, "firewall": choice.name,
                              "firewall_reason": choice.reason}))))
 
-    # -- signals -----------------------------------------------------------
+    # -- signals: declared here (introspection), sent by notify() to their audience only ------
 
     @dbus.service.signal(api.INTERFACE, signature="s")
     def JailAdded(self, name: str) -> None:
-        pass
+        _never_broadcast()
 
     @dbus.service.signal(api.INTERFACE, signature="s")
     def JailRemoved(self, name: str) -> None:
-        pass
+        _never_broadcast()
 
     @dbus.service.signal(api.INTERFACE, signature="sb")
     def VpnChanged(self, name: str, up: bool) -> None:
         """A VPN jail's interface went down or away (up=False), or came back."""
+        _never_broadcast()
 
 
 class _Call:
@@ -326,6 +342,11 @@ class _Call:
 
 
 _VERBS = {api.ACTION_RUN: "run programs in jails", api.ACTION_INSPECT: "inspect jails"}
+
+
+def _never_broadcast() -> None:
+    """Stops dbus-python's emission to the whole bus (it calls the declared method first)."""
+    raise RuntimeError("the helper's signals go to the jail's owner and managers only: use notify()")
 
 
 def _managing(caller: Caller) -> Caller:

@@ -150,8 +150,8 @@ class _Connecting:
 
 
 class Supervisor:
-    def __init__(self, engine: Engine, on_added: Callable[[str], None],
-                 on_removed: Callable[[str], None], scopes: Scopes | None = None) -> None:
+    def __init__(self, engine: Engine, on_added: Callable[[JailId], None],
+                 on_removed: Callable[[JailId], None], scopes: Scopes | None = None) -> None:
         self.engine = engine
         # from a tunnel daemon's thread: look at the jail from the main loop
         engine.on_tunnel_change = lambda jail_id: GLib.idle_add(self._tunnel_changed, jail_id)
@@ -247,7 +247,7 @@ class Supervisor:
             jail = self.engine.create(JailSpec(**options), caller.uid, unlimited=self.unlimited(caller),
                                       **tunnels)
             self._watch_ports(jail)
-            self.on_added(name)
+            self.on_added(jail.id)
         else:
             self._check_join(jail, options, texts)
         request = launch.LaunchRequest(
@@ -296,10 +296,7 @@ class Supervisor:
                                           self._child_reported, pending)
         pending.deadline = GLib.timeout_add(LAUNCH_DEADLINE_MS, self._launch_overdue, pending)
         if self.scopes is not None and self.scopes.available:
-            program_name = os.fsencode(request.argv[0]).decode(errors="replace")  # D-Bus strings are UTF-8
-            description = f"appjail: {program_name} in jail {jail.name}"
-            self.scopes.place(caller.uid, started.pid, jail.name, description,
-                              lambda error: self._placed(pending, error))
+            self.scopes.place(caller.uid, started.pid, request.argv[0], lambda error: self._placed(pending, error))
         else:
             pending.open_gate()
 
@@ -493,7 +490,7 @@ class Supervisor:
         try:
             self.engine.destroy(name, owner_uid)
         finally:
-            self.on_removed(name)
+            self.on_removed(jail_id)
             if waiting is not None:
                 waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))
 

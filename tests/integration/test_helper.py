@@ -25,7 +25,8 @@ from appjail.lab.netns import netns_exec_argv
 from appjail.model import spec_options
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        jails, ls_seconds, open_fds, unanswering_fuse, user_popen_kwargs, wait_until)
+                        jails, ls_seconds, open_fds, signal_listener, signals_seen, unanswering_fuse,
+                        user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -201,6 +202,17 @@ def test_other_users_jail_is_out_of_reach(helper, users):
     assert [j["name"] for j in jails(helper)] == ["mine"]
     assert appjail(helper, MEMBER, "stop", "mine").returncode == 0
     assert jails(helper) == []
+
+
+def test_signals_reach_the_jails_owner_and_managers_and_no_other_user(helper):
+    owner, other, manager = (signal_listener(helper, user) for user in (MEMBER, OTHER_MEMBER, "root"))
+    assert appjail(helper, MEMBER, "run", "--name", "secret", "--dns", DNS, "--", "true").returncode == 0
+    # the other user's own jail comes after: were the first one's signals sent to it, they would come first
+    assert appjail(helper, OTHER_MEMBER, "run", "--name", "theirs", "--dns", DNS, "--", "true").returncode == 0
+    assert signals_seen(owner, 2) == ["JailAdded secret", "JailRemoved secret"]
+    assert signals_seen(other, 1) == ["JailAdded theirs"]
+    assert signals_seen(manager, 4) == ["JailAdded secret", "JailRemoved secret",
+                                        "JailAdded theirs", "JailRemoved theirs"]
 
 
 def test_a_caller_polkit_allows_to_manage_may_act_on_any_jail(helper, users):
