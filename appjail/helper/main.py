@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "org.appjail.manage are not limited (%(default)s)")
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
+
+
+def raise_descriptor_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard one; return it.
+
+    The helper holds descriptors for everyone's calls, jails and launches:
+    the per-user caps (service.py, supervisor.py) bound each user's share,
+    and the usual soft 1024 would run out for all at once. Programs it
+    launches get their caller's limits (launch.py), not the helper's.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"appjail-helper: {api.BUS_NAME} is already owned: another helper is running "
               "(this one changed nothing)", file=sys.stderr)
         return 1
+    log.info("descriptor limit: %d", raise_descriptor_limit())
     log.info("firewall backend: %s (%s)", choice.name, choice.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
     engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist,

@@ -43,7 +43,7 @@ from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disa
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
 from . import hostports, launch, netns, resolv, traffic
 from .authz import Caller
-from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound
+from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound, LimitReached
 from .scopes import Scopes
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ LAUNCH_DEADLINE_MS = 10_000  # fork to exec: the child's chdir() and execve() as
 STOP_GRACE_MS = 2000  # SIGTERM, then SIGKILL
 STOP_GIVE_UP_MS = 2000  # after SIGKILL: what is still there is left behind
 STOP_POLL_MS = 20
+# per user: programs between fork and exec (at the launch gate, or in chdir and execve), and
+# launches waiting for a connecting jail's tunnel. Each holds a child or the caller's three
+# descriptors; a user at either is refused (LimitReached) rather than take them from everyone.
+MAX_STARTING_PER_USER = 16
+MAX_WAITING_PER_USER = 16
 TUNNEL_PARSERS = {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}  # a file option's text -> config
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
@@ -226,7 +231,8 @@ class Supervisor:
 
     def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int],
             reply: Callable[[str, int, int], None], fail: Fail) -> None:
-        """Start `program`; reply(jail name, pid, the exit pipe's read end) once it has exec'd.
+        """Start `program` with `fds` (stdin, stdout, stderr: the service checked there are three);
+        reply(jail name, pid, the exit pipe's read end) once it has exec'd.
 
         reply must close the read end. What fails before the fork raises;
         what fails after (the program, its directory, the deadline, a tunnel
@@ -234,10 +240,11 @@ class Supervisor:
         starts once its tunnel is up.
         """
         options = parse_run_options(options)
+        if sum(p.process.owner_uid == caller.uid for p in self._launching.values()) >= MAX_STARTING_PER_USER:
+            raise LimitReached(f"{MAX_STARTING_PER_USER} programs of yours are starting already, as many as "
+                               "one user may: try again once they have")
         texts = {key: options.pop(key) for key in TUNNEL_OPTIONS if key in options}  # keys and all: never kept
         settings = launch_settings(options)  # this program's, not the jail's
-        if len(fds) != 3:
-            raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
         name = options["name"]  # always the caller's own jail: nobody launches into another's
         jail = self.engine.find(name, caller.uid)
         self._check_inside(caller, jail and jail.id, "start programs in")
@@ -257,6 +264,12 @@ class Supervisor:
             context=caller.context, hide_system_bus=settings["no_system_bus"])
         if not jail.connecting:
             return self._launch(jail, request, caller, created, reply, fail)
+        if sum(len(w.waiters) for (owner, _), w in self._connecting.items() if owner == caller.uid) \
+                >= MAX_WAITING_PER_USER:
+            if created:
+                self._drain(jail.id)
+            raise LimitReached(f"{MAX_WAITING_PER_USER} programs of yours are waiting for their jails' tunnels "
+                               "already, as many as one user may: try again once those are up")
         held = [os.dup(fd) for fd in fds]  # the call's own are closed when this returns
 
         def start() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from appjail.helper.netns import create_namespace, delete_namespace, list_namespaces, namespace_pids, read_sysctl
+from appjail.helper.supervisor import MAX_STARTING_PER_USER
 from appjail.lab import in_netns
 from appjail.lab.netns import netns_exec_argv
 from appjail.model import spec_options
@@ -379,6 +380,59 @@ def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper)
             stuck.kill()
     assert out.startswith("org.appjail.Error.Failed ") and "did not start within" in out, out
     assert wait_until(lambda: jails(helper) == [], 10), "the killed child's jail goes"
+
+
+START_STUCK = """
+import sys, dbus
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
+from appjail import interface as api
+DBusGMainLoop(set_as_default=True)
+bus = dbus.SystemBus()
+loop, answers = GLib.MainLoop(), []
+def answered(answer):
+    answers.append(answer)
+    if len(answers) == int(sys.argv[2]):
+        loop.quit()
+for _ in range(int(sys.argv[2])):
+    bus.call_async(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, "Run", "a{sv}aayaayayah",
+                   ({"name": "stuck", "dns": ["192.0.2.53"]}, [b"true"], [], sys.argv[1].encode(),
+                    [dbus.types.UnixFd(0)] * 3),
+                   lambda *values: answered("started"), lambda error: answered(error.get_dbus_name()), timeout=60)
+loop.run()
+print(*sorted(set(answers)))
+"""
+
+
+def test_a_user_with_as_many_programs_starting_as_allowed_is_refused_in_one_sentence(helper):
+    with unanswering_fuse() as mountpoint:
+        stuck = subprocess.Popen([USER_PYTHON, "-c", START_STUCK, str(mountpoint), str(MAX_STARTING_PER_USER)],
+                                 stdout=subprocess.PIPE, text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+        try:
+            # each child entered the jail: now it enters the directory, and hangs there until the deadline
+            assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-")
+                              and len(namespace_pids("aj-stuck")) == MAX_STARTING_PER_USER, 10)
+            refused = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "true")
+            assert refused.returncode == 125 and refused.stderr.count("\n") == 1, refused.stderr
+            assert (f"{MAX_STARTING_PER_USER} programs of yours are starting already, as many as one user may"
+                    in refused.stderr)
+            served = appjail(helper, OTHER_MEMBER, "run", "--dns", DNS, "--", "echo", "served")
+            assert (served.returncode, served.stdout) == (0, "served\n"), served.stderr
+            out, _ = stuck.communicate(timeout=60)
+        finally:
+            stuck.kill()
+    assert out == "org.appjail.Error.Failed\n", "each waited for the launch deadline"
+    assert wait_until(lambda: jails(helper) == [], 10), "the killed children's jail goes"
+    assert appjail(helper, MEMBER, "run", "--dns", DNS, "--", "true").returncode == 0, "room again"
+
+
+def test_the_helper_lifts_its_soft_descriptor_limit_to_the_hard_one(helper):
+    helper.kill(signal.SIGTERM)
+    helper.enter_argv = lambda argv: ["prlimit", "--nofile=128:", "--", *argv]  # soft 128, the hard one kept
+    helper.start()
+    limits = Path(f"/proc/{helper.proc.pid}/limits").read_text()
+    soft, hard = re.search(r"^Max open files +(\d+) +(\d+)", limits, re.MULTILINE).groups()
+    assert soft == hard and int(hard) > 128, limits
 
 
 def test_stopping_a_program_that_ignores_sigterm_delays_no_one(helper):
