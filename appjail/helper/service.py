@@ -237,10 +237,10 @@ class HelperService(dbus.service.Object):
                 reason = escalate(values) if escalate is not None else None
             if reason is not None:
                 return self._ask(sender, api.ACTION_MANAGE, interactive,
-                                            lambda ok: run(_managing(caller)) if ok else denied(reason))
+                                 lambda ok: run(_managing(caller)) if ok else denied(reason))
             if creates and not self.supervisor.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
                 return self._ask(sender, api.ACTION_MANAGE, False,
-                                            lambda ok: run(_managing(caller) if ok else caller))
+                                 lambda ok: run(_managing(caller) if ok else caller))
             run(caller)
 
         self._ask(sender, action, interactive, after_action)
@@ -344,11 +344,11 @@ def _answers(connection: dbus.connection.Connection, message: dbus.lowlevel.Mess
     """Reply and error senders for a method call that do not hold its message.
 
     libdbus keeps the descriptors that came with a message open until the
-    message is freed, and dbus-python's own reply callbacks hold it: while
-    polkit decides (minutes, with a password prompt) the caller's pipes
-    would stay open twice over, and after the answer until the collector
-    ran, had a cycle caught them. These send a return or an error message
-    prepared now, which carries no descriptors.
+    message is freed, and dbus-python's own reply callbacks hold it: kept
+    while polkit decides (minutes, with a password prompt), the caller's
+    pipes would be open twice over, beside the descriptor array's copies.
+    These send a return or an error message prepared now, which carries no
+    descriptors, and the call's message goes once dispatch returns.
     """
     if message.get_no_reply():  # the caller wants no answer
         return (lambda *values: None), (lambda error: None)

@@ -383,13 +383,15 @@ def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper)
 
 
 START_STUCK = """
-import sys, dbus
+import os, sys, dbus
 from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 from appjail import interface as api
 DBusGMainLoop(set_as_default=True)
 bus = dbus.SystemBus()
 loop, answers = GLib.MainLoop(), []
+stdio, _ = os.pipe()
+print(os.readlink(f"/proc/self/fd/{stdio}"), flush=True)  # the pipe each program gets as stdin, stdout, stderr
 def answered(answer):
     answers.append(answer)
     if len(answers) == int(sys.argv[2]):
@@ -397,17 +399,42 @@ def answered(answer):
 for _ in range(int(sys.argv[2])):
     bus.call_async(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, "Run", "a{sv}aayaayayah",
                    ({"name": "stuck", "dns": ["192.0.2.53"]}, [b"true"], [], sys.argv[1].encode(),
-                    [dbus.types.UnixFd(0)] * 3),
+                    [dbus.types.UnixFd(stdio)] * 3),
                    lambda *values: answered("started"), lambda error: answered(error.get_dbus_name()), timeout=60)
 loop.run()
 print(*sorted(set(answers)))
 """
 
 
+def start_stuck(helper, mountpoint: Path, count: int) -> tuple[subprocess.Popen[str], str]:
+    """COUNT Runs of MEMBER in MOUNTPOINT, each stuck there until the launch deadline; and their stdio pipe."""
+    stuck = subprocess.Popen([USER_PYTHON, "-c", START_STUCK, str(mountpoint), str(count)], stdout=subprocess.PIPE,
+                             text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+    return stuck, stuck.stdout.readline().strip()
+
+
+def held_by(pid: int) -> list[str]:
+    """What each descriptor of process PID is (readlink), one entry per descriptor."""
+    return [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+
+
+def test_a_run_waiting_for_its_program_holds_none_of_the_descriptors_it_brought(helper):
+    with unanswering_fuse() as mountpoint:
+        stuck, stdio = start_stuck(helper, mountpoint, 1)
+        try:
+            assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-") and namespace_pids("aj-stuck"), 10)
+            (child,) = namespace_pids("aj-stuck")
+            assert wait_until(lambda: held_by(child).count(stdio) == 3, 5), "its stdin, stdout and stderr"
+            assert stdio not in held_by(helper.proc.pid), "the call's message, with its copies, is gone"
+            out, _ = stuck.communicate(timeout=60)
+        finally:
+            stuck.kill()
+    assert out == "org.appjail.Error.Failed\n"
+
+
 def test_a_user_with_as_many_programs_starting_as_allowed_is_refused_in_one_sentence(helper):
     with unanswering_fuse() as mountpoint:
-        stuck = subprocess.Popen([USER_PYTHON, "-c", START_STUCK, str(mountpoint), str(MAX_STARTING_PER_USER)],
-                                 stdout=subprocess.PIPE, text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+        stuck, _stdio = start_stuck(helper, mountpoint, MAX_STARTING_PER_USER)
         try:
             # each child entered the jail: now it enters the directory, and hangs there until the deadline
             assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-")
