@@ -18,8 +18,8 @@ from appjail.helper.jails import LimitReached
 from appjail.helper.supervisor import Supervisor
 from appjail.model import JailSpec, LaunchSpec
 
-from .test_engine_logic import (coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, ovpn_config, ports, tunnels)
+from .test_engine_logic import (OVPN_FILE, coexist, conntrack, engine, fw, kernel, make_engine,  # noqa: F401
+                                openvpn, ops, ovpn_config, ports, tunnels)
 
 A, B = 1000, 1001
 
@@ -125,6 +125,19 @@ def test_a_user_with_as_many_launches_waiting_for_tunnels_as_allowed_is_refused(
         boss.run(Caller(A, A, ()), {"name": "ov"}, LaunchSpec((b"true",), (), b"/"), [0, 1, 2],
                  lambda *a: None, lambda e: None)
     assert len(boss._connecting[jail.id].waiters) == supervising.MAX_WAITING_PER_USER
+    boss.stop(Caller(A, A, ()), "ov", lambda error: None)
+
+
+def test_a_new_tunnel_jail_whose_launch_may_not_wait_goes_again(engine, openvpn):
+    added, removed = [], []
+    boss = Supervisor(engine, on_added=added.append, on_removed=removed.append)
+    jail = engine.create(JailSpec("ov"), A, openvpn=ovpn_config())
+    for _ in range(supervising.MAX_WAITING_PER_USER):
+        boss._when_connected(jail, lambda: None, lambda exc: None)
+    with pytest.raises(LimitReached, match="waiting for their jails' tunnels already"):
+        boss.run(Caller(A, A, ()), {"name": "ov2", "openvpn": OVPN_FILE}, LaunchSpec((b"true",), (), b"/"),
+                 [0, 1, 2], lambda *a: None, lambda e: None)
+    assert added == removed == [(A, "ov2")] and [j.name for j in engine.list()] == ["ov"]
     boss.stop(Caller(A, A, ()), "ov", lambda error: None)
 
 
