@@ -16,7 +16,7 @@ ERROR_NOT_FOUND = ERROR_PREFIX + "NotFound"
 ERROR_CONFLICT = ERROR_PREFIX + "Conflict"
 ERROR_PROGRAM_NOT_FOUND = ERROR_PREFIX + "ProgramNotFound"
 ERROR_NOT_EXECUTABLE = ERROR_PREFIX + "NotExecutable"
-ERROR_LIMIT_REACHED = ERROR_PREFIX + "LimitReached"  # the caller has as many jails as one user may
+ERROR_LIMIT_REACHED = ERROR_PREFIX + "LimitReached"  # the caller has as many jails (calls, launches) as one user may
 ERROR_FAILED = ERROR_PREFIX + "Failed"
 
 ACTION_RUN = "org.appjail.run"

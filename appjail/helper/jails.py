@@ -215,9 +215,9 @@ class Engine:
                          other_firewalls=lambda: firewall.other_backends(self.firewall.name),
                          openvpn=openvpn_system, tunnel_changed=self._tunnel_changed)
         self._watcher: LinkWatcher | None = None
-        # called (from the link watcher's thread) as on_vpn_change(jail, up)
+        # called (from the link watcher's thread) as on_vpn_change(jail id, up)
         # whenever a VPN jail's interface goes away or comes back
-        self.on_vpn_change: Callable[[str, bool], None] | None = None
+        self.on_vpn_change: Callable[[JailId, bool], None] | None = None
         self._vpn_up: dict[str, bool] = {}
         # called (from a tunnel daemon's thread) as on_tunnel_change(jail id) when a
         # jail's tunnel came up or its daemon ended: see connected()
@@ -421,10 +421,10 @@ class Engine:
                     up = self.system.link_is_up(jail.spec.vpn)
                     if self._vpn_up.setdefault(jail.netns, up) != up:
                         self._vpn_up[jail.netns] = up
-                        changed.append((jail.name, up))
-        for name, up in changed:
+                        changed.append((jail.id, up))
+        for jail_id, up in changed:
             if self.on_vpn_change is not None:
-                self.on_vpn_change(name, up)
+                self.on_vpn_change(jail_id, up)
 
     def vpn_up(self, ifname: str) -> bool:
         return self.system.link_is_up(ifname)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -37,6 +38,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def raise_descriptor_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard one; return it.
+
+    The helper holds descriptors for everyone's calls, jails and launches:
+    the per-user caps (service.py, supervisor.py) bound each user's share,
+    and the usual soft 1024 would run out for all at once. Programs it
+    launches get their caller's limits (launch.py), not the helper's.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.max_jails_per_user < 1:
@@ -65,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     DBusGMainLoop(set_as_default=True)
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
+    # the name first: a second helper must exit before it sweeps the first one's half-made
+    # jails and sockets. Calls queue in the connection until the main loop runs, by then served.
+    try:
+        bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)
+    except dbus.exceptions.NameExistsException:
+        print(f"appjail-helper: {api.BUS_NAME} is already owned: another helper is running "
+              "(this one changed nothing)", file=sys.stderr)
+        return 1
+    log.info("descriptor limit: %d", raise_descriptor_limit())
     log.info("firewall backend: %s (%s)", choice.name, choice.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
     engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist,
@@ -74,18 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     engine.start_link_watch()
 
     service: HelperService | None = None
-    supervisor = Supervisor(engine, on_added=lambda name: service and service.JailAdded(name),
-                            on_removed=lambda name: service and service.JailRemoved(name),
+    supervisor = Supervisor(engine, on_added=lambda jail: service and service.notify(jail, "JailAdded"),
+                            on_removed=lambda jail: service and service.notify(jail, "JailRemoved"),
                             scopes=Scopes(bus))
     service = HelperService(bus, supervisor)
     # from the link watcher's thread: emit in the main loop's
-    engine.on_vpn_change = lambda name, up: GLib.idle_add(service.VpnChanged, name, up)
+    engine.on_vpn_change = lambda jail, up: GLib.idle_add(service.notify, jail, "VpnChanged", up)
     supervisor.adopt_all()
-    try:
-        bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)
-    except dbus.exceptions.NameExistsException:
-        log.error("%s is already owned: another helper is running", api.BUS_NAME)
-        return 1
 
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):

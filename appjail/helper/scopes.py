@@ -5,10 +5,12 @@ logout would not reach it, and its processes would count against the
 helper's task limit, not the user's. Where systemd owns
 org.freedesktop.systemd1 on the helper's bus, the helper asks it
 (Manager.StartTransientUnit, as `systemd-run --scope` does) for a scope
-`appjail-JAIL-PID-RANDOM.scope` in `user-UID.slice` holding the child,
+`appjail-PID-RANDOM.scope` in `user-UID.slice` holding the child,
 while the child still waits at its gate (launch.py): its program is in the
 scope from its first instruction. The job is done when systemd says so
-(JobRemoved, "done"): only then has the child moved.
+(JobRemoved, "done"): only then has the child moved. Every user may list
+every unit with its description (systemctl), so neither names the jail:
+a jail's name is its owner's business (README).
 
 Nothing here waits: the call is asynchronous, and the launch deadline
 (supervisor.py) covers a systemd that does not answer. Without systemd on
@@ -35,10 +37,15 @@ CALL_TIMEOUT = 10.0  # seconds; the launch deadline answers first anyway
 Placed = Callable[[str | None], None]  # None: in the scope; else why not, one sentence
 
 
-def scope_name(jail: str, pid: int, token: str | None = None) -> str:
-    """`appjail-JAIL-PID-TOKEN.scope`: a scope outlives its first process while others
+def scope_name(pid: int, token: str | None = None) -> str:
+    """`appjail-PID-TOKEN.scope`: a scope outlives its first process while others
     remain in it, so the pid alone could name a live scope again."""
-    return f"appjail-{jail}-{pid}-{token or secrets.token_hex(4)}.scope"
+    return f"appjail-{pid}-{token or secrets.token_hex(4)}.scope"
+
+
+def scope_description(program: bytes) -> str:
+    """`appjail: PROGRAM`, valid UTF-8 (as D-Bus strings must be) whatever the program's name."""
+    return "appjail: " + program.decode(errors="replace")
 
 
 def scope_properties(uid: int, pid: int, description: str) -> dbus.Array:
@@ -68,9 +75,9 @@ class Scopes:
         log.info("systemd %s: programs go %s", "runs" if self.available else "does not run",
                  "into scopes of their users' slices" if self.available else "unscoped")
 
-    def place(self, uid: int, pid: int, jail: str, description: str, done: Placed) -> None:
-        """Ask for a scope in `uid`'s slice holding `pid`; done(None) once it holds it."""
-        name = scope_name(jail, pid)
+    def place(self, uid: int, pid: int, program: bytes, done: Placed) -> None:
+        """Ask for a scope in `uid`'s slice holding `pid`, which runs `program`; done(None) once it holds it."""
+        name = scope_name(pid)
 
         def queued(job: str) -> None:
             self._jobs[str(job)] = done
@@ -79,7 +86,7 @@ class Scopes:
             done(f"systemd did not make scope {name} for the program: {error.get_dbus_message()}")
 
         self.bus.call_async(SYSTEMD_NAME, SYSTEMD_PATH, MANAGER_INTERFACE, "StartTransientUnit",
-                            START_SIGNATURE, (name, "fail", scope_properties(uid, pid, description),
+                            START_SIGNATURE, (name, "fail", scope_properties(uid, pid, scope_description(program)),
                                               dbus.Array([], signature="(sa(sv))")),
                             queued, refused, timeout=CALL_TIMEOUT)
 

@@ -8,10 +8,19 @@ jail named is someone else's (`USER/NAME`, `UID/NAME`: whether it exists or
 not, so nobody learns another user's jail names without it) -> the Supervisor. Every failure becomes
 one of the org.appjail.Error.* names with one sentence; tracebacks stay in
 the helper's log.
+
+A call counts against its user's pending calls from the moment the bus
+daemon has said who sent it until it is answered: a user at
+MAX_PENDING_CALLS_PER_USER is refused (LimitReached) rather than let one
+user's calls, and the descriptors a Run brings, take the helper's
+descriptors and memory from everyone. The call's message is dropped as soon
+as it is dispatched (see _answers): what a Run still holds while polkit
+decides is its three descriptors, and only when it brought exactly three.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import inspect
 import logging
@@ -19,16 +28,23 @@ import os
 from collections.abc import Callable
 
 import dbus
+import dbus.lowlevel
 import dbus.service
 
 from .. import interface as api
 from ..model import LaunchSpec, ValidationError
 from . import launch
+from .audience import Audience
 from .authz import Authority, Caller, CallerUnknown, identify
-from .jails import Conflict, JailError, JailNotFound, LimitReached
+from .jails import Conflict, JailError, JailId, JailNotFound, LimitReached
 from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)
+
+# calls one user may have in progress (polkit deciding, a launch, a stop); 32 covers a tray and
+# many CLIs at once, and bounds what one user's calls hold (a Run: three descriptors)
+MAX_PENDING_CALLS_PER_USER = 32
+DESCRIPTORS_PER_RUN = 3  # the program's stdin, stdout and stderr
 
 
 class HelperError(dbus.DBusException):
@@ -129,8 +145,9 @@ def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
         action = api.METHOD_ACTIONS[fn.__name__]
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
-            self.dispatch(fn, action, in_signature, target, escalate, creates, args, sender, message,
-                          reply, error)
+            del reply, error  # they hold the message, and so its descriptors: see _answers
+            self.dispatch(fn, action, in_signature, out_signature, target, escalate, creates, args, sender,
+                          message)
 
         # dbus-python reads the argument names; the handler takes any count so
         # that a wrong-signature call gets our error, not a Python TypeError
@@ -152,14 +169,28 @@ class HelperService(dbus.service.Object):
         super().__init__(bus, api.OBJECT_PATH)
         self.bus = bus
         self.authority = Authority(bus)
+        self.audience = Audience(bus)
         self.supervisor = supervisor
+        self._pending: collections.Counter[int] = collections.Counter()  # uid -> calls not answered yet
 
-    def dispatch(self, fn, action: str, in_signature: str, target, escalate, creates: bool, args: tuple,
-                 sender: str, message, reply: Respond, error: Callable[[Exception], None]) -> None:
-        call = _Call(reply, error)
+    def notify(self, jail: JailId, member: str, *args) -> None:
+        """Send signal `member` (the jail's name, then `args`) to whoever may know of the jail (audience.py)."""
+        declared = getattr(type(self), member)
+        self.audience.send(jail[0], member, declared._dbus_signature, jail[1], *args)
+
+    def _ask(self, sender: str, action: str, interactive: bool, done: Callable[[bool], None]) -> None:
+        """Polkit's answer for `sender` and `action` to done(), and to the audience."""
+        def answered(allowed: bool) -> None:
+            self.audience.answered(sender, action, allowed)
+            done(allowed)
+        self.authority.check(sender, action, interactive, answered)
+
+    def dispatch(self, fn, action: str, in_signature: str, out_signature: str, target, escalate, creates: bool,
+                 args: tuple, sender: str, message: dbus.lowlevel.Message) -> None:
+        call = _Call(*_answers(self.bus, message, out_signature))
         signature_ok = (message.get_signature() or "") == in_signature
         interactive = bool(message.get_allow_interactive_authorization())
-        del message, reply, error  # only `call` may hold them (see _Call)
+        del message  # its descriptors close with it (see _answers)
         takes_fds = in_signature.endswith("ah")
         passed: list[dbus.types.UnixFd] = []  # the descriptor array, taken only once authorised
         try:
@@ -167,8 +198,12 @@ class HelperService(dbus.service.Object):
                 raise ValidationError(f"expected arguments of type ({in_signature})")
             if takes_fds:
                 *args, passed = args
+                if len(passed) != DESCRIPTORS_PER_RUN:  # before polkit: none held longer than needed
+                    raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
             values = [to_python(arg) for arg in args]
             caller = self.supervisor.confine(identify(self.bus, sender))
+            self._admit(call, caller.uid)
+            self.audience.met(sender, caller.uid)
         except CallerUnknown as exc:
             log.warning("%s", exc)
             _discard(passed)
@@ -201,14 +236,27 @@ class HelperService(dbus.service.Object):
             else:
                 reason = escalate(values) if escalate is not None else None
             if reason is not None:
-                return self.authority.check(sender, api.ACTION_MANAGE, interactive,
-                                            lambda ok: run(_managing(caller)) if ok else denied(reason))
+                return self._ask(sender, api.ACTION_MANAGE, interactive,
+                                 lambda ok: run(_managing(caller)) if ok else denied(reason))
             if creates and not self.supervisor.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
-                return self.authority.check(sender, api.ACTION_MANAGE, False,
-                                            lambda ok: run(_managing(caller) if ok else caller))
+                return self._ask(sender, api.ACTION_MANAGE, False,
+                                 lambda ok: run(_managing(caller) if ok else caller))
             run(caller)
 
-        self.authority.check(sender, action, interactive, after_action)
+        self._ask(sender, action, interactive, after_action)
+
+    def _admit(self, call: _Call, uid: int) -> None:
+        """Count `call` against `uid`'s pending calls until it is answered; one too many is refused."""
+        if self._pending[uid] >= MAX_PENDING_CALLS_PER_USER:
+            raise LimitReached(f"you have {MAX_PENDING_CALLS_PER_USER} calls to appjail-helper in progress, "
+                               "as many as one user may: wait for one of them to finish")
+        self._pending[uid] += 1
+        call.answered = lambda: self._release(uid)
+
+    def _release(self, uid: int) -> None:
+        self._pending[uid] -= 1
+        if not self._pending[uid]:
+            del self._pending[uid]
 
     def _owner_of(self, target, values: list, caller: Caller) -> int | None:
         """The owner the call's jail address names (the caller's own for a bare NAME)."""
@@ -254,7 +302,7 @@ class HelperService(dbus.service.Object):
                      for j in self.supervisor.describe(self.supervisor.visible_jails(viewer))]
             call.reply(dbus.Array(jails, signature="a{sv}"))
 
-        self.authority.check(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
+        self._ask(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
 
     @exported("s", "a{sv}", ("name",), target=lambda v: v[0])
     def Inspect(self, caller: Caller, call: _Call, name) -> None:
@@ -268,50 +316,85 @@ class HelperService(dbus.service.Object):
             def record(ok: bool) -> None:
                 answers[key] = ok
                 then()
-            self.authority.check(caller.sender, action, False, call.later(record))
+            self._ask(caller.sender, action, False, call.later(record))
 
         choice = self.supervisor.engine.firewall_choice
         ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: call.reply(
             to_variant_dict({"uid": caller.uid, **answers, "firewall": choice.name,
                              "firewall_reason": choice.reason}))))
 
-    # -- signals -----------------------------------------------------------
+    # -- signals: declared here (introspection), sent by notify() to their audience only ------
 
     @dbus.service.signal(api.INTERFACE, signature="s")
     def JailAdded(self, name: str) -> None:
-        pass
+        _never_broadcast()
 
     @dbus.service.signal(api.INTERFACE, signature="s")
     def JailRemoved(self, name: str) -> None:
-        pass
+        _never_broadcast()
 
     @dbus.service.signal(api.INTERFACE, signature="sb")
     def VpnChanged(self, name: str, up: bool) -> None:
         """A VPN jail's interface went down or away (up=False), or came back."""
+        _never_broadcast()
+
+
+def _answers(connection: dbus.connection.Connection, message: dbus.lowlevel.Message,
+             out_signature: str) -> tuple[Respond, Callable[[HelperError], None]]:
+    """Reply and error senders for a method call that do not hold its message.
+
+    libdbus keeps the descriptors that came with a message open until the
+    message is freed, and dbus-python's own reply callbacks hold it: kept
+    while polkit decides (minutes, with a password prompt), the caller's
+    pipes would be open twice over, beside the descriptor array's copies.
+    These send a return or an error message prepared now, which carries no
+    descriptors, and the call's message goes once dispatch returns.
+    """
+    if message.get_no_reply():  # the caller wants no answer
+        return (lambda *values: None), (lambda error: None)
+    answer = dbus.lowlevel.MethodReturnMessage(message)
+    failure = dbus.lowlevel.ErrorMessage(message, api.ERROR_FAILED, None)  # named when it is sent
+
+    def reply(*values) -> None:
+        answer.append(*values, signature=out_signature)
+        connection.send_message(answer)
+
+    def error(exc: HelperError) -> None:
+        failure.set_error_name(exc.get_dbus_name())
+        failure.append(exc.get_dbus_message(), signature="s")
+        connection.send_message(failure)
+
+    return reply, error
 
 
 class _Call:
-    """The reply and error callbacks of one method call, dropped once used.
+    """The reply and error senders of one method call, dropped once used.
 
-    dbus-python's callbacks hold the method-call message, and libdbus keeps
-    the descriptors that came with a message open until the message is
-    freed. Held any longer (by a reference cycle, say, until the collector
-    runs), they would keep the caller's pipes open and its reader waiting.
+    answered() runs once, with the answer: it gives the caller's
+    pending-call slot back (HelperService._admit).
     """
 
-    def __init__(self, reply: Respond, error: Callable[[Exception], None]) -> None:
+    def __init__(self, reply: Respond, error: Callable[[HelperError], None]) -> None:
         self._reply: Respond | None = reply
-        self._error: Callable[[Exception], None] | None = error
+        self._error: Callable[[HelperError], None] | None = error
+        self.answered: Callable[[], None] = lambda: None
+
+    def _take(self) -> tuple[Respond | None, Callable[[HelperError], None] | None]:
+        """The senders, for the one answer; None after it."""
+        taken = self._reply, self._error
+        if self._reply is not None:
+            self._reply = self._error = None
+            answered, self.answered = self.answered, lambda: None
+            answered()
+        return taken
 
     def reply(self, *values) -> None:
-        reply = self._reply
-        self._reply = self._error = None
+        reply, _error = self._take()
         if reply is not None:
             reply(*values)
 
     def fail(self, exc: BaseException) -> None:
-        error = self._error
-        self._reply = self._error = None
+        _reply, error = self._take()
         if error is not None:
             error(as_dbus_error(exc))
 
@@ -326,6 +409,11 @@ class _Call:
 
 
 _VERBS = {api.ACTION_RUN: "run programs in jails", api.ACTION_INSPECT: "inspect jails"}
+
+
+def _never_broadcast() -> None:
+    """Stops dbus-python's emission to the whole bus (it calls the declared method first)."""
+    raise RuntimeError("the helper's signals go to the jail's owner and managers only: use notify()")
 
 
 def _managing(caller: Caller) -> Caller:

@@ -47,7 +47,7 @@ from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disa
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
 from . import hostports, launch, netns, offloop, resolv, traffic
 from .authz import Caller
-from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound
+from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound, LimitReached
 from .scopes import Scopes
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ LAUNCH_DEADLINE_MS = 10_000  # fork to exec: the child's chdir() and execve() as
 STOP_GRACE_MS = 2000  # SIGTERM, then SIGKILL
 STOP_GIVE_UP_MS = 2000  # after SIGKILL: what is still there is left behind
 STOP_POLL_MS = 20
+# per user: programs between fork and exec (at the launch gate, or in chdir and execve), and
+# launches waiting for a connecting jail's tunnel. Each holds a child or the caller's three
+# descriptors; a user at either is refused (LimitReached) rather than take them from everyone.
+MAX_STARTING_PER_USER = 16
+MAX_WAITING_PER_USER = 16
 TUNNEL_PARSERS = {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}  # a file option's text -> config
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
@@ -155,8 +160,8 @@ class _Connecting:
 
 
 class Supervisor:
-    def __init__(self, engine: Engine, on_added: Callable[[str], None],
-                 on_removed: Callable[[str], None], scopes: Scopes | None = None) -> None:
+    def __init__(self, engine: Engine, on_added: Callable[[JailId], None],
+                 on_removed: Callable[[JailId], None], scopes: Scopes | None = None) -> None:
         self.engine = engine
         # from a tunnel daemon's thread: look at the jail from the main loop
         engine.on_tunnel_change = lambda jail_id: GLib.idle_add(self._tunnel_changed, jail_id)
@@ -248,7 +253,8 @@ class Supervisor:
 
     def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int],
             reply: Callable[[str, int, int], None], fail: Fail) -> None:
-        """Start `program`; reply(jail name, pid, the exit pipe's read end) once it has exec'd.
+        """Start `program` with `fds` (stdin, stdout, stderr: the service checked there are three);
+        reply(jail name, pid, the exit pipe's read end) once it has exec'd.
 
         reply must close the read end. What is wrong with the request raises;
         what fails later (making the jail, the program, its directory, the
@@ -257,6 +263,9 @@ class Supervisor:
         its tunnel is up; a Run for a jail being made or removed waits for that.
         """
         options = parse_run_options(options)
+        if sum(p.process.owner_uid == caller.uid for p in self._launching.values()) >= MAX_STARTING_PER_USER:
+            raise LimitReached(f"{MAX_STARTING_PER_USER} programs of yours are starting already, as many as "
+                               "one user may: try again once they have")
         texts = {key: options.pop(key) for key in TUNNEL_OPTIONS if key in options}  # keys and all: never kept
         settings = launch_settings(options)  # this program's, not the jail's
         if len(fds) != 3:
@@ -282,10 +291,15 @@ class Supervisor:
                 held.close()
 
         def ready(jail: Jail, created: bool) -> None:
-            if jail.connecting:
-                self._when_connected(jail, lambda: start(jail, created), failed)
-            else:
-                start(jail, created)
+            if not jail.connecting:
+                return start(jail, created)
+            if self._waiting_of(caller.uid) >= MAX_WAITING_PER_USER:
+                if created:
+                    self._drain(jail.id)
+                return failed(LimitReached(f"{MAX_WAITING_PER_USER} programs of yours are waiting for their "
+                                           "jails' tunnels already, as many as one user may: try again once "
+                                           "those are up"))
+            self._when_connected(jail, lambda: start(jail, created), failed)
 
         def attempt() -> None:
             """Join the jail or make it, once whatever is making or removing it is done."""
@@ -325,7 +339,7 @@ class Supervisor:
                     return fail(error)
                 assert jail is not None
                 self._watch_ports(jail)
-                self.on_added(jail.name)
+                self.on_added(jail.id)
                 ready(jail)
             except Exception as exc:  # noqa: BLE001 - the call gets it
                 fail(exc)
@@ -342,6 +356,10 @@ class Supervisor:
             self._creating[jail_id].append(then)
             return True
         return self._after_removal(jail_id, lambda _error: then())
+
+    def _waiting_of(self, uid: int) -> int:
+        """How many launches of UID's wait for a connecting tunnel."""
+        return sum(len(waiting.waiters) for (owner, _), waiting in self._connecting.items() if owner == uid)
 
     def _after_removal(self, jail_id: JailId, done: Done) -> bool:
         """done(error or None) once the jail's removal under way is done; False when none is."""
@@ -374,10 +392,7 @@ class Supervisor:
                                           self._child_reported, pending)
         pending.deadline = GLib.timeout_add(LAUNCH_DEADLINE_MS, self._launch_overdue, pending)
         if self.scopes is not None and self.scopes.available:
-            program_name = os.fsencode(request.argv[0]).decode(errors="replace")  # D-Bus strings are UTF-8
-            description = f"appjail: {program_name} in jail {jail.name}"
-            self.scopes.place(caller.uid, started.pid, jail.name, description,
-                              lambda error: self._placed(pending, error))
+            self.scopes.place(caller.uid, started.pid, request.argv[0], lambda error: self._placed(pending, error))
         else:
             pending.open_gate()
 
@@ -592,7 +607,7 @@ class Supervisor:
             if error is not None:
                 log.error("removing jail %s of uid %d: %s", name, owner_uid, error)
             try:
-                self.on_removed(name)
+                self.on_removed(jail_id)
             finally:
                 if waiting is not None:
                     waiting.end(JailError(f"jail {name!r} was stopped before its tunnel was up"))

@@ -84,6 +84,49 @@ def open_fds(helper) -> int:
     return len(os.listdir(f"/proc/{helper.proc.pid}/fd"))
 
 
+SIGNAL_LISTENER = """
+import sys, dbus
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
+from appjail import interface as api
+DBusGMainLoop(set_as_default=True)
+bus = dbus.bus.BusConnection(sys.argv[1])
+loop = GLib.MainLoop()
+def seen(*args, member=None):
+    print(member, *[str(bool(a)) if isinstance(a, dbus.Boolean) else str(a) for a in args], flush=True)
+bus.add_signal_receiver(seen, dbus_interface=api.INTERFACE, member_keyword="member")
+# the helper signals only to connections that called it (and polkit let through)
+bus.call_blocking(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, "WhoAmI", "", ())
+print("listening", flush=True)
+GLib.timeout_add_seconds(30, loop.quit)
+loop.run()
+"""
+
+
+def signal_listener(helper, user: str) -> subprocess.Popen[str]:
+    """A client of USER printing each signal of the helper it receives as "MEMBER ARGS...", one a line."""
+    listener = subprocess.Popen([USER_PYTHON, "-c", SIGNAL_LISTENER, helper.bus_address], stdout=subprocess.PIPE,
+                                text=True, **user_popen_kwargs(user, helper.bus_address))
+    assert listener.stdout.readline() == "listening\n"
+    return listener
+
+
+def signals_seen(listener: subprocess.Popen[str], count: int, timeout: float = 15) -> list[str]:
+    """The next COUNT lines of a signal_listener (fewer if it ends or the timeout passes), then ends it."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < count and time.monotonic() < deadline:
+            line = listener.stdout.readline()
+            if not line:
+                break
+            seen.append(line.strip())
+    finally:
+        listener.kill()
+        listener.wait()
+    return seen
+
+
 def wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

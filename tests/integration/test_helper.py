@@ -12,6 +12,7 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Callable
@@ -19,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.netns import list_namespaces, namespace_pids, read_sysctl
+from appjail.helper.netns import create_namespace, delete_namespace, list_namespaces, namespace_pids, read_sysctl
+from appjail.helper.supervisor import MAX_STARTING_PER_USER
 from appjail.lab import in_netns
+from appjail.lab.netns import netns_exec_argv
 from appjail.model import spec_options
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
-                        in_helper_netns, jails, ls_seconds, open_fds, unanswering_fuse, user_popen_kwargs,
-                        wait_until)
+                        in_helper_netns, jails, ls_seconds, open_fds, signal_listener, signals_seen,
+                        unanswering_fuse, user_popen_kwargs, wait_until)
 
 
 def test_member_runs_curl_through_the_vpn_as_themselves(helper, lab):
@@ -237,6 +240,17 @@ def test_other_users_jail_is_out_of_reach(helper, users):
     assert jails(helper) == []
 
 
+def test_signals_reach_the_jails_owner_and_managers_and_no_other_user(helper):
+    owner, other, manager = (signal_listener(helper, user) for user in (MEMBER, OTHER_MEMBER, "root"))
+    assert appjail(helper, MEMBER, "run", "--name", "secret", "--dns", DNS, "--", "true").returncode == 0
+    # the other user's own jail comes after: were the first one's signals sent to it, they would come first
+    assert appjail(helper, OTHER_MEMBER, "run", "--name", "theirs", "--dns", DNS, "--", "true").returncode == 0
+    assert signals_seen(owner, 2) == ["JailAdded secret", "JailRemoved secret"]
+    assert signals_seen(other, 1) == ["JailAdded theirs"]
+    assert signals_seen(manager, 4) == ["JailAdded secret", "JailRemoved secret",
+                                        "JailAdded theirs", "JailRemoved theirs"]
+
+
 def test_a_caller_polkit_allows_to_manage_may_act_on_any_jail(helper, users):
     # polkit authorises uid 0 for every action, org.appjail.manage included
     assert appjail(helper, MEMBER, "run", "--keep", "--name", "theirs", "--dns", DNS, "--", "true").returncode == 0
@@ -403,6 +417,86 @@ def test_a_launch_stuck_on_a_filesystem_that_never_answers_blocks_no_one(helper)
     assert wait_until(lambda: jails(helper) == [], 10), "the killed child's jail goes"
 
 
+START_STUCK = """
+import os, sys, dbus
+from dbus.mainloop.glib import DBusGMainLoop
+from gi.repository import GLib
+from appjail import interface as api
+DBusGMainLoop(set_as_default=True)
+bus = dbus.SystemBus()
+loop, answers = GLib.MainLoop(), []
+stdio, _ = os.pipe()
+print(os.readlink(f"/proc/self/fd/{stdio}"), flush=True)  # the pipe each program gets as stdin, stdout, stderr
+def answered(answer):
+    answers.append(answer)
+    if len(answers) == int(sys.argv[2]):
+        loop.quit()
+for _ in range(int(sys.argv[2])):
+    bus.call_async(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, "Run", "a{sv}aayaayayah",
+                   ({"name": "stuck", "dns": ["192.0.2.53"]}, [b"true"], [], sys.argv[1].encode(),
+                    [dbus.types.UnixFd(stdio)] * 3),
+                   lambda *values: answered("started"), lambda error: answered(error.get_dbus_name()), timeout=60)
+loop.run()
+print(*sorted(set(answers)))
+"""
+
+
+def start_stuck(helper, mountpoint: Path, count: int) -> tuple[subprocess.Popen[str], str]:
+    """COUNT Runs of MEMBER in MOUNTPOINT, each stuck there until the launch deadline; and their stdio pipe."""
+    stuck = subprocess.Popen([USER_PYTHON, "-c", START_STUCK, str(mountpoint), str(count)], stdout=subprocess.PIPE,
+                             text=True, **user_popen_kwargs(MEMBER, helper.bus_address))
+    return stuck, stuck.stdout.readline().strip()
+
+
+def held_by(pid: int) -> list[str]:
+    """What each descriptor of process PID is (readlink), one entry per descriptor."""
+    return [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+
+
+def test_a_run_waiting_for_its_program_holds_none_of_the_descriptors_it_brought(helper):
+    with unanswering_fuse() as mountpoint:
+        stuck, stdio = start_stuck(helper, mountpoint, 1)
+        try:
+            assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-") and namespace_pids("aj-stuck"), 10)
+            (child,) = namespace_pids("aj-stuck")
+            assert wait_until(lambda: held_by(child).count(stdio) == 3, 5), "its stdin, stdout and stderr"
+            assert stdio not in held_by(helper.proc.pid), "the call's message, with its copies, is gone"
+            out, _ = stuck.communicate(timeout=60)
+        finally:
+            stuck.kill()
+    assert out == "org.appjail.Error.Failed\n"
+
+
+def test_a_user_with_as_many_programs_starting_as_allowed_is_refused_in_one_sentence(helper):
+    with unanswering_fuse() as mountpoint:
+        stuck, _stdio = start_stuck(helper, mountpoint, MAX_STARTING_PER_USER)
+        try:
+            # each child entered the jail: now it enters the directory, and hangs there until the deadline
+            assert wait_until(lambda: "aj-stuck" in list_namespaces("aj-")
+                              and len(namespace_pids("aj-stuck")) == MAX_STARTING_PER_USER, 10)
+            refused = appjail(helper, MEMBER, "run", "--dns", DNS, "--", "true")
+            assert refused.returncode == 125 and refused.stderr.count("\n") == 1, refused.stderr
+            assert (f"{MAX_STARTING_PER_USER} programs of yours are starting already, as many as one user may"
+                    in refused.stderr)
+            served = appjail(helper, OTHER_MEMBER, "run", "--dns", DNS, "--", "echo", "served")
+            assert (served.returncode, served.stdout) == (0, "served\n"), served.stderr
+            out, _ = stuck.communicate(timeout=60)
+        finally:
+            stuck.kill()
+    assert out == "org.appjail.Error.Failed\n", "each waited for the launch deadline"
+    assert wait_until(lambda: jails(helper) == [], 10), "the killed children's jail goes"
+    assert appjail(helper, MEMBER, "run", "--dns", DNS, "--", "true").returncode == 0, "room again"
+
+
+def test_the_helper_lifts_its_soft_descriptor_limit_to_the_hard_one(helper):
+    helper.kill(signal.SIGTERM)
+    helper.enter_argv = lambda argv: ["prlimit", "--nofile=128:", "--", *argv]  # soft 128, the hard one kept
+    helper.start()
+    limits = Path(f"/proc/{helper.proc.pid}/limits").read_text()
+    soft, hard = re.search(r"^Max open files +(\d+) +(\d+)", limits, re.MULTILINE).groups()
+    assert soft == hard and int(hard) > 128, limits
+
+
 def test_stopping_a_program_that_ignores_sigterm_delays_no_one(helper):
     stubborn = subprocess.Popen(appjail_argv("run", "--name", "stubborn", "--dns", DNS, "--", "sh", "-c",
                                              "trap '' TERM; sleep 60"),
@@ -489,6 +583,26 @@ def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
     assert wait_until(lambda: [j["name"] for j in jails(helper)] == ["adopt"], 15), "busy ends with sleep"
     assert appjail(helper, MEMBER, "stop", "adopt").returncode == 0
     assert list_namespaces("aj-") == []
+
+
+def test_a_second_helper_exits_before_it_touches_the_first_ones_jails(helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "first", "--dns", DNS, "--", "true").returncode == 0
+    create_namespace("aj-halfmade")  # as the first helper's jail being made right now: no record yet
+    try:
+        files = sorted(str(p) for p in helper.run_dir.rglob("*"))
+        second = subprocess.run(netns_exec_argv(helper.host_ns, [
+            sys.executable, "-m", "appjail.helper.main", "--bus-address", helper.bus_address,
+            "--run-dir", str(helper.run_dir)]), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr == ("appjail-helper: org.appjail.Helper1 is already owned: another helper is "
+                                 "running (this one changed nothing)\n")
+        assert sorted(list_namespaces("aj-")) == ["aj-first", "aj-halfmade"]
+        assert sorted(str(p) for p in helper.run_dir.rglob("*")) == files
+    finally:
+        delete_namespace("aj-halfmade")
+    result = appjail(helper, MEMBER, "run", "--name", "first", "--", "curl", "-sS", "http://192.0.2.80/")
+    assert result.stdout.startswith("client="), result.stderr
+    assert appjail(helper, MEMBER, "stop", "first").returncode == 0
 
 
 def test_idle_helper_exits_only_when_no_jail_is_left(helper):

@@ -17,7 +17,8 @@ from appjail.helper import traffic
 from appjail.helper.netns import list_namespaces
 from appjail.lab import in_netns
 
-from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail, appjail_argv, user_popen_kwargs, wait_until
+from .helperlab import (DNS, MEMBER, OTHER_MEMBER, appjail, appjail_argv, signal_listener, signals_seen,
+                        user_popen_kwargs, wait_until)
 
 DOWNLOAD = 200_000
 
@@ -257,40 +258,14 @@ def test_no_lan_with_vpn_still_reaches_the_server_through_the_tunnel(helper, lab
     assert result.stdout == f"client={lab.WG_CLIENT_TUNNEL_ADDR}\n", result.stderr
 
 
-SIGNALS = """
-import sys, dbus
-from dbus.mainloop.glib import DBusGMainLoop
-from gi.repository import GLib
-DBusGMainLoop(set_as_default=True)
-bus = dbus.bus.BusConnection(sys.argv[1])
-loop = GLib.MainLoop()
-def seen(*args, member=None):
-    print(member, *[str(bool(a)) if isinstance(a, dbus.Boolean) else str(a) for a in args], flush=True)
-bus.add_signal_receiver(seen, dbus_interface="org.appjail.Helper1", member_keyword="member")
-print("listening", flush=True)
-GLib.timeout_add_seconds(30, loop.quit)
-loop.run()
-"""
-
-
 def test_signals_tell_of_jails_and_of_a_vpn_going_away(helper, lab):
-    listener = subprocess.Popen([sys.executable, "-c", SIGNALS, helper.bus_address],
-                                stdout=subprocess.PIPE, text=True)
-    try:
-        assert listener.stdout.readline() == "listening\n"
-        keep_jail(helper, "sig", "--vpn", lab.wg_ifname)
-        lab.wg_delete()
-        lab.wg_create()
-        assert appjail(helper, MEMBER, "stop", "sig").returncode == 0
-        expected = ["JailAdded sig", "VpnChanged sig False", "VpnChanged sig True", "JailRemoved sig"]
-        seen = []
-        deadline = time.monotonic() + 15
-        while seen != expected and time.monotonic() < deadline:
-            seen.append(listener.stdout.readline().strip())
-        assert seen == expected
-    finally:
-        listener.kill()
-        listener.wait()
+    listener = signal_listener(helper, MEMBER)
+    keep_jail(helper, "sig", "--vpn", lab.wg_ifname)
+    lab.wg_delete()
+    lab.wg_create()
+    assert appjail(helper, MEMBER, "stop", "sig").returncode == 0
+    assert signals_seen(listener, 4) == ["JailAdded sig", "VpnChanged sig False", "VpnChanged sig True",
+                                         "JailRemoved sig"]
 
 
 def test_inspect_watch_redraws_until_interrupted(helper):

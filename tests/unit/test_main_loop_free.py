@@ -187,7 +187,7 @@ def test_a_stop_that_waits_for_a_daemon_returns_at_once_and_answers_once_it_is_g
     assert stopped == []
     gate.set()
     loop_until(lambda: len(stopped) == 2)
-    assert stopped == [None, None] and removed == ["wgstuck"] and launched == []
+    assert stopped == [None, None] and removed == [(OWNER, "wgstuck")] and launched == []
 
 
 def test_a_drained_jail_is_removed_off_the_loop_its_exit_reported_after_and_a_run_waits(stuck, gate):
@@ -200,7 +200,7 @@ def test_a_drained_jail_is_removed_off_the_loop_its_exit_reported_after_and_a_ru
     assert reported == [] and removed == [] and launched == []
     gate.set()
     loop_until(lambda: reported and launched)
-    assert reported == ["exit"] and removed == ["wgstuck"] and failed == []
+    assert reported == ["exit"] and removed == [(OWNER, "wgstuck")] and failed == []
     assert launched == [("wgstuck", True)] and [jail.name for jail in supervisor.engine.list()] == ["wgstuck"]
 
 

@@ -56,7 +56,7 @@ def test_a_daemon_that_ends_first_fails_them_with_its_last_words_and_the_jail_go
     loop_until(lambda: failed)
     assert failed == ["could not create jail 'ov': openvpn ended before its tunnel was up: "
                       "AUTH: Received control message: AUTH_FAILED"] * 2
-    assert started == [] and removed == ["ov"] and engine.list() == [] and openvpn.daemons == {}
+    assert started == [] and removed == [(OWNER, "ov")] and engine.list() == [] and openvpn.daemons == {}
 
 
 def test_a_stop_while_connecting_removes_the_jail_and_fails_the_waiting_launches(waiting, engine, openvpn):
@@ -64,7 +64,7 @@ def test_a_stop_while_connecting_removes_the_jail_and_fails_the_waiting_launches
     stopped: list[object] = []
     supervisor.stop(Caller(OWNER, OWNER, ()), "ov", stopped.append)
     loop_until(lambda: stopped)  # removed in a worker thread, answered once gone
-    assert stopped == [None] and removed == ["ov"] and engine.list() == [] and openvpn.daemons == {}
+    assert stopped == [None] and removed == [(OWNER, "ov")] and engine.list() == [] and openvpn.daemons == {}
     assert failed == ["jail 'ov' was stopped before its tunnel was up"] * 2 and started == []
     openvpn.connected_once.add("aj-ov")  # a late report of the stopped daemon changes nothing
     engine.on_tunnel_change((OWNER, "ov"))
