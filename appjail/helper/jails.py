@@ -467,6 +467,10 @@ class Engine:
     def tunnel_counters(self, jail: Jail) -> dict[str, int]:
         return self.host.driver(jail).counters(jail.netns, jail.tunnel_ifname)
 
+    def tunnel_daemon(self, jail: Jail) -> int | None:
+        """The pid of the jail's tunnel daemon (None: no tunnel, or the kernel's WireGuard)."""
+        return self.host.driver(jail).daemon_pid(jail.tunnel_ifname) if jail.tunnel is not None else None
+
     def start_link_watch(self) -> None:
         """Follow link changes from a thread in the caller's namespace."""
         if self._watcher is None:

@@ -484,6 +484,11 @@ def connected(ifname: str) -> bool:
     return daemon is not None and daemon.connected.is_set()
 
 
+def daemon_pid(ifname: str) -> int | None:
+    daemon = _daemons.get(ifname)
+    return daemon.pid if daemon is not None else None
+
+
 def why_not(ifname: str) -> str:
     """Why IFNAME's tunnel is not up, in appjail's words."""
     daemon = _daemons.get(ifname)

@@ -339,6 +339,7 @@ class Supervisor:
                     return fail(error)
                 assert jail is not None
                 self._watch_ports(jail)
+                self._scope_tunnel(caller.uid, jail)
                 self.on_added(jail.id)
                 ready(jail)
             except Exception as exc:  # noqa: BLE001 - the call gets it
@@ -349,6 +350,18 @@ class Supervisor:
 
         offloop.run(lambda: self.engine.create(spec, caller.uid, unlimited=unlimited, **tunnels), made,
                     "appjail-create")
+
+    def _scope_tunnel(self, uid: int, jail: Jail) -> None:
+        """Where systemd runs, the jail's tunnel daemon goes into a scope of its owner's slice, like the
+        owner's programs: what it uses counts against the owner, not the helper."""
+        pid = self.engine.tunnel_daemon(jail)
+        if pid is None or self.scopes is None or not self.scopes.available:
+            return
+
+        def placed(error: str | None) -> None:
+            if error is not None:
+                log.warning("jail %s: its tunnel daemon stays in the helper's cgroup: %s", jail.name, error)
+        self.scopes.place(uid, pid, jail.tunnel["type"].encode(), placed)
 
     def _after_work(self, jail_id: JailId, then: Callable[[], None]) -> bool:
         """then() once the jail's creation or removal under way is done; False when none is."""

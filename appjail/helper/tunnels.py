@@ -212,6 +212,12 @@ def _delete_here(ifname: str) -> None:
         netns.delete_link(ipr, ifname)
 
 
+def daemon_pid(ifname: str) -> int | None:
+    """IFNAME's wireguard-go (None: the kernel's WireGuard, or it ended)."""
+    identity = tundaemon.recorded(DAEMON, ifname)
+    return identity.pid if identity is not None else None
+
+
 def present(namespace: str, ifname: str) -> bool:
     """Whether the jail's namespace holds its tunnel interface, alive: a tun device no daemon holds (an
     ended openvpn's, which outlives it) is not."""

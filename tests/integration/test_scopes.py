@@ -21,8 +21,9 @@ from appjail.lab.helper import LabHelper
 from appjail.lab.systemd import LabSystemd
 
 from ..busfixture import BUS_POLICY, polkit_files_installed
-from .conftest import running_helper
+from .conftest import running_helper, serving
 from .helperlab import DNS, MEMBER, OTHER_MEMBER, appjail_argv, in_helper_netns, user_popen_kwargs, wait_until
+from .test_tunnel import users_file
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,18 @@ def test_a_scope_systemd_refuses_keeps_the_program_from_starting_and_leaves_noth
     assert not marker.exists(), "the program did not run outside its user's slice"
     listed = appjail_inside(systemd, OTHER_MEMBER, "ls", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], "the jail made for it is gone"
+
+
+def test_a_jails_tunnel_daemon_runs_in_a_scope_of_its_owners_slice(scoped_helper, systemd, users, lab):
+    uid = users.uid(MEMBER)
+    path = users_file(lab.wg_peer("203.0.113.31"), "scoped.conf")
+    made = appjail_inside(systemd, MEMBER, "run", "--keep", "--name", "wgscope", "--wireguard", path, "--", "true")
+    assert made.returncode == 0, made.stderr + systemd.log()
+    try:
+        (daemon,) = serving("wireguard-go", "aj-wgscope")
+        in_slice = rf"^0::/user\.slice/user-{uid}\.slice/appjail-[a-z0-9-]+\.scope$|" \
+                   rf"^\d+:name=systemd:/user\.slice/user-{uid}\.slice/appjail-[a-z0-9-]+\.scope$"
+        assert wait_until(lambda: re.search(in_slice, Path(f"/proc/{daemon}/cgroup").read_text(), re.MULTILINE),
+                          5), Path(f"/proc/{daemon}/cgroup").read_text()
+    finally:
+        assert appjail_inside(systemd, MEMBER, "stop", "wgscope").returncode == 0

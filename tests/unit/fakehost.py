@@ -240,6 +240,9 @@ class FakeCoexist(Recorder):
         return self.close()
 
 
+DAEMON_PID = 4242  # what a fake tunnel daemon's pid is said to be
+
+
 class FakeTunnels(Recorder):
     """appjail.helper.tunnels over a dict: interface -> where it is, and daemons serving them."""
 
@@ -289,6 +292,9 @@ class FakeTunnels(Recorder):
 
     def present(self, namespace: str, ifname: str) -> bool:
         return self.devices.get(ifname) == namespace and namespace in self.kernel.namespaces
+
+    def daemon_pid(self, ifname: str) -> int | None:
+        return DAEMON_PID if ifname in self.daemons else None
 
     def sweep(self, prefix: str, live_ifnames: Iterable[str]) -> list[str]:
         gone = sorted(name for name in self.daemons if name.startswith(prefix) and name not in set(live_ifnames))
@@ -359,6 +365,9 @@ class FakeOpenvpn(Recorder):
 
     def present(self, namespace: str, ifname: str) -> bool:
         return ifname in self.daemons or ifname in self.running
+
+    def daemon_pid(self, ifname: str) -> int | None:
+        return DAEMON_PID if ifname in self.daemons else None
 
     def remove(self, ipr, namespace: str, ifname: str) -> None:
         self._op("remove_openvpn", ifname)

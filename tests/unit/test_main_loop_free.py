@@ -228,3 +228,31 @@ def test_inspect_says_when_its_connections_are_cut_short():
     assert "connections (0)\n" in report.inspection(jail, None) + "\n"
     cut = report.inspection({**jail, "connections_cut": True}, None)
     assert "connections (0, cut short: more than inspect reads at once)" in cut
+
+
+class RecordingScopes:
+    """Scopes with systemd on the bus, placing at once: what was asked."""
+
+    available = True
+
+    def __init__(self) -> None:
+        self.placed: list[tuple[int, int, bytes]] = []
+
+    def place(self, uid: int, pid: int, program: bytes, done) -> None:
+        self.placed.append((uid, pid, program))
+        done(None)
+
+
+def test_a_new_jails_tunnel_daemon_goes_into_a_scope_of_its_owners_slice(supervised):
+    from .fakehost import DAEMON_PID
+
+    supervisor, launched, _removed = supervised
+    supervisor.scopes = RecordingScopes()
+    failed: list[str] = []
+    run(supervisor, {"name": "wgscoped", "wireguard": WG_FILE}, failed)
+    loop_until(lambda: launched or failed)
+    assert failed == [] and launched == [("wgscoped", True)]
+    assert supervisor.scopes.placed == [(OWNER, DAEMON_PID, b"wireguard")]
+    run(supervisor, {"name": "plain"}, failed)
+    loop_until(lambda: len(launched) == 2 or failed)
+    assert len(supervisor.scopes.placed) == 1, "a jail without a tunnel daemon has nothing to place"
