@@ -9,6 +9,8 @@ tunnel user.
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import tempfile
 import time
@@ -92,7 +94,7 @@ def udp_ports(pid: int) -> list[int]:
 
 
 def test_openvpn_binds_no_port_of_the_host_even_when_told_to(in_host):
-    started(in_host, "aj-ovbind", "bind\nlport 1053\n")
+    started(in_host, "aj-ovbind", "")
     try:
         assert wait_until(lambda: openvpn.connected("aj-ovbind"), 20), openvpn.why_not("aj-ovbind")
         ports = udp_ports(openvpn.daemon_pid("aj-ovbind"))
@@ -100,6 +102,13 @@ def test_openvpn_binds_no_port_of_the_host_even_when_told_to(in_host):
         removed("aj-ovbind")
     low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert ports and all(port >= low for port in ports), f"only the kernel's ephemeral ports: {ports}"
+    for smuggled in ("lport 1053\n", "bind\n"):  # against the forced --nobind, openvpn does not start
+        started(in_host, "aj-ovbind", smuggled)
+        try:
+            assert wait_until(lambda: not openvpn.present("aj-ovbind", "aj-ovbind"), 10), smuggled
+            assert openvpn.why_not("aj-ovbind") == "openvpn refused an option of the file"
+        finally:
+            removed("aj-ovbind")
 
 
 @pytest.fixture
@@ -125,3 +134,22 @@ def test_a_lookalike_tunnel_daemon_is_neither_signalled_nor_waited_for(in_host: 
     assert time.monotonic() - began < tundaemon.STOP_TIMEOUT, "teardown did not wait for the lookalike"
     report = Engine(run_dir=tmp_path / "run").reconcile()
     assert lookalike.poll() is None and report.removed == [], "the lookalike was left alone"
+
+
+def test_a_root_only_file_named_by_a_smuggled_config_line_reaches_neither_member_nor_log(in_host, caplog):
+    caplog.set_level(logging.INFO)
+    where = Path(tempfile.mkdtemp(prefix="appjail-secret-", dir="/tmp"))
+    secret = where / "root-only"
+    secret.write_text(f"marker-{os.getpid()}-only-root-reads-this\nsecond line\n")
+    secret.chmod(0o600)
+    where.chmod(0o755)
+    try:
+        started(in_host, "aj-ovconf", f"config {secret}\n")
+        assert wait_until(lambda: not openvpn.present("aj-ovconf", "aj-ovconf"), 10), "openvpn gave up"
+        told = openvpn.why_not("aj-ovconf")
+    finally:
+        removed("aj-ovconf")
+        subprocess.run(["rm", "-rf", str(where)], check=True)
+    marker = f"marker-{os.getpid()}"
+    assert marker not in told and marker not in caplog.text, "openvpn could not read it, and nothing quoted it"
+    assert told == "openvpn refused an option of the file", told

@@ -192,3 +192,14 @@ def test_the_hook_sends_only_what_the_helper_reads():
 
     env = {**UP, "password": "pw", "common_name": "x", "PATH": "/bin"}
     assert ovpnhook.report(env) == UP
+
+
+def test_a_member_is_told_appjails_sentences_never_openvpns_lines():
+    from appjail.helper.openvpn import explain
+
+    lines = ["Options error: In [CMD-LINE]:1: Error opening configuration file: /root/secret",
+             "root:$6$hash-of-a-password:19000:0:99999:7:::", "AUTH: Received control message: AUTH_FAILED"]
+    told = explain(lines)
+    assert told == "openvpn refused an option of the file; the server refused the user name or password"
+    assert "hash" not in told and "secret" not in told
+    assert explain(["something new"]) == "openvpn said nothing appjail knows (the helper's log has its words)"
