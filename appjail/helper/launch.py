@@ -1,4 +1,4 @@
-"""Start one program inside a jail as the calling user (docs/design.md section 5).
+"""Start one program inside a jail as the calling user (docs/design.md section 7).
 
 `launch()` does all the work that can fail in an interesting way in the
 parent: it opens the jail's namespace, validates and opens the resolver
