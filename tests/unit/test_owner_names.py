@@ -10,7 +10,7 @@ from appjail.helper.netns import namespace_id
 from appjail.helper.supervisor import NotAllowed, Supervisor
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
-from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn, ops,  # noqa: F401
+from .test_engine_logic import (DNS, coexist, conntrack, engine, policy, fw, kernel, make_engine, openvpn, ops,  # noqa: F401
                                 ports, tunnels, wg_config)
 
 A, B = 1000, 1001

@@ -12,7 +12,7 @@ from appjail.helper.authz import Caller
 from appjail.helper.supervisor import Supervisor
 from appjail.model import JailSpec
 
-from .test_engine_logic import (PUSHED, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
+from .test_engine_logic import (PUSHED, coexist, conntrack, engine, policy, fw, kernel, make_engine, openvpn,  # noqa: F401
                                 ops, ovpn_config, ports, tunnels)
 
 OWNER = 1000
