@@ -110,6 +110,17 @@ def read_blocked(namespace: str, blocked_set: str, now: int) -> list[Blocked]:
     return netns.run_in_namespace(namespace, lambda: read_set_elements(blocked_set, now))
 
 
+def read_dropped(namespaces: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) each jail's own namespace dropped, by namespace (a netlink dump in each)."""
+    from .firewall_nft import read_rule_counters
+
+    def dropped() -> tuple[int, int]:
+        counted = [counter for _comment, counter in read_rule_counters(CHAIN).get(CHAIN, [])]
+        return sum(packets for packets, _size in counted), sum(size for _packets, size in counted)
+
+    return netns.run_in_each(namespaces, dropped)
+
+
 def host_addresses(ipr: Any) -> set[str]:
     """The IPv4 addresses of the calling thread's namespace (pyroute2 IPRoute ipr), but the jails' veths'
     (the pool's rule covers those: jails come and go without every jail's set changing)."""

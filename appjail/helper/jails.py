@@ -88,7 +88,8 @@ class Repairs:
         self.last, self.what = when, what
 
     def as_dict(self) -> dict:
-        return {"count": self.count, "last": self.last, "what": self.what}
+        """As `ls --json` and `inspect --json` show it (last 0: never; the bus carries no null)."""
+        return {"count": self.count, "last": int(self.last or 0), "what": self.what}
 
 
 @dataclass

@@ -278,6 +278,12 @@ class FakePolicy(Recorder):
         self._op("policy_install", namespace)
         self.installed[namespace] = (policy, frozenset(host_addresses))
 
+    def read_blocked(self, namespace: str, blocked_set: str, now: int) -> list:
+        return []
+
+    def read_dropped(self, namespaces: Iterable[str]) -> dict[str, tuple[int, int]]:
+        return {}
+
     def set_host_addresses(self, namespace: str, host_addresses: Iterable[str]) -> None:
         self._op("policy_addresses", namespace)
         self.installed[namespace] = (self.installed[namespace][0], frozenset(host_addresses))

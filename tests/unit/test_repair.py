@@ -112,3 +112,19 @@ def test_a_failing_install_of_the_policy_undoes_the_jail(engine, policy, kernel)
     with pytest.raises(Exception, match="policy_install failed"):
         engine.create(JailSpec("web", dns=DNS), 1000)
     assert kernel.namespaces == set() and engine.list() == []
+
+
+def test_the_supervisor_stops_a_lost_jail_and_says_it_is_gone(engine, fw):
+    from appjail.helper.supervisor import Supervisor
+
+    from .test_supervisor_connecting import loop_until
+
+    removed: list = []
+    supervisor = Supervisor(engine, on_added=lambda jail_id: None, on_removed=removed.append)
+    engine.on_lost = supervisor.lose
+    engine.create(JailSpec("web", dns=DNS), 1000)
+    fw.flush()
+    fw.fail_on.add("install")
+    engine.repair("nftables")
+    loop_until(lambda: removed)
+    assert removed == [(1000, "web")] and engine.list() == []
