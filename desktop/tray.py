@@ -187,6 +187,9 @@ class Tray(QObject):
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):
                 self.notify("VPN gone", f"{jail['vpn']} of jail {name} is down or missing: the kill "
                                         "switch blocks the jail's traffic until it is back")
+            elif jail.get("vpn") and before is None and not jail.get("vpn_up", True):
+                self.notify("VPN missing", f"{jail['vpn']} of the new jail {name} is down or does not exist: "
+                                           "the jail stays closed until it appears")
             self._note_kill_switch(name, jail, before)
             self._note_repair(name, jail, before)
         for name in set(self.inspectors) - set(current):

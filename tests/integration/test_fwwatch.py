@@ -15,6 +15,7 @@ iptables-nft rules as dockerd writes them).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -28,6 +29,7 @@ from appjail.helper import firewall
 from appjail.lab import hostfirewalls
 from appjail.model import JailSpec, Publish
 
+from .helperlab import MEMBER, appjail, jails
 from .test_engine import LAB_DNS, fetch, wait_until
 
 FORBIDDEN_PORT, BESIDE_TUNNEL_PORT = 7001, 7003
@@ -189,3 +191,31 @@ def test_docker_set_up_after_the_jails_and_restarted(engine, lab, all_kinds):
         took = assert_nothing_reached_and_back(engine, lab, all_kinds, restart_docker)
         assert took < BACK_WITHIN_S, f"network back after {took:.2f} s"
     assert "Docker, accepting aj-+ in DOCKER-USER" in engine.get("fwnat").repairs.what
+
+
+FLUSH = {"nftables": "nft flush ruleset", "xtables": "iptables-restore of a dump taken before the jails"}[BACKEND]
+
+
+def test_a_restarted_helper_puts_back_what_was_flushed_meanwhile_and_ls_and_inspect_say_so(helper, lab):
+    kept = appjail(helper, MEMBER, "run", "--keep", "--name", "fwkeep", "--dns", LAB_DNS[0], "--", "true")
+    assert kept.returncode == 0, kept.stderr
+    helper.kill(signal.SIGTERM)
+    CHANGES[FLUSH](lab.host_ns)  # while no helper watched
+    helper.start()
+    (listed,) = [jail for jail in jails(helper) if jail["name"] == "fwkeep"]
+    assert listed["repairs"]["count"] == 1, listed
+    assert listed["repairs"]["what"].startswith("host firewall changed (while no helper watched)")
+    reached = appjail(helper, MEMBER, "run", "--name", "fwkeep", "--", "curl", "-sS", "--max-time", "5",
+                      f"http://{lab.SERVER_ADDR}/")
+    assert reached.stdout == f"client={lab.HOST_UPLINK_ADDR}\n", reached.stderr
+    page = appjail(helper, MEMBER, "inspect", "fwkeep").stdout
+    assert "rules repaired 1 time, last at " in page, page
+    assert appjail(helper, MEMBER, "stop", "fwkeep").returncode == 0
+
+
+def test_run_with_a_vpn_interface_that_does_not_exist_says_so_and_stays_closed(helper, lab):
+    result = appjail(helper, MEMBER, "run", "--vpn", "wg9", "--dns", LAB_DNS[0], "--", "curl", "-sS",
+                     "--max-time", "2", f"http://{lab.SERVER_ADDR}/")
+    assert "warning: interface wg9 does not exist: the jail's traffic is blocked (kill switch) until it appears" \
+        in result.stderr, result.stderr
+    assert result.returncode != 0 and result.stdout == ""

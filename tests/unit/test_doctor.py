@@ -118,3 +118,23 @@ def test_doctor_says_whether_systemd_runs_and_what_its_absence_means(tmp_path, c
     check_systemd(tmp_path)
     assert capsys.readouterr().out == ("[     ok] systemd runs here: each program goes into a scope "
                                        "of your user-UID.slice\n")
+
+
+def test_doctor_names_the_tools_that_may_flush_appjails_rules(tmp_path, capsys):
+    from appjail.doctor import check_firewall_tools
+
+    check_firewall_tools(tmp_path)
+    assert capsys.readouterr().out == ""
+    (tmp_path / "systemd/system/sysinit.target.wants").mkdir(parents=True)
+    (tmp_path / "systemd/system/sysinit.target.wants/nftables.service").touch()
+    (tmp_path / "ufw").mkdir()
+    (tmp_path / "ufw/ufw.conf").write_text("# comment\nENABLED=no\n")
+    check_firewall_tools(tmp_path)
+    said = capsys.readouterr().out.splitlines()
+    assert said == ["[     ok] the nftables service is set up here: its start and restart load /etc/nftables.conf, "
+                    "whose `flush ruleset` removes appjail's table; the helper puts appjail's rules back within a "
+                    "second when it does, and what a jail must not reach stays closed meanwhile"]
+    (tmp_path / "ufw/ufw.conf").write_text("ENABLED=yes\n")
+    check_firewall_tools(tmp_path)
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "[     ok] the nftables service is set up here", "[     ok] ufw is set up here"]

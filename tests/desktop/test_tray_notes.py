@@ -1,4 +1,4 @@
-"""A jail whose host-side rules a host tool removed and the helper put back: the tray tells, the inspector shows."""
+"""What the tray tells beyond the list: a jail's rules repaired after a host tool removed them, a VPN missing."""
 
 from appjail.desktop.inspector import InspectorWindow
 
@@ -24,3 +24,10 @@ def test_the_tray_tells_when_a_jails_rules_were_repaired_and_the_inspector_shows
     qtbot.addWidget(window)
     window.show_jail({**after, "connections": []})
     assert "rules repaired 1 time, last at " in window.summary.text() and what in window.summary.text()
+
+
+def test_the_tray_tells_when_a_new_jails_vpn_does_not_exist(tray_with):
+    tray, _client = tray_with({}, [])
+    tray.on_jails({"web": {**NAT_JAIL, "vpn": "wg9", "vpn_up": False}})
+    assert tray.notifications[-1] == ("VPN missing", "wg9 of the new jail web is down or does not exist: "
+                                                     "the jail stays closed until it appears")
