@@ -185,9 +185,8 @@ class NftablesBackend:
         chain = jail_chain(name)
         with self._lock:
             entries = read_set_elements(chain, now)
-            if len(entries) >= BLOCKED_MAX:
-                self._try_run([{"delete": {"element": _obj(name=chain, elem=[
-                    {"concat": _blocked_key(entry)} for entry in oldest(entries, BLOCKED_MAX // 10)])}}])
+            if trim := room_made(chain, entries):
+                self._try_run(trim)
             return self._first_seen.stamp(name, entries)
 
     def list_owned(self) -> tuple[set[str], set[str]]:
@@ -484,7 +483,15 @@ def _element(value: bytes, now: int) -> Blocked:
                    struct.unpack("!H", port)[0], reason_of(code), packets, size, last, last)
 
 
-def _blocked_key(entry: Blocked) -> list:
+def room_made(name: str, entries: list[Blocked]) -> list[Json]:
+    """The commands that delete the least recently hit tenth of blocked set NAME when it is full; none else."""
+    if len(entries) < BLOCKED_MAX:
+        return []
+    return [{"delete": {"element": _obj(name=name, elem=[{"concat": blocked_key(entry)}
+                                                         for entry in oldest(entries, BLOCKED_MAX // 10)])}}]
+
+
+def blocked_key(entry: Blocked) -> list:
     return [entry.dst, entry.proto, entry.dport, reason_code(entry.reason)]
 
 

@@ -12,8 +12,8 @@ kilobytes copied twice a second, no rule decoded, and a policy change
 Only "something changed, and where" is reported: the callback looks at what
 it needs (Engine.repair). Its own changes wake the watcher again; that check
 finds everything in place and changes nothing. If it keeps finding something
-to do, something fights it, and the watcher backs off (BACKOFF_S) rather than
-spin.
+to do (FIGHTS times within FIGHT_WINDOW_S), something fights it, and the
+watcher backs off (BACKOFF_S) rather than spin.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ NFNLGRP_NFTABLES = 7
 SETTLE_S = 0.1  # a burst (iptables-restore, nft -f) is one change
 POLL_S = 0.5
 BACKOFF_S = 5.0
-FIGHTS = 5  # repairs in a row that changed something: something undoes them
+FIGHTS, FIGHT_WINDOW_S = 5, 10.0  # so many repairs that changed something, so close: something undoes them
 
 # <linux/netfilter_ipv4/ip_tables.h>
 IPT_SO_GET_INFO, IPT_SO_GET_ENTRIES = 64, 65
@@ -67,7 +67,7 @@ class FirewallWatch:
         self._raw: socket.socket | None = None
         self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
         self._legacy: dict[str, bytes] = {}
-        self._fights = 0
+        self._fights: list[float] = []  # when recent checks changed something
         self._thread = threading.Thread(target=self._run, name="appjail-fwwatch", daemon=True)
 
     def start(self) -> None:
@@ -109,11 +109,12 @@ class FirewallWatch:
         # what the check itself did (and nothing else, when it did nothing) is known now
         self._drain()
         self._legacy = self._read_legacy()
-        self._fights = self._fights + 1 if changed else 0
-        if self._fights >= FIGHTS:
-            log.error("appjail's rules were put back %d times in a row: something keeps removing them; "
-                      "looking again in %g s", self._fights, BACKOFF_S)
-            self._fights = 0
+        now = time.monotonic()
+        self._fights = [when for when in self._fights if now - when < FIGHT_WINDOW_S] + ([now] if changed else [])
+        if len(self._fights) >= FIGHTS:
+            log.error("appjail's rules were put back %d times in %g s: something keeps removing them; "
+                      "looking again in %g s", len(self._fights), FIGHT_WINDOW_S, BACKOFF_S)
+            self._fights = []
             select.select([self._stop_read], [], [], BACKOFF_S)
 
     def _drain(self) -> None:

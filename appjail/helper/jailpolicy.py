@@ -104,10 +104,17 @@ def present(namespace: str) -> bool:
 
 
 def read_blocked(namespace: str, blocked_set: str, now: int) -> list[Blocked]:
-    """The destinations the jail's own namespace refused (a netlink dump there)."""
-    from .firewall_nft import read_set_elements
+    """The destinations the jail's own namespace refused (a netlink dump there); when the set is full,
+    its least recently hit tenth goes, so new destinations find room (as firewall_nft does)."""
+    from .firewall_nft import read_set_elements, room_made
 
-    return netns.run_in_namespace(namespace, lambda: read_set_elements(blocked_set, now))
+    def read() -> list[Blocked]:
+        entries = read_set_elements(blocked_set, now)
+        if trim := room_made(blocked_set, entries):
+            _context().json_cmd({"nftables": trim})
+        return entries
+
+    return netns.run_in_namespace(namespace, read)
 
 
 def read_dropped(namespaces: Iterable[str]) -> dict[str, tuple[int, int]]:
