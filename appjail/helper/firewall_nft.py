@@ -204,14 +204,15 @@ class NftablesBackend:
             return Damage(wanted, shared=True)
         rules_in = Counter(rule["chain"] for rule in _objects(listing, "rule"))
         keyed = {found["name"]: found.get("elem", []) for kind in ("map", "set") for found in _objects(listing, kind)}
-        if any(rules_in[chain] != count for chain, count in SKELETON_RULES.items()) or not set(KEYED) <= set(keyed):
+        if any(rules_in[chain] < count for chain, count in SKELETON_RULES.items()) or not set(KEYED) <= set(keyed):
             return Damage(wanted, shared=True)
         owned = {name: Counter(_owner(item) for item in keyed[name]) for name in KEYED}
         damage = Damage({GUARD_CHAIN} if guard and not rules_in[GUARD_CHAIN] else set())
         for rules in expected:
             elements = _elements(rules, with_values=True)
-            if (rules.chain not in keyed or rules_in[rules.chain] != _rule_count(rules)
-                    or any(owned[name][rules.chain] != len(elements.get(name, ())) for name in KEYED)):
+            # fewer, not different: a rule an admin added to the chain is theirs to keep
+            if (rules.chain not in keyed or rules_in[rules.chain] < _rule_count(rules)
+                    or any(owned[name][rules.chain] < len(elements.get(name, ())) for name in KEYED)):
                 damage.owners.add(rules.chain)
         return damage
 

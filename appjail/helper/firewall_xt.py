@@ -249,7 +249,7 @@ class XtablesBackend:
         return self.blocked.entries(name, now)
 
     def damaged(self, expected: Sequence[JailRules], guard: bool) -> Damage:
-        """Each jail's chain with as many rules as it had and its hooks; the guard's chain and hook.
+        """Each jail's chain with at least as many rules as it had, and its hooks; the guard's chain and hook.
 
         Only the built-in chains' rules are decoded (for their owners); jail chains are counted.
         """
@@ -263,8 +263,9 @@ class XtablesBackend:
             lengths = {chain: len(_raw_entries(filter_table, chain)) for chain in wanted
                        if filter_table.is_chain(chain)}
         damage = Damage({GUARD_CHAIN} if guard and not (lengths.get(GUARD_CHAIN) and hooks[GUARD_CHAIN]) else set())
-        damage.owners |= {rules.chain for rules in expected
-                          if lengths.get(rules.chain) != len(rules.chain_rules) or hooks[rules.chain] != len(rules.hooks)}
+        # fewer, not different: a rule an admin added to a jail's chain is theirs to keep
+        damage.owners |= {rules.chain for rules in expected if lengths.get(rules.chain, 0) < len(rules.chain_rules)
+                          or hooks[rules.chain] < len(rules.hooks)}
         return damage
 
     def list_owned(self) -> tuple[set[str], set[str]]:

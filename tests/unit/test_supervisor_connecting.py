@@ -12,8 +12,8 @@ from appjail.helper.authz import Caller
 from appjail.helper.supervisor import Supervisor
 from appjail.model import JailSpec
 
-from .test_engine_logic import (PUSHED, coexist, conntrack, engine, policy, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, ovpn_config, ports, tunnels)
+from .test_engine_logic import (PUSHED, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
+                                ops, ovpn_config, policy, ports, tunnels)
 
 OWNER = 1000
 
