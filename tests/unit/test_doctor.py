@@ -138,3 +138,21 @@ def test_doctor_names_the_tools_that_may_flush_appjails_rules(tmp_path, capsys):
     check_firewall_tools(tmp_path)
     assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [
         "[     ok] the nftables service is set up here", "[     ok] ufw is set up here"]
+
+
+def test_coexist_rules_count_as_in_place_only_at_the_place_and_in_order():
+    from appjail.helper.coexist import _in_place
+
+    ours = ["-A DOCKER-USER -i aj-+ -m comment --comment appjail -j ACCEPT",
+            "-A DOCKER-USER -o aj-+ -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment "
+            "--comment appjail -j ACCEPT"]
+    docker = ["-P FORWARD DROP", "-N DOCKER-USER", "-A FORWARD -j DOCKER-USER"]
+    place = xt_place("\n".join(docker))
+    assert _in_place("\n".join([*docker, *ours, "-A DOCKER-USER -j RETURN"]), place)
+    assert not _in_place("\n".join([*docker, "-A DOCKER-USER -j RETURN"]), place), "a restarted dockerd's"
+    assert not _in_place("\n".join([*docker, "-A DOCKER-USER -j RETURN", *ours]), place), "below its RETURN"
+    moved = [line.replace("DOCKER-USER", "FORWARD", 1) for line in ours]
+    assert not _in_place("\n".join([*docker, *moved]), place), "in FORWARD from before Docker came"
+    ufw = ["-P FORWARD DROP", "-N ufw-user-forward", "-A FORWARD -i aj-x -m comment --comment aj-x -j aj-x",
+           *moved, "-A FORWARD -j ufw-before-forward"]
+    assert _in_place("\n".join(ufw), xt_place("\n".join(ufw)))
