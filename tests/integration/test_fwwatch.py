@@ -10,7 +10,9 @@ outside the tunnel.
 
 Each change runs on the backend the run uses (APPJAIL_FIREWALL), so the
 suite's two runs cover both; Docker's setup is the lab's (hostfirewalls.docker:
-iptables-nft rules as dockerd writes them).
+iptables-nft rules as dockerd writes them), ufw the real one. A helper
+restarted after a flush puts the rules back and says so in `ls --json` and
+`inspect`.
 """
 
 from __future__ import annotations
@@ -219,3 +221,15 @@ def test_run_with_a_vpn_interface_that_does_not_exist_says_so_and_stays_closed(h
     assert "warning: interface wg9 does not exist: the jail's traffic is blocked (kill switch) until it appears" \
         in result.stderr, result.stderr
     assert result.returncode != 0 and result.stdout == ""
+
+
+def test_ufw_enabled_after_the_jails_and_reloaded(engine, lab, all_kinds):
+    """ufw's enable sets FORWARD's policy to DROP: the openings go to the top of FORWARD; its reload keeps them."""
+    with ExitStack() as stack:
+        took = assert_nothing_reached_and_back(engine, lab, all_kinds,
+                                               lambda ns: stack.enter_context(hostfirewalls.ufw(ns)))
+        assert took < BACK_WITHIN_S, f"network back after {took:.2f} s"
+        took = assert_nothing_reached_and_back(engine, lab, all_kinds,
+                                               lambda ns: hostfirewalls.run_in(ns, ["ufw", "reload"]))
+        assert took < BACK_WITHIN_S, f"network back after {took:.2f} s"
+    assert "ufw, accepting aj-+ in FORWARD" in engine.get("fwnat").repairs.what
