@@ -94,15 +94,6 @@ def set_host_addresses(namespace: str, host_addresses: Iterable[str]) -> None:
     _run_in(namespace, [{"flush": {"set": _obj(name=HOST_SET)}}, *_host_elements(host_addresses)])
 
 
-def present(namespace: str) -> bool:
-    """Whether the jail's namespace has its table (a jail of an older helper has not)."""
-    def listed() -> bool:
-        nft = _context()
-        return nft.json_cmd({"nftables": [{"list": {"chain": _obj(name=CHAIN)}}]})[0] == 0
-
-    return netns.run_in_namespace(namespace, listed)
-
-
 def read_blocked(namespace: str, blocked_set: str, now: int) -> list[Blocked]:
     """The destinations the jail's own namespace refused (a netlink dump there); when the set is full,
     its least recently hit tenth goes, so new destinations find room (as firewall_nft does)."""

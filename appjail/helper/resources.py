@@ -309,7 +309,7 @@ class JailPolicyStep:
         pass
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
-        pass  # an adopted jail's is checked, and made again if missing, by Engine.repair
+        pass  # an adopted jail's is made again by Engine.reconcile (_restore_adopted)
 
 
 class Resolver:
