@@ -227,6 +227,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [os.fsencode(a) for a in command]
     if warning := single_instance_warning(command[0], command[1:], lambda: own_process_names(os.getuid())):
         _error(f"warning: {warning}")
+    if options.get("vpn") and (missing := missing_vpn(options["vpn"])):
+        _error(f"warning: {missing}")
     client = Client()
     interactive = os.isatty(0)
     relay = None
@@ -251,6 +253,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if relay is not None:
             relay.close_slave()
+
+
+def missing_vpn(ifname: str, net_dev: str = "/proc/thread-self/net/dev") -> str | None:
+    """What to say when the --vpn interface does not exist here (this namespace's interfaces: /proc
+    shows the caller's, /sys the one that mounted it): the jail runs, closed, until it appears."""
+    with open(net_dev) as listing:
+        names = {line.split(":", 1)[0].strip() for line in listing.readlines()[2:]}
+    if ifname in names:
+        return None
+    return (f"interface {ifname} does not exist: the jail's traffic is blocked (kill switch) until it appears "
+            "(a typo? `ip link` lists the interfaces)")
 
 
 def _run_failure(exc) -> int:

@@ -62,6 +62,39 @@ def check_systemd(runtime: Path = SYSTEMD_RUNTIME) -> None:
                    "so neither your logout nor a limit on your own processes (a fork bomb) reaches them")
 
 
+# tools that rewrite or override the host's firewall, and how each is found: (name, paths any of which
+# says it is set up here, what it does to appjail's rules)
+FIREWALL_TOOLS = (
+    ("the nftables service", ("systemd/system/sysinit.target.wants/nftables.service",
+                              "systemd/system/multi-user.target.wants/nftables.service"),
+     "its start and restart load /etc/nftables.conf, whose `flush ruleset` removes appjail's table"),
+    ("Docker", ("systemd/system/multi-user.target.wants/docker.service", "systemd/system/sockets.target.wants/"
+                "docker.socket"), "dockerd sets FORWARD's policy to DROP when it starts"),
+    ("ufw", ("ufw/ufw.conf:ENABLED=yes",), "`ufw enable` and `ufw reload` rebuild its chains, FORWARD dropping"),
+    ("netfilter-persistent", ("systemd/system/multi-user.target.wants/netfilter-persistent.service",),
+     "it restores saved iptables rules, without appjail's"),
+    ("firewalld", ("systemd/system/multi-user.target.wants/firewalld.service",),
+     "its reload and restart forget appjail's interfaces"),
+)
+
+
+def check_firewall_tools(etc: Path = Path("/etc")) -> None:
+    """Name the tools here that may remove appjail's rules at any moment, and what the helper does then."""
+    for name, signs, what in FIREWALL_TOOLS:
+        if any(_present(etc, sign) for sign in signs):
+            _say(OK, f"{name} is set up here: {what}; the helper puts appjail's rules back within a second "
+                     "when it does, and what a jail must not reach stays closed meanwhile")
+
+
+def _present(etc: Path, sign: str) -> bool:
+    """PATH exists, or PATH:LINE is a line of it."""
+    path, _, line = sign.partition(":")
+    try:
+        return (etc / path).exists() if not line else line in (etc / path).read_text().splitlines()
+    except OSError:
+        return False
+
+
 def check_firewall() -> bool:
     iptables = shutil.which("iptables") or "/usr/sbin/iptables"
     build = "nft" if "nft" in os.path.realpath(iptables) else "legacy"
@@ -107,4 +140,5 @@ def run_checks(vpn: str | None = None) -> int:
         healthy &= check_vpn(vpn)
     check_systemd()
     healthy &= check_firewall()
+    check_firewall_tools()
     return 0 if healthy else 1

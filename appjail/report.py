@@ -7,12 +7,14 @@ import time
 
 from .model import wire_defaults
 
+NO_REPAIRS = {"count": 0, "last": 0, "what": ""}
 COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_packets", "dropped_bytes")
 
 
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
-    result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, "ports_not_held": [], **jail}
+    result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, "ports_not_held": [],
+              "repairs": NO_REPAIRS, **jail}
     if "connections" in jail:  # inspect's answer (ls has neither)
         result.setdefault("blocked", [])
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
@@ -79,7 +81,15 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
             notes.append(f"{jail['name']}: tunnel {tunnel_line(jail['tunnel'], now)}")
         if jail["ports_not_held"]:
             notes.append(f"{jail['name']}: {ports_not_held(jail)}")
+        if jail["repairs"]["count"]:
+            notes.append(f"{jail['name']}: {repaired(jail['repairs'])}")
     return "\n".join([table(rows), *([""] + notes if notes else [])])
+
+
+def repaired(repairs: dict) -> str:
+    """How often a host tool removed the jail's host-side rules and the helper put them back."""
+    return (f"rules repaired {count(repairs['count'], 'time', 'times')}, last at {clock(repairs['last'])} "
+            f"({repairs['what']}); the jail's own refusals held throughout")
 
 
 def ports_not_held(jail: dict) -> str:
@@ -193,6 +203,8 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, 
         lines += ["", "dropping: the jail is sending traffic its rules refuse"]
     if jail["ports_not_held"]:
         lines += ["", ports_not_held(jail)]
+    if jail["repairs"]["count"]:
+        lines += ["", repaired(jail["repairs"])]
     if jail["tunnel"]:
         lines += ["", NO_HOOK]
         return "\n".join(lines)

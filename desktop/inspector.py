@@ -11,7 +11,7 @@ from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..report import (BLOCKED_HEADERS, CONNECTIONS_CUT, NO_HOOK, blocked_rows, count, kill_switch_blocking, normalised,
-                      size, tunnel_down, tunnel_line, tunnel_state)
+                      repaired, size, tunnel_down, tunnel_line, tunnel_state)
 from .run_dialog import tunnel_label
 
 HISTORY_S = 60
@@ -98,7 +98,8 @@ class InspectorWindow(QWidget):
             + (f"tunnel: {tunnel_line(tunnel)}<br>" if tunnel else "") +
             f"since the jail started: in {size(counters['rx_bytes'])} ({counters['rx_packets']} packets) · "
             f"out {size(counters['tx_bytes'])} ({counters['tx_packets']} packets) · "
-            f"dropped {counters['dropped_packets']} packets")
+            f"dropped {counters['dropped_packets']} packets"
+            + (f"<br>{repaired(jail['repairs'])}" if jail["repairs"]["count"] else ""))
         if kill_switch_blocking(jail):
             self._set_text(self.warning, f"Kill switch: {jail['vpn']} is down or missing. This jail's traffic "
                                  f"is blocked ({counters['dropped_packets']} packets dropped); nothing "

@@ -187,13 +187,24 @@ class Tray(QObject):
             if jail.get("vpn") and before is not None and before.get("vpn_up", True) and not jail.get("vpn_up", True):
                 self.notify("VPN gone", f"{jail['vpn']} of jail {name} is down or missing: the kill "
                                         "switch blocks the jail's traffic until it is back")
+            elif jail.get("vpn") and before is None and not jail.get("vpn_up", True):
+                self.notify("VPN missing", f"{jail['vpn']} of the new jail {name} is down or does not exist: "
+                                           "the jail stays closed until it appears")
             self._note_kill_switch(name, jail, before)
+            self._note_repair(name, jail, before)
         for name in set(self.inspectors) - set(current):
             self.inspectors.pop(name).close()
         menu_changed = _menu_view(current) != _menu_view(self.jails)
         self.jails = current
         if not self.set_status(f"{len(current)} jail{'s' if len(current) != 1 else ''}") and menu_changed:
             self.rebuild_menu()
+
+    def _note_repair(self, name: str, jail: dict, before: dict | None) -> None:
+        """Tell when a host tool removed the jail's host-side rules and the helper put them back."""
+        repairs = jail.get("repairs", {})
+        if before is not None and repairs.get("count", 0) > before.get("repairs", {}).get("count", 0):
+            self.notify("Firewall changed", f"jail {name}: {repairs['what']}. Its network is back; "
+                                            "what it must not reach stayed closed throughout")
 
     def _note_kill_switch(self, name: str, jail: dict, before: dict | None) -> None:
         """Tell once per outage when a jail's kill switch starts dropping its traffic."""

@@ -39,7 +39,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..hostfirewall import DEFAULT_FIREWALLD_ZONE, IFACES_XT, TAG, xt_place, xt_tagged
+from ..hostfirewall import DEFAULT_FIREWALLD_ZONE, IFACES_XT, TAG, XtPlace, xt_place, xt_tagged
 
 if TYPE_CHECKING:
     import dbus
@@ -117,6 +117,23 @@ class Coexistence:
             removed.append(f"firewalld zone {done['firewalld_zone']} interface {IFACES_XT}")
         self.record.unlink(missing_ok=True)
         return removed
+
+    def check(self) -> list[str]:
+        """After a change of the host's firewall: the x_tables openings again wherever they are now
+        missing or out of place (a dockerd started later: DOCKER-USER; ufw enabled; a table restored
+        from an old dump); what was done, for the log. firewalld tells by its own signals."""
+        if not self._open:
+            return []
+        misplaced = []
+        for binary in XTABLES:
+            listing = self._listing(binary)
+            place = xt_place(listing) if listing is not None else None
+            if place is not None and not _in_place(listing, place):
+                misplaced.append(f"{binary}: {place.framework}, accepting {IFACES_XT} in {place.chain} again")
+        if misplaced:
+            self._open = False
+            self.open()
+        return misplaced
 
     def sweep(self, jails_exist: bool) -> list[str]:
         """After a helper start: open again for adopted jails, else take back what a crash left."""
@@ -221,6 +238,13 @@ class Coexistence:
         tmp = self.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(done))
         os.replace(tmp, self.record)
+
+
+def _in_place(listing: str, place: XtPlace) -> bool:
+    """Whether appjail's two rules are where they belong: the PLACE's position of its chain, in order."""
+    chain = [line for line in listing.splitlines() if line.startswith(f"-A {place.chain} ")]
+    found = xt_tagged("\n".join(chain[place.position - 1:place.position + 1]))
+    return found == [(place.chain, direction) for direction in RULES]
 
 
 def _remove_tagged(binary: str, listing: str) -> bool:

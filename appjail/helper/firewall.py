@@ -73,6 +73,18 @@ class FirewallBackend(Protocol):
     def list_owned(self) -> tuple[set[str], set[str]]:
         """(owners of tagged rules, aj-* chains and sets): what a leak check looks at."""
 
+    def damaged(self, expected: Sequence[JailRules], guard: bool) -> Damage:
+        """What of the expected jails' rules (and with guard, the guard) is not all in place."""
+
+
+@dataclass
+class Damage:
+    """Owners (jail chains, the guard) whose rules are incomplete; shared: the parts all jails
+    share are damaged too, so everything is to be removed and made again."""
+
+    owners: set[str] = field(default_factory=set)
+    shared: bool = False
+
 
 @dataclass(frozen=True)
 class Choice:

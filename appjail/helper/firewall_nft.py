@@ -40,13 +40,14 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..model import Publish
 from . import nlraw
 from .blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, PORT_PROTOCOLS, Blocked, FirstSeen, oldest, protocol_name
-from .firewall import Counters, FirewallError, Residue
+from .firewall import Counters, Damage, FirewallError, Residue
 from .rules import (GUARD_CHAIN, PREFIX, RECORD, JailRules, build_guard_rules, jail_chain, reason_code,
                     reason_of, sum_by_role)
 
@@ -84,6 +85,7 @@ table {FAMILY} {TABLE} {{
 }}
 """
 KEYED = ("jail_dev", "jail_in", "nat_out", "vpn_out", "published")  # the skeleton's maps and sets
+SKELETON_RULES = {"forward": 2, "input": 2, "postrouting": 2, "prerouting": 1, "output": 1}
 ANY_ADDRESS = {"prefix": {"addr": "0.0.0.0", "len": 0}}
 # the guard is a base chain of its own: its final drop must not end the
 # evaluation of the jails' chains, and a base chain's `return` means accept
@@ -119,7 +121,7 @@ class NftablesBackend:
 
     def install(self, rules: JailRules) -> None:
         commands = [{"create": {"chain": _obj(name=rules.chain)}},  # fails if it exists
-                    {"create": {"set": _blocked_set(rules.chain)}}]
+                    {"create": {"set": blocked_set(rules.chain)}}]
         commands += [{"add": {"rule": rule}} for neutral in rules.chain_rules
                      for rule in encode_chain_rule(rules.chain, neutral)]
         commands += [{"add": {"element": _obj(name=name, elem=elements)}}
@@ -183,15 +185,36 @@ class NftablesBackend:
         chain = jail_chain(name)
         with self._lock:
             entries = read_set_elements(chain, now)
-            if len(entries) >= BLOCKED_MAX:
-                self._try_run([{"delete": {"element": _obj(name=chain, elem=[
-                    {"concat": _blocked_key(entry)} for entry in oldest(entries, BLOCKED_MAX // 10)])}}])
+            if trim := room_made(chain, entries):
+                self._try_run(trim)
             return self._first_seen.stamp(name, entries)
 
     def list_owned(self) -> tuple[set[str], set[str]]:
         with self._lock:
             listing = self._list_table(keyed=True)
         return _owned(listing) if listing else (set(), set())
+
+    def damaged(self, expected: Sequence[JailRules], guard: bool) -> Damage:
+        """From one listing: the skeleton's chains with their rules and its maps and sets; each jail's
+        chain with its rules, its blocked set and its elements; the guard's base chain with rules."""
+        wanted = {rules.chain for rules in expected} | ({GUARD_CHAIN} if guard else set())
+        with self._lock:
+            listing = self._list_table(keyed=True)
+        if listing is None:
+            return Damage(wanted, shared=True)
+        rules_in = Counter(rule["chain"] for rule in _objects(listing, "rule"))
+        keyed = {found["name"]: found.get("elem", []) for kind in ("map", "set") for found in _objects(listing, kind)}
+        if any(rules_in[chain] < count for chain, count in SKELETON_RULES.items()) or not set(KEYED) <= set(keyed):
+            return Damage(wanted, shared=True)
+        owned = {name: Counter(_owner(item) for item in keyed[name]) for name in KEYED}
+        damage = Damage({GUARD_CHAIN} if guard and not rules_in[GUARD_CHAIN] else set())
+        for rules in expected:
+            elements = _elements(rules, with_values=True)
+            # fewer, not different: a rule an admin added to the chain is theirs to keep
+            if (rules.chain not in keyed or rules_in[rules.chain] < _rule_count(rules)
+                    or any(owned[name][rules.chain] < len(elements.get(name, ())) for name in KEYED)):
+                damage.owners.add(rules.chain)
+        return damage
 
     # -- the table ---------------------------------------------------------------
 
@@ -278,6 +301,11 @@ def _elements(rules: JailRules, with_values: bool) -> dict[str, list[Json]]:
     return found
 
 
+def _rule_count(rules: JailRules) -> int:
+    """How many nftables rules the jail's chain holds (a record rule is two)."""
+    return sum(len(encode_chain_rule(rules.chain, rule)) for rule in rules.chain_rules)
+
+
 def _published_key(publish: Publish) -> Json:
     return {"concat": [publish.host_address or ANY_ADDRESS, publish.proto, publish.host_port]}
 
@@ -354,7 +382,7 @@ def encode_chain_rule(chain: str, rule: Json) -> list[Json]:
     return records
 
 
-def _blocked_set(name: str) -> Json:
+def blocked_set(name: str) -> Json:
     """A jail's blocked destinations: counted per element, timed out, bounded."""
     return _obj(name=name, type=BLOCKED_KEY, flags=["timeout"], timeout=BLOCKED_TIMEOUT_S, size=BLOCKED_MAX,
                 stmt=[{"counter": None}])
@@ -456,7 +484,15 @@ def _element(value: bytes, now: int) -> Blocked:
                    struct.unpack("!H", port)[0], reason_of(code), packets, size, last, last)
 
 
-def _blocked_key(entry: Blocked) -> list:
+def room_made(name: str, entries: list[Blocked]) -> list[Json]:
+    """The commands that delete the least recently hit tenth of blocked set NAME when it is full; none else."""
+    if len(entries) < BLOCKED_MAX:
+        return []
+    return [{"delete": {"element": _obj(name=name, elem=[{"concat": blocked_key(entry)}
+                                                         for entry in oldest(entries, BLOCKED_MAX // 10)])}}]
+
+
+def blocked_key(entry: Blocked) -> list:
     return [entry.dst, entry.proto, entry.dport, reason_code(entry.reason)]
 
 

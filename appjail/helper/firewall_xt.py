@@ -13,12 +13,13 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from . import nflog
 from .blocked import Blocked
-from .firewall import Counters, FirewallError, Residue, legacy_tables
+from .firewall import Counters, Damage, FirewallError, Residue, legacy_tables
 from .rules import (GUARD_CHAIN, PREFIX, RECORD, Hook, JailRules, build_guard_rules, jail_chain, reason_code,
                     sum_by_role, tag)
 
@@ -177,7 +178,7 @@ class XtablesBackend:
             try:
                 for hook in rules.hooks:
                     _chain(tables[hook.table], hook.chain).delete_rule(_encode(hook.rule))
-            except iptc.IPTCError:
+            except (iptc.IPTCError, ValueError):  # ValueError: its chain is gone (a table restored, flushed)
                 _remove_owned(tables, lambda owner: owner == rules.chain)
             _delete_chains(tables["filter"], [rules.chain])
             jails_left = _jail_chains(tables["filter"])
@@ -246,6 +247,26 @@ class XtablesBackend:
         """What the reader has added up (started here too, for jails adopted from an earlier helper)."""
         self._reader.start()
         return self.blocked.entries(name, now)
+
+    def damaged(self, expected: Sequence[JailRules], guard: bool) -> Damage:
+        """Each jail's chain with at least as many rules as it had, and its hooks; the guard's chain and hook.
+
+        Only the built-in chains' rules are decoded (for their owners); jail chains are counted.
+        """
+        wanted = {rules.chain for rules in expected} | ({GUARD_CHAIN} if guard else set())
+        if not set(TABLES) <= set(legacy_tables() or ()):  # a table is gone (and looking would make it)
+            return Damage(wanted)
+        with batch(*TABLES, commit=False) as tables:
+            hooks = Counter(owner_of(rule) for table in tables.values() for chain in table.chains
+                            if table.builtin_chain(chain.name) for rule in chain.rules)
+            filter_table = tables["filter"]
+            lengths = {chain: len(_raw_entries(filter_table, chain)) for chain in wanted
+                       if filter_table.is_chain(chain)}
+        damage = Damage({GUARD_CHAIN} if guard and not (lengths.get(GUARD_CHAIN) and hooks[GUARD_CHAIN]) else set())
+        # fewer, not different: a rule an admin added to a jail's chain is theirs to keep
+        damage.owners |= {rules.chain for rules in expected if lengths.get(rules.chain, 0) < len(rules.chain_rules)
+                          or hooks[rules.chain] < len(rules.hooks)}
+        return damage
 
     def list_owned(self) -> tuple[set[str], set[str]]:
         """(owners of tagged rules, aj-* chains): what a leak check looks at."""

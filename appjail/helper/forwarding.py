@@ -91,6 +91,11 @@ class Forwarding:
     def active(self) -> bool:
         return self.record.exists()
 
+    def guard_ifnames(self) -> list[str] | None:
+        """The interfaces the guard lets through while forwarding is switched on; None: no guard."""
+        data = self._load()
+        return None if data is None else data["host_forwarding"]
+
     def _read(self, ifname: str) -> str | None:
         """The flag, or None for an interface that does not exist (yet)."""
         try:

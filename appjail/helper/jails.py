@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -35,14 +36,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..model import JailSpec, Publish, ValidationError
 from ..ovpnconf import OpenVpnConfig
 from ..wgconf import WireGuardConfig, is_name, resolve_endpoints
-from . import firewall, hostports, lookups, netns, openvpn, resolv, rules, traffic, tunnels
+from . import firewall, hostports, jailpolicy, lookups, netns, openvpn, resolv, rules, traffic, tunnels
 from .coexist import Coexistence, CoexistError
 from .firewall import FirewallBackend
 from .forwarding import Forwarding
+from .fwwatch import FirewallWatch
 from .hostports import HeldPort
 from .linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
-from .resources import KINDS, NAT, TUNNEL, Host, Ready, Step, sweep_order
+from .resources import KINDS, NAT, TUNNEL, Host, Ready, Step, nat_jails, sweep_order
 from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,23 @@ DEFAULT_MAX_JAILS_PER_USER = 32
 
 
 @dataclass
+class Repairs:
+    """How often the host's side of a jail's rules was put back after a host tool removed it (see repair)."""
+
+    count: int = 0
+    last: float | None = None  # epoch seconds
+    what: str = ""  # what had changed, as the helper's log line says
+
+    def note(self, when: float, what: str) -> None:
+        self.count += 1
+        self.last, self.what = when, what
+
+    def as_dict(self) -> dict:
+        """As `ls --json` and `inspect --json` show it (last 0: never; the bus carries no null)."""
+        return {"count": self.count, "last": int(self.last or 0), "what": self.what}
+
+
+@dataclass
 class Jail:
     record: JailRecord
     addressing: JailAddressing | None  # a tunnel jail takes no address from the pool
@@ -82,6 +101,8 @@ class Jail:
     held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
     ports_not_held: tuple[Publish, ...] = ()  # published, not bound again after a restart (see PublishedPorts)
     connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
+    pool: str = ""  # the engine's address pool (jailpolicy)
+    repairs: Repairs = field(default_factory=lambda: Repairs())
 
     @property
     def kind(self) -> str:
@@ -134,6 +155,12 @@ class Jail:
         return self.record.owner_uid
 
     @cached_property
+    def policy(self) -> jailpolicy.JailPolicy:
+        """What the jail's own namespace refuses (see jailpolicy)."""
+        assert self.addressing is not None, "a tunnel jail has no veth to refuse anything on"
+        return jailpolicy.build(self.spec, self.host_ifname, self.addressing.jail_address, self.pool)
+
+    @cached_property
     def firewall_rules(self) -> rules.JailRules:
         assert self.addressing is not None, "a tunnel jail has no firewall rules"
         return rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
@@ -171,6 +198,7 @@ class Engine:
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
                  resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
+                 policy_system: Any = jailpolicy,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
                  resolve_timeout: float = lookups.TIMEOUT) -> None:
@@ -188,9 +216,9 @@ class Engine:
         to resolve, all of them together.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
-        system, firewall_backend, tunnel_system, openvpn_system, ports_system and
-        conntrack_system replace the kernel (the netns, tunnels, openvpn, hostports
-        and traffic modules' functions) and the firewall, resolve the host's name
+        system, firewall_backend, tunnel_system, openvpn_system, ports_system,
+        conntrack_system and policy_system replace the kernel (the netns, tunnels,
+        openvpn, hostports, traffic and jailpolicy modules' functions) and the firewall, resolve the host's name
         lookup: unit tests pass in-memory stand-ins.
         """
         self.max_jails_per_user = max_jails_per_user
@@ -213,8 +241,13 @@ class Engine:
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
                          other_firewalls=lambda: firewall.other_backends(self.firewall.name),
-                         openvpn=openvpn_system, tunnel_changed=self._tunnel_changed)
+                         openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed)
         self._watcher: LinkWatcher | None = None
+        self._firewall_watch: FirewallWatch | None = None
+        self._host_addresses: set[str] | None = None  # as the jails' own policies have them
+        # called (from the firewall watcher's thread) as on_lost(jail id, why) for a jail whose
+        # rules could not be put back: it must be stopped (see repair)
+        self.on_lost: Callable[[JailId, str], None] | None = None
         # called (from the link watcher's thread) as on_vpn_change(jail id, up)
         # whenever a VPN jail's interface goes away or comes back
         self.on_vpn_change: Callable[[JailId, bool], None] | None = None
@@ -300,7 +333,7 @@ class Engine:
                 if tunnel is None:
                     addressing = self._allocate()
                     jail = Jail(JailRecord(spec, owner_uid, addressing.slot, kernel_name=kernel_name),
-                                addressing, dns)
+                                addressing, dns, pool=str(self.pool.network))
                 else:
                     jail = Jail(JailRecord(spec, owner_uid, None, tunnel=tunnel.summary(),
                                            kernel_name=kernel_name), None, dns, secret=tunnel)
@@ -471,24 +504,119 @@ class Engine:
         """The pid of the jail's tunnel daemon (None: no tunnel, or the kernel's WireGuard)."""
         return self.host.driver(jail).daemon_pid(jail.tunnel_ifname) if jail.tunnel is not None else None
 
+    def links_changed(self) -> None:
+        """A link or an address changed: VPN routes, and the host's addresses in each jail's own policy."""
+        self.refresh_vpn_routes()
+        self.refresh_host_addresses()
+
+    def refresh_host_addresses(self) -> None:
+        """Give every NAT jail's own policy the host's addresses, when they changed."""
+        with self._lock:
+            jails = nat_jails(self._jails)
+            if not jails:
+                self._host_addresses = None
+                return
+            with self.system.rtnl() as ipr:
+                addresses = self.host.policy.host_addresses(ipr)
+            if addresses == self._host_addresses:
+                return
+            for jail in jails:
+                try:
+                    self.host.policy.set_host_addresses(jail.netns, addresses)
+                except (firewall.FirewallError, OSError) as exc:  # a jail on its way out
+                    log.warning("jail %s: the host's addresses were not updated: %s", jail.name, exc)
+            self._host_addresses = addresses
+
     def start_link_watch(self) -> None:
-        """Follow link changes from a thread in the caller's namespace."""
+        """Follow link and address changes, and netfilter's, from threads in the caller's namespace."""
         if self._watcher is None:
-            self._watcher = LinkWatcher(self.refresh_vpn_routes)
+            self._watcher = LinkWatcher(self.links_changed)
             self._watcher.start()
-            self.refresh_vpn_routes()
+            self.links_changed()
+        if self._firewall_watch is None:
+            self._firewall_watch = FirewallWatch(self.repair)
+            self._firewall_watch.start()
 
     def close(self) -> None:
-        """Stop watching links; jails stay (destroy them first if wanted)."""
+        """Stop watching links and netfilter; jails stay (destroy them first if wanted)."""
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._firewall_watch is not None:
+            self._firewall_watch.stop()
+            self._firewall_watch = None
+
+    # -- repair --------------------------------------------------------------
+
+    def repair(self, where: str) -> bool:
+        """Put back what a host tool took of the jails' rules on the host's side; whether anything was.
+
+        Called by the firewall watch after netfilter changed (`where`). The
+        jails' promises never depended on those rules (jailpolicy): this gives
+        the jails their network back. A jail whose rules cannot be made again
+        is handed to on_lost, to be stopped.
+        """
+        changed, lost = self._repair(where)
+        for jail, why in lost:
+            log.error("jail %s: its rules could not be put back (%s): stopping it", jail.name, why)
+            if self.on_lost is not None:
+                self.on_lost(jail.id, why)
+        return changed
+
+    def _repair(self, where: str) -> tuple[bool, list[tuple[Jail, str]]]:
+        """One look at the backend's and the host firewalls' state, one log line for what was put back;
+        (whether anything was, the jails that could not be repaired)."""
+        with self._lock:
+            jails = nat_jails(self._jails)
+            if not jails:
+                return False, []
+            guard = self.forwarding.guard_ifnames()
+            damage = self.firewall.damaged([jail.firewall_rules for jail in jails], guard is not None)
+            done, lost, repaired = [], [], []
+            try:
+                if damage.shared:
+                    self.firewall.sweep(set())  # the first install makes the shared parts again
+                    done.append(f"{self.firewall.name}: appjail's shared chains were gone")
+                if rules.GUARD_CHAIN in damage.owners:
+                    self.firewall.set_guard(guard)
+                    done.append("forwarding guard put back")
+            except firewall.FirewallError as exc:
+                damage.owners |= {jail.firewall_rules.chain for jail in jails}
+                done.append(f"the shared parts could not be made again: {exc}")
+            for jail in jails:
+                if jail.firewall_rules.chain in damage.owners:
+                    try:
+                        self.firewall.remove(jail.firewall_rules)
+                        self.firewall.install(jail.firewall_rules)
+                        repaired.append(jail)
+                    except (firewall.FirewallError, OSError) as exc:
+                        lost.append((jail, str(exc)))
+            if repaired:
+                done.append(f"rules of {len(repaired)} jail(s) put back ({', '.join(j.name for j in repaired)})")
+            reopened = self._reopen()
+            done += reopened
+            if not done and not lost:
+                return False, lost
+            what = f"host firewall changed ({where}): " + "; ".join(done or ["nothing could be put back"])
+            now = time.time()
+            for jail in jails if damage.shared or reopened or rules.GUARD_CHAIN in damage.owners else repaired:
+                jail.repairs.note(now, what)
+            log.warning("%s", what)
+            return True, lost
+
+    def _reopen(self) -> list[str]:
+        try:
+            return self.host.coexist.check()
+        except CoexistError as exc:
+            log.error("%s", exc)
+            return []
 
     # -- reconcile ---------------------------------------------------------
 
     def reconcile(self, adopt: bool = True) -> ReconcileReport:
         """Adopt finished jails from the records; remove every other aj-* trace."""
         report = ReconcileReport()
+        adopted: list[Jail] = []
         with self._lock:
             records, _unreadable = self.store.load_all()
             links = set(self.system.list_link_names())
@@ -496,14 +624,39 @@ class Engine:
             for record in records:
                 if (adopt and record.status == READY and (record.owner_uid, record.spec.name) not in self._jails
                         and record.kernel_name in namespaces and self._complete(record, links)):
-                    self._adopt(record)
+                    adopted.append(self._adopt(record))
                     report.adopted.append(record.spec.name)
             with self.system.rtnl() as ipr:
                 for step in sweep_order(self.kinds):
                     step.sweep(self.host, ipr, dict(self._jails), report.note)
+                lost = self._restore_adopted(ipr, adopted)
+            _changed, not_repaired = self._repair("while no helper watched")
+            for jail, why in lost + not_repaired:
+                self._unregister(jail)
+                self._teardown_quietly(jail)
+                report.note("jail", f"{jail.name} of uid {jail.owner_uid} (could not be restored: {why})")
         if self._watcher is not None:
             self.refresh_vpn_routes()
         return report
+
+    def _restore_adopted(self, ipr: Any, adopted: list[Jail]) -> list[tuple[Jail, str]]:
+        """Each adopted NAT jail's own policy, made again as this helper makes it (an older helper's
+        jail may have none); the jails for which that failed."""
+        lost = []
+        addresses = self.host.policy.host_addresses(ipr)
+        for jail in adopted:
+            if jail.tunnel is None:
+                try:
+                    self.host.policy.install(jail.netns, jail.policy, addresses)
+                except (firewall.FirewallError, OSError) as exc:
+                    lost.append((jail, str(exc)))
+        return lost
+
+    def _teardown_quietly(self, jail: Jail) -> None:
+        try:
+            self._teardown(jail)
+        except JailError as exc:
+            log.error("%s", exc)
 
     def _complete(self, record: JailRecord, links: set[str]) -> bool:
         """Whether a recorded jail still has its way out: its veth, or its tunnel."""
@@ -512,11 +665,12 @@ class Engine:
             return name in links
         return self.host.drivers()[record.tunnel["type"]].present(name, name)
 
-    def _adopt(self, record: JailRecord) -> None:
+    def _adopt(self, record: JailRecord) -> Jail:
         addressing = None if record.slot is None else self.pool.addressing(record.slot)
         dns = record.spec.dns
         path = resolv.jail_etc_dir(record.kernel_name, self.etc_netns) / "resolv.conf"
         if not dns and path.exists():
             dns = tuple(resolv.parse_nameservers(path.read_text()))
-        jail = Jail(record, addressing, dns)
+        jail = Jail(record, addressing, dns, pool=str(self.pool.network))
         self._register(jail)
+        return jail

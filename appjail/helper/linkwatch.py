@@ -1,4 +1,4 @@
-"""Tell the engine whenever a network interface appears, changes or goes."""
+"""Tell the engine whenever a network interface or an IPv4 address appears, changes or goes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-_RTMGRP_LINK = 1
+_RTMGRP_LINK, _RTMGRP_IPV4_IFADDR = 0x1, 0x10
 
 
 class LinkWatcher:
-    """Calls on_change (from its own thread) after each burst of link events.
+    """Calls on_change (from its own thread) after each burst of link and address events.
 
     Only "something changed" is reported: the callback re-reads what it needs,
     which is simpler and cannot miss a state the way decoding events can.
@@ -25,7 +25,7 @@ class LinkWatcher:
         # bound now, in the caller's thread, hence in the caller's namespace
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                    socket.NETLINK_ROUTE)
-        self._sock.bind((0, _RTMGRP_LINK))
+        self._sock.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR))
         self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="appjail-linkwatch", daemon=True)
 

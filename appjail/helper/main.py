@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     service = HelperService(bus, supervisor)
     # from the link watcher's thread: emit in the main loop's
     engine.on_vpn_change = lambda jail, up: GLib.idle_add(service.notify, jail, "VpnChanged", up)
+    # from the firewall watcher's thread: stop, from the main loop, a jail whose rules could not be put back
+    engine.on_lost = lambda jail, why: GLib.idle_add(supervisor.lose, jail, why)
     supervisor.adopt_all()
 
     loop = GLib.MainLoop()

@@ -61,6 +61,7 @@ class Host:
     conntrack: Any = None  # the module appjail.helper.traffic (forget_connections_soon), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
     openvpn: Any = None  # the module appjail.helper.openvpn, or a stand-in
+    policy: Any = None  # the module appjail.helper.jailpolicy, or a stand-in
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
 
@@ -298,6 +299,19 @@ class Rules:
                 note(f"netfilter ({backend.name})", owner)
 
 
+class JailPolicyStep:
+    """The jail's own refusals, inside its namespace (see jailpolicy); they go with the namespace."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        host.policy.install(jail.netns, jail.policy, host.policy.host_addresses(ipr))
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        pass
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        pass  # an adopted jail's is made again by Engine.reconcile (_restore_adopted)
+
+
 class Resolver:
     """/etc/netns/aj-ID/{resolv.conf,nsswitch.conf}."""
 
@@ -448,7 +462,7 @@ class Ready:
 
 
 RESOURCES: tuple[Step, ...] = (Record(), PublishedPorts(), Namespace(), Veth(), VpnRouting(), EgressForwarding(),
-                               Rules(), Resolver(), HostFirewalls(), Door(), Ready())
+                               Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), Ready())
 TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
 NAT, TUNNEL = "nat", "tunnel"
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}

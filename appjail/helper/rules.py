@@ -99,7 +99,7 @@ def _role(rule: dict, role: str) -> dict:
     return {**rule, "comment": {"comment": role}}
 
 
-def _refused(name: str, matches: dict, reason: str, recorded: dict | None = None) -> list[dict]:
+def refused(name: str, matches: dict, reason: str, recorded: dict | None = None) -> list[dict]:
     """A drop, preceded by the record of its destinations under `reason`.
 
     recorded: what of it is recorded, when not all it drops (default: the same).
@@ -137,16 +137,16 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     if spec.publish:
         chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
     if vpn:  # without its VPN, the jail's table routes its traffic back out of its own veth
-        chain_rules += _refused(name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
+        chain_rules += refused(name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
     for cidr in spec.deny:
-        chain_rules += _refused(name, {**from_jail, "dst": cidr}, DENY)
+        chain_rules += refused(name, {**from_jail, "dst": cidr}, DENY)
     # the VPN's own ranges are the VPN path: --no-lan keeps them open
     beside_vpn = {"out-interface": "!" + vpn} if vpn else {}
     for cidr in spec.lan_ranges():
-        chain_rules += _refused(name, {**from_jail, "dst": cidr, **beside_vpn}, NO_LAN)
+        chain_rules += refused(name, {**from_jail, "dst": cidr, **beside_vpn}, NO_LAN)
     chain_rules.append(_role({**from_jail, **egress, "target": "ACCEPT"}, ROLE_OUT))
     # what the jail itself sent, not what reached its veth from elsewhere
-    chain_rules += _refused(name, {}, NOT_ALLOWED, recorded={"in-interface": host_ifname})
+    chain_rules += refused(name, {}, NOT_ALLOWED, recorded={"in-interface": host_ifname})
     hooks = [
         Hook("filter", "FORWARD", tag({"in-interface": host_ifname, "target": chain}, owner)),
         Hook("filter", "FORWARD", tag({"out-interface": host_ifname, "target": chain}, owner)),

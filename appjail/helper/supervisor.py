@@ -651,6 +651,19 @@ class Supervisor:
         jail = self.jail_of(caller, address)
         if jail.id in self._creating:  # made, its first program not yet started: stop it after that
             return self._creating[jail.id].append(lambda: self._stop_later(caller, address, done))
+        self._stop(jail, done)
+
+    def lose(self, jail_id: JailId, why: str) -> None:
+        """Stop a jail the helper could not keep as promised (its rules could not be put back)."""
+        jail = self.engine.find(jail_id[1], jail_id[0])
+        if jail is None or jail_id in self._stopping or jail_id in self._removing:
+            return
+        log.error("stopping jail %s of uid %d: %s", jail.name, jail.owner_uid, why)
+        if jail.id in self._creating:
+            return self._creating[jail.id].append(lambda: self.lose(jail_id, why))
+        self._stop(jail, lambda _error: None)
+
+    def _stop(self, jail: Jail, done: Done) -> None:
         self._stopping[jail.id] = [done]
         started = time.monotonic()
         if not netns.signal_namespace(jail.netns, signal.SIGTERM):
@@ -696,7 +709,9 @@ class Supervisor:
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
         nat = [j for j in jails if j.tunnel is None]
-        read = traffic.counters(self.engine.firewall, {j.firewall_rules.name: j.firewall_rules.roles for j in nat})
+        inside = self.engine.host.policy.read_dropped([j.netns for j in nat])
+        read = traffic.counters(self.engine.firewall, {j.firewall_rules.name: j.firewall_rules.roles for j in nat},
+                                {j.firewall_rules.name: inside[j.netns] for j in nat if j.netns in inside})
         # per kernel name, the one name no two jails share
         totals = {j.netns: read.get(j.firewall_rules.name, {}) for j in nat}
         tunnel = {j.netns: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
@@ -713,6 +728,7 @@ class Supervisor:
             "pids": pids[jail.netns],
             "counters": totals[jail.netns],
             "ports_not_held": [str(entry) for entry in jail.ports_not_held],
+            "repairs": jail.repairs.as_dict(),
         } for jail in jails]
 
     def inspect(self, caller: Caller, address: str) -> dict:
@@ -722,7 +738,9 @@ class Supervisor:
         if jail.tunnel:
             return {**described, "blocked": [], "connections": [], "connections_cut": False}
         connections, cut = traffic.connections(jail.address)
-        return {**described, "blocked": traffic.blocked(self.engine.firewall, jail.firewall_rules.name),
+        blocked = traffic.blocked(self.engine.firewall, jail.firewall_rules.name, self.engine.host.policy,
+                                  jail.netns, jail.policy.blocked_set)
+        return {**described, "blocked": blocked,
                 "connections": connections, "connections_cut": cut}
 
 

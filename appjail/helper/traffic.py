@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .blocked import top
 from .firewall import FirewallBackend
@@ -54,23 +54,32 @@ CONNTRACK_BUDGET = (200_000, 1.0)  # entries read, seconds: one inspect's share 
 MAX_CONNECTIONS = 1000  # of one jail, listed
 
 
-def counters(firewall: FirewallBackend, layouts: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+def counters(firewall: FirewallBackend, layouts: Mapping[str, Sequence[str]],
+             dropped_inside: Mapping[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
     """Per jail: tx (its traffic out), rx (replies and published ports in), dropped.
 
-    layouts: jail name -> the roles of its chain's rules (FirewallBackend.read_counters).
+    layouts: jail name -> the roles of its chain's rules (FirewallBackend.read_counters);
+    dropped_inside: jail name -> (packets, bytes) its own namespace dropped (jailpolicy).
     """
     result = {}
     for name, totals in firewall.read_counters(layouts).items():
         fields = {}
         for role, prefix in ((ROLE_OUT, "tx"), (ROLE_IN, "rx"), (ROLE_DROPPED, "dropped")):
             fields[f"{prefix}_packets"], fields[f"{prefix}_bytes"] = totals[role]
+        packets, size = dropped_inside.get(name, (0, 0))
+        fields["dropped_packets"] += packets
+        fields["dropped_bytes"] += size
         result[name] = fields
     return result
 
 
-def blocked(firewall: FirewallBackend, name: str) -> list[dict]:
-    """The jail's most hit blocked destinations (blocked.SHOWN of them), as `inspect --json` lists them."""
-    return [entry._asdict() for entry in top(firewall.read_blocked(name, int(time.time())))]
+def blocked(firewall: FirewallBackend, name: str, policy: Any, netns_name: str, blocked_set: str) -> list[dict]:
+    """The jail's most hit blocked destinations (blocked.SHOWN of them), as `inspect --json` lists them:
+    what the host's rules refused (the kill switch, the rest) and what its own namespace did (see jailpolicy;
+    policy: that module, or a stand-in)."""
+    now = int(time.time())
+    entries = [*firewall.read_blocked(name, now), *policy.read_blocked(netns_name, blocked_set, now)]
+    return [entry._asdict() for entry in top(entries)]
 
 
 def connections(jail_address: str) -> tuple[list[dict], bool]:

@@ -158,3 +158,4 @@ def test_a_manager_sees_two_users_jails_of_one_name_apart_and_acts_on_the_right_
     stop.trigger()
     qtbot.waitUntil(lambda: client.stops != [], timeout=5000)
     assert client.stops == ["root/firefox"], "the helper's USER/NAME, not the manager's own jail"
+

@@ -3,9 +3,9 @@
 FakeKernel has the functions of appjail.helper.netns that the engine and its
 resources call, over plain dicts and sets; FakeFirewall implements
 firewall.FirewallBackend; FakeTunnels, FakeOpenvpn, FakePorts and FakeConntrack
-stand in for the tunnels, openvpn, hostports and traffic modules. All log every change in
-`ops`, so tests can check order, and a test can make any call fail with
-`fail_on`.
+stand in for the tunnels, openvpn, hostports and traffic modules, FakePolicy for
+jailpolicy. All log every change in `ops`, so tests can check order, and a
+test can make any call fail with `fail_on`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from itertools import count
 from typing import Any, TypeVar
 
-from appjail.helper.firewall import Residue
+from appjail.helper.firewall import Damage, Residue
 from appjail.helper.hostports import PortInUse
 from appjail.helper.netns import NetnsError
 from appjail.helper.rules import GUARD_CHAIN, PREFIX, ROLES, JailRules
@@ -216,6 +216,17 @@ class FakeFirewall(Recorder):
         owned = set(self.chains) | ({GUARD_CHAIN} if self.guard is not None else set())
         return owned, set(owned)
 
+    def damaged(self, expected: Sequence[JailRules], guard: bool) -> Damage:
+        damage = Damage({rules.chain for rules in expected if self.chains.get(rules.chain) != rules})
+        if guard and self.guard is None:
+            damage.owners.add(GUARD_CHAIN)
+        return damage
+
+    def flush(self) -> None:
+        """What `nft flush ruleset` does to it."""
+        self.chains.clear()
+        self.guard = None
+
 
 class FakeCoexist(Recorder):
     """coexist.Coexistence: open while jails exist."""
@@ -223,6 +234,7 @@ class FakeCoexist(Recorder):
     def __init__(self, ops: list[str]) -> None:
         super().__init__(ops)
         self.is_open = False
+        self.overridden = False
 
     def open(self) -> None:
         if not self.is_open:
@@ -238,6 +250,43 @@ class FakeCoexist(Recorder):
             self.open()
             return []
         return self.close()
+
+    def check(self) -> list[str]:
+        """Reopens when a test set `overridden` (another tool's drop came in)."""
+        if self.is_open and self.overridden:
+            self._op("coexist_reopen")
+            self.overridden = False
+            return ["iptables-nft: Docker, accepting aj-+ in DOCKER-USER again"]
+        return []
+
+
+class FakePolicy(Recorder):
+    """appjail.helper.jailpolicy: each jail namespace's own policy, and the host's addresses."""
+
+    def __init__(self, ops: list[str], kernel: FakeKernel) -> None:
+        super().__init__(ops)
+        self.kernel = kernel
+        self.addresses = {"127.0.0.1", "198.51.100.2"}
+        self.installed: dict[str, tuple[Any, frozenset[str]]] = {}
+
+    def host_addresses(self, ipr) -> set[str]:
+        return set(self.addresses)
+
+    def install(self, namespace: str, policy: Any, host_addresses: Iterable[str]) -> None:
+        if namespace not in self.kernel.namespaces:
+            raise NetnsError(f"no namespace {namespace}")
+        self._op("policy_install", namespace)
+        self.installed[namespace] = (policy, frozenset(host_addresses))
+
+    def read_blocked(self, namespace: str, blocked_set: str, now: int) -> list:
+        return []
+
+    def read_dropped(self, namespaces: Iterable[str]) -> dict[str, tuple[int, int]]:
+        return {}
+
+    def set_host_addresses(self, namespace: str, host_addresses: Iterable[str]) -> None:
+        self._op("policy_addresses", namespace)
+        self.installed[namespace] = (self.installed[namespace][0], frozenset(host_addresses))
 
 
 DAEMON_PID = 4242  # what a fake tunnel daemon's pid is said to be

@@ -20,7 +20,7 @@ from appjail.model import JailSpec, LaunchSpec
 
 from .test_supervisor_connecting import loop_until
 from .test_engine_logic import (OVPN_FILE, coexist, conntrack, engine, fw, kernel, make_engine,  # noqa: F401
-                                openvpn, ops, ovpn_config, ports, tunnels)
+                                openvpn, ops, ovpn_config, policy, ports, tunnels)
 
 A, B = 1000, 1001
 

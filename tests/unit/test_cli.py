@@ -146,3 +146,14 @@ def test_an_exit_pipe_closed_without_an_exit_means_the_helper_went_away(written)
     os.write(write_end, written)
     os.close(write_end)
     assert client.read_exit(read_end) is None
+
+
+def test_a_vpn_interface_that_does_not_exist_here_is_named(tmp_path):
+    from appjail.cli import missing_vpn
+
+    net_dev = tmp_path / "dev"
+    net_dev.write_text("Inter-|   Receive\n face |bytes\n    lo: 0 0\n  wg0: 0 0\n")
+    assert missing_vpn("wg0", str(net_dev)) is None
+    assert missing_vpn("wg9", str(net_dev)) == (
+        "interface wg9 does not exist: the jail's traffic is blocked (kill switch) until it appears "
+        "(a typo? `ip link` lists the interfaces)")

@@ -118,3 +118,41 @@ def test_doctor_says_whether_systemd_runs_and_what_its_absence_means(tmp_path, c
     check_systemd(tmp_path)
     assert capsys.readouterr().out == ("[     ok] systemd runs here: each program goes into a scope "
                                        "of your user-UID.slice\n")
+
+
+def test_doctor_names_the_tools_that_may_flush_appjails_rules(tmp_path, capsys):
+    from appjail.doctor import check_firewall_tools
+
+    check_firewall_tools(tmp_path)
+    assert capsys.readouterr().out == ""
+    (tmp_path / "systemd/system/sysinit.target.wants").mkdir(parents=True)
+    (tmp_path / "systemd/system/sysinit.target.wants/nftables.service").touch()
+    (tmp_path / "ufw").mkdir()
+    (tmp_path / "ufw/ufw.conf").write_text("# comment\nENABLED=no\n")
+    check_firewall_tools(tmp_path)
+    said = capsys.readouterr().out.splitlines()
+    assert said == ["[     ok] the nftables service is set up here: its start and restart load /etc/nftables.conf, "
+                    "whose `flush ruleset` removes appjail's table; the helper puts appjail's rules back within a "
+                    "second when it does, and what a jail must not reach stays closed meanwhile"]
+    (tmp_path / "ufw/ufw.conf").write_text("ENABLED=yes\n")
+    check_firewall_tools(tmp_path)
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "[     ok] the nftables service is set up here", "[     ok] ufw is set up here"]
+
+
+def test_coexist_rules_count_as_in_place_only_at_the_place_and_in_order():
+    from appjail.helper.coexist import _in_place
+
+    ours = ["-A DOCKER-USER -i aj-+ -m comment --comment appjail -j ACCEPT",
+            "-A DOCKER-USER -o aj-+ -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment "
+            "--comment appjail -j ACCEPT"]
+    docker = ["-P FORWARD DROP", "-N DOCKER-USER", "-A FORWARD -j DOCKER-USER"]
+    place = xt_place("\n".join(docker))
+    assert _in_place("\n".join([*docker, *ours, "-A DOCKER-USER -j RETURN"]), place)
+    assert not _in_place("\n".join([*docker, "-A DOCKER-USER -j RETURN"]), place), "a restarted dockerd's"
+    assert not _in_place("\n".join([*docker, "-A DOCKER-USER -j RETURN", *ours]), place), "below its RETURN"
+    moved = [line.replace("DOCKER-USER", "FORWARD", 1) for line in ours]
+    assert not _in_place("\n".join([*docker, *moved]), place), "in FORWARD from before Docker came"
+    ufw = ["-P FORWARD DROP", "-N ufw-user-forward", "-A FORWARD -i aj-x -m comment --comment aj-x -j aj-x",
+           *moved, "-A FORWARD -j ufw-before-forward"]
+    assert _in_place("\n".join(ufw), xt_place("\n".join(ufw)))

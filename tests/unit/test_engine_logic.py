@@ -9,7 +9,8 @@ from appjail.helper.jails import Conflict, Engine, JailError, LimitReached
 from appjail.helper.resources import KINDS
 from appjail.model import JailSpec
 
-from .fakehost import FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakeOpenvpn, FakePorts, FakeTunnels
+from .fakehost import (FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakeOpenvpn, FakePolicy, FakePorts,
+                       FakeTunnels)
 from ..ovpnfiles import KEY_SECRET, client
 
 DNS = ("192.0.2.53",)
@@ -56,14 +57,19 @@ def conntrack(ops) -> FakeConntrack:
 
 
 @pytest.fixture
-def make_engine(tmp_path, kernel, fw, coexist, tunnels, openvpn, ports, conntrack):
+def policy(ops, kernel) -> FakePolicy:
+    return FakePolicy(ops, kernel)
+
+
+@pytest.fixture
+def make_engine(tmp_path, kernel, fw, coexist, tunnels, openvpn, ports, conntrack, policy):
     """An engine over the fakes; a second one on the same state is a restarted helper."""
     def make(**settings) -> Engine:
         settings.setdefault("resolve", lambda host, port: [])
         return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
                       firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
                       firewall_backend=fw, tunnel_system=tunnels, openvpn_system=openvpn, ports_system=ports,
-                      conntrack_system=conntrack, **settings)
+                      conntrack_system=conntrack, policy_system=policy, **settings)
     return make
 
 

@@ -7,7 +7,7 @@ import pytest
 from appjail.helper import firewall
 from appjail.helper import nlraw
 from appjail.helper.blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, Blocked
-from appjail.helper.firewall_nft import _blocked_set, _element, _elements, encode, encode_chain_rule
+from appjail.helper.firewall_nft import blocked_set, _element, _elements, encode, encode_chain_rule
 from appjail.helper.main import main
 from appjail.helper.rules import build_guard_rules, build_jail_rules
 from appjail.model import JailSpec, Publish
@@ -135,7 +135,7 @@ def test_a_record_updates_the_jails_set_with_port_or_without():
 
 
 def test_the_blocked_set_is_bounded_and_read_back():
-    declared = _blocked_set("aj-web")
+    declared = blocked_set("aj-web")
     assert declared["size"] == BLOCKED_MAX and declared["timeout"] == BLOCKED_TIMEOUT_S
     assert declared["stmt"] == [{"counter": None}] and declared["name"] == "aj-web"
     # an element as the kernel dumps it: key registers, expiration in ms, its counter

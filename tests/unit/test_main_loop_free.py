@@ -18,7 +18,7 @@ from appjail.model import JailSpec, LaunchSpec
 from appjail.wgconf import parse
 
 from .test_engine_logic import (WG_FILE, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, ports, tunnels, wg_config)
+                                ops, policy, ports, tunnels, wg_config)
 from .test_supervisor_connecting import loop_until
 
 OWNER = 1000

@@ -11,7 +11,7 @@ from appjail.helper.supervisor import NotAllowed, Supervisor
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
 from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn, ops,  # noqa: F401
-                                ports, tunnels, wg_config)
+                                policy, ports, tunnels, wg_config)
 
 A, B = 1000, 1001
 

@@ -101,3 +101,15 @@ def test_ports_an_adopted_jail_could_not_hold_again_are_named_by_inspect_and_ls(
     assert warning in report.inspection(nat).splitlines()
     assert report.jail_list([nat]).splitlines()[2:] == ["", f"web: {warning}"]
     assert "NOT HELD" not in report.inspection({**nat, "ports_not_held": []})
+
+
+def test_a_repaired_jail_says_so_in_inspect_and_ls():
+    what = "host firewall changed (nftables): rules of 1 jail(s) put back (web)"
+    nat = {"name": "web", "owner_uid": os.getuid(), "netns": "aj-web", "address": "10.231.0.2", "pids": [],
+           "repairs": {"count": 2, "last": 1700000000, "what": what}, "blocked": [], "connections": []}
+    line = (f"rules repaired 2 times, last at {report.clock(1700000000)} ({what}); "
+            "the jail's own refusals held throughout")
+    assert line in report.inspection(nat).splitlines()
+    assert report.jail_list([nat]).splitlines()[2:] == ["", f"web: {line}"]
+    assert "repaired" not in report.inspection({**nat, "repairs": report.NO_REPAIRS})
+    assert report.normalised({"name": "old"})["repairs"] == report.NO_REPAIRS

@@ -13,7 +13,7 @@ from appjail.helper.supervisor import Supervisor
 from appjail.model import JailSpec
 
 from .test_engine_logic import (PUSHED, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, ovpn_config, ports, tunnels)
+                                ops, ovpn_config, policy, ports, tunnels)
 
 OWNER = 1000
 
