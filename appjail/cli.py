@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from . import interface as api
 from . import model, report
-from .instances import own_process_names, single_instance_warning
+from .browsers import refusal
 from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
 
 EXIT_APPJAIL = 125
@@ -247,8 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options, command = run_request(args)
     argv = [os.fsencode(a) for a in command]
-    if warning := single_instance_warning(command[0], command[1:], lambda: own_process_names(os.getuid())):
-        _error(f"warning: {warning}")
+    if refused := refusal(command, os.path.expanduser("~")):
+        raise ValidationError(refused)
     client = Client()
     interactive = os.isatty(0)
     relay = None

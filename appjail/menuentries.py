@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import browsers
 from . import desktopentry as de
 from .model import ValidationError
 from .profiles import Profile, load_profiles, profiles_path, remove_profile, save_profile, validate_profile_name
@@ -92,6 +93,12 @@ def render_entry(profile: Profile, source: Path, keys: Mapping[str, str], code: 
                             f"`appjail profiles rm {profile.name}` removes it")
 
 
+def browser_profile_dir(name: str, env: Mapping[str, str]) -> Path:
+    """The profile directory of profile `name`'s browser: its own, so that it runs as a copy of
+    its own in the jail (browsers.py); kept by `rm`, since it holds the user's data."""
+    return de.data_home(env) / "appjail" / "browsers" / name
+
+
 def add(name: str, app: str, options: dict, replace: bool, env: Mapping[str, str] = os.environ) -> list[str]:
     """Make (or rewrite) profile `name` from APP's entry, and its menu entry. Returns what to tell."""
     validate_profile_name(name)
@@ -100,6 +107,7 @@ def add(name: str, app: str, options: dict, replace: bool, env: Mapping[str, str
     if keys.get("Type", "Application") != "Application" or "Exec" not in keys:
         raise ValidationError(f"{source}: not an application entry with an Exec line")
     command, code = de.expand_command(de.split_exec(keys["Exec"], str(source)), keys, source)
+    command += browsers.own_profile_args(command, browser_profile_dir(name, env))
     directory = de.user_applications_dir(env)
     target = directory / (desktop_id if replace else f"appjail-{name}{de.SUFFIX}")
     _check_free(target, name)
@@ -147,6 +155,8 @@ def remove(name: str, env: Mapping[str, str] = os.environ) -> list[str]:
             told.append(f"removed menu entry {entry.path}" +
                         (f"; the menu and default handler start {entry.source} again, unjailed"
                          if entry.replaces else ""))
+    if told and (kept := browser_profile_dir(name, env)).exists():
+        told.append(f"kept its browser's profile {kept} (bookmarks, history); remove it yourself when done")
     if told:
         _update_database(de.user_applications_dir(env))
         return told

@@ -56,7 +56,8 @@ def test_an_entry_from_firefox_esr_is_valid_and_names_the_way_out(env):
     assert keys["Name"] == "Firefox ESR (VPN wg0)"
     assert all(keys[key] == original[key] for key in ("Icon", "Categories", "MimeType"))
     assert keys["Exec"] == f"{env['PATH'].split(':')[0]}/appjail run -p ff -- %u"
-    assert profiles(env)["ff"].command == ("/usr/lib/firefox-esr/firefox-esr",)
+    own = Path(env["XDG_DATA_HOME"]) / "appjail" / "browsers" / "ff"  # a copy of its own (test_browsers.py)
+    assert profiles(env)["ff"].command == ("/usr/lib/firefox-esr/firefox-esr", "--profile", str(own))
     assert profiles(env)["ff"].options == {"name": "ff", "vpn": "wg0"}
     validate(Path(env["XDG_DATA_HOME"]) / "applications" / "appjail-ff.desktop")
 
