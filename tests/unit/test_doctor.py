@@ -118,3 +118,18 @@ def test_doctor_says_whether_systemd_runs_and_what_its_absence_means(tmp_path, c
     check_systemd(tmp_path)
     assert capsys.readouterr().out == ("[     ok] systemd runs here: each program goes into a scope "
                                        "of your user-UID.slice\n")
+
+
+def test_doctor_says_which_dns_a_vpn_jail_gets_or_names_dns(capsys):
+    from appjail import doctor
+    from appjail.linkdns import LinkDNS, NoLinkDNS
+
+    doctor.check_vpn_dns("wg0", lambda ifname: LinkDNS(("10.64.0.1",), "systemd-resolved"))
+    assert "a --vpn wg0 jail asks 10.64.0.1 for names (from systemd-resolved)" in capsys.readouterr().out
+
+    def none(ifname):
+        raise NoLinkDNS("the system has no DNS server for wg0")
+    doctor.check_vpn_dns("wg0", none)
+    out = capsys.readouterr().out
+    assert "[warning] a --vpn wg0 jail without --dns is refused: the system has no DNS server for wg0" in out
+    assert "appjail run --vpn wg0 --dns ADDR" in out
