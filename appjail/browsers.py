@@ -32,7 +32,8 @@ class Family(namedtuple("Family", "roots lock separate own_profile")):
 
 MOZILLA_SEPARATE = frozenset({"--new-instance", "-new-instance", "--no-remote", "-no-remote",
                               "--profile", "-profile", "-P", "--P"})
-FIREFOX = Family((".mozilla/firefox", ".config/mozilla/firefox"), "lock", MOZILLA_SEPARATE,
+FIREFOX = Family((".mozilla/firefox", ".config/mozilla/firefox", "snap/firefox/common/.mozilla/firefox"),
+                 "lock", MOZILLA_SEPARATE,
                  lambda directory: ["--profile", directory])
 THUNDERBIRD = Family((".thunderbird", ".config/mozilla/thunderbird"), "lock", MOZILLA_SEPARATE,
                      FIREFOX.own_profile)
@@ -46,7 +47,8 @@ def _chromium(*roots: str) -> Family:
 FAMILIES: dict[str, Family] = {
     "firefox": FIREFOX, "firefox-esr": FIREFOX, "firefox-bin": FIREFOX,
     "thunderbird": THUNDERBIRD,
-    "chromium": _chromium(".config/chromium"), "chromium-browser": _chromium(".config/chromium"),
+    "chromium": _chromium(".config/chromium", "snap/chromium/common/chromium"),
+    "chromium-browser": _chromium(".config/chromium", "snap/chromium/common/chromium"),
     "google-chrome": _chromium(".config/google-chrome"), "google-chrome-stable": _chromium(".config/google-chrome"),
     "brave-browser": _chromium(".config/BraveSoftware/Brave-Browser"),
 }

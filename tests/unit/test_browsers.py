@@ -100,12 +100,14 @@ def test_lock_targets_name_the_pid(tmp_path, target, pid):
     assert browsers.lock_pid(str(tmp_path / "absent")) is None
 
 
-def test_firefox_profiles_below_either_root_are_found(tmp_path):
-    for root in (".mozilla/firefox/abc.default-esr", ".config/mozilla/firefox/x.default"):
+def test_firefox_profiles_below_each_root_are_found(tmp_path):
+    for root in (".mozilla/firefox/abc.default-esr", ".config/mozilla/firefox/x.default",
+                 "snap/firefox/common/.mozilla/firefox/s.default"):
         (tmp_path / root).mkdir(parents=True)
         (tmp_path / root / "lock").symlink_to(f"127.0.0.1:+{os.getpid()}")
     copies = browsers.running_copies(browsers.FIREFOX, str(tmp_path), browsers.pid_alive)
     assert sorted(copies) == sorted([(str(tmp_path / ".mozilla/firefox/abc.default-esr"), os.getpid()),
-                                     (str(tmp_path / ".config/mozilla/firefox/x.default"), os.getpid())])
+                                     (str(tmp_path / ".config/mozilla/firefox/x.default"), os.getpid()),
+                                     (str(tmp_path / "snap/firefox/common/.mozilla/firefox/s.default"), os.getpid())])
     assert browsers.refusal(["firefox-esr", "--new-instance", "-P", "vpn"], str(tmp_path)) is None
     assert "--profile DIR" in browsers.refusal(["/usr/lib/firefox-esr/firefox-esr"], str(tmp_path))
