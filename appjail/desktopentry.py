@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from .model import ValidationError
+
 GROUP = "Desktop Entry"
 SUFFIX = ".desktop"
 # Field codes that the launcher expands to the files or URLs opened
@@ -26,7 +28,7 @@ RESERVED = frozenset(" \t\n\"'\\><~|&;$*?#()`")
 STRING_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-class DesktopEntryError(ValueError):
+class DesktopEntryError(ValidationError):
     """An application entry that cannot be found or used; the message says which and why."""
 
 

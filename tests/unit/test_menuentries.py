@@ -146,3 +146,9 @@ def test_bad_options_write_nothing(env):
     with pytest.raises(ValidationError, match="invalid profile name"):
         menuentries.add("f f", "firefox-esr", {}, replace=False, env=env)
     assert not (Path(env["XDG_DATA_HOME"]) / "applications").exists()
+
+
+def test_an_unknown_application_is_one_line_and_status_125(env, capsys):
+    assert cli.main(["profiles", "add", "x", "--from", "no-such-app"]) == cli.EXIT_APPJAIL
+    err = capsys.readouterr().err
+    assert err.startswith("appjail: no application no-such-app.desktop in ") and err.count("\n") == 1
