@@ -189,9 +189,11 @@ class Engine:
         resolve_timeout: how long a WireGuard file's Endpoint names may take
         to resolve, all of them together.
 
+        link_dns(IFACE): the servers the system has for a VPN interface (linkdns), for a
+        --vpn jail without --dns.
+
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend, tunnel_system, openvpn_system, ports_system and
-        link_dns(IFACE) gives the servers the system has for a VPN interface (linkdns).
         conntrack_system replace the kernel (the netns, tunnels, openvpn, hostports
         and traffic modules' functions) and the firewall, resolve the host's name
         lookup: unit tests pass in-memory stand-ins.
