@@ -102,9 +102,10 @@ def refusal(command: Sequence[str], home: str, alive: Callable[[int], bool] = pi
         return None
     program = os.path.basename(command[0])
     directory, pid = copies[0]
-    return (f"{program} already runs outside the jail (pid {pid}, profile {directory}) and would open this "
-            f"there, unjailed; close it, or give the jail a profile of its own: appjail run ... -- "
-            f"{program} {family.suggestion()} (`appjail profiles add NAME --from {program}` makes one)")
+    return (f"{program} already runs with profile {directory} (pid {pid}) and would open this in that copy, "
+            f"wherever it runs (unjailed, or in another jail); close it, or give this jail a profile of its own: "
+            f"appjail run ... -- {program} {family.suggestion()} (`appjail profiles add NAME --from {program}` "
+            f"makes one)")
 
 
 def own_profile_args(command: Sequence[str], directory: Path) -> list[str]:

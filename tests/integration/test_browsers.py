@@ -41,7 +41,7 @@ def test_a_running_firefox_esr_is_seen_and_a_profiles_copy_is_its_own(tmp_path, 
         (tmp_path / ".mozilla" / "firefox").mkdir(parents=True)
         (tmp_path / ".mozilla" / "firefox" / "usual").symlink_to(default)
         refused = browsers.refusal(["/usr/lib/firefox-esr/firefox-esr", "https://example.org"], str(tmp_path))
-        assert refused and f"already runs outside the jail (pid {outside}" in refused
+        assert refused and f"already runs with profile {tmp_path / '.mozilla/firefox/usual'} (pid {outside})" in refused
 
         menuentries.add("ff", "firefox-esr", {"vpn": "wg0"}, replace=False)
         command = list(load_profiles()["ff"].command)

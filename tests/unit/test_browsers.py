@@ -65,7 +65,7 @@ def test_run_refuses_a_browser_whose_copy_outside_would_take_the_link(home, monk
     monkeypatch.setattr(client, "Client", lambda: pytest.fail("no bus call for a refused launch"))
     assert cli.main(["run", "--vpn", "wg0", "chromium", "https://third.example"]) == cli.EXIT_APPJAIL
     err = capsys.readouterr().err
-    assert f"chromium already runs outside the jail (pid {outside.pid}, profile {default})" in err
+    assert f"chromium already runs with profile {default} (pid {outside.pid})" in err
     assert "--user-data-dir=DIR" in err and err.count("\n") == 1
 
 
