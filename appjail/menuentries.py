@@ -111,6 +111,7 @@ def add(name: str, app: str, options: dict, replace: bool, env: Mapping[str, str
     directory = de.user_applications_dir(env)
     target = directory / (desktop_id if replace else f"appjail-{name}{de.SUFFIX}")
     _check_free(target, name)
+    existed = name in load_profiles(_profiles_file(env))
     profile = save_profile(name, {"command": command, **options}, _profiles_file(env))
     for old in menu_entries(env):
         if old.profile == name and old.path != target:
@@ -120,7 +121,7 @@ def add(name: str, app: str, options: dict, replace: bool, env: Mapping[str, str
     staged.write_text(render_entry(profile, source, keys, code, desktop_id if replace else None))
     os.replace(staged, target)
     _update_database(directory)
-    told = [f"profile {name}: {profile.describe()}", f"menu entry: {target}"]
+    told = [f"profile {name}{' (rewritten)' if existed else ''}: {profile.describe()}", f"menu entry: {target}"]
     if replace:
         told.append(f"{keys.get('Name', desktop_id)} now always runs jailed ({way_out(profile)}): from the menu and "
                     f"as the default program for its links and files, this entry shadows {source}; "

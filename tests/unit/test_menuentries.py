@@ -110,8 +110,9 @@ def test_replace_shadows_the_system_entry_and_rm_restores_it(env, capsys):
 
 
 def test_adding_again_rewrites_the_profile_and_moves_its_entry(env):
-    menuentries.add("ff", "firefox-esr", {"vpn": "wg0"}, replace=True, env=env)
-    menuentries.add("ff", "firefox-esr", {"vpn": "wg1"}, replace=False, env=env)  # its source: the system's
+    assert menuentries.add("ff", "firefox-esr", {"vpn": "wg0"}, replace=True, env=env)[0].startswith("profile ff: ")
+    told = menuentries.add("ff", "firefox-esr", {"vpn": "wg1"}, replace=False, env=env)  # its source: the system's
+    assert told[0].startswith("profile ff (rewritten): ")
     applications = Path(env["XDG_DATA_HOME"]) / "applications"
     assert not (applications / "firefox-esr.desktop").exists()
     assert entry_of(env, "appjail-ff.desktop")["Name"] == "Firefox ESR (VPN wg1)"
