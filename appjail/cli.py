@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from . import interface as api
 from . import model, report
-from .instances import own_process_names, single_instance_warning
+from .browsers import refusal
 from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
 
 EXIT_APPJAIL = 125
@@ -41,7 +41,8 @@ def default_jail_name(program: str) -> str:
 
 
 PROFILE_OPTION = Option("profile", ("-p", "--profile"), VALUE,
-                        "take the command and options from a profile (options given here win)", metavar="NAME")
+                        "take the command and options from a profile (options given here win; "
+                        "ARGS after -- are added to its command)", metavar="NAME")
 
 
 def run_options() -> tuple[Option, ...]:
@@ -130,17 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a program in a jail",
                               description="Run PROGRAM as you, inside a network jail.")
-    for option in run_options():
-        if option.kind == FLAG:
-            run.add_argument(*option.flags, dest=option.key, action="store_true", default=None, help=option.help)
-        else:
-            run.add_argument(*option.flags, dest=option.key, metavar=option.metavar,
-                             action="append" if option.kind == LIST else "store",
-                             help=option.help + (" (repeatable)" if option.kind == LIST else ""))
+    add_options(run, run_options())
     run.add_argument("program", metavar="PROGRAM", nargs="?")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
-    commands.add_parser("profiles", help="list the profiles of profiles.toml")
+    add_profiles_parser(commands)
 
     for name, (text, positionals, switches) in SIMPLE_COMMANDS.items():
         command = commands.add_parser(name, help=text)
@@ -154,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    for option in options:
+        if option.kind == FLAG:
+            parser.add_argument(*option.flags, dest=option.key, action="store_true", default=None, help=option.help)
+        else:
+            parser.add_argument(*option.flags, dest=option.key, metavar=option.metavar,
+                                action="append" if option.kind == LIST else "store",
+                                help=option.help + (" (repeatable)" if option.kind == LIST else ""))
+
+
+def add_profiles_parser(commands) -> None:
+    """`profiles` (list), `profiles add NAME --from APP [run options] [--replace]`, `profiles rm NAME`."""
+    profiles = commands.add_parser("profiles", help="list, add and remove profiles and their menu entries")
+    actions = profiles.add_subparsers(dest="action", metavar="ACTION")
+    add = actions.add_parser("add", help="make a profile and a menu entry from an application's desktop entry",
+                             description="Make profile NAME (or rewrite it) from an application's desktop "
+                                         "entry, with a menu entry that starts it in a jail.")
+    add.add_argument("profile_name", metavar="NAME")
+    add.add_argument("--from", dest="app", metavar="APP", required=True,
+                     help="the application: a desktop-file ID (firefox-esr) or a .desktop file's path")
+    add.add_argument("--replace", action="store_true",
+                     help="shadow the application's own entry: its menu item and default handler run jailed")
+    add_options(add, model.OPTIONS)
+    rm = actions.add_parser("rm", help="remove a profile and its menu entry (restoring a replaced one)")
+    rm.add_argument("profile_name", metavar="NAME")
+
+
 def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """(run options, command) from the arguments and, with -p, a profile."""
     options: dict = {}
@@ -165,7 +187,7 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
         if profile is None:
             raise ValidationError(f"no profile named {args.profile!r} in {profiles_path()}")
         options = dict(profile.options)
-        command = command or list(profile.command)
+        command = [*profile.command, *command]  # ARGS given: the files or links a menu entry opens
     if not command:
         raise ValidationError("no program given (appjail run [options] PROGRAM [ARGS...], or -p PROFILE)")
     given = {option.key: getattr(args, option.key) for option in model.OPTIONS}
@@ -225,8 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options, command = run_request(args)
     argv = [os.fsencode(a) for a in command]
-    if warning := single_instance_warning(command[0], command[1:], lambda: own_process_names(os.getuid())):
-        _error(f"warning: {warning}")
+    if refused := refusal(command, os.path.expanduser("~")):
+        raise ValidationError(refused)
     if options.get("vpn") and (missing := missing_vpn(options["vpn"])):
         _error(f"warning: {missing}")
     client = Client()
@@ -354,13 +376,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from .profiles import load_profiles, profiles_path
+    from . import menuentries
 
-    profiles = load_profiles()
-    if not profiles:
-        print(f"no profiles ({profiles_path()} does not exist or is empty)")
-    for name, profile in profiles.items():
-        print(f"{name:14} {profile.describe()}")
+    if args.action == "add":
+        options = {option.key: getattr(args, option.key) for option in model.OPTIONS}
+        told = menuentries.add(args.profile_name, args.app,
+                               {key: value for key, value in options.items() if value is not None}, args.replace)
+    elif args.action == "rm":
+        told = menuentries.remove(args.profile_name)
+    else:
+        told = menuentries.listing()
+    print("\n".join(told))
     return 0
 
 

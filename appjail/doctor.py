@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from .hostfirewall import FAIL, OK, WARN, analyse
+from .linkdns import LinkDNS, NoLinkDNS, link_dns
 
 LEGACY_TABLES = Path("/proc/net/ip_tables_names")
 SYSTEMD_RUNTIME = Path("/run/systemd/system")  # exists when systemd is the init system (sd_booted)
@@ -50,7 +52,19 @@ def check_vpn(ifname: str) -> bool:
         return False
     state = (path / "operstate").read_text().strip()
     _say(OK if state in ("up", "unknown") else WARN, f"interface {ifname} exists ({state})")
+    check_vpn_dns(ifname)
     return True
+
+
+def check_vpn_dns(ifname: str, find: Callable[[str], LinkDNS] = link_dns) -> None:
+    """Which servers a --vpn jail without --dns gets: the system's for the interface, or none."""
+    try:
+        found = find(ifname)
+    except NoLinkDNS as exc:
+        _say(WARN, f"a --vpn {ifname} jail without --dns is refused: {exc}",
+             f"appjail run --vpn {ifname} --dns ADDR ... (ADDR: a DNS server your VPN reaches)")
+        return
+    _say(OK, f"a --vpn {ifname} jail asks {', '.join(found.servers)} for names (from {found.source})")
 
 
 def check_systemd(runtime: Path = SYSTEMD_RUNTIME) -> None:

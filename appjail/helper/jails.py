@@ -33,6 +33,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .. import linkdns
 from ..model import JailSpec, Publish, ValidationError
 from ..ovpnconf import OpenVpnConfig
 from ..wgconf import WireGuardConfig, is_name, resolve_endpoints
@@ -201,7 +202,8 @@ class Engine:
                  policy_system: Any = jailpolicy,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
-                 resolve_timeout: float = lookups.TIMEOUT) -> None:
+                 resolve_timeout: float = lookups.TIMEOUT,
+                 link_dns: Callable[[str], linkdns.LinkDNS] = linkdns.link_dns) -> None:
         """firewall_choice: the backend to use (default: firewall.choose() for this host).
 
         max_jails_per_user: how many jails one owner may have (create's
@@ -214,6 +216,9 @@ class Engine:
 
         resolve_timeout: how long a WireGuard file's Endpoint names may take
         to resolve, all of them together.
+
+        link_dns(IFACE): the servers the system has for a VPN interface (linkdns), for a
+        --vpn jail without --dns.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
         system, firewall_backend, tunnel_system, openvpn_system, ports_system,
@@ -237,6 +242,7 @@ class Engine:
         self.kinds = kinds
         self.lookups = lookups.NameLookups(self._resolve_logged, resolve_timeout)
         self._resolve = resolve or resolve_host
+        self._link_dns = link_dns
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
@@ -315,6 +321,7 @@ class Engine:
                                   f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
         if wireguard is not None:
             tunnel = self._resolved(spec.name, wireguard)
+        dns = self._jail_dns(spec, tunnel)  # before the lock: it may ask the system's resolver services
         with self._lock:
             if (owner_uid, spec.name) in self._jails:
                 raise JailExists(f"a jail named {spec.name!r} already exists")
@@ -323,11 +330,6 @@ class Engine:
                                    "jails one user may have (appjail-helper --max-jails-per-user): "
                                    "stop one of yours first")
             self._check_ports(spec)
-            try:
-                dns = (spec.dns or (tunnel.dns if tunnel else ())
-                       or tuple(resolv.host_upstream_servers(self.upstream_sources)))
-            except resolv.NoUpstreamDNS as exc:
-                raise JailError(str(exc)) from None
             kernel_name = self._kernel_name(spec.name, owner_uid)
             with self.system.rtnl() as ipr:
                 if tunnel is None:
@@ -354,6 +356,21 @@ class Engine:
                     jail.secret = None  # the keys live on in the tunnel only
             self._register(jail)
             return jail
+
+    def _jail_dns(self, spec: JailSpec, tunnel: WireGuardConfig | OpenVpnConfig | None) -> tuple[str, ...]:
+        """--dns; else a tunnel's; else for --vpn the system's servers for that interface, never the
+        host's (a router's address the VPN cannot reach, asked through it: linkdns); else the host's."""
+        if spec.dns or (tunnel is not None and tunnel.dns):
+            return spec.dns or tunnel.dns
+        try:
+            if spec.vpn:
+                found = self._link_dns(spec.vpn)
+                log.info("jail %s: DNS %s for %s, from %s", spec.name, ", ".join(found.servers), spec.vpn,
+                         found.source)
+                return found.servers
+            return tuple(resolv.host_upstream_servers(self.upstream_sources))
+        except (resolv.NoUpstreamDNS, linkdns.NoLinkDNS) as exc:
+            raise JailError(f"jail {spec.name!r}: {exc}") from None
 
     def _kernel_name(self, name: str, owner_uid: int) -> str:
         """aj-NAME when no jail (ours, or another helper's namespace) has it, else a unique one.

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from dbus.mainloop.glib import DBusGMainLoop
     from gi.repository import GLib
 
+    from .. import linkdns
     from .coexist import Coexistence
     from .jails import Engine
     from .scopes import Scopes
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("firewall backend: %s (%s)", choice.name, choice.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
     engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist,
-                    max_jails_per_user=args.max_jails_per_user)
+                    max_jails_per_user=args.max_jails_per_user,
+                    link_dns=lambda ifname: linkdns.link_dns(ifname, linkdns.Busctl(args.bus_address)))
     report = engine.reconcile()
     log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")
     engine.start_link_watch()

@@ -8,11 +8,12 @@ would answer from outside the jail), hence `hosts: files dns`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..linkdns import parse_nameservers
 
 ETC_NETNS = Path("/etc/netns")
 # Where the host's real upstream servers are written down, best first:
@@ -29,21 +30,6 @@ GENERATED = "# written by appjail for this jail; removed with it"
 
 class NoUpstreamDNS(RuntimeError):
     """The host names no DNS server a jail could reach."""
-
-
-def parse_nameservers(text: str) -> list[str]:
-    """IPv4 non-loopback `nameserver` entries of a resolv.conf text."""
-    servers = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
-            try:
-                address = ipaddress.ip_address(fields[1])
-            except ValueError:
-                continue
-            if address.version == 4 and not address.is_loopback and not address.is_unspecified:
-                servers.append(str(address))
-    return servers
 
 
 def host_upstream_servers(sources: Sequence[Path] = UPSTREAM_SOURCES) -> list[str]:

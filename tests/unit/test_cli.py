@@ -55,10 +55,22 @@ def test_a_profile_gives_command_and_options_and_the_command_line_wins(tmp_path,
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert request("-p", "browser") == (
         {"name": "browser", "vpn": "wg0", "dns": ["10.64.0.1"]}, ["firefox", "--new-instance", "-P", "vpn"])
-    assert request("-p", "browser", "--vpn", "wg1", "--", "chromium") == (
-        {"name": "browser", "vpn": "wg1", "dns": ["10.64.0.1"]}, ["chromium"])
+    assert request("-p", "browser", "--vpn", "wg1") == (
+        {"name": "browser", "vpn": "wg1", "dns": ["10.64.0.1"]}, ["firefox", "--new-instance", "-P", "vpn"])
     with pytest.raises(ValidationError, match="no profile named 'mail'"):
         request("-p", "mail")
+
+
+def test_arguments_after_a_profile_are_added_to_its_command(tmp_path, monkeypatch):
+    """What a menu entry's `appjail run -p NAME -- %u` opens; after `--` nothing is an option."""
+    (tmp_path / "appjail").mkdir()
+    (tmp_path / "appjail" / "profiles.toml").write_text(PROFILES)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    tail = ["firefox", "--new-instance", "-P", "vpn"]
+    for parse in (cli.quick_args, cli.build_parser().parse_args):
+        assert cli.run_request(parse(["run", "-p", "browser", "--", "--vpn=x", "b c"])) == (
+            {"name": "browser", "vpn": "wg0", "dns": ["10.64.0.1"]}, [*tail, "--vpn=x", "b c"])
+        assert cli.run_request(parse(["run", "-p", "browser", "--"]))[1] == tail
 
 
 def test_bad_option_exit_status_and_one_line(capsys):
@@ -124,7 +136,8 @@ def test_the_quick_parser_leaves_help_mistakes_and_other_commands_to_argparse(ar
 def test_everyday_commands_load_no_enum_threading_or_regular_expressions(argv):
     """Each of them costs 1-10 ms of every call (-S: without what site.py imports here)."""
     code = (f"import sys, appjail.cli, appjail.client; appjail.cli.quick_args({argv!r})\n"
-            "print(sorted(m for m in sys.modules if m in ('enum', 'threading', 're', 'argparse', 'json')))")
+            "print(sorted(m for m in sys.modules if m in ('enum', 'threading', 're', 'argparse', 'json', 'pathlib',"
+            " 'dataclasses')))")
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
     assert out.strip() == "[]"

@@ -156,3 +156,18 @@ def test_coexist_rules_count_as_in_place_only_at_the_place_and_in_order():
     ufw = ["-P FORWARD DROP", "-N ufw-user-forward", "-A FORWARD -i aj-x -m comment --comment aj-x -j aj-x",
            *moved, "-A FORWARD -j ufw-before-forward"]
     assert _in_place("\n".join(ufw), xt_place("\n".join(ufw)))
+
+
+def test_doctor_says_which_dns_a_vpn_jail_gets_or_names_dns(capsys):
+    from appjail import doctor
+    from appjail.linkdns import LinkDNS, NoLinkDNS
+
+    doctor.check_vpn_dns("wg0", lambda ifname: LinkDNS(("10.64.0.1",), "systemd-resolved"))
+    assert "a --vpn wg0 jail asks 10.64.0.1 for names (from systemd-resolved)" in capsys.readouterr().out
+
+    def none(ifname):
+        raise NoLinkDNS("the system has no DNS server for wg0")
+    doctor.check_vpn_dns("wg0", none)
+    out = capsys.readouterr().out
+    assert "[warning] a --vpn wg0 jail without --dns is refused: the system has no DNS server for wg0" in out
+    assert "appjail run --vpn wg0 --dns ADDR" in out

@@ -7,6 +7,7 @@ import pytest
 from appjail.helper.firewall import Choice
 from appjail.helper.jails import Conflict, Engine, JailError, LimitReached
 from appjail.helper.resources import KINDS
+from appjail.linkdns import LinkDNS, NoLinkDNS
 from appjail.model import JailSpec
 
 from .fakehost import (FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakeOpenvpn, FakePolicy, FakePorts,
@@ -468,3 +469,24 @@ def test_reconcile_adopts_an_openvpn_jail_and_serves_its_daemon_again(make_engin
     assert tunnels.inside["aj-kept"][0] == ("203.0.113.131/26",) and changed == [(1000, "kept")]
     restarted.destroy("kept")
     assert openvpn.daemons == {} and restarted.reconcile().removed == []
+
+
+def test_a_vpn_jail_without_dns_asks_the_servers_the_system_has_for_its_interface(make_engine, tmp_path):
+    """Not the host's own (a router the VPN cannot reach): linkdns.py."""
+    engine = make_engine(link_dns=lambda ifname: LinkDNS(("10.64.0.1",), f"resolvconf (tun.{ifname})"),
+                         upstream_sources=(tmp_path / "host-resolv.conf",))
+    (tmp_path / "host-resolv.conf").write_text("nameserver 192.168.1.1\n")
+    assert engine.create(JailSpec("vpn", vpn="wg0"), 1000).dns == ("10.64.0.1",)
+    assert "nameserver 10.64.0.1\n" in (tmp_path / "etc-netns/aj-vpn/resolv.conf").read_text()
+    assert engine.create(JailSpec("nat"), 1000).dns == ("192.168.1.1",)  # a NAT jail reaches the host's
+
+
+def test_a_vpn_jail_without_any_dns_is_refused_saying_how(make_engine, kernel, tmp_path):
+    def none(ifname):
+        raise NoLinkDNS(f"the system has no DNS server for {ifname}: give one with --dns ADDR")
+    engine = make_engine(link_dns=none, upstream_sources=(tmp_path / "host-resolv.conf",))
+    (tmp_path / "host-resolv.conf").write_text("nameserver 192.168.1.1\n")
+    before = kernel.state()
+    with pytest.raises(JailError, match="jail 'vpn': the system has no DNS server for wg0: .*--dns ADDR"):
+        engine.create(JailSpec("vpn", vpn="wg0"), 1000)
+    assert kernel.state() == before and engine.list() == []

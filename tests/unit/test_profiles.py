@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.profiles import ProfileError, load_profiles, profiles_path
+from appjail.profiles import ProfileError, load_profiles, profiles_path, remove_profile, save_profile
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -48,3 +48,25 @@ def test_mistakes_name_the_file_section_and_key(tmp_path, text, where):
 def test_the_file_lives_in_xdg_config_home():
     assert profiles_path({"XDG_CONFIG_HOME": "/c"}) == Path("/c/appjail/profiles.toml")
     assert profiles_path({"HOME": "/home/u"}) == Path("/home/u/.config/appjail/profiles.toml")
+
+
+def test_saving_and_removing_a_section_keeps_the_rest_of_the_file(tmp_path):
+    path = write(tmp_path, '# my browsers\n[web]\ncommand = ["w"]  # mine\n\n[b]\ncommand = ["old"]\n\n'
+                           '[mail]\ncommand = ["m"]\n')
+    save_profile("b", {"command": ["a \"quoted\"\\ \u00e9\x7f"], "dns": ["192.0.2.1"], "keep": True}, path)
+    profiles = load_profiles(path)
+    assert list(profiles) == ["web", "mail", "b"]
+    assert profiles["b"].command == ("a \"quoted\"\\ \u00e9\x7f",)
+    assert profiles["b"].options == {"name": "b", "dns": ["192.0.2.1"], "keep": True}
+    assert path.read_text().startswith('# my browsers\n[web]\ncommand = ["w"]  # mine\n')
+    assert remove_profile("web", path) and not remove_profile("web", path)
+    assert list(load_profiles(path)) == ["mail", "b"] and "# my browsers" in path.read_text()
+
+
+def test_a_profile_that_would_not_load_is_not_saved(tmp_path):
+    path = write(tmp_path, '[web]\ncommand = ["w"]\n')
+    with pytest.raises(ProfileError, match="vpn: invalid interface name"):
+        save_profile("b", {"command": ["x"], "vpn": "a b"}, path)
+    with pytest.raises(ProfileError, match="invalid profile name"):
+        save_profile("a]b", {"command": ["x"]}, path)
+    assert path.read_text() == '[web]\ncommand = ["w"]\n'
