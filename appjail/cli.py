@@ -249,8 +249,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [os.fsencode(a) for a in command]
     if refused := refusal(command, os.path.expanduser("~")):
         raise ValidationError(refused)
-    if options.get("vpn") and (missing := missing_vpn(options["vpn"])):
-        _error(f"warning: {missing}")
     client = Client()
     interactive = os.isatty(0)
     relay = None
@@ -266,6 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _, pid, exit_pipe = client.run(options, argv, session_environment(), os.getcwdb(), fds)
         except HelperError as exc:
             return _run_failure(exc)
+        if options.get("vpn") and (missing := missing_vpn(options["vpn"])):  # the run is on: say why it is closed
+            _error(f"warning: {missing}")
         if relay is None:
             return _wait_forwarding_signals(pid, exit_pipe)
         relay.close_slave()
