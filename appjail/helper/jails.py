@@ -74,6 +74,7 @@ class LimitReached(JailError):
 
 
 DEFAULT_MAX_JAILS_PER_USER = 32
+NAMED = 10  # jails a repair's log line names
 
 
 @dataclass
@@ -609,7 +610,8 @@ class Engine:
                     except (firewall.FirewallError, OSError) as exc:
                         lost.append((jail, str(exc)))
             if repaired:
-                done.append(f"rules of {len(repaired)} jail(s) put back ({', '.join(j.name for j in repaired)})")
+                names = ", ".join(j.name for j in repaired[:NAMED]) + (", ..." if len(repaired) > NAMED else "")
+                done.append(f"rules of {len(repaired)} jail(s) put back ({names})")
             reopened = self._reopen()
             done += reopened
             if not done and not lost:
