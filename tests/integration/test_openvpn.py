@@ -57,11 +57,13 @@ def curl(name: str, url: str, timeout: float = 3) -> subprocess.CompletedProcess
 
 def only_openvpn(lines: list[str], lab: Lab) -> list[str]:
     """The captured packets that are not OpenVPN's UDP between the host and the lab's server
-    (nor the server's ICMP port unreachable while it is gone)."""
+    (nor the server's ICMP port unreachable while it is gone, nor the lab host's own WireGuard, which
+    other tests' --vpn jails use)."""
     server = f"{lab.UPLINK_ADDR}.1194"
     return [line for line in lines
             if not ((" UDP" in line or "UDP," in line) and server in line and f"{lab.HOST_UPLINK_ADDR}." in line)
-            and not ("ICMP" in line and "udp port 1194 unreachable" in line)]
+            and not ("ICMP" in line and "udp port 1194 unreachable" in line)
+            and f"{lab.UPLINK_ADDR}.{lab.WG_PORT}" not in line]  # the lab host's own wg0, not a jail's
 
 
 def tunnel_address(name: str) -> str:
