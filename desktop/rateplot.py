@@ -35,6 +35,10 @@ class RatePlot(QWidget):
         """The y axis' top: the highest rate shown, at least 1 kB/s so an idle jail's line lies flat at 0."""
         return max([1000.0, *self.series[0], *self.series[1]])
 
+    def axis_label(self) -> str:
+        """The y axis' top in human units (B/s, kB/s, MB/s)."""
+        return rate(self.top())
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -45,7 +49,7 @@ class RatePlot(QWidget):
         painter.setPen(QPen(QColor("#9e9e9e")))
         painter.drawRect(area)
         text = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        painter.drawText(QRectF(0, area.top() - 8, MARGIN_LEFT - 6, 16), text, rate(top))
+        painter.drawText(QRectF(0, area.top() - 8, MARGIN_LEFT - 6, 16), text, self.axis_label())
         painter.drawText(QRectF(0, area.bottom() - 8, MARGIN_LEFT - 6, 16), text, rate(0))
         below = QRectF(area.left(), area.bottom() + 4, area.width(), 16)
         painter.drawText(below, Qt.AlignmentFlag.AlignLeft, f"{self.seconds - 1} seconds ago")
