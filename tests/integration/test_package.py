@@ -39,7 +39,8 @@ for _ in $(seq 200); do owned org.appjail.Helper1 && owned org.freedesktop.Polic
 runuser -u member -- appjail doctor || true
 """
 
-pytestmark = pytest.mark.once_per_run
+# ~1.5 min a system here; downloads from the registry may take longer elsewhere
+pytestmark = [pytest.mark.once_per_run, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(params=["12", "13"], ids=lambda release: f"debian{release}")
@@ -82,7 +83,7 @@ def test_install_adds_only_appjail_and_what_it_needs_and_purge_leaves_nothing(sy
     system.run(f"apt-get install -y -qq --no-install-recommends {UNIT_TEST_PACKAGES} >/dev/null")
     # the tree's code, laid out as installed (pyproject's package-dir: desktop/ is appjail.desktop)
     units = system.run(f"cd {TREE} && ln -s ../desktop appjail/desktop && "
-                       "python3 -m pytest -q -p no:cacheprovider tests/unit", check=False)
+                       f"python3 -m pytest -q -p no:cacheprovider --basetemp={TREE}/.unit-tmp tests/unit", check=False)
     assert units.returncode == 0, units.stdout[-4000:] + units.stderr[-2000:]
 
     owned = system.run("dpkg -L appjail").stdout.split()
