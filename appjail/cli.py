@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import NoReturn
 
+from . import __version__
 from . import interface as api
 from . import model, report
 from .browsers import refusal
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise UsageError(message)
 
     parser = Parser(prog="appjail", description="Run programs in their own network namespace.")
+    parser.add_argument("--version", action="version", version=f"appjail {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a program in a jail",

@@ -30,7 +30,7 @@ def check_helper() -> dict | None:
         me = Client().whoami()
     except HelperError as exc:
         _say(FAIL, f"appjail-helper: {exc.message}",
-             "install appjail (sudo scripts/install), or start it: sudo /opt/appjail/venv/bin/appjail-helper")
+             "install appjail (sudo ./scripts/install), or start it: sudo appjail-helper")
         return None
     _say(OK, f"appjail-helper answers on the system bus (you are uid {me['uid']})")
     if me.get("may_run"):

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from collections import deque
 
-import pyqtgraph
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..report import (BLOCKED_HEADERS, CONNECTIONS_CUT, NO_HOOK, blocked_rows, count, kill_switch_blocking, normalised,
                       repaired, size, tunnel_down, tunnel_line, tunnel_state)
+from .rateplot import RatePlot
 from .run_dialog import tunnel_label
 
 HISTORY_S = 60
@@ -43,14 +43,7 @@ class InspectorWindow(QWidget):
         self.warning.setStyleSheet("color: white; background: #b00020; padding: 6px; font-weight: bold")
         self.warning.setWordWrap(True)
         self.warning.hide()
-        self.plot = pyqtgraph.PlotWidget(background="w")
-        self.plot.setLabel("left", "rate", units="B/s")  # pyqtgraph scales: B/s, kB/s, MB/s
-        self.plot.setLabel("bottom", "seconds ago")
-        self.plot.setXRange(-(HISTORY_S - 1), 0, padding=0)  # fixed: an idle jail needs no redraw
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.addLegend()
-        self.curve_in = self.plot.plot(pen=pyqtgraph.mkPen("#1565c0", width=2), name="in")
-        self.curve_out = self.plot.plot(pen=pyqtgraph.mkPen("#2e7d32", width=2), name="out")
+        self.plot = RatePlot(HISTORY_S)
         self.table = _table(CONNECTION_HEADERS)
         self.blocked = _table(BLOCKED_HEADERS)
         self._blocked: list[dict] | None = None
@@ -121,9 +114,7 @@ class InspectorWindow(QWidget):
         if shown == self._drawn:
             return
         self._drawn = shown
-        ages = list(range(1 - len(shown[0]), 1))
-        self.curve_in.setData(ages, shown[0])
-        self.curve_out.setData(ages, shown[1])
+        self.plot.set_rates(*shown)
 
     @staticmethod
     def _set_text(label: QLabel, text: str) -> None:

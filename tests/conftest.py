@@ -1,5 +1,7 @@
 """Suite-wide rules: where integration tests are required, skipping one fails the run.
-Qt draws offscreen: the tests need no display. The firewall backend is APPJAIL_FIREWALL's."""
+Qt draws offscreen: the tests need no display. The firewall backend is APPJAIL_FIREWALL's.
+Tests marked once_per_run are not collected where APPJAIL_ONCE_PER_RUN_DONE=1: scripts/test
+sets it for its passes after the first (deselected, so not a skip that fails the run)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("APPJAIL_FIREWALL", "nftables")
 
 REQUIRED = os.environ.get("APPJAIL_REQUIRE_INTEGRATION") == "1"
+ONCE_PER_RUN_DONE = os.environ.get("APPJAIL_ONCE_PER_RUN_DONE") == "1"
 _skipped: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ONCE_PER_RUN_DONE:
+        done = [item for item in items if item.get_closest_marker("once_per_run")]
+        if done:
+            config.hook.pytest_deselected(items=done)
+            items[:] = [item for item in items if item not in done]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -29,6 +29,10 @@ CONNTRACK_ACCT = "net/netfilter/nf_conntrack_acct"
 _PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp"}
 _IPS_SEEN_REPLY = 1 << 1
 _IPS_ASSURED = 1 << 2
+# the kernel's TCP conntrack states (linux/netfilter/nf_conntrack_tcp.h), which pyroute2 0.7
+# (Debian 12 and 13) does not name
+TCP_STATES = {1: "SYN_SENT", 2: "SYN_RECV", 3: "ESTABLISHED", 4: "FIN_WAIT", 5: "CLOSE_WAIT",
+              6: "LAST_ACK", 7: "TIME_WAIT", 8: "CLOSE", 9: "LISTEN"}
 T = TypeVar("T")
 
 
@@ -148,7 +152,7 @@ def _forget_connections(jail_address: str) -> None:
                 theirs.append(tuples[0])
         for entry in theirs:
             try:
-                ct.delete(entry)
+                _delete(ct, entry)
             except NetlinkError as exc:
                 if exc.code != errno.ENOENT:  # ended meanwhile
                     log.warning("conntrack: could not forget a connection of %s: %s", jail_address, exc)
@@ -163,13 +167,21 @@ def _bytes(message, attr: str) -> int:
     return int(counters.get_attr("CTA_COUNTERS_BYTES") or 0) if counters else 0
 
 
+def _delete(ct, entry) -> None:
+    """ct.delete(entry). pyroute2 0.7's (Debian 12 and 13) sends the request, then iterates over
+    the reply it did not keep: a TypeError there comes after the kernel deleted the entry
+    (a refusal raises NetlinkError before)."""
+    try:
+        ct.delete(entry)
+    except TypeError:
+        pass
+
+
 def _state(message) -> str:
     protoinfo = message.get_attr("CTA_PROTOINFO")
     tcp = protoinfo.get_attr("CTA_PROTOINFO_TCP") if protoinfo else None
     if tcp is not None:
-        from pyroute2.netlink.nfnetlink.nfctsocket import TCP_CONNTRACK_TO_NAME
-
-        return TCP_CONNTRACK_TO_NAME.get(tcp.get_attr("CTA_PROTOINFO_TCP_STATE"), "UNKNOWN")
+        return TCP_STATES.get(tcp.get_attr("CTA_PROTOINFO_TCP_STATE"), "UNKNOWN")
     status = message.get_attr("CTA_STATUS") or 0
     if status & _IPS_ASSURED:
         return "ASSURED"

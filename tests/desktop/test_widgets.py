@@ -68,3 +68,20 @@ def test_vpn_choices_are_the_hosts_interfaces_but_loopback_and_jails(tmp_path):
     for name in ("lo", "eth0", "wg0", "aj-web"):
         (tmp_path / name).mkdir()
     assert host_interfaces(tmp_path) == ["eth0", "wg0"]
+
+
+def test_rate_plot_draws_both_lines_scaled_to_the_highest_rate(qtbot):
+    from PyQt6.QtGui import QColor
+
+    from appjail.desktop.rateplot import LINES, RatePlot
+
+    plot = RatePlot(60)
+    qtbot.addWidget(plot)
+    plot.resize(400, 200)
+    assert plot.top() == 1000.0  # idle: a flat line at the bottom, not a line scaled to nothing
+    plot.set_rates([0.0] * 59 + [50_000.0], [20_000.0] * 60)
+    assert plot.top() == 50_000.0 and plot.axis_label() == "50.0 kB/s"
+    image = plot.grab().toImage()
+    colours = {image.pixelColor(x, y).name() for x in range(image.width()) for y in range(image.height())}
+    assert {colour.name() for _, colour in LINES} <= colours
+    assert QColor("white").name() in colours

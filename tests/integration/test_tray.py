@@ -190,7 +190,7 @@ def test_inspector_axis_in_human_units_and_owner_names(make_tray, qtbot, lab, he
     qtbot.waitUntil(lambda: "dl" in tray.jail_menu_names(), timeout=10_000)
     window = tray.inspect("dl")
     qtbot.waitUntil(lambda: window.latest_rates()[0] > 50_000, timeout=10_000)
-    qtbot.waitUntil(lambda: "kB/s" in window.plot.getAxis("left").labelString(), timeout=5_000)
+    qtbot.waitUntil(lambda: "kB/s" in window.plot.axis_label(), timeout=5_000)
     assert "since the jail started" in window.summary.text()
     menu_entry = next(a.text() for a in tray.menu.actions() if a.menu() and a.text().startswith("dl ("))
     assert menu_entry == "dl (1 process)", menu_entry

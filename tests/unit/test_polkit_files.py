@@ -8,7 +8,7 @@ from pathlib import Path
 from appjail import interface as api
 
 POLKIT = Path(__file__).resolve().parents[2] / "polkit"
-INSTALLED_HELPER = "/opt/appjail/venv/bin/appjail-helper"
+INSTALLED_HELPER = "/usr/sbin/appjail-helper"
 
 
 def test_policy_declares_exactly_the_actions_with_the_designed_defaults():
