@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from . import ovpnblocks, ovpnsyntax
 from .model import MAX_DNS_SERVERS, ValidationError
+from .wgconf import is_name
 
 MAX_TEXT = 64 * 1024
 MAX_REMOTES = 16
@@ -107,11 +108,7 @@ def _remote(line: int, name: str, args: list[str]) -> list[str]:
 
 
 def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return not is_name(host)
 
 
 def _is_hostname(host: str) -> bool:

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import nlraw
 from .firewall import legacy_tables
 
 log = logging.getLogger(__name__)
@@ -118,13 +119,8 @@ class FirewallWatch:
             select.select([self._stop_read], [], [], BACKOFF_S)
 
     def _drain(self) -> None:
-        while True:
-            try:
-                self._sock.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # ENOBUFS: events were lost; the check reads the state anyway
-                log.debug("nftables events lost: %s", exc)
+        if (lost := nlraw.drain(self._sock)) is not None:  # the check reads the state anyway
+            log.debug("nftables events lost: %s", lost)
 
     def _read_legacy(self) -> dict[str, bytes]:
         """A digest of each legacy table in use (filter, nat), counters aside."""

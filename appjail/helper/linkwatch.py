@@ -9,6 +9,8 @@ import socket
 import threading
 from collections.abc import Callable
 
+from . import nlraw
+
 log = logging.getLogger(__name__)
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR = 0x1, 0x10
 
@@ -51,10 +53,5 @@ class LinkWatcher:
                 log.exception("handling a link change failed")
 
     def _drain(self) -> None:
-        while True:
-            try:
-                self._sock.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # ENOBUFS: events were lost; we re-read anyway
-                log.warning("link events lost: %s", exc)
+        if (lost := nlraw.drain(self._sock)) is not None:  # we re-read anyway
+            log.warning("link events lost: %s", lost)

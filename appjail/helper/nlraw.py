@@ -83,3 +83,15 @@ def dump(message: bytes) -> Iterator[tuple[int, bytes, int, int]]:
                         raise OSError(error, "netfilter netlink request refused")
                     return
                 yield kind, data, start, end
+
+
+def drain(sock: socket.socket) -> OSError | None:
+    """Read and drop every event queued on a netlink socket: an event only says "look again".
+    The error when some were lost (ENOBUFS): the caller looks again all the same."""
+    while True:
+        try:
+            sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            return exc
