@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 TREE = "/root/appjail"  # where the user's checkout is, inside
 RUNTIME_SETS = REPO / "docs/packages"
 # Debian's own test tools for the unit tests (the tray's widget tests, tests/desktop, need pytest-qt)
-UNIT_TEST_PACKAGES = "python3-pytest python3-pytest-timeout python3-hypothesis"
+UNIT_TEST_PACKAGES = "python3-pytest python3-pytest-timeout python3-hypothesis desktop-file-utils libglib2.0-bin"
 # what the doctor's member starts with: the bus, polkitd, the helper; then it asks as the member
 DOCTOR = """
 useradd --create-home --groups appjail member

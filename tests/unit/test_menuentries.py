@@ -14,7 +14,7 @@ from appjail.model import ValidationError
 from appjail.profiles import load_profiles
 
 APPLICATIONS = Path(__file__).parent / "applications"
-FIREFOX = Path("/usr/share/applications/firefox-esr.desktop")  # Debian's firefox-esr (scripts/install-deps)
+FIREFOX = APPLICATIONS / "firefox-esr.desktop"  # a copy of Debian's firefox-esr entry
 
 
 @pytest.fixture
@@ -97,16 +97,17 @@ def test_a_launched_entry_runs_the_profile_with_the_file_after_its_command(env, 
 
 def test_replace_shadows_the_system_entry_and_rm_restores_it(env, capsys):
     assert cli.main(["profiles", "add", "ff", "--from", "firefox-esr.desktop", "--replace", "--vpn", "wg0"]) == 0
+    system_firefox = Path(env["XDG_DATA_DIRS"].split(":")[0]) / "applications" / "firefox-esr.desktop"
     out = capsys.readouterr().out
-    assert "Firefox ESR now always runs jailed (VPN wg0)" in out and f"shadows {FIREFOX}" in out
+    assert "Firefox ESR now always runs jailed (VPN wg0)" in out and f"shadows {system_firefox}" in out
     shadow = Path(env["XDG_DATA_HOME"]) / "applications" / "firefox-esr.desktop"
     assert de.find_entry("firefox-esr", env) == (shadow, "firefox-esr.desktop")  # what the desktop starts
     validate(shadow)
     assert cli.main(["profiles"]) == 0
-    assert f"menu: {shadow} (shadows {FIREFOX})" in capsys.readouterr().out
+    assert f"menu: {shadow} (shadows {system_firefox})" in capsys.readouterr().out
     assert cli.main(["profiles", "rm", "ff"]) == 0
-    assert "start /usr/share/applications/firefox-esr.desktop again, unjailed" in capsys.readouterr().out
-    assert de.find_entry("firefox-esr", env)[0] == FIREFOX and "ff" not in profiles(env)
+    assert f"start {system_firefox} again, unjailed" in capsys.readouterr().out
+    assert de.find_entry("firefox-esr", env)[0] == system_firefox and "ff" not in profiles(env)
 
 
 def test_adding_again_rewrites_the_profile_and_moves_its_entry(env):
