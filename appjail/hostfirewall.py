@@ -5,7 +5,7 @@ appjail's own chain does not cancel a drop in Docker's, ufw's, firewalld's
 or an admin's chain on the same hook. This module names each base chain on
 the forward and postrouting hooks (nftables, iptables-nft and
 iptables-legacy) and says whether appjail lets its interfaces through it
-(appjail.helper.coexist does that while jails exist) or whom to ask.
+(appjail.helper.firewall.coexist does that while jails exist) or whom to ask.
 
 Pure: it reads `nft -j list ruleset` and `iptables-legacy-save` output that
 the caller captured, so `appjail doctor` stays unprivileged code and the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 # appjail's host-side interfaces, in iptables' and in nft's wildcard syntax
 IFACES_XT = "aj-+"
 IFACES_NFT = "aj-*"
-# the comment on the rules appjail.helper.coexist puts into other firewalls;
+# the comment on the rules appjail.helper.firewall.coexist puts into other firewalls;
 # not "aj-...", which the x_tables backend's sweep reads as a jail's own
 TAG = "appjail"
 PREFIX_XT = "aj-"  # appjail's own x_tables rules carry the comment aj-NAME

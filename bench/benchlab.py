@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appjail.helper.jails import Engine
+from appjail.helper.engine.engine import Engine
 from appjail.lab import Lab, in_netns
 from appjail.lab.bus import PrivateSystemBus, polkit_files_installed
 from appjail.lab.helper import LabHelper, UserCommand, group_exists, stage_package, temporary_user

@@ -19,8 +19,8 @@ import time
 
 from benchlab import engine_in_lab, median_line
 
-from appjail.helper.authz import Caller
-from appjail.helper.supervisor import Supervisor
+from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec
 
 

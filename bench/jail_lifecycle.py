@@ -18,7 +18,7 @@ import time
 
 from benchlab import engine_in_lab, median_line
 
-from appjail.helper.jails import Engine
+from appjail.helper.engine.engine import Engine
 from appjail.model import JailSpec
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchlab import BACKENDS, backends_argument, helper_in_lab, median_ms, timed
 
-from appjail.helper.netns import list_namespaces
+from appjail.helper.kernel.netns import list_namespaces
 
 SAMPLES = 5
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from .. import interface as api
 from ..hostfirewall import DEFAULT_FIREWALLD_ZONE
-from . import firewall
-from .jails import DEFAULT_MAX_JAILS_PER_USER
-from .pool import DEFAULT_POOL
-from .state import RUN_DIR
+from .firewall import backends
+from .engine.engine import DEFAULT_MAX_JAILS_PER_USER
+from .engine.pool import DEFAULT_POOL
+from .engine.state import RUN_DIR
 
 log = logging.getLogger("appjail.helper")
 
@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
                         help="exit after this long with no jail (0: never)")
     parser.add_argument("--firewall", metavar="BACKEND",
-                        help=f"{', '.join((firewall.AUTO, *firewall.BACKENDS))} "
-                             f"(default: ${firewall.SETTING_ENV}, else {firewall.AUTO})")
+                        help=f"{', '.join((backends.AUTO, *backends.BACKENDS))} "
+                             f"(default: ${backends.SETTING_ENV}, else {backends.AUTO})")
     parser.add_argument("--firewalld-zone", default=DEFAULT_FIREWALLD_ZONE, metavar="ZONE",
                         help="firewalld zone for appjail's interfaces while jails exist (%(default)s)")
     parser.add_argument("--max-jails-per-user", type=int, default=DEFAULT_MAX_JAILS_PER_USER, metavar="N",
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        choice = firewall.choose(args.firewall)
-    except firewall.UnknownBackend as exc:
+        choice = backends.choose(args.firewall)
+    except backends.UnknownBackend as exc:
         print(f"appjail-helper: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO,
@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     from gi.repository import GLib
 
     from .. import linkdns
-    from .coexist import Coexistence
-    from .jails import Engine
-    from .scopes import Scopes
-    from .service import HelperService
-    from .supervisor import Supervisor
+    from .firewall.coexist import Coexistence
+    from .engine.engine import Engine
+    from .kernel.scopes import Scopes
+    from .bus.service import HelperService
+    from .bus.supervisor import Supervisor
 
     DBusGMainLoop(set_as_default=True)
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()

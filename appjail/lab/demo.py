@@ -49,7 +49,7 @@ def run_demo(user: str | None = None, say: Say = print, cli_python: str = sys.ex
     venv by default); bus_policies: extra bus policy files (the repository's
     own, when appjail is not installed).
     """
-    from appjail.helper.netns import list_namespaces
+    from appjail.helper.kernel.netns import list_namespaces
     from appjail.lab import Lab
     from appjail.lab.bus import PrivateSystemBus
     from appjail.lab.helper import LabHelper, UserCommand

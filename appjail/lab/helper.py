@@ -66,8 +66,8 @@ class LabHelper:
 
     def stop_and_clean(self) -> None:
         """Stop the helper and remove every jail it left (they outlive it by design)."""
-        from appjail.helper.jails import Engine
-        from appjail.helper.netns import namespace_pids
+        from appjail.helper.engine.engine import Engine
+        from appjail.helper.kernel.netns import namespace_pids
 
         if self.proc is not None:
             self.proc.terminate()

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from appjail.helper import resolv
+from appjail.helper.kernel import resolv
 from appjail.lab import openvpn, wireguard
 from appjail.lab.errors import LabError
 from appjail.lab.netns import netns_exec_argv, netns_path, netns_pids

@@ -21,8 +21,8 @@ import dbus
 import pytest
 from dbus.mainloop.glib import DBusGMainLoop
 
-from appjail.helper.coexist import Coexistence
-from appjail.helper.jails import Engine
+from appjail.helper.engine.engine import Engine
+from appjail.helper.firewall.coexist import Coexistence
 from appjail.lab import hostfirewalls
 from appjail.lab.helper import LabHelper
 from appjail.model import JailSpec, Publish

@@ -4,8 +4,8 @@ import pwd
 
 import pytest
 
+from appjail.helper.kernel.netns import list_namespaces
 from appjail.lab.demo import DEMO_USER, DemoError, run_demo
-from appjail.helper.netns import list_namespaces
 
 from ..busfixture import BUS_POLICY, TestUsers, polkit_files_installed
 from .helperlab import USER_CODE, USER_PYTHON, remove_user_code, stage_user_code
@@ -37,7 +37,7 @@ def test_demo_shows_the_tunnel_and_the_kill_switch_and_leaves_nothing(installed_
 
 
 def test_demo_refuses_to_run_next_to_existing_jails(monkeypatch):
-    from appjail.helper import netns
+    from appjail.helper.kernel import netns
     monkeypatch.setattr(netns, "list_namespaces", lambda prefix: ["aj-firefox"])
     with pytest.raises(DemoError, match=r"jails exist \(aj-firefox\)"):
         run_demo(say=lambda line: None)

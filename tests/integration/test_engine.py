@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import firewall_nft, firewall_xt, netns, rules
-from appjail.helper.jails import Engine, JailError
-from appjail.helper.state import JailRecord, StateStore
+from appjail.helper.engine.engine import Engine, JailError
+from appjail.helper.engine.state import JailRecord, StateStore
+from appjail.helper.firewall import nft, rules, xt
+from appjail.helper.kernel import netns
 from appjail.lab import in_netns
 from appjail.model import JailSpec, Publish, ValidationError
 
@@ -163,7 +164,7 @@ def test_teardown_deletes_each_hook_as_the_exact_rule_it_was(engine, lab, monkey
         raise AssertionError("walked the shared chains")
 
     if engine.firewall.name == "xtables":
-        monkeypatch.setattr(firewall_xt, "_remove_owned", walk)
+        monkeypatch.setattr(xt, "_remove_owned", walk)
     else:
         monkeypatch.setattr(engine.firewall, "_list_table", walk)
     engine.destroy("exact1")
@@ -206,9 +207,9 @@ def test_a_hook_missing_at_teardown_is_found_by_walking(engine):
     hooks = jail.firewall_rules.hooks
     # someone deleted the last hook by hand
     if engine.firewall.name == "xtables":
-        with firewall_xt.batch(hooks[-1].table) as tables:
-            firewall_xt._chain(tables[hooks[-1].table], hooks[-1].chain).delete_rule(
-                firewall_xt._encode(hooks[-1].rule))
+        with xt.batch(hooks[-1].table) as tables:
+            xt._chain(tables[hooks[-1].table], hooks[-1].chain).delete_rule(
+                xt._encode(hooks[-1].rule))
     else:
         subprocess.run(["nft", "delete", "element", "inet", "appjail", "nat_out",
                         f"{{ {jail.addressing.network} }}"], check=True)
@@ -235,7 +236,7 @@ def _assert_one_set_of_rules_each(backend: str, jails: list) -> None:
     for jail in jails:  # jail_dev, jail_in, and nat_out or vpn_out
         chain = jail.firewall_rules.chain
         assert owners.count(chain) == 3, (jail.name, owners)
-        built = sum(len(firewall_nft.encode_chain_rule(chain, rule)) for rule in jail.firewall_rules.chain_rules)
+        built = sum(len(nft.encode_chain_rule(chain, rule)) for rule in jail.firewall_rules.chain_rules)
         assert rules.count(chain) == built, (jail.name, rules)
 
 
@@ -347,12 +348,12 @@ def _host_firewall() -> dict[str, str]:
     """The lab host's rulesets as each tool lists them, counters zeroed."""
     import re
 
-    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
     legacy = ""
     if Path("/proc/thread-self/net/ip_tables_names").read_text().split():
         legacy = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True, check=True).stdout
     legacy = "\n".join(line for line in legacy.splitlines() if not line.startswith("#"))
-    return {"nft": re.sub(r"packets \d+ bytes \d+", "", nft), "legacy": re.sub(r"\[\d+:\d+\]", "", legacy)}
+    return {"nft": re.sub(r"packets \d+ bytes \d+", "", ruleset), "legacy": re.sub(r"\[\d+:\d+\]", "", legacy)}
 
 
 def test_the_host_firewall_is_as_found_after_the_last_jail(engine, lab):

@@ -27,7 +27,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from appjail.helper import firewall
+from appjail.helper.firewall import backends
 from appjail.lab import hostfirewalls
 from appjail.model import JailSpec, Publish
 
@@ -70,7 +70,7 @@ PROBE = textwrap.dedent("""
                 probe.close()
         time.sleep(0.1)
 """)
-BACKEND = firewall.choose().name
+BACKEND = backends.choose().name
 
 
 def _nft(ns: str, *args: str) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.netns import create_namespace, delete_namespace, list_namespaces, namespace_pids, read_sysctl
-from appjail.helper.supervisor import MAX_STARTING_PER_USER
+from appjail.helper.bus.supervisor import MAX_STARTING_PER_USER
+from appjail.helper.kernel.netns import create_namespace, delete_namespace, list_namespaces, namespace_pids, read_sysctl
 from appjail.lab import in_netns
 from appjail.lab.netns import netns_exec_argv
 from appjail.model import spec_options

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.launch import Caller, LaunchError, LaunchRequest, launch
+from appjail.helper.kernel.launch import Caller, LaunchError, LaunchRequest, launch
 from appjail.lab.bus import bus_config
 from appjail.lab.process import child_env, stop, wait_for_output
 from appjail.lab.servers import READY, read_log

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from appjail import cli, model
-from appjail.helper import openvpn, tundaemon
-from appjail.helper.jails import Engine, Jail, JailError
-from appjail.helper.netns import list_namespaces
+from appjail.helper.engine.engine import Engine, Jail, JailError
+from appjail.helper.kernel.netns import list_namespaces
+from appjail.helper.tunnels import openvpn, tundaemon
 from appjail.lab import Lab, in_netns
 from appjail.lab import openvpn as lab_openvpn
 from appjail.model import JailSpec, ValidationError
@@ -105,7 +105,7 @@ def test_an_openvpn_jail_goes_out_only_through_its_own_tunnel(engine: Engine, in
     finally:
         packets = capture.stop()
     assert packets and only_openvpn(packets, lab) == [], "only OpenVPN's UDP on the uplink"
-    logged = [r.getMessage() for r in caplog.records if r.name == "appjail.helper.openvpn"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "appjail.helper.tunnels.openvpn"]
     assert any("aj-ova: Initialization Sequence Completed" in line for line in logged), "its log is the helper's"
 
 

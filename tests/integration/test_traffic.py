@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import traffic
-from appjail.helper.netns import list_namespaces
+from appjail.helper.firewall import traffic
+from appjail.helper.kernel.netns import list_namespaces
 from appjail.lab import in_netns
 
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, appjail, appjail_argv, signal_listener, signals_seen,
@@ -386,7 +386,7 @@ def _rss_kib(pid: int) -> int:
 
 def test_blocked_ten_thousand_destinations_stay_bounded_and_inspect_stays_fast(helper, lab, in_host):
     from appjail.client import Client
-    from appjail.helper.blocked import BLOCKED_MAX, SHOWN
+    from appjail.helper.firewall.blocked import BLOCKED_MAX, SHOWN
 
     keep_jail(helper, "flood", "--deny", "203.0.113.0/24")
     client = Client(helper.bus_address)  # from this test's process: on the helper's host (in_host)

@@ -21,7 +21,7 @@ from PyQt6.QtCore import QTimer
 from appjail.client import Client
 from appjail.desktop.tray import Tray
 from appjail.desktop.worker import Session
-from appjail.helper.netns import list_namespaces
+from appjail.helper.kernel.netns import list_namespaces
 from appjail.lab.helper import UserCommand
 from appjail.profiles import Profile
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import lookups, tundaemon
-from appjail.helper.jails import Engine, JailError
-from appjail.helper.netns import list_namespaces
+from appjail.helper.engine.engine import Engine, JailError
+from appjail.helper.kernel.netns import list_namespaces
+from appjail.helper.tunnels import lookups, tundaemon
 from appjail.lab import Lab
 from appjail.model import JailSpec, ValidationError
 from appjail.report import inspection

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import netns, openvpn, tundaemon
-from appjail.helper.jails import Engine
+from appjail.helper.engine.engine import Engine
+from appjail.helper.kernel import netns
+from appjail.helper.tunnels import openvpn, tundaemon
 from appjail.lab import Lab
 from appjail.model import JailSpec
 from appjail.ovpnconf import parse

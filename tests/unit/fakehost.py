@@ -1,6 +1,6 @@
 """In-memory stand-ins for the kernel and the firewall, so the engine's logic runs without root.
 
-FakeKernel has the functions of appjail.helper.netns that the engine and its
+FakeKernel has the functions of appjail.helper.kernel.netns that the engine and its
 resources call, over plain dicts and sets; FakeFirewall implements
 firewall.FirewallBackend; FakeTunnels, FakeOpenvpn, FakePorts and FakeConntrack
 stand in for the tunnels, openvpn, hostports and traffic modules, FakePolicy for
@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from itertools import count
 from typing import Any, TypeVar
 
-from appjail.helper.firewall import Damage, Residue
-from appjail.helper.hostports import PortInUse
-from appjail.helper.netns import NetnsError
-from appjail.helper.rules import GUARD_CHAIN, PREFIX, ROLES, JailRules
+from appjail.helper.firewall.backends import Damage, Residue
+from appjail.helper.firewall.rules import GUARD_CHAIN, PREFIX, ROLES, JailRules
+from appjail.helper.kernel.hostports import PortInUse
+from appjail.helper.kernel.netns import NetnsError
 from appjail.model import Publish
 
 T = TypeVar("T")
@@ -261,7 +261,7 @@ class FakeCoexist(Recorder):
 
 
 class FakePolicy(Recorder):
-    """appjail.helper.jailpolicy: each jail namespace's own policy, and the host's addresses."""
+    """appjail.helper.firewall.jailpolicy: each jail namespace's own policy, and the host's addresses."""
 
     def __init__(self, ops: list[str], kernel: FakeKernel) -> None:
         super().__init__(ops)
@@ -293,7 +293,7 @@ DAEMON_PID = 4242  # what a fake tunnel daemon's pid is said to be
 
 
 class FakeTunnels(Recorder):
-    """appjail.helper.tunnels over a dict: interface -> where it is, and daemons serving them."""
+    """appjail.helper.tunnels.wireguard over a dict: interface -> where it is, and daemons serving them."""
 
     def __init__(self, ops: list[str], kernel: FakeKernel) -> None:
         super().__init__(ops)
@@ -362,7 +362,7 @@ class FakeTunnels(Recorder):
 
 
 class FakeOpenvpn(Recorder):
-    """appjail.helper.openvpn: daemons that connect (up()) or end (end()) when a test says so."""
+    """appjail.helper.tunnels.openvpn: daemons that connect (up()) or end (end()) when a test says so."""
 
     def __init__(self, ops: list[str], kernel: FakeKernel, tunnels: FakeTunnels) -> None:
         super().__init__(ops)
@@ -442,7 +442,7 @@ class FakeOpenvpn(Recorder):
 
 
 class FakePorts(Recorder):
-    """appjail.helper.hostports' hold, hold_each and release over a set: (proto, port) the host's own sockets have."""
+    """appjail.helper.kernel.hostports' hold, hold_each and release over a set: (proto, port) the host's own sockets have."""
 
     def __init__(self, ops: list[str], host_sockets: Iterable[tuple[str, int]] = ()) -> None:
         super().__init__(ops)
@@ -475,7 +475,7 @@ class FakePorts(Recorder):
 
 
 class FakeConntrack(Recorder):
-    """appjail.helper.traffic's forget_connections_soon over a set of the addresses that have connections."""
+    """appjail.helper.firewall.traffic's forget_connections_soon over a set of the addresses that have connections."""
 
     def __init__(self, ops: list[str]) -> None:
         super().__init__(ops)

@@ -3,9 +3,10 @@
 import socket
 import struct
 
-from appjail.helper import nflog, nlraw
-from appjail.helper.blocked import BLOCKED_TIMEOUT_S, Blocked, BlockedTable, FirstSeen, oldest, top
-from appjail.helper.rules import DENY, KILL_SWITCH, reason_code
+from appjail.helper.firewall import nflog
+from appjail.helper.firewall.blocked import BLOCKED_TIMEOUT_S, Blocked, BlockedTable, FirstSeen, oldest, top
+from appjail.helper.firewall.rules import DENY, KILL_SWITCH, reason_code
+from appjail.helper.kernel import nlraw
 
 
 def test_the_table_adds_up_per_destination_and_keeps_first_and_last():
@@ -88,7 +89,7 @@ def test_netlink_messages_and_attributes_are_walked_with_alignment():
 
 
 def test_an_x_tables_record_is_nflog_to_the_group_of_its_reason():
-    from appjail.helper.firewall_xt import _nflog
+    from appjail.helper.firewall.xt import _nflog
 
     record = {"in-interface": "aj-web", "target": {"RECORD": {"jail": "web", "reason": DENY}}}
     assert _nflog(record) == {"in-interface": "aj-web",

@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from appjail import interface as api
-from appjail.helper import service, supervisor as supervising
-from appjail.helper.authz import Caller
-from appjail.helper.jails import LimitReached
-from appjail.helper.supervisor import Supervisor
+from appjail.helper.bus import service, supervisor as supervising
+from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.supervisor import Supervisor
+from appjail.helper.engine.engine import LimitReached
 from appjail.model import JailSpec, LaunchSpec
 
 from .test_supervisor_connecting import loop_until

@@ -141,7 +141,7 @@ def test_doctor_names_the_tools_that_may_flush_appjails_rules(tmp_path, capsys):
 
 
 def test_coexist_rules_count_as_in_place_only_at_the_place_and_in_order():
-    from appjail.helper.coexist import _in_place
+    from appjail.helper.firewall.coexist import _in_place
 
     ours = ["-A DOCKER-USER -i aj-+ -m comment --comment appjail -j ACCEPT",
             "-A DOCKER-USER -o aj-+ -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment "

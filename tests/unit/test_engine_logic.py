@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from appjail.helper.firewall import Choice
-from appjail.helper.jails import Conflict, Engine, JailError, LimitReached
-from appjail.helper.resources import KINDS
+from appjail.helper.engine.engine import Conflict, Engine, JailError, LimitReached
+from appjail.helper.engine.resources import KINDS
+from appjail.helper.firewall.backends import Choice
 from appjail.linkdns import LinkDNS, NoLinkDNS
 from appjail.model import JailSpec
 
@@ -193,8 +193,8 @@ def test_a_user_at_the_limit_gets_no_new_jail_and_nothing_is_made(make_engine, k
 
 
 def test_root_and_managers_are_not_limited():
-    from appjail.helper.authz import Caller
-    from appjail.helper.supervisor import Supervisor
+    from appjail.helper.bus.authz import Caller
+    from appjail.helper.bus.supervisor import Supervisor
     assert Supervisor.unlimited(Caller(0, 0, ()))
     assert Supervisor.unlimited(Caller(1000, 1000, (), may_manage=True))
     assert not Supervisor.unlimited(Caller(1000, 1000, ()))

@@ -4,45 +4,45 @@ import struct
 
 import pytest
 
-from appjail.helper import firewall
-from appjail.helper import nlraw
-from appjail.helper.blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, Blocked
-from appjail.helper.firewall_nft import blocked_set, _element, _elements, encode, encode_chain_rule
+from appjail.helper.firewall import backends
+from appjail.helper.firewall.blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, Blocked
+from appjail.helper.firewall.nft import blocked_set, _element, _elements, encode, encode_chain_rule
+from appjail.helper.firewall.rules import build_guard_rules, build_jail_rules
+from appjail.helper.kernel import nlraw
 from appjail.helper.main import main
-from appjail.helper.rules import build_guard_rules, build_jail_rules
 from appjail.model import JailSpec, Publish
 
 
 @pytest.fixture
 def host(monkeypatch):
     """A host whose legacy tables and iptables build the test sets."""
-    monkeypatch.delenv(firewall.SETTING_ENV, raising=False)
+    monkeypatch.delenv(backends.SETTING_ENV, raising=False)
     facts = {"tables": [], "build": "nft"}
-    monkeypatch.setattr(firewall, "legacy_tables", lambda: facts["tables"])
-    monkeypatch.setattr(firewall, "iptables_build", lambda: facts["build"])
+    monkeypatch.setattr(backends, "legacy_tables", lambda: facts["tables"])
+    monkeypatch.setattr(backends, "iptables_build", lambda: facts["build"])
     return facts
 
 
 def test_nftables_unless_the_host_uses_legacy(host):
-    assert firewall.choose().name == "nftables"
+    assert backends.choose().name == "nftables"
     host["build"] = "legacy"
-    assert firewall.choose() == firewall.Choice("xtables", "the host's iptables command is the legacy build")
+    assert backends.choose() == backends.Choice("xtables", "the host's iptables command is the legacy build")
     host["build"], host["tables"] = "nft", ["filter", "nat"]
-    choice = firewall.choose()
+    choice = backends.choose()
     assert choice.name == "xtables" and "filter, nat" in choice.reason
 
 
 def test_a_kernel_without_legacy_x_tables_gets_nftables(host):
     host["tables"], host["build"] = None, "legacy"
-    assert firewall.choose() == firewall.Choice("nftables", "this kernel has no legacy x_tables")
+    assert backends.choose() == backends.Choice("nftables", "this kernel has no legacy x_tables")
 
 
 def test_the_setting_wins(host, monkeypatch):
     host["build"] = "legacy"
-    assert firewall.choose("nftables").name == "nftables"
-    monkeypatch.setenv(firewall.SETTING_ENV, "nftables")
-    assert firewall.choose().name == "nftables"
-    assert firewall.choose("xtables").name == "xtables"
+    assert backends.choose("nftables").name == "nftables"
+    monkeypatch.setenv(backends.SETTING_ENV, "nftables")
+    assert backends.choose().name == "nftables"
+    assert backends.choose("xtables").name == "xtables"
 
 
 @pytest.mark.parametrize("setting", ["nft", "iptables", "NFTABLES", "legacy"])

@@ -1,4 +1,4 @@
-from appjail.helper.rules import (DENY, GUARD_CHAIN, KILL_SWITCH, NO_LAN, NOT_ALLOWED, REASONS, RECORD,
+from appjail.helper.firewall.rules import (DENY, GUARD_CHAIN, KILL_SWITCH, NO_LAN, NOT_ALLOWED, REASONS, RECORD,
                                   ROLE_DROPPED, ROLE_IN, ROLE_OUT, ROLE_RECORD, build_guard_rules,
                                   build_jail_rules, reason_code, reason_of)
 from appjail.model import LAN_RANGES, JailSpec

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appjail.helper import forwarding
-
+from appjail.helper.firewall import forwarding
 from .fakehost import FakeFirewall, FakeKernel
 
 

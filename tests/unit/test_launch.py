@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper import launch
-
-
+from appjail.helper.kernel import launch
 def test_hidden_dirs_keeps_existing_directories_resolved_and_once(tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "nscd").mkdir(parents=True)

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from appjail import report
-from appjail.helper import lookups, traffic
-from appjail.helper.authz import Caller
-from appjail.helper.jails import JailError, JailNotFound
-from appjail.helper.supervisor import Supervisor
+from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.supervisor import Supervisor
+from appjail.helper.engine.engine import JailError, JailNotFound
+from appjail.helper.firewall import traffic
+from appjail.helper.tunnels import lookups
 from appjail.model import JailSpec, LaunchSpec
 from appjail.wgconf import parse
 

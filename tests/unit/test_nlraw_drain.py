@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from appjail.helper import nlraw
-
-
+from appjail.helper.kernel import nlraw
 def test_drain_reads_every_queued_message_and_returns_at_once_when_none_is_left():
     reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with reader, writer:

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from appjail import cli, model, report
-from appjail.helper.state import READY, JailRecord
+from appjail.helper.engine.state import READY, JailRecord
 from appjail.model import (LIST, JailSpec, Option, Publish, ValidationError, disagreements, launch_settings,
                            parse_run_options)
 from appjail.profiles import ProfileError, load_profiles

@@ -188,14 +188,13 @@ def test_an_unusable_up_report_is_refused(change):
 
 
 def test_the_hook_sends_only_what_the_helper_reads():
-    from appjail.helper import ovpnhook
-
+    from appjail.helper.tunnels import ovpnhook
     env = {**UP, "password": "pw", "common_name": "x", "PATH": "/bin"}
     assert ovpnhook.report(env) == UP
 
 
 def test_a_member_is_told_appjails_sentences_never_openvpns_lines():
-    from appjail.helper.openvpn import explain
+    from appjail.helper.tunnels.openvpn import explain
 
     lines = ["Options error: In [CMD-LINE]:1: Error opening configuration file: /root/secret",
              "root:$6$hash-of-a-password:19000:0:99999:7:::", "AUTH: Received control message: AUTH_FAILED"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from appjail.helper.authz import Caller
-from appjail.helper.jails import JailError, JailNotFound
-from appjail.helper.netns import namespace_id
-from appjail.helper.supervisor import NotAllowed, Supervisor
+from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.supervisor import NotAllowed, Supervisor
+from appjail.helper.engine.engine import JailError, JailNotFound
+from appjail.helper.kernel.netns import namespace_id
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
 from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn, ops,  # noqa: F401

@@ -10,7 +10,6 @@ import pytest
 import appjail
 from appjail import cli
 from appjail.helper import main as helper_main
-
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN = ROOT / "debian"
 

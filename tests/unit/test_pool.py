@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from appjail.helper.pool import TABLE_BASE, AddressPool, PoolExhausted
+from appjail.helper.engine.pool import TABLE_BASE, AddressPool, PoolExhausted
 
 
 def net(text):

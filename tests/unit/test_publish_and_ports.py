@@ -3,8 +3,8 @@ import socket
 
 import pytest
 
-from appjail.helper import netns
-from appjail.helper.hostports import (UNPRIVILEGED_PORT_START, PortInUse, hold, hold_each, privileged_ports,
+from appjail.helper.kernel import netns
+from appjail.helper.kernel.hostports import (UNPRIVILEGED_PORT_START, PortInUse, hold, hold_each, privileged_ports,
                                       release)
 from appjail.model import JailSpec, Publish, ValidationError, parse_publish, validate_deny
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from appjail.helper import jailpolicy
-from appjail.helper.rules import DENY, NO_LAN, RECORD
+from appjail.helper.firewall import jailpolicy
+from appjail.helper.firewall.rules import DENY, NO_LAN, RECORD
 from appjail.model import JailSpec
 
 from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
@@ -115,7 +115,7 @@ def test_a_failing_install_of_the_policy_undoes_the_jail(engine, policy, kernel)
 
 
 def test_the_supervisor_stops_a_lost_jail_and_says_it_is_gone(engine, fw):
-    from appjail.helper.supervisor import Supervisor
+    from appjail.helper.bus.supervisor import Supervisor
 
     from .test_supervisor_connecting import loop_until
 

@@ -1,7 +1,6 @@
 import pytest
 
-from appjail.helper import resolv
-
+from appjail.helper.kernel import resolv
 STUB = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"
 UPSTREAM = "# resolved\nnameserver 192.0.2.1\nnameserver 2001:db8::1\nnameserver 198.51.100.7\n"
 

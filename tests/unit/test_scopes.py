@@ -8,9 +8,7 @@ import dbus
 import dbus.lowlevel
 import pytest
 
-from appjail.helper import scopes
-
-
+from appjail.helper.kernel import scopes
 class FakeBus:
     """Records what Scopes asks of the bus; the test plays systemd."""
 

@@ -4,16 +4,16 @@ import dbus
 import pytest
 
 from appjail import interface as api
-from appjail.helper import service
-from appjail.helper.jails import JailNotFound
-from appjail.helper.launch import LaunchError
-from appjail.helper.jails import Conflict, LimitReached
-from appjail.helper.supervisor import NotAllowed
+from appjail.helper.bus import service
+from appjail.helper.bus.supervisor import NotAllowed
+from appjail.helper.engine.engine import JailNotFound
+from appjail.helper.engine.engine import Conflict, LimitReached
+from appjail.helper.kernel.launch import LaunchError
 from appjail.model import ValidationError
 
 
 def test_every_exported_method_has_an_action_and_every_action_a_method():
-    table = service.HelperService._dbus_class_table["appjail.helper.service.HelperService"][api.INTERFACE]
+    table = service.HelperService._dbus_class_table["appjail.helper.bus.service.HelperService"][api.INTERFACE]
     methods = {name for name, fn in table.items() if getattr(fn, "_dbus_is_method", False)}
     signals = {name for name, fn in table.items() if getattr(fn, "_dbus_is_signal", False)}
     assert methods == set(api.METHOD_ACTIONS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from appjail import interface as api
-from appjail.helper import service
-from appjail.helper.audience import BUS_DAEMON, Audience
+from appjail.helper.bus import service
+from appjail.helper.bus.audience import BUS_DAEMON, Audience
 
 OWNER, OTHER, MANAGER = 1000, 1001, 1002
 

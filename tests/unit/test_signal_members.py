@@ -5,9 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from appjail.helper import netns
-
-
+from appjail.helper.kernel import netns
 def test_a_pid_whose_process_is_no_longer_in_the_namespace_is_not_hit():
     # the /proc walk saw this pid in a jail; now it is a process elsewhere
     bystander = subprocess.Popen(["sleep", "30"])

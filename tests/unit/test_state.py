@@ -1,4 +1,4 @@
-from appjail.helper.state import READY, JailRecord, StateStore
+from appjail.helper.engine.state import READY, JailRecord, StateStore
 from appjail.model import JailSpec
 
 

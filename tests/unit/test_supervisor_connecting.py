@@ -8,8 +8,8 @@ import time
 import pytest
 from gi.repository import GLib
 
-from appjail.helper.authz import Caller
-from appjail.helper.supervisor import Supervisor
+from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec
 
 from .test_engine_logic import (PUSHED, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401

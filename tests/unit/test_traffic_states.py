@@ -1,8 +1,6 @@
 """Connection states as inspect shows them, named here: pyroute2 0.7 (Debian 12 and 13) names none."""
 
-from appjail.helper import traffic
-
-
+from appjail.helper.firewall import traffic
 class Message(dict):
     """A conntrack message as pyroute2 gives it: attributes by name, nested."""
 

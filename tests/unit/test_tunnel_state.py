@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appjail.helper.tunnels import DOWN, IDLE, REJECT_AFTER, UP, HandshakeWatch
+from appjail.helper.tunnels.wireguard import DOWN, IDLE, REJECT_AFTER, UP, HandshakeWatch
 
 NOW = 1_700_000_000.0
 STALE = int(NOW - REJECT_AFTER - 60)

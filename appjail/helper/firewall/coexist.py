@@ -39,7 +39,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..hostfirewall import DEFAULT_FIREWALLD_ZONE, IFACES_XT, TAG, XtPlace, xt_place, xt_tagged
+from ...hostfirewall import DEFAULT_FIREWALLD_ZONE, IFACES_XT, TAG, XtPlace, xt_place, xt_tagged
 
 if TYPE_CHECKING:
     import dbus

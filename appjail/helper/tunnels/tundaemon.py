@@ -30,7 +30,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .netns import NetnsError
+from ..kernel.netns import NetnsError
 
 TUNNEL_USER = "appjail-tunnel"
 RECORDS = Path("/run/appjail/tunnels")

@@ -44,10 +44,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..model import Publish
-from . import nlraw
+from ...model import Publish
+from ..kernel import nlraw
 from .blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, PORT_PROTOCOLS, Blocked, FirstSeen, oldest, protocol_name
-from .firewall import Counters, Damage, FirewallError, Residue
+from .backends import Counters, Damage, FirewallError, Residue
 from .rules import (GUARD_CHAIN, PREFIX, RECORD, JailRules, build_guard_rules, jail_chain, reason_code,
                     reason_of, sum_by_role)
 

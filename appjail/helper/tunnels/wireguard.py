@@ -31,8 +31,9 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import netns, tundaemon
-from .netns import NetnsError
+from . import tundaemon
+from ..kernel import netns
+from ..kernel.netns import NetnsError
 
 KERNEL, USERSPACE = "kernel", "wireguard-go"
 DAEMON = "wireguard-go"

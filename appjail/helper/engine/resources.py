@@ -27,15 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import resolv, rules, traffic
-from .coexist import Coexistence
-from .firewall import FirewallBackend
-from .forwarding import Forwarding
+from ..firewall import rules, traffic
+from ..kernel import resolv
+from ..firewall.coexist import Coexistence
+from ..firewall.backends import FirewallBackend
+from ..firewall.forwarding import Forwarding
 from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, StateStore
 
 if TYPE_CHECKING:
-    from .jails import Jail, JailId
+    from .engine import Jail, JailId
 
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
@@ -48,7 +49,7 @@ Note = Callable[[str, str], None]  # note(kind, name): what reconcile removed
 class Host:
     """Everything the steps touch: the real system, or a stand-in in unit tests."""
 
-    netns: Any  # the module appjail.helper.netns, or an object with its functions
+    netns: Any  # the module appjail.helper.kernel.netns, or an object with its functions
     firewall: FirewallBackend
     forwarding: Forwarding
     store: StateStore
@@ -56,12 +57,12 @@ class Host:
     jails: Mapping[JailId, Jail]  # the engine's live jails
     pool: AddressPool
     coexist: Coexistence
-    tunnels: Any = None  # the module appjail.helper.tunnels (WireGuard), or a stand-in
-    ports: Any = None  # the module appjail.helper.hostports (hold, hold_each, release), or a stand-in
-    conntrack: Any = None  # the module appjail.helper.traffic (forget_connections_soon), or a stand-in
+    tunnels: Any = None  # the module appjail.helper.tunnels.wireguard (WireGuard), or a stand-in
+    ports: Any = None  # the module appjail.helper.kernel.hostports (hold, hold_each, release), or a stand-in
+    conntrack: Any = None  # the module appjail.helper.firewall.traffic (forget_connections_soon), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
-    openvpn: Any = None  # the module appjail.helper.openvpn, or a stand-in
-    policy: Any = None  # the module appjail.helper.jailpolicy, or a stand-in
+    openvpn: Any = None  # the module appjail.helper.tunnels.openvpn, or a stand-in
+    policy: Any = None  # the module appjail.helper.firewall.jailpolicy, or a stand-in
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import dbus
 
-from . import launch
-from .netns import NamespaceId, process_netns
+from ..kernel import launch
+from ..kernel.netns import NamespaceId, process_netns
 
 log = logging.getLogger(__name__)
 

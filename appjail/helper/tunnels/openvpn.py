@@ -69,10 +69,11 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from .. import ovpnconf
-from ..model import ValidationError
-from . import netns, ovpnhook, tundaemon, tunnels
-from .netns import NetnsError
+from ... import ovpnconf
+from ...model import ValidationError
+from . import ovpnhook, tundaemon, wireguard
+from ..kernel import netns
+from ..kernel.netns import NetnsError
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class Daemon:
         """openvpn closed its device: to open it again (new pushed settings) it must find it in its own
         namespace, where it made it (a jail's namespace and tunnel share the name aj-NAME)."""
         if not self.stopping:
-            tunnels.move_out(self.ifname, self.ifname)
+            wireguard.move_out(self.ifname, self.ifname)
             log.info("openvpn %s closed its device: back in the host until the tunnel is up again", self.ifname)
 
     def _ended(self) -> None:
@@ -503,7 +504,7 @@ def remove(ipr: IPRoute, namespace: str, ifname: str) -> None:
         daemon.stop()
     tundaemon.stop(DAEMON, ifname)
     _remove_paths(ifname)
-    tunnels.delete_device(ipr, namespace, ifname)
+    wireguard.delete_device(ipr, namespace, ifname)
 
 
 def present(namespace: str, ifname: str) -> bool:
@@ -523,7 +524,7 @@ def sweep(prefix: str, live_ifnames: Iterable[str]) -> list[str]:
         daemon.stop()
         removed.append(daemon.ifname)
     removed += tundaemon.sweep(DAEMON, prefix, live)
-    tunnels.delete_devices([name for name in removed if name.startswith(prefix)])
+    wireguard.delete_devices([name for name in removed if name.startswith(prefix)])
     if SOCKET_DIR.is_dir():
         for path in sorted(SOCKET_DIR.glob(f"{prefix}*")):
             if path.suffix in (HOOK, MANAGEMENT) and path.stem not in live:
@@ -537,13 +538,13 @@ def status(namespace: str, ifname: str) -> dict:
     bytes."""
     daemon = _daemons.get(ifname)
     link_up = netns.run_in_namespace(namespace, lambda: netns.link_is_up(ifname))
-    counters = tunnels.counters(namespace, ifname)
+    counters = wireguard.counters(namespace, ifname)
     running = daemon is not None and daemon.alive()
     up = running and link_up and daemon.state == "CONNECTED"  # its device stays while it reconnects
-    return {"state": tunnels.UP if up else tunnels.DOWN, "openvpn_state": daemon.state if running else "",
+    return {"state": wireguard.UP if up else wireguard.DOWN, "openvpn_state": daemon.state if running else "",
             "connected_to": daemon.remote if running else "", "connected_since": daemon.since if running else 0,
             "rx_bytes": counters.get("rx_bytes", 0), "tx_bytes": counters.get("tx_bytes", 0),
             "daemon": "running" if running else "ended", "link_up": link_up, "up": up}
 
 
-counters = tunnels.counters
+counters = wireguard.counters

@@ -38,9 +38,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import netns
+from ..kernel import netns
 from .blocked import Blocked
-from .firewall import FirewallError
+from .backends import FirewallError
 from .rules import DENY, NO_LAN, PREFIX, refused
 
 CHAIN, HOST_SET = "output", "host"
@@ -69,7 +69,7 @@ def build(spec: Any, kernel_name: str, address: str, pool: str) -> JailPolicy:
 
 def install(namespace: str, policy: JailPolicy, host_addresses: Iterable[str]) -> None:
     """The jail's table, made in one transaction (an older one is replaced whole)."""
-    from .firewall_nft import blocked_set, encode_chain_rule
+    from .nft import blocked_set, encode_chain_rule
 
     commands: list[dict] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}},
                             {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
@@ -97,7 +97,7 @@ def set_host_addresses(namespace: str, host_addresses: Iterable[str]) -> None:
 def read_blocked(namespace: str, blocked_set: str, now: int) -> list[Blocked]:
     """The destinations the jail's own namespace refused (a netlink dump there); when the set is full,
     its least recently hit tenth goes, so new destinations find room (as firewall_nft does)."""
-    from .firewall_nft import read_set_elements, room_made
+    from .nft import read_set_elements, room_made
 
     def read() -> list[Blocked]:
         entries = read_set_elements(blocked_set, now)
@@ -110,7 +110,7 @@ def read_blocked(namespace: str, blocked_set: str, now: int) -> list[Blocked]:
 
 def read_dropped(namespaces: Iterable[str]) -> dict[str, tuple[int, int]]:
     """(packets, bytes) each jail's own namespace dropped, by namespace (a netlink dump in each)."""
-    from .firewall_nft import read_rule_counters
+    from .nft import read_rule_counters
 
     def dropped() -> tuple[int, int]:
         counted = [counter for _comment, counter in read_rule_counters(CHAIN).get(CHAIN, [])]

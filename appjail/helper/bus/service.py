@@ -31,12 +31,12 @@ import dbus
 import dbus.lowlevel
 import dbus.service
 
-from .. import interface as api
-from ..model import LaunchSpec, ValidationError
-from . import launch
+from ... import interface as api
+from ...model import LaunchSpec, ValidationError
+from ..kernel import launch
 from .audience import Audience
 from .authz import Authority, Caller, CallerUnknown, identify
-from .jails import Conflict, JailError, JailId, JailNotFound, LimitReached
+from ..engine.engine import Conflict, JailError, JailId, JailNotFound, LimitReached
 from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..model import JailSpec, Publish
+from ...model import JailSpec, Publish
 
 PREFIX = "aj-"
 GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail

@@ -41,14 +41,16 @@ from dataclasses import dataclass, field
 
 from gi.repository import GLib
 
-from .. import interface as api
-from .. import ovpnconf, wgconf
-from ..model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
+from ... import interface as api
+from ... import ovpnconf, wgconf
+from ...model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
-from . import hostports, launch, netns, offloop, resolv, traffic
+from ..engine import offloop
+from ..firewall import traffic
+from ..kernel import hostports, launch, netns, resolv
 from .authz import Caller
-from .jails import Conflict, Engine, Jail, JailError, JailId, JailNotFound, LimitReached
-from .scopes import Scopes
+from ..engine.engine import Conflict, Engine, Jail, JailError, JailId, JailNotFound, LimitReached
+from ..kernel.scopes import Scopes
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from typing import Any
 
-from . import netns
-from .firewall import FirewallBackend
+from ..kernel import netns
+from .backends import FirewallBackend
 from .rules import PREFIX
 
 DEFAULT = "default"

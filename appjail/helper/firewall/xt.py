@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from . import nflog
 from .blocked import Blocked
-from .firewall import Counters, Damage, FirewallError, Residue, legacy_tables
+from .backends import Counters, Damage, FirewallError, Residue, legacy_tables
 from .rules import (GUARD_CHAIN, PREFIX, RECORD, Hook, JailRules, build_guard_rules, jail_chain, reason_code,
                     sum_by_role, tag)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import dbus
 import dbus.lowlevel
 
-from .. import interface as api
+from ... import interface as api
 
 BUS_DAEMON = "org.freedesktop.DBus"
 BUS_DAEMON_PATH = "/org/freedesktop/DBus"

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import nlraw
+from ..kernel import nlraw
 from .blocked import PORT_PROTOCOLS, BlockedTable, protocol_name
 from .rules import PREFIX, REASONS, reason_of
 

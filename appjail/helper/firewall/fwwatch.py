@@ -30,8 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import nlraw
-from .firewall import legacy_tables
+from ..kernel import nlraw
+from .backends import legacy_tables
 
 log = logging.getLogger(__name__)
 

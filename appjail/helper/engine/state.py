@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import JailSpec, ValidationError, validate_name, wire_options
-from .rules import PREFIX
+from ...model import JailSpec, ValidationError, validate_name, wire_options
+from ..firewall.rules import PREFIX
 
 RUN_DIR = Path("/run/appjail")
 CREATING = "creating"

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..linkdns import parse_nameservers
+from ...linkdns import parse_nameservers
 
 ETC_NETNS = Path("/etc/netns")
 # Where the host's real upstream servers are written down, best first:

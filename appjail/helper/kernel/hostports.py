@@ -20,7 +20,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from ..model import Publish
+from ...model import Publish
 from . import netns
 
 UNPRIVILEGED_PORT_START = "net/ipv4/ip_unprivileged_port_start"

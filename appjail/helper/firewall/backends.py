@@ -145,11 +145,11 @@ def other_backends(name: str) -> list[FirewallBackend]:
 
 def open_backend(name: str) -> FirewallBackend:
     if name == NFTABLES:
-        from .firewall_nft import NftablesBackend
+        from .nft import NftablesBackend
 
         return NftablesBackend()
     if name == XTABLES:
-        from .firewall_xt import XtablesBackend
+        from .xt import XtablesBackend
 
         return XtablesBackend()
     raise UnknownBackend(f"unknown firewall backend {name!r}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .blocked import top
-from .firewall import FirewallBackend
+from .backends import FirewallBackend
 from .rules import ROLE_DROPPED, ROLE_IN, ROLE_OUT
 
 log = logging.getLogger(__name__)

@@ -33,17 +33,19 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .. import linkdns
-from ..model import JailSpec, Publish, ValidationError
-from ..ovpnconf import OpenVpnConfig
-from ..wgconf import WireGuardConfig, is_name, resolve_endpoints
-from . import firewall, hostports, jailpolicy, lookups, netns, openvpn, resolv, rules, traffic, tunnels
-from .coexist import Coexistence, CoexistError
-from .firewall import FirewallBackend
-from .forwarding import Forwarding
-from .fwwatch import FirewallWatch
-from .hostports import HeldPort
-from .linkwatch import LinkWatcher
+from ... import linkdns
+from ...model import JailSpec, Publish, ValidationError
+from ...ovpnconf import OpenVpnConfig
+from ...wgconf import WireGuardConfig, is_name, resolve_endpoints
+from ..firewall import backends, jailpolicy, rules, traffic
+from ..kernel import hostports, netns, resolv
+from ..tunnels import lookups, openvpn, wireguard
+from ..firewall.coexist import Coexistence, CoexistError
+from ..firewall.backends import FirewallBackend
+from ..firewall.forwarding import Forwarding
+from ..firewall.fwwatch import FirewallWatch
+from ..kernel.hostports import HeldPort
+from ..kernel.linkwatch import LinkWatcher
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
 from .resources import KINDS, NAT, TUNNEL, Host, Ready, Step, nat_jails, sweep_order
 from .state import READY, RUN_DIR, JailRecord, StateStore
@@ -194,10 +196,10 @@ class Engine:
     def __init__(self, run_dir: Path = RUN_DIR, pool: str = DEFAULT_POOL,
                  etc_netns: Path = resolv.ETC_NETNS,
                  upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
-                 firewall_choice: firewall.Choice | None = None,
+                 firewall_choice: backends.Choice | None = None,
                  coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
-                 kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = tunnels,
+                 kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = wireguard,
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
                  resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
                  policy_system: Any = jailpolicy,
@@ -205,7 +207,7 @@ class Engine:
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
                  resolve_timeout: float = lookups.TIMEOUT,
                  link_dns: Callable[[str], linkdns.LinkDNS] = linkdns.link_dns) -> None:
-        """firewall_choice: the backend to use (default: firewall.choose() for this host).
+        """firewall_choice: the backend to use (default: backends.choose() for this host).
 
         max_jails_per_user: how many jails one owner may have (create's
         `unlimited` lifts it); each holds a /30, a routing table, a namespace
@@ -233,8 +235,8 @@ class Engine:
         self._jails: dict[JailId, Jail] = {}  # changed under the lock
         self._view: dict[JailId, Jail] = {}  # a copy of it, replaced whole: what find and list read
         self.store = StateStore(run_dir)
-        self.firewall_choice = firewall_choice or firewall.choose()
-        self.firewall = firewall_backend or firewall.open_backend(self.firewall_choice.name)
+        self.firewall_choice = firewall_choice or backends.choose()
+        self.firewall = firewall_backend or backends.open_backend(self.firewall_choice.name)
         self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall, system)
         self.pool = AddressPool(pool)
         self.etc_netns = etc_netns
@@ -247,7 +249,7 @@ class Engine:
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
-                         other_firewalls=lambda: firewall.other_backends(self.firewall.name),
+                         other_firewalls=lambda: backends.other_backends(self.firewall.name),
                          openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed)
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None
@@ -349,7 +351,7 @@ class Engine:
                     self._undo(ipr, jail, made)
                     if isinstance(exc, hostports.PortInUse):
                         raise Conflict(str(exc)) from None
-                    if isinstance(exc, (firewall.FirewallError, netns.NetnsError, OSError, NetlinkError,
+                    if isinstance(exc, (backends.FirewallError, netns.NetnsError, OSError, NetlinkError,
                                         CoexistError)):
                         raise JailError(f"could not create jail {spec.name!r}: {exc}") from exc
                     raise
@@ -483,7 +485,7 @@ class Engine:
     def tunnel_status(self, jail: Jail) -> dict:
         """A tunnel jail's tunnel: its record's description and its live state (`connecting` until it first came up)."""
         status = {**jail.tunnel, **self.host.driver(jail).status(jail.netns, jail.tunnel_ifname)}
-        return {**status, "state": tunnels.CONNECTING} if jail.connecting else status
+        return {**status, "state": wireguard.CONNECTING} if jail.connecting else status
 
     def connected(self, jail: Jail, overdue: bool = False) -> bool:
         """Whether a connecting jail's tunnel has come up; from then on the jail is complete.
@@ -541,7 +543,7 @@ class Engine:
             for jail in jails:
                 try:
                     self.host.policy.set_host_addresses(jail.netns, addresses)
-                except (firewall.FirewallError, OSError) as exc:  # a jail on its way out
+                except (backends.FirewallError, OSError) as exc:  # a jail on its way out
                     log.warning("jail %s: the host's addresses were not updated: %s", jail.name, exc)
             self._host_addresses = addresses
 
@@ -598,7 +600,7 @@ class Engine:
                 if rules.GUARD_CHAIN in damage.owners:
                     self.firewall.set_guard(guard)
                     done.append("forwarding guard put back")
-            except firewall.FirewallError as exc:
+            except backends.FirewallError as exc:
                 damage.owners |= {jail.firewall_rules.chain for jail in jails}
                 done.append(f"the shared parts could not be made again: {exc}")
             for jail in jails:
@@ -607,7 +609,7 @@ class Engine:
                         self.firewall.remove(jail.firewall_rules)
                         self.firewall.install(jail.firewall_rules)
                         repaired.append(jail)
-                    except (firewall.FirewallError, OSError) as exc:
+                    except (backends.FirewallError, OSError) as exc:
                         lost.append((jail, str(exc)))
             if repaired:
                 names = ", ".join(j.name for j in repaired[:NAMED]) + (", ..." if len(repaired) > NAMED else "")
@@ -667,7 +669,7 @@ class Engine:
             if jail.tunnel is None:
                 try:
                     self.host.policy.install(jail.netns, jail.policy, addresses)
-                except (firewall.FirewallError, OSError) as exc:
+                except (backends.FirewallError, OSError) as exc:
                     lost.append((jail, str(exc)))
         return lost
 

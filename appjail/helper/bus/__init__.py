@@ -1,0 +1,1 @@
+"""The D-Bus edge: the service, polkit, who may do what, the Supervisor of runs."""

@@ -1,0 +1,1 @@
+"""Jails as resources with their undo: the Engine, addressing pool, persisted state."""

@@ -1,0 +1,1 @@
+"""Netfilter: the jails' rules, the two backends, coexistence with other firewalls, counters."""

@@ -1,0 +1,1 @@
+"""The kernel's side of a jail: namespaces, links, addresses, launching, scopes, netlink."""

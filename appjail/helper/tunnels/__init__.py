@@ -1,0 +1,1 @@
+"""A jail's own tunnels: WireGuard (wireguard-go) and OpenVPN, their unprivileged daemons."""
