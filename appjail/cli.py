@@ -27,9 +27,7 @@ from . import model, report
 from .browsers import refusal
 from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
 
-EXIT_APPJAIL = 125
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
+EXIT_APPJAIL = api.EXIT_SETUP_FAILED
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -291,8 +289,7 @@ def missing_vpn(ifname: str, net_dev: str = "/proc/thread-self/net/dev") -> str 
 
 
 def _run_failure(exc) -> int:
-    code = {api.ERROR_PROGRAM_NOT_FOUND: EXIT_NOT_FOUND,
-            api.ERROR_NOT_EXECUTABLE: EXIT_NOT_EXECUTABLE}.get(exc.name, EXIT_APPJAIL)
+    code = api.ERROR_EXITS.get(exc.name, EXIT_APPJAIL)
     _error(exc.message)
     return code
 

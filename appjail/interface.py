@@ -19,6 +19,14 @@ ERROR_NOT_EXECUTABLE = ERROR_PREFIX + "NotExecutable"
 ERROR_LIMIT_REACHED = ERROR_PREFIX + "LimitReached"  # the caller has as many jails (calls, launches) as one user may
 ERROR_FAILED = ERROR_PREFIX + "Failed"
 
+# A program that did not start ends as a shell's would (the client exits with these)
+EXIT_SETUP_FAILED = 125  # appjail itself failed
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+# the error a launch that failed with an exit code is answered with, and back
+EXIT_ERRORS: dict[int, str] = {EXIT_NOT_FOUND: ERROR_PROGRAM_NOT_FOUND, EXIT_NOT_EXECUTABLE: ERROR_NOT_EXECUTABLE}
+ERROR_EXITS: dict[str, int] = {name: code for code, name in EXIT_ERRORS.items()}
+
 ACTION_RUN = "org.appjail.run"
 ACTION_INSPECT = "org.appjail.inspect"
 ACTION_MANAGE = "org.appjail.manage"

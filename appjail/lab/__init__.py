@@ -3,9 +3,9 @@
 from typing import Any
 
 from appjail.lab.errors import LabError
-from appjail.lab.netns import NetnsError, enter_netns, in_netns, netns_exec_argv
+from appjail.lab.netns import SetnsError, enter_netns, in_netns, netns_exec_argv
 
-__all__ = ["Capture", "DnsTrap", "Lab", "LabError", "NetnsError", "enter_netns", "in_netns", "netns_exec_argv"]
+__all__ = ["Capture", "DnsTrap", "Lab", "LabError", "SetnsError", "enter_netns", "in_netns", "netns_exec_argv"]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ _libc.setns.restype = ctypes.c_int
 NetnsRef = str | os.PathLike[str]
 
 
-class NetnsError(OSError):
+class SetnsError(OSError):
     """A network namespace could not be opened or entered."""
 
 
@@ -39,14 +39,14 @@ def _open(path: NetnsRef) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise NetnsError(exc.errno, f"cannot open network namespace {os.fspath(path)}: {exc.strerror}") from exc
+        raise SetnsError(exc.errno, f"cannot open network namespace {os.fspath(path)}: {exc.strerror}") from exc
 
 
 def setns(fd: int, what: NetnsRef, nstype: int = CLONE_NEWNET) -> None:
     """Enter the namespace `fd` refers to (a network namespace unless `nstype` says otherwise)."""
     if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
-        raise NetnsError(err, f"setns({os.fspath(what)}): {os.strerror(err)}")
+        raise SetnsError(err, f"setns({os.fspath(what)}): {os.strerror(err)}")
 
 
 def enter_netns(name_or_path: NetnsRef) -> None:

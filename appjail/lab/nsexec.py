@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from appjail.lab.netns import NetnsError, enter_netns
+from appjail.lab.netns import SetnsError, enter_netns
 
 USAGE = "usage: python -m appjail.lab.nsexec NETNS -- COMMAND [ARG...]"
 
@@ -42,7 +42,7 @@ def main(args: list[str] | None = None) -> int:
     name, command = parsed
     try:
         enter_netns(name)
-    except NetnsError as exc:
+    except SetnsError as exc:
         print(f"nsexec: {exc}", file=sys.stderr)
         return 125
     return exec_command("nsexec", command)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.lab import Lab, LabError, NetnsError, enter_netns, in_netns, wireguard
+from appjail.lab import Lab, LabError, SetnsError, enter_netns, in_netns, wireguard
 from appjail.lab.process import alive, child_env
 
 TOOLS = ("ip", "wireguard-go", "wg", "tcpdump", "curl", "dig")
@@ -198,7 +198,7 @@ def test_in_netns_restores_and_enter_netns_moves_thread(lab: Lab) -> None:
     thread.join()
     assert seen == [netns_inode(f"/run/netns/{lab.host_ns}")]
     assert netns_inode("/proc/thread-self/ns/net") == own
-    with pytest.raises(NetnsError):
+    with pytest.raises(SetnsError):
         enter_netns("no-such-netns-for-the-lab")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail.helper.kernel.launch import Caller, LaunchError, LaunchRequest, launch
+from appjail.helper.kernel.launch import Identity, LaunchError, LaunchRequest, launch
 from appjail.lab.bus import bus_config
 from appjail.lab.process import child_env, stop, wait_for_output
 from appjail.lab.servers import READY, read_log
@@ -60,7 +60,7 @@ _CAP_NET_RAW = 13
 class Jail:
     netns_path: str
     resolver_dir: str
-    caller: Caller
+    caller: Identity
 
 
 @dataclass(frozen=True)
@@ -95,20 +95,20 @@ def _remove_test_user() -> None:
 
 
 @pytest.fixture(scope="module")
-def caller() -> Iterator[Caller]:
+def caller() -> Iterator[Identity]:
     _remove_test_user()
     try:
         _run("groupadd", EXTRA_GROUP)
         _run("useradd", "--no-create-home", "--user-group", "--groups", EXTRA_GROUP,
              "--shell", "/usr/sbin/nologin", USER)
         entry = pwd.getpwnam(USER)
-        yield Caller(entry.pw_uid, entry.pw_gid, tuple(os.getgrouplist(USER, entry.pw_gid)))
+        yield Identity(entry.pw_uid, entry.pw_gid, tuple(os.getgrouplist(USER, entry.pw_gid)))
     finally:
         _remove_test_user()
 
 
 @pytest.fixture(scope="module")
-def jail(netns_path: str, caller: Caller, tmp_path_factory: pytest.TempPathFactory) -> Jail:
+def jail(netns_path: str, caller: Identity, tmp_path_factory: pytest.TempPathFactory) -> Jail:
     # Under pytest's root-only tmp dir: the user never reads it through its path.
     resolver_dir = tmp_path_factory.mktemp("resolver")
     (resolver_dir / "resolv.conf").write_text(JAIL_RESOLV)

@@ -38,7 +38,7 @@ class CallerUnknown(Exception):
 
 
 @dataclass(frozen=True)
-class Caller(launch.Caller):
+class Caller(launch.Identity):
     """The identity a program is launched with, plus the bus connection it came from.
 
     pid: the process at the other end of that connection, as the bus daemon

@@ -47,35 +47,35 @@ MAX_PENDING_CALLS_PER_USER = 32
 DESCRIPTORS_PER_RUN = 3  # the program's stdin, stdout and stderr
 
 
-class HelperError(dbus.DBusException):
+class BusError(dbus.DBusException):
+    """The helper's side of an error: a name of interface.py and one sentence (the client's is HelperError)."""
+
     include_traceback = False
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message, name=name)
 
 
-def as_dbus_error(exc: BaseException) -> HelperError:
+def as_dbus_error(exc: BaseException) -> BusError:
     """Map what went wrong to an error name and one readable sentence."""
-    if isinstance(exc, HelperError):
+    if isinstance(exc, BusError):
         return exc
     if isinstance(exc, ValidationError):
-        return HelperError(api.ERROR_INVALID_ARGUMENT, str(exc))
+        return BusError(api.ERROR_INVALID_ARGUMENT, str(exc))
     if isinstance(exc, NotAllowed):
-        return HelperError(api.ERROR_NOT_AUTHORIZED, str(exc))
+        return BusError(api.ERROR_NOT_AUTHORIZED, str(exc))
     if isinstance(exc, JailNotFound):
-        return HelperError(api.ERROR_NOT_FOUND, str(exc))
+        return BusError(api.ERROR_NOT_FOUND, str(exc))
     if isinstance(exc, Conflict):
-        return HelperError(api.ERROR_CONFLICT, str(exc))
+        return BusError(api.ERROR_CONFLICT, str(exc))
     if isinstance(exc, LimitReached):
-        return HelperError(api.ERROR_LIMIT_REACHED, str(exc))
+        return BusError(api.ERROR_LIMIT_REACHED, str(exc))
     if isinstance(exc, launch.LaunchError):
-        name = {126: api.ERROR_NOT_EXECUTABLE, 127: api.ERROR_PROGRAM_NOT_FOUND}.get(
-            exc.exit_code, api.ERROR_FAILED)
-        return HelperError(name, str(exc))
+        return BusError(api.EXIT_ERRORS.get(exc.exit_code, api.ERROR_FAILED), str(exc))
     if isinstance(exc, JailError):
-        return HelperError(api.ERROR_FAILED, str(exc))
+        return BusError(api.ERROR_FAILED, str(exc))
     log.error("internal error", exc_info=exc)
-    return HelperError(api.ERROR_FAILED, "internal error in appjail-helper (details in its log)")
+    return BusError(api.ERROR_FAILED, "internal error in appjail-helper (details in its log)")
 
 
 def to_python(value):
@@ -340,7 +340,7 @@ class HelperService(dbus.service.Object):
 
 
 def _answers(connection: dbus.connection.Connection, message: dbus.lowlevel.Message,
-             out_signature: str) -> tuple[Respond, Callable[[HelperError], None]]:
+             out_signature: str) -> tuple[Respond, Callable[[BusError], None]]:
     """Reply and error senders for a method call that do not hold its message.
 
     libdbus keeps the descriptors that came with a message open until the
@@ -359,7 +359,7 @@ def _answers(connection: dbus.connection.Connection, message: dbus.lowlevel.Mess
         answer.append(*values, signature=out_signature)
         connection.send_message(answer)
 
-    def error(exc: HelperError) -> None:
+    def error(exc: BusError) -> None:
         failure.set_error_name(exc.get_dbus_name())
         failure.append(exc.get_dbus_message(), signature="s")
         connection.send_message(failure)
@@ -374,12 +374,12 @@ class _Call:
     pending-call slot back (HelperService._admit).
     """
 
-    def __init__(self, reply: Respond, error: Callable[[HelperError], None]) -> None:
+    def __init__(self, reply: Respond, error: Callable[[BusError], None]) -> None:
         self._reply: Respond | None = reply
-        self._error: Callable[[HelperError], None] | None = error
+        self._error: Callable[[BusError], None] | None = error
         self.answered: Callable[[], None] = lambda: None
 
-    def _take(self) -> tuple[Respond | None, Callable[[HelperError], None] | None]:
+    def _take(self) -> tuple[Respond | None, Callable[[BusError], None] | None]:
         """The senders, for the one answer; None after it."""
         taken = self._reply, self._error
         if self._reply is not None:

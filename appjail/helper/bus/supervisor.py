@@ -497,7 +497,7 @@ class Supervisor:
         """The program will not start: answer now, kill the child, reap it whenever it dies."""
         GLib.source_remove(pending.watch)
         pending.end_report()
-        pending.report = f"{launch.EXIT_SETUP_FAILED} {message}".encode()
+        pending.report = f"{api.EXIT_SETUP_FAILED} {message}".encode()
         if pending.status is None:  # our unreaped child: the pid is still its
             os.kill(pending.process.pid, signal.SIGKILL)
         pending.fail(launch.failure(pending.report))

@@ -31,7 +31,7 @@ the child, step by step:
    resource limits and audit loginuid, while still root (raising a hard
    limit or setting the loginuid needs it);
 7. set no_new_privs, clear the ambient capabilities, then setgroups(),
-   setresgid() and setresuid() to exactly what `Caller` says, and check
+   setresgid() and setresuid() to exactly what `Identity` says, and check
    the result. A non-root caller ends with no capabilities at all (the
    kernel clears permitted and effective ones on the uid change; the
    launcher also clears the inheritable set and verifies all of them). The
@@ -79,6 +79,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import NoReturn
 
+from ... import interface as api
+
 # Directories holding host name-lookup sockets, hidden under an empty tmpfs.
 HIDDEN_DIRS = ("/run/systemd/resolve", "/run/nscd", "/var/run/nscd", "/run/avahi-daemon")
 # The system bus's socket directory, hidden the same way on request.
@@ -86,9 +88,6 @@ SYSTEM_BUS_DIRS = ("/run/dbus", "/var/run/dbus")
 # Files of a jail's resolver directory, each bound over /etc/NAME.
 RESOLVER_FILES = ("resolv.conf", "nsswitch.conf")
 
-EXIT_SETUP_FAILED = 125
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
 
 # System call numbers that differ between architectures; everything from
 # 424 on (open_tree, move_mount, fsopen, ...) is the same everywhere.
@@ -158,7 +157,7 @@ _EMPTY_SIGSET = (ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))
 
 
 @dataclass(frozen=True)
-class Caller:
+class Identity:
     """Who launches: from the bus and the password database, never from the client."""
 
     uid: int
@@ -254,7 +253,7 @@ class _Prepared:
     netns_fd: int
     mounts: list[tuple[int, bytes]]     # detached mount object, where to attach it
     fds: list[int]
-    caller: Caller
+    caller: Identity
     groups: ctypes.Array
     cwd: bytes
     argv: list[bytes]
@@ -330,7 +329,7 @@ class Started:
     gate_fd: int    # open_gate() lets the child go on; closing it unopened makes the child give up
 
 
-def start(request: LaunchRequest, caller: Caller) -> Started:
+def start(request: LaunchRequest, caller: Identity) -> Started:
     """Fork the child that becomes `request.argv` in the jail as `caller`, and return at once.
 
     The child waits at its gate until open_gate(), then enters the caller's
@@ -351,7 +350,7 @@ def start(request: LaunchRequest, caller: Caller) -> Started:
                 raise
         except OSError as error:
             raise LaunchError(f"cannot prepare the launch: {_describe(error)}",
-                              EXIT_SETUP_FAILED) from error
+                              api.EXIT_SETUP_FAILED) from error
         if pid == 0:
             os.close(gate_fd)  # else the child would hold the gate open itself
             _run_child(prepared, child_end, gate_end)
@@ -376,7 +375,7 @@ def failure(report: bytes) -> LaunchError | None:
     return LaunchError(message.decode(errors="replace"), int(code))
 
 
-def launch(request: LaunchRequest, caller: Caller) -> int:
+def launch(request: LaunchRequest, caller: Identity) -> int:
     """start() and wait for the child's report: for callers that may block (tests, tools).
 
     Return the pid once the child has exec'd; whoever calls launch() reaps
@@ -396,12 +395,12 @@ def launch(request: LaunchRequest, caller: Caller) -> int:
     raise error
 
 
-def _prepare(request: LaunchRequest, caller: Caller, cleanup: ExitStack) -> _Prepared:
+def _prepare(request: LaunchRequest, caller: Identity, cleanup: ExitStack) -> _Prepared:
     if not request.argv:
-        raise LaunchError("no program given", EXIT_SETUP_FAILED)
+        raise LaunchError("no program given", api.EXIT_SETUP_FAILED)
     syscalls = _ARCH_SYSCALLS.get(platform.machine())
     if syscalls is None:
-        raise LaunchError(f"launching is not supported on {platform.machine()}", EXIT_SETUP_FAILED)
+        raise LaunchError(f"launching is not supported on {platform.machine()}", api.EXIT_SETUP_FAILED)
 
     def opened(fd: int) -> int:
         cleanup.callback(os.close, fd)
@@ -470,7 +469,7 @@ def _read_all(fd: int) -> bytes:
 
 def _run_child(prepared: _Prepared, report_fd: int, gate_fd: int) -> NoReturn:
     """Become the program, or report why not; never returns into the helper."""
-    code, message = EXIT_SETUP_FAILED, "launch failed"
+    code, message = api.EXIT_SETUP_FAILED, "launch failed"
     try:
         gc.disable()  # a collection could run finalizers of the helper's objects
         if os.read(gate_fd, len(_GATE_OPEN)) != _GATE_OPEN:
@@ -507,7 +506,7 @@ def _become_program(prepared: _Prepared, report_fd: int) -> NoReturn:
     try:
         os.chdir(prepared.cwd)
     except OSError as error:
-        raise _ChildFailure(EXIT_SETUP_FAILED, "cannot enter working directory "
+        raise _ChildFailure(api.EXIT_SETUP_FAILED, "cannot enter working directory "
                             f"{os.fsdecode(prepared.cwd)}: {error.strerror}") from None
     if os.isatty(0):
         _ioctl(0, _TIOCSCTTY, 0)
@@ -534,7 +533,7 @@ def _take_context(context: ProcessContext) -> None:
             try:
                 os.pwrite(fd, str(context.loginuid).encode(), 0)  # the kernel wants offset 0
             except OSError as error:
-                raise _ChildFailure(EXIT_SETUP_FAILED, "cannot give the program the caller's "
+                raise _ChildFailure(api.EXIT_SETUP_FAILED, "cannot give the program the caller's "
                                     f"audit loginuid: {error.strerror}") from None
     finally:
         os.close(fd)
@@ -545,7 +544,7 @@ def _lower(a: int, b: int) -> int:
     return b if a == resource.RLIM_INFINITY else a if b == resource.RLIM_INFINITY else min(a, b)
 
 
-def _drop_privileges(caller: Caller, groups: ctypes.Array, nr: Mapping[str, int]) -> None:
+def _drop_privileges(caller: Identity, groups: ctypes.Array, nr: Mapping[str, int]) -> None:
     """no_new_privs, no ambient capabilities, then groups, gid and uid, in that order."""
     uid, gid = ctypes.c_uint(caller.uid), ctypes.c_uint(caller.gid)
     _check(_prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
@@ -558,7 +557,7 @@ def _drop_privileges(caller: Caller, groups: ctypes.Array, nr: Mapping[str, int]
         _drop_capabilities(nr)
     if (os.getresuid() != (caller.uid,) * 3 or os.getresgid() != (caller.gid,) * 3
             or set(os.getgroups()) != set(caller.groups)):
-        raise _ChildFailure(EXIT_SETUP_FAILED, "the privilege drop did not take effect")
+        raise _ChildFailure(api.EXIT_SETUP_FAILED, "the privilege drop did not take effect")
 
 
 def _drop_capabilities(nr: Mapping[str, int]) -> None:
@@ -568,7 +567,7 @@ def _drop_capabilities(nr: Mapping[str, int]) -> None:
     _check(_syscall(nr["capset"], ctypes.byref(header), capabilities), "drop the capabilities")
     _check(_syscall(nr["capget"], ctypes.byref(header), capabilities), "read the capabilities")
     if any(c.effective or c.permitted or c.inheritable for c in capabilities):
-        raise _ChildFailure(EXIT_SETUP_FAILED, "capabilities are left after the privilege drop")
+        raise _ChildFailure(api.EXIT_SETUP_FAILED, "capabilities are left after the privilege drop")
 
 
 def _reset_signals() -> None:
@@ -588,9 +587,9 @@ def _exec(candidates: Sequence[bytes], argv: list[bytes], env: Mapping[bytes, by
             if failed is None and error.errno not in (errno.ENOENT, errno.ENOTDIR):
                 failed = path, error
     if failed is None:
-        raise _ChildFailure(EXIT_NOT_FOUND, f"{os.fsdecode(argv[0])}: command not found")
+        raise _ChildFailure(api.EXIT_NOT_FOUND, f"{os.fsdecode(argv[0])}: command not found")
     path, error = failed
-    raise _ChildFailure(EXIT_CANNOT_EXECUTE, f"{os.fsdecode(path)}: {error.strerror}")
+    raise _ChildFailure(api.EXIT_NOT_EXECUTABLE, f"{os.fsdecode(path)}: {error.strerror}")
 
 
 def _close_range(first: int, last: int) -> None:
