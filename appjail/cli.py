@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _signal as signal  # the signal module wraps these numbers in enums: importing enum costs 3 ms
 import os
-import stat
 import sys
 import time
 from types import SimpleNamespace
@@ -23,20 +22,12 @@ if TYPE_CHECKING:
 
 from . import __version__
 from . import interface as api
-from . import model, report
+from . import model, report, tunnelfiles
 from .browsers import refusal
-from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
+from .model import FLAG, LIST, VALUE, Option, ValidationError, default_jail_name, parse_run_options
 
 EXIT_APPJAIL = api.EXIT_SETUP_FAILED
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def default_jail_name(program: str) -> str:
-    """`/usr/bin/Firefox-ESR` -> `firefox-esr`: a valid jail name from a program."""
-    base = os.path.basename(program).lower()
-    dashed = "".join(c if c in NAME_CHARS else " " for c in base)
-    name = "-".join(dashed.split()).strip("-")[:NAME_MAX].strip("-")
-    return name or "jail"
 
 
 PROFILE_OPTION = Option("profile", ("-p", "--profile"), VALUE,
@@ -193,53 +184,7 @@ def run_request(args: argparse.Namespace) -> tuple[dict, list[str]]:
     given = {option.key: getattr(args, option.key) for option in model.OPTIONS}
     options.update({key: value for key, value in given.items() if value is not None})
     options.setdefault("name", default_jail_name(command[0]))
-    return parse_run_options(read_files(options)), command
-
-
-FILE_OPTIONS = {option.key: option for option in model.OPTIONS if option.file}
-
-
-def read_files(options: dict) -> dict:
-    """`options` with each file option's path replaced by the file's text, read here, as the user
-    (the CLI's and the tray's way: the helper never opens a user's path)."""
-    return {key: read_file_option(option, value) if (option := FILE_OPTIONS.get(key)) else value
-            for key, value in options.items()}
-
-
-MAX_FILE = 64 * 1024
-
-
-def read_file_option(option: model.Option, path: str) -> str:
-    """A file option's text, with what the file names read as the user too (option.file says how)."""
-    text = read_own_file(path, option.flags[-1])
-    return option.file(text, path, read_own_file) if callable(option.file) else text
-
-
-def read_own_file(path: str, flag: str) -> str:
-    """A file the helper gets as text: read here, as the user, and only if it is the user's own
-    and nobody else may write it (wg-quick warns about the same)."""
-    path = os.path.expanduser(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ValidationError(f"{flag} {path}: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise ValidationError(f"{flag} {path}: not a regular file")
-    with os.fdopen(fd, "rb") as file:
-        if st.st_uid != os.getuid():
-            raise ValidationError(f"{flag} {path}: not your file (owner uid {st.st_uid})")
-        if st.st_mode & 0o022:
-            raise ValidationError(f"{flag} {path}: others may write it (mode {stat.S_IMODE(st.st_mode):o}); "
-                                  f"chmod go-w it")
-        data = file.read(MAX_FILE + 1)
-    if len(data) > MAX_FILE:
-        raise ValidationError(f"{flag} {path}: longer than {MAX_FILE} bytes")
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise ValidationError(f"{flag} {path}: not text") from None
+    return parse_run_options(tunnelfiles.read_files(options)), command
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ bus and JailSpec take theirs.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections import namedtuple
-from collections.abc import Callable
 
 # Character sets instead of regular expressions: `re` would add 5 ms to every CLI start.
 _LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -44,6 +44,31 @@ def validate_name(name: object) -> str:
             "and '-', starting with a letter or digit"
         )
     return name
+
+
+def default_jail_name(program: str) -> str:
+    """`/usr/bin/Firefox-ESR` -> `firefox-esr`: a valid jail name from a program."""
+    base = os.path.basename(program).lower()
+    dashed = "".join(c if c in NAME_CHARS else " " for c in base)
+    name = "-".join(dashed.split()).strip("-")[:NAME_MAX].strip("-")
+    return name or "jail"
+
+
+def is_address(host: str) -> bool:
+    """An IPv4 or IPv6 address literal."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_hostname(host: str) -> bool:
+    """A DNS name as a tunnel file may give a server: ASCII labels of letters, digits and inner dashes."""
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(
+        0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
+        and all(c.isalnum() or c == "-" for c in label) for label in labels)
 
 
 # the owner part of USER/NAME: a user name as useradd(8) takes it, or a uid
@@ -209,13 +234,6 @@ def validate_publish(entries: object) -> tuple[Publish, ...]:
 
 # -- the options of a jail: one table ------------------------------------------
 
-def _openvpn_text(text: str, path: str, read: Callable[[str, str], str]) -> str:
-    """The .ovpn text with the file its auth-user-pass line names put inline (read as the user too)."""
-    from .ovpnconf import prepare  # only when --openvpn is given
-
-    return prepare(text, path, read)
-
-
 FLAG, VALUE, LIST = "flag", "value", "list"  # a switch, one value, a repeatable value
 _KIND_TYPES: dict[str, type | tuple[type, ...]] = {FLAG: bool, VALUE: str, LIST: (list, tuple)}
 
@@ -236,8 +254,7 @@ class Option(namedtuple("Option", "key flags kind help metavar example validate 
     file: the flag and the profile key name a file that the client reads as
     the user and sends as text (the helper never opens a user's path); the
     text may hold keys, so it is no JailSpec field, never recorded nor shown.
-    True, or a function (text, path, read) -> text for files the file names,
-    read(path, what) reading each as the user.
+    tunnelfiles reads and checks each kind.
     launch: the option shapes the one program it comes with (its mount
     namespace), not the jail: no JailSpec field, no join check, never
     recorded nor shown; programs of one jail may differ in it.
@@ -300,7 +317,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", example="~/vpn/wg.conf", agree=False, file=True),
     Option("openvpn", ("--openvpn",), VALUE,
            "the jail's only way out is its own OpenVPN tunnel, from a .ovpn FILE of yours (keys inline)",
-           metavar="FILE", example="~/vpn/provider.ovpn", agree=False, file=_openvpn_text),
+           metavar="FILE", example="~/vpn/provider.ovpn", agree=False, file=True),
     Option("no_system_bus", ("--no-system-bus",), FLAG,
            "hide the system bus (/run/dbus) from this program (not from the jail's others)",
            default=False, agree=False, launch=True),

@@ -33,8 +33,7 @@ from collections import namedtuple
 from collections.abc import Callable
 
 from . import ovpnblocks, ovpnsyntax
-from .model import MAX_DNS_SERVERS, ValidationError
-from .wgconf import is_name
+from .model import MAX_DNS_SERVERS, ValidationError, is_address, is_hostname
 
 MAX_TEXT = 64 * 1024
 MAX_REMOTES = 16
@@ -98,24 +97,13 @@ _PROTOCOLS = ("udp", "udp4", "udp6", "tcp", "tcp4", "tcp6", "tcp-client", "tcp4-
 
 def _remote(line: int, name: str, args: list[str]) -> list[str]:
     _count(1, 3)(line, name, args)
-    if not (_is_hostname(args[0]) or _is_address(args[0])):
+    if not (is_hostname(args[0]) or is_address(args[0])):
         raise _fail(line, f"remote {args[0][:40]!r} is neither a host name nor an address")
     if len(args) > 1 and not (args[1].isdigit() and 1 <= int(args[1]) <= 65535):
         raise _fail(line, f"remote port {args[1][:40]!r} is not a number from 1 to 65535")
     if len(args) > 2:
         _choice(*_PROTOCOLS)(line, "remote protocol", args[2])
     return args
-
-
-def _is_address(host: str) -> bool:
-    return not is_name(host)
-
-
-def _is_hostname(host: str) -> bool:
-    labels = host.rstrip(".").split(".")
-    return len(host) <= 253 and all(
-        0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
-        and all(c.isalnum() or c == "-" for c in label) for label in labels)
 
 
 def _dev(line: int, name: str, args: list[str]) -> list[str]:
@@ -128,10 +116,10 @@ def _dev(line: int, name: str, args: list[str]) -> list[str]:
 def _dhcp_option(line: int, name: str, args: list[str]) -> list[str]:
     _count(2, 2)(line, name, args)
     if args[0] in ("DNS", "DNS6"):
-        if not _is_address(args[1]):
+        if not is_address(args[1]):
             raise _fail(line, f"dhcp-option {args[0]} {args[1][:40]!r} is not an address")
     elif args[0] in ("DOMAIN", "DOMAIN-SEARCH", "ADAPTER_DOMAIN_SUFFIX"):
-        if not _is_hostname(args[1]):
+        if not is_hostname(args[1]):
             raise _fail(line, f"dhcp-option {args[0]} {args[1][:40]!r} is not a domain")
     else:
         raise _fail(line, f"dhcp-option {args[0][:40]!r} is not DNS, DNS6 or DOMAIN")

@@ -19,7 +19,7 @@ import ipaddress
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
-from .model import MAX_DNS_SERVERS, ValidationError
+from .model import MAX_DNS_SERVERS, ValidationError, is_address, is_hostname
 
 MAX_TEXT = 64 * 1024
 MAX_PEERS = 16
@@ -142,16 +142,9 @@ def _endpoint(value: str, line: int) -> Endpoint:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise _fail(line, f"Endpoint {value!r} has no IPv6 address in its brackets") from None
-    elif not _is_hostname(host):
+    elif not is_hostname(host):
         raise _fail(line, f"Endpoint {value!r} is neither a host name nor an address")
     return Endpoint(host, _number(port, line, "Endpoint port", 1, 65535), line)
-
-
-def _is_hostname(host: str) -> bool:
-    labels = host.rstrip(".").split(".")
-    return len(host) <= 253 and all(
-        0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
-        and all(c.isalnum() or c == "-" for c in label) for label in labels)
 
 
 # key (lower case) -> (as written in messages, may repeat)
@@ -242,21 +235,12 @@ def _peer(start: int, values: dict[str, list[tuple[int, str]]]) -> Peer:
 Resolve = Callable[[str, int], Sequence[str]]  # (host, port) -> addresses, first preferred
 
 
-def is_name(host: str) -> bool:
-    """Whether an Endpoint's host is a name to look up, not an address literal."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return True
-    return False
-
-
 def resolve_endpoints(config: WireGuardConfig, resolve: Resolve) -> WireGuardConfig:
     """Every Endpoint as an address literal: a name is looked up once, here, or refused."""
     peers = []
     for peer in config.peers:
         endpoint = peer.endpoint
-        if is_name(endpoint.host):
+        if not is_address(endpoint.host):
             addresses = resolve(endpoint.host, endpoint.port)
             if not addresses:
                 raise _fail(endpoint.line, f"Endpoint {endpoint.host} does not resolve")

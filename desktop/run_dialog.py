@@ -10,8 +10,7 @@ from typing import NamedTuple
 from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                              QLabel, QLineEdit, QPushButton, QVBoxLayout)
 
-from ..cli import default_jail_name
-from ..model import ValidationError, parse_run_options
+from ..model import ValidationError, default_jail_name, parse_run_options
 
 NO_VPN = "none (NAT through the host)"
 NO_TUNNEL = "none"

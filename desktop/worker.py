@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 
-from ..cli import read_files
+from ..tunnelfiles import read_files
 from ..client import Client, HelperError, read_exit, session_environment
 from ..model import ValidationError
 from ..report import reference

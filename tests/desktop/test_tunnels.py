@@ -18,9 +18,9 @@ from appjail.desktop.worker import Session
 from appjail.model import ValidationError
 from appjail.profiles import Profile
 
+from ..unit.test_cli_tunnel_file import TEXT as WG_TEXT  # valid: checked before the call
 from ..unit.test_report import tunnel_jail
 
-WG_TEXT = "[Interface]\nPrivateKey = x\n"
 
 
 def test_each_tunnel_the_dialog_offers_is_a_file_option_of_the_table():

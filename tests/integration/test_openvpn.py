@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail import cli, model
+from appjail import model, tunnelfiles
 from appjail.helper.engine.engine import Engine, Jail, JailError
 from appjail.helper.kernel.netns import list_namespaces
 from appjail.helper.tunnels import openvpn, tundaemon
@@ -153,7 +153,7 @@ def test_the_cli_puts_the_auth_user_pass_file_inline(engine: Engine, in_host: La
     config.write_text(lab.ovpn_client(auth_file="creds.txt"))
     config.chmod(0o600)
     option = next(o for o in model.OPTIONS if o.key == "openvpn")
-    sent = cli.read_file_option(option, str(config))
+    sent = tunnelfiles.read_file_option(option, str(config))
     assert "auth-user-pass creds.txt" not in sent and f"<auth-user-pass>\n{lab_openvpn.USER}\n{lab_openvpn.PASSWORD}\n" in sent
     connected(engine, engine.create(JailSpec("ovd"), 0, openvpn=parse(sent)))
     assert curl("ovd", f"http://{lab.SERVER_ADDR}/").returncode == 0, "the server took the user and password"

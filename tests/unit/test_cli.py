@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from appjail import cli, client
+from appjail import cli, client, model
 from appjail.model import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,7 +16,7 @@ PRIVILEGED = ("pyroute2", "iptc", "appjail.helper", "gi", "PyQt6")
     ("firefox", "firefox"), ("/usr/bin/Firefox-ESR", "firefox-esr"), ("python3.11", "python3-11"),
     ("a-very-long-program-name", "a-very-long"), ("___", "jail"), ("x" * 40, "x" * 12)])
 def test_default_jail_name(program, name):
-    assert cli.default_jail_name(program) == name
+    assert model.default_jail_name(program) == name
 
 
 def request(*argv):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from appjail import cli, model
+from appjail import cli, model, tunnelfiles
 from appjail.model import ValidationError
 from appjail.ovpnconf import parse, parse_up
 
@@ -121,14 +121,14 @@ def test_the_cli_reads_the_auth_file_as_the_user_and_keeps_line_numbers(tmp_path
     path.write_text(TEXT.replace("nobind", "auth-user-pass creds"))
     path.chmod(0o600)
     option = next(o for o in model.OPTIONS if o.key == "openvpn")
-    sent = cli.read_file_option(option, str(path))
+    sent = tunnelfiles.read_file_option(option, str(path))
     assert sent.splitlines()[4] == "auth-user-pass" and sent.endswith("<auth-user-pass>\nme\npw\n</auth-user-pass>\n")
     assert sent.splitlines()[:4] == TEXT.splitlines()[:4] and "creds" not in sent
     options, _ = cli.run_request(cli.quick_run_args(["run", "--openvpn", str(path), "--", "curl"]))
     assert options == {"name": "curl", "openvpn": sent}
     (tmp_path / "creds").chmod(0o666)
     with pytest.raises(ValidationError, match=r"^auth-user-pass \(line 5\) .*creds: others may write it"):
-        cli.read_file_option(option, str(path))
+        tunnelfiles.read_file_option(option, str(path))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
@@ -139,7 +139,7 @@ def test_an_auth_file_of_another_user_is_refused(tmp_path):
     path.write_text(TEXT.replace("nobind", "auth-user-pass creds"))
     path.chmod(0o600)
     with pytest.raises(ValidationError, match=r"creds: not your file \(owner uid 65534\)$"):
-        cli.read_file_option(next(o for o in model.OPTIONS if o.key == "openvpn"), str(path))
+        tunnelfiles.read_file_option(next(o for o in model.OPTIONS if o.key == "openvpn"), str(path))
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -34,9 +34,9 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ... import linkdns
-from ...model import JailSpec, Publish, ValidationError
+from ...model import JailSpec, Publish, ValidationError, is_address
 from ...ovpnconf import OpenVpnConfig
-from ...wgconf import WireGuardConfig, is_name, resolve_endpoints
+from ...wgconf import WireGuardConfig, resolve_endpoints
 from ..firewall import backends, jailpolicy, rules, traffic
 from ..kernel import hostports, netns, resolv
 from ..tunnels import lookups, openvpn, wireguard
@@ -396,7 +396,7 @@ class Engine:
         """The config with every Endpoint name replaced by its address, the names looked up together."""
         try:
             found = self.lookups.resolve_all([(peer.endpoint.host, peer.endpoint.port) for peer in config.peers
-                                              if is_name(peer.endpoint.host)])
+                                              if not is_address(peer.endpoint.host)])
         except lookups.LookupsBusy as exc:
             raise JailError(f"could not create jail {name!r}: {exc}") from None
 
