@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import interface as api
 from ..hostfirewall import DEFAULT_FIREWALLD_ZONE
-from .firewall import backends
+from .firewall import choice
 from .engine.engine import DEFAULT_MAX_JAILS_PER_USER
 from .engine.pool import DEFAULT_POOL
 from .engine.state import RUN_DIR
@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
                         help="exit after this long with no jail (0: never)")
     parser.add_argument("--firewall", metavar="BACKEND",
-                        help=f"{', '.join((backends.AUTO, *backends.BACKENDS))} "
-                             f"(default: ${backends.SETTING_ENV}, else {backends.AUTO})")
+                        help=f"{', '.join((choice.AUTO, *choice.BACKENDS))} "
+                             f"(default: ${choice.SETTING_ENV}, else {choice.AUTO})")
     parser.add_argument("--firewalld-zone", default=DEFAULT_FIREWALLD_ZONE, metavar="ZONE",
                         help="firewalld zone for appjail's interfaces while jails exist (%(default)s)")
     parser.add_argument("--max-jails-per-user", type=int, default=DEFAULT_MAX_JAILS_PER_USER, metavar="N",
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        choice = backends.choose(args.firewall)
-    except backends.UnknownBackend as exc:
+        chosen = choice.choose(args.firewall)
+    except choice.UnknownBackend as exc:
         print(f"appjail-helper: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO,
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
               "(this one changed nothing)", file=sys.stderr)
         return 1
     log.info("descriptor limit: %d", raise_descriptor_limit())
-    log.info("firewall backend: %s (%s)", choice.name, choice.reason)
+    log.info("firewall backend: %s (%s)", chosen.name, chosen.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
-    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=choice, coexist=coexist,
+    engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=chosen, coexist=coexist,
                     max_jails_per_user=args.max_jails_per_user,
                     link_dns=lambda ifname: linkdns.link_dns(ifname, linkdns.Busctl(args.bus_address)))
     report = engine.reconcile()

@@ -19,7 +19,7 @@ import pytest
 
 from appjail.helper.engine.engine import Engine
 from appjail.helper.engine.pool import RULE_PRIORITY, TABLE_BASE
-from appjail.helper.firewall import backends
+from appjail.helper.firewall import choice
 from appjail.helper.kernel import netns
 from appjail.lab import Lab, in_netns
 from appjail.lab.helper import LabHelper
@@ -57,7 +57,7 @@ def _residue_in_host() -> list[str]:
         found += [f"policy rule {r}" for r in netns.policy_rules(ipr, RULE_PRIORITY)]
         found += [f"table {t}" for t in netns.route_tables(ipr)
                   if TABLE_BASE <= t < TABLE_BASE + 16384]
-    for backend in map(backends.open_backend, backends.BACKENDS):  # leftovers in either are leaks
+    for backend in map(choice.open_backend, choice.BACKENDS):  # leftovers in either are leaks
         owners, chains = backend.list_owned()
         found += [f"{backend.name} rule {o}" for o in owners] + [f"{backend.name} chain {c}" for c in chains]
     return found

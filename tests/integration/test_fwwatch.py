@@ -27,7 +27,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from appjail.helper.firewall import backends
+from appjail.helper.firewall import choice
 from appjail.lab import hostfirewalls
 from appjail.model import JailSpec, Publish
 
@@ -70,7 +70,7 @@ PROBE = textwrap.dedent("""
                 probe.close()
         time.sleep(0.1)
 """)
-BACKEND = backends.choose().name
+BACKEND = choice.choose().name
 
 
 def _nft(ns: str, *args: str) -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from appjail import model, tunnelfiles
-from appjail.helper.engine.engine import Engine, Jail, JailError
+from appjail.helper.engine.engine import Engine, JailError
+from appjail.helper.engine.jail import Jail
 from appjail.helper.kernel.netns import list_namespaces
 from appjail.helper.tunnels import openvpn, tundaemon
 from appjail.lab import Lab, in_netns

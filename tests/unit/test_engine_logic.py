@@ -6,7 +6,7 @@ import pytest
 
 from appjail.helper.engine.engine import Conflict, Engine, JailError, LimitReached
 from appjail.helper.engine.resources import KINDS
-from appjail.helper.firewall.backends import Choice
+from appjail.helper.firewall.choice import Choice
 from appjail.linkdns import LinkDNS, NoLinkDNS
 from appjail.model import JailSpec
 

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from appjail.helper.firewall import backends
+from appjail.helper.firewall import backends, choice
 from appjail.helper.firewall.blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, Blocked
 from appjail.helper.firewall.nft import blocked_set, _element, _elements, encode, encode_chain_rule
 from appjail.helper.firewall.rules import build_guard_rules, build_jail_rules
@@ -16,33 +16,33 @@ from appjail.model import JailSpec, Publish
 @pytest.fixture
 def host(monkeypatch):
     """A host whose legacy tables and iptables build the test sets."""
-    monkeypatch.delenv(backends.SETTING_ENV, raising=False)
+    monkeypatch.delenv(choice.SETTING_ENV, raising=False)
     facts = {"tables": [], "build": "nft"}
     monkeypatch.setattr(backends, "legacy_tables", lambda: facts["tables"])
-    monkeypatch.setattr(backends, "iptables_build", lambda: facts["build"])
+    monkeypatch.setattr(choice, "iptables_build", lambda: facts["build"])
     return facts
 
 
 def test_nftables_unless_the_host_uses_legacy(host):
-    assert backends.choose().name == "nftables"
+    assert choice.choose().name == "nftables"
     host["build"] = "legacy"
-    assert backends.choose() == backends.Choice("xtables", "the host's iptables command is the legacy build")
+    assert choice.choose() == choice.Choice("xtables", "the host's iptables command is the legacy build")
     host["build"], host["tables"] = "nft", ["filter", "nat"]
-    choice = backends.choose()
-    assert choice.name == "xtables" and "filter, nat" in choice.reason
+    chosen = choice.choose()
+    assert chosen.name == "xtables" and "filter, nat" in chosen.reason
 
 
 def test_a_kernel_without_legacy_x_tables_gets_nftables(host):
     host["tables"], host["build"] = None, "legacy"
-    assert backends.choose() == backends.Choice("nftables", "this kernel has no legacy x_tables")
+    assert choice.choose() == choice.Choice("nftables", "this kernel has no legacy x_tables")
 
 
 def test_the_setting_wins(host, monkeypatch):
     host["build"] = "legacy"
-    assert backends.choose("nftables").name == "nftables"
-    monkeypatch.setenv(backends.SETTING_ENV, "nftables")
-    assert backends.choose().name == "nftables"
-    assert backends.choose("xtables").name == "xtables"
+    assert choice.choose("nftables").name == "nftables"
+    monkeypatch.setenv(choice.SETTING_ENV, "nftables")
+    assert choice.choose().name == "nftables"
+    assert choice.choose("xtables").name == "xtables"
 
 
 @pytest.mark.parametrize("setting", ["nft", "iptables", "NFTABLES", "legacy"])

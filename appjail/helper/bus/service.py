@@ -36,7 +36,8 @@ from ...model import LaunchSpec, ValidationError
 from ..kernel import launch
 from .audience import Audience
 from .authz import Authority, Caller, CallerUnknown, identify
-from ..engine.engine import Conflict, JailError, JailId, JailNotFound, LimitReached
+from ..engine.engine import Conflict, JailError, JailNotFound, LimitReached
+from ..engine.jail import JailId
 from .supervisor import NotAllowed, Supervisor, publish_needs_manage
 
 log = logging.getLogger(__name__)

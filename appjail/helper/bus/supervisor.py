@@ -49,7 +49,8 @@ from ..engine import offloop
 from ..firewall import traffic
 from ..kernel import hostports, launch, netns, resolv
 from .authz import Caller
-from ..engine.engine import Conflict, Engine, Jail, JailError, JailId, JailNotFound, LimitReached
+from ..engine.engine import Conflict, Engine, JailError, JailNotFound, LimitReached
+from ..engine.jail import Jail, JailId
 from ..kernel.scopes import Scopes
 
 log = logging.getLogger(__name__)

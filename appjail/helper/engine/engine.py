@@ -27,32 +27,30 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ... import linkdns
-from ...model import JailSpec, Publish, ValidationError, is_address
+from ...model import JailSpec, ValidationError, is_address
 from ...ovpnconf import OpenVpnConfig
 from ...wgconf import WireGuardConfig, resolve_endpoints
-from ..firewall import backends, jailpolicy, rules, traffic
+from ..firewall import backends, choice, jailpolicy, rules, traffic
 from ..kernel import hostports, netns, resolv
 from ..tunnels import lookups, openvpn, wireguard
 from ..firewall.coexist import Coexistence, CoexistError
 from ..firewall.backends import FirewallBackend
 from ..firewall.forwarding import Forwarding
 from ..firewall.fwwatch import FirewallWatch
-from ..kernel.hostports import HeldPort
 from ..kernel.linkwatch import LinkWatcher
+from .jail import Jail, JailId
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
-from .resources import KINDS, NAT, TUNNEL, Host, Ready, Step, nat_jails, sweep_order
+from .resources import KINDS, Host, Ready, Step, nat_jails, sweep_order
 from .state import READY, RUN_DIR, JailRecord, StateStore
 
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
-JailId = tuple[int, str]  # (owner uid, name): a jail in the registry
 
 
 class JailError(RuntimeError):
@@ -77,98 +75,6 @@ class LimitReached(JailError):
 
 DEFAULT_MAX_JAILS_PER_USER = 32
 NAMED = 10  # jails a repair's log line names
-
-
-@dataclass
-class Repairs:
-    """How often the host's side of a jail's rules was put back after a host tool removed it (see repair)."""
-
-    count: int = 0
-    last: float | None = None  # epoch seconds
-    what: str = ""  # what had changed, as the helper's log line says
-
-    def note(self, when: float, what: str) -> None:
-        self.count += 1
-        self.last, self.what = when, what
-
-    def as_dict(self) -> dict:
-        """As `ls --json` and `inspect --json` show it (last 0: never; the bus carries no null)."""
-        return {"count": self.count, "last": int(self.last or 0), "what": self.what}
-
-
-@dataclass
-class Jail:
-    record: JailRecord
-    addressing: JailAddressing | None  # a tunnel jail takes no address from the pool
-    dns: tuple[str, ...]
-    secret: WireGuardConfig | OpenVpnConfig | None = None  # a tunnel's keys, only while it is being made
-    held_ports: list[HeldPort] | None = None  # None: not held by this helper yet (adopted)
-    ports_not_held: tuple[Publish, ...] = ()  # published, not bound again after a restart (see PublishedPorts)
-    connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
-    pool: str = ""  # the engine's address pool (jailpolicy)
-    repairs: Repairs = field(default_factory=lambda: Repairs())
-
-    @property
-    def kind(self) -> str:
-        return NAT if self.tunnel is None else TUNNEL
-
-    @property
-    def tunnel(self) -> dict | None:
-        """What may be shown of a tunnel jail's tunnel (type, endpoint, addresses, peer)."""
-        return self.record.tunnel
-
-    @property
-    def tunnel_ifname(self) -> str:
-        return self.record.kernel_name
-
-    @property
-    def address(self) -> str:
-        """The jail's own IPv4 address: its veth's, or its tunnel's."""
-        if self.addressing is not None:
-            return self.addressing.jail_address
-        # an OpenVPN tunnel's address is the server's to push: none before it first came up
-        return next((a.split("/")[0] for a in self.tunnel["addresses"] if ":" not in a), "-")
-
-    @property
-    def spec(self) -> JailSpec:
-        return self.record.spec
-
-    @property
-    def settings(self) -> JailSpec:
-        """The spec as the jail has it: `dns` the servers it got (the host's when none were asked)."""
-        return self.spec._replace(dns=self.dns)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def id(self) -> JailId:
-        return self.owner_uid, self.name
-
-    @property
-    def netns(self) -> str:
-        return self.record.kernel_name
-
-    @property
-    def host_ifname(self) -> str:
-        return self.record.kernel_name
-
-    @property
-    def owner_uid(self) -> int:
-        return self.record.owner_uid
-
-    @cached_property
-    def policy(self) -> jailpolicy.JailPolicy:
-        """What the jail's own namespace refuses (see jailpolicy)."""
-        assert self.addressing is not None, "a tunnel jail has no veth to refuse anything on"
-        return jailpolicy.build(self.spec, self.host_ifname, self.addressing.jail_address, self.pool)
-
-    @cached_property
-    def firewall_rules(self) -> rules.JailRules:
-        assert self.addressing is not None, "a tunnel jail has no firewall rules"
-        return rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
-                                         self.addressing.jail_address)
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -196,7 +102,7 @@ class Engine:
     def __init__(self, run_dir: Path = RUN_DIR, pool: str = DEFAULT_POOL,
                  etc_netns: Path = resolv.ETC_NETNS,
                  upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
-                 firewall_choice: backends.Choice | None = None,
+                 firewall_choice: choice.Choice | None = None,
                  coexist: Coexistence | None = None,
                  system: Any = netns, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = wireguard,
@@ -207,7 +113,7 @@ class Engine:
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
                  resolve_timeout: float = lookups.TIMEOUT,
                  link_dns: Callable[[str], linkdns.LinkDNS] = linkdns.link_dns) -> None:
-        """firewall_choice: the backend to use (default: backends.choose() for this host).
+        """firewall_choice: the backend to use (default: choice.choose() for this host).
 
         max_jails_per_user: how many jails one owner may have (create's
         `unlimited` lifts it); each holds a /30, a routing table, a namespace
@@ -235,8 +141,8 @@ class Engine:
         self._jails: dict[JailId, Jail] = {}  # changed under the lock
         self._view: dict[JailId, Jail] = {}  # a copy of it, replaced whole: what find and list read
         self.store = StateStore(run_dir)
-        self.firewall_choice = firewall_choice or backends.choose()
-        self.firewall = firewall_backend or backends.open_backend(self.firewall_choice.name)
+        self.firewall_choice = firewall_choice or choice.choose()
+        self.firewall = firewall_backend or choice.open_backend(self.firewall_choice.name)
         self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall, system)
         self.pool = AddressPool(pool)
         self.etc_netns = etc_netns
@@ -249,7 +155,7 @@ class Engine:
         self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
-                         other_firewalls=lambda: backends.other_backends(self.firewall.name),
+                         other_firewalls=lambda: choice.other_backends(self.firewall.name),
                          openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed)
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None

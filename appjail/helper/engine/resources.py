@@ -25,18 +25,17 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..firewall import rules, traffic
 from ..kernel import resolv
 from ..firewall.coexist import Coexistence
 from ..firewall.backends import FirewallBackend
 from ..firewall.forwarding import Forwarding
+from .jail import NAT, TUNNEL, Jail, JailId
 from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, StateStore
 
-if TYPE_CHECKING:
-    from .engine import Jail, JailId
 
 log = logging.getLogger(__name__)
 PREFIX = rules.PREFIX
@@ -465,7 +464,6 @@ class Ready:
 RESOURCES: tuple[Step, ...] = (Record(), PublishedPorts(), Namespace(), Veth(), VpnRouting(), EgressForwarding(),
                                Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), Ready())
 TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
-NAT, TUNNEL = "nat", "tunnel"
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}
 
 
