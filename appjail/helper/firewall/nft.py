@@ -48,8 +48,8 @@ from ...model import Publish
 from ..kernel import nlraw
 from .blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, PORT_PROTOCOLS, Blocked, FirstSeen, oldest, protocol_name
 from .backends import Counters, Damage, FirewallError, Residue
-from .rules import (GUARD_CHAIN, PREFIX, RECORD, JailRules, build_guard_rules, jail_chain, reason_code,
-                    reason_of, sum_by_role)
+from .rules import (GUARD_CHAIN, LOOPBACK, PREFIX, RECORD, JailRules, build_guard_rules, jail_chain,
+                    reason_code, reason_of, sum_by_role)
 
 FAMILY, TABLE = "inet", "appjail"
 SKELETON = f"""
@@ -80,7 +80,7 @@ table {FAMILY} {TABLE} {{
     }}
     chain output {{
         type nat hook output priority -100; policy accept;
-        ip daddr != 127.0.0.0/8 meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
+        ip daddr != {LOOPBACK} meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
     }}
 }}
 """

@@ -3,13 +3,14 @@
 Rules are dicts in python-iptables' `iptc.easy` form (a small vocabulary:
 interfaces, addresses, protocol and port, conntrack state, address type,
 comment, target), so building them is pure and unit-tested, and each backend
-(firewall_xt, firewall_nft) only encodes them. Every rule that appjail puts
+(xt, nft) only encodes them. Every rule that appjail puts
 into a chain it shares (a hook) carries the comment `aj-NAME`: that is how
 teardown and reconcile find them without guessing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from ...model import JailSpec, Publish
 
 PREFIX = "aj-"
 GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail
+LOOPBACK = "127.0.0.0/8"  # never sent on to a jail: the host's connections to it stay the host's
 ESTABLISHED = {"conntrack": {"ctstate": "RELATED,ESTABLISHED"}}
 def jail_chain(name: str) -> str:
     return PREFIX + name
@@ -158,9 +160,8 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     for publish in spec.publish:
         dnat = _dnat(publish, jail_address)
         hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
-        # the host itself, at its own addresses (loopback would need route_localnet)
-        local = dnat if publish.host_address else {"dst": "!127.0.0.0/8", **dnat}
-        hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
+        if (local := _local_dnat(publish, dnat)) is not None:
+            hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
     return JailRules(name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
                      vpn, spec.publish)
 
@@ -172,6 +173,14 @@ def _dnat(publish: Publish, jail_address: str) -> dict:
     if publish.host_address:
         rule["dst"] = publish.host_address
     return {**rule, "target": {"DNAT": {"to-destination": f"{jail_address}:{publish.jail_port}"}}}
+
+
+def _local_dnat(publish: Publish, dnat: dict) -> dict | None:
+    """The host's own connections to a published port, at its own addresses, never at loopback
+    (a packet from 127/8 cannot leave through the veth: route_localnet stays off); None: no rule."""
+    if publish.host_address is None:
+        return {"dst": "!" + LOOPBACK, **dnat}
+    return None if ipaddress.ip_address(publish.host_address) in ipaddress.ip_network(LOOPBACK) else dnat
 
 
 def build_guard_rules(forwarding_ifnames: Iterable[str]) -> tuple[dict, ...]:
