@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import linkdns
     from .firewall.coexist import Coexistence
+    from .engine.drivers import machine
     from .engine.engine import Engine
     from .kernel.scopes import Scopes
     from .bus.service import HelperService
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("descriptor limit: %d", raise_descriptor_limit())
     log.info("firewall backend: %s (%s)", chosen.name, chosen.reason)
     coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
+    # the machine's own drivers: the engine's, and through it the supervisor's
     engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=chosen, coexist=coexist,
-                    max_jails_per_user=args.max_jails_per_user,
+                    max_jails_per_user=args.max_jails_per_user, drivers=machine(),
                     link_dns=lambda ifname: linkdns.link_dns(ifname, linkdns.Busctl(args.bus_address)))
     report = engine.reconcile()
     log.info("reconciled: adopted %s, removed %s", report.adopted or "nothing", report.removed or "nothing")

@@ -10,20 +10,25 @@ test can make any call fail with `fail_on`.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import count
+from pathlib import Path
 from typing import Any, TypeVar
 
 from appjail.helper.firewall.backends import Damage, Residue
 from appjail.helper.firewall.rules import GUARD_CHAIN, PREFIX, ROLES, JailRules
+from appjail.helper.kernel import launch
 from appjail.helper.kernel.hostports import PortInUse
 from appjail.helper.kernel.netns import NetnsError
 from appjail.model import Publish
 
 T = TypeVar("T")
 HOST = "host"
+HOST_NETNS = (0, 1)  # the fake kernel's id of the helper's own network namespace
 STUCK_AT_MOST = 5.0  # s a stuck stand-in waits for its test to let it go
 
 
@@ -60,6 +65,8 @@ class FakeKernel(Recorder):
                                         for name in (*host_links, "default")}
         self._current = HOST
         self._retired = count()
+        self.members: dict[str, list[int]] = {}  # namespace -> pids started in it
+        self._ids: dict[str, int] = {}
 
     def state(self) -> dict:
         """Everything but sysctls, for before/after comparisons."""
@@ -166,6 +173,29 @@ class FakeKernel(Recorder):
         if key not in self.sysctls:
             raise FileNotFoundError(key)
         return self.sysctls[key]
+
+    # -- the processes in a namespace (the fake launcher's children) ----------------
+
+    def netns_path(self, name: str) -> Path:
+        return Path("/run/netns") / name
+
+    def namespace_id(self, path: str | Path) -> tuple[int, int]:
+        """The host's for /proc/self/ns/net, one of its own for each other path."""
+        return HOST_NETNS if str(path) == "/proc/self/ns/net" else (0, self._ids.setdefault(str(path), len(self._ids) + 2))
+
+    def namespace_pids(self, name: str) -> list[int]:
+        return [pid for pid in self.members.get(name, []) if _alive(pid)]
+
+    def pids_by_namespace(self, names: Iterable[str]) -> dict[str, list[int]]:
+        return {name: self.namespace_pids(name) for name in names}
+
+    def signal_namespace(self, name: str, signum: int) -> int:
+        """Signals the fake launcher's children in NAME (the test's own processes, nobody else's)."""
+        pids = self.namespace_pids(name)
+        self._op("signal_namespace", name, signum)
+        for pid in pids:
+            os.kill(pid, signum)
+        return len(pids)
 
     def write_sysctl(self, key: str, value: str) -> str:
         self._op("write_sysctl", key, value)
@@ -484,3 +514,63 @@ class FakeConntrack(Recorder):
     def forget_connections_soon(self, jail_address: str) -> None:
         self._op("forget_connections", jail_address)
         self.addresses.discard(jail_address)
+
+    def connections(self, jail_address: str) -> tuple[list[dict], bool]:
+        return ([{"dst": "192.0.2.80"}] if jail_address in self.addresses else []), False
+
+
+def _alive(pid: int) -> bool:
+    """Not yet reaped (the helper's main loop reaps the launcher's children)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class FakeLauncher(Recorder):
+    """appjail.helper.kernel.launch's start over a forked child that does not exec.
+
+    The child waits at its gate like the real one; opened, it reports what
+    `report` says (b"": it "exec'd"), then ends with `exit_code`, or runs
+    until signalled when `exit_code` is None. Its pid counts as a member of
+    the jail's namespace in the fake kernel.
+    """
+
+    def __init__(self, ops: list[str], kernel: FakeKernel) -> None:
+        super().__init__(ops)
+        self.kernel = kernel
+        self.report = b""
+        self.exit_code: int | None = 0
+        self.started: list[tuple[int, list[bytes]]] = []
+
+    def start(self, request: launch.LaunchRequest, caller: launch.Identity) -> launch.Started:
+        self._op("launch", caller.uid, *(arg.decode() for arg in request.argv))
+        report_read, report_write = os.pipe()
+        gate_read, gate_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: nothing but system calls, then _exit
+            code = 125
+            try:
+                os.close(report_read)
+                os.close(gate_write)
+                if os.read(gate_read, 1):
+                    os.write(report_write, self.report)
+                    os.close(report_write)
+                    if self.exit_code is None:  # runs until a signal ends it
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                        while True:
+                            signal.pause()
+                    code = self.exit_code
+            finally:
+                os._exit(code)
+        os.close(report_write)
+        os.close(gate_read)
+        namespace = Path(request.netns_path).name
+        self.kernel.members.setdefault(namespace, []).append(pid)
+        self.started.append((pid, list(request.argv)))
+        return launch.Started(pid, report_read, gate_write)
+
+    def open_gate(self, gate_fd: int) -> None:
+        launch.open_gate(gate_fd)
+

@@ -18,9 +18,7 @@ from appjail.helper.bus.supervisor import Supervisor
 from appjail.helper.engine.engine import LimitReached
 from appjail.model import JailSpec, LaunchSpec
 
-from .test_supervisor_connecting import loop_until
-from .test_engine_logic import (OVPN_FILE, coexist, conntrack, engine, fw, kernel, make_engine,  # noqa: F401
-                                openvpn, ops, ovpn_config, policy, ports, tunnels)
+from .samples import OVPN_FILE, loop_until, ovpn_config
 
 A, B = 1000, 1001
 

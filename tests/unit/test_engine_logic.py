@@ -10,73 +10,10 @@ from appjail.helper.firewall.choice import Choice
 from appjail.linkdns import LinkDNS, NoLinkDNS
 from appjail.model import JailSpec
 
-from .fakehost import (FakeConntrack, FakeCoexist, FakeFirewall, FakeKernel, FakeOpenvpn, FakePolicy, FakePorts,
-                       FakeTunnels)
-from ..ovpnfiles import KEY_SECRET, client
+from .fakehost import FakeCoexist, FakeFirewall
+from .samples import DNS, PUSHED, WG_KEY, ovpn_config, wg_config
+from ..ovpnfiles import KEY_SECRET
 
-DNS = ("192.0.2.53",)
-
-
-@pytest.fixture
-def ops() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def kernel(ops) -> FakeKernel:
-    return FakeKernel(ops)
-
-
-@pytest.fixture
-def fw(ops) -> FakeFirewall:
-    return FakeFirewall(ops)
-
-
-@pytest.fixture
-def coexist(ops) -> FakeCoexist:
-    return FakeCoexist(ops)
-
-
-@pytest.fixture
-def tunnels(ops, kernel) -> FakeTunnels:
-    return FakeTunnels(ops, kernel)
-
-
-@pytest.fixture
-def openvpn(ops, kernel, tunnels) -> FakeOpenvpn:
-    return FakeOpenvpn(ops, kernel, tunnels)
-
-
-@pytest.fixture
-def ports(ops) -> FakePorts:
-    return FakePorts(ops, host_sockets={("tcp", 22)})
-
-
-@pytest.fixture
-def conntrack(ops) -> FakeConntrack:
-    return FakeConntrack(ops)
-
-
-@pytest.fixture
-def policy(ops, kernel) -> FakePolicy:
-    return FakePolicy(ops, kernel)
-
-
-@pytest.fixture
-def make_engine(tmp_path, kernel, fw, coexist, tunnels, openvpn, ports, conntrack, policy):
-    """An engine over the fakes; a second one on the same state is a restarted helper."""
-    def make(**settings) -> Engine:
-        settings.setdefault("resolve", lambda host, port: [])
-        return Engine(run_dir=tmp_path / "run", etc_netns=tmp_path / "etc-netns",
-                      firewall_choice=Choice("fake", "unit test"), coexist=coexist, system=kernel,
-                      firewall_backend=fw, tunnel_system=tunnels, openvpn_system=openvpn, ports_system=ports,
-                      conntrack_system=conntrack, policy_system=policy, **settings)
-    return make
-
-
-@pytest.fixture
-def engine(make_engine) -> Engine:
-    return make_engine()
 
 
 def test_a_jail_is_made_of_every_resource_and_leaves_nothing(engine, kernel, fw, tmp_path):
@@ -282,23 +219,6 @@ def test_teardown_forgets_the_jails_connections_and_holds_its_address_back(engin
 
 # -- tunnel jails ------------------------------------------------------------
 
-WG_KEY = "A" * 43 + "="
-WG_FILE = f"""[Interface]
-PrivateKey = {WG_KEY}
-Address = 10.66.0.2/32
-DNS = 10.66.0.1
-[Peer]
-PublicKey = {"B" * 43 + "="}
-Endpoint = 198.51.100.1:51820
-AllowedIPs = 0.0.0.0/0
-"""
-
-
-def wg_config():
-    from appjail.wgconf import parse
-    return parse(WG_FILE)
-
-
 def test_a_tunnel_jail_is_namespace_tunnel_resolver_and_nothing_on_the_host(engine, kernel, fw, tunnels,
                                                                             ops, tmp_path):
     before = kernel.state()
@@ -383,10 +303,10 @@ def test_reconcile_adopts_a_tunnel_jail_and_removes_a_crashed_ones_daemon(make_e
     assert restarted.reconcile().removed == []
 
 
-def test_reconcile_leaves_another_helpers_tunnel_jail_alone(make_engine, kernel, tunnels, tmp_path):
+def test_reconcile_leaves_another_helpers_tunnel_jail_alone(make_engine, drivers, kernel, tunnels, tmp_path):
     other = Engine(run_dir=tmp_path / "other-run", etc_netns=tmp_path / "etc-netns",
-                   firewall_choice=Choice("fake", "unit test"), system=kernel, firewall_backend=FakeFirewall([]),
-                   tunnel_system=tunnels)
+                   firewall_choice=Choice("fake", "unit test"), drivers=drivers, firewall_backend=FakeFirewall([]),
+                   coexist=FakeCoexist([]))
     other.create(JailSpec("theirs"), 1000, wireguard=wg_config())
     tunnels.daemons.discard("aj-theirs")  # its daemon lives in the other helper's namespace
     report = make_engine().reconcile()
@@ -396,14 +316,6 @@ def test_reconcile_leaves_another_helpers_tunnel_jail_alone(make_engine, kernel,
 
 
 OVPN_KEY = KEY_SECRET
-OVPN_FILE = client("client", "dev tun", "proto udp", "remote 198.51.100.1 1194", "nobind", "remote-cert-tls server")
-PUSHED = {"ifconfig_local": "203.0.113.130", "ifconfig_netmask": "255.255.255.192", "tun_mtu": "1500",
-          "foreign_option_1": "dhcp-option DNS 192.0.2.53", "trusted_ip": "198.51.100.1", "trusted_port": "1194"}
-
-
-def ovpn_config():
-    from appjail.ovpnconf import parse
-    return parse(OVPN_FILE)
 
 
 def test_an_openvpn_jail_is_made_connecting_and_is_complete_once_its_tunnel_is_up(engine, openvpn, tunnels,

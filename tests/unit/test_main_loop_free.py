@@ -18,9 +18,7 @@ from appjail.helper.tunnels import lookups
 from appjail.model import JailSpec, LaunchSpec
 from appjail.wgconf import parse
 
-from .test_engine_logic import (WG_FILE, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, policy, ports, tunnels, wg_config)
-from .test_supervisor_connecting import loop_until
+from .samples import WG_FILE, loop_until, wg_config
 
 OWNER = 1000
 CALLER = Caller(OWNER, OWNER, ())

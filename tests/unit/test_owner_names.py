@@ -7,11 +7,10 @@ import pytest
 from appjail.helper.bus.authz import Caller
 from appjail.helper.bus.supervisor import NotAllowed, Supervisor
 from appjail.helper.engine.engine import JailError, JailNotFound
-from appjail.helper.kernel.netns import namespace_id
+from appjail.helper.bus.supervisor import NotAllowed, Supervisor
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
-from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn, ops,  # noqa: F401
-                                policy, ports, tunnels, wg_config)
+from .samples import DNS, wg_config
 
 A, B = 1000, 1001
 
@@ -112,9 +111,9 @@ def test_a_caller_reaches_its_own_jail_by_name_and_anothers_only_with_manage(eng
     assert supervisor.visible_jails(caller) == [mine]
 
 
-def test_a_caller_in_a_network_namespace_neither_the_hosts_nor_a_jails_is_refused(engine):
+def test_a_caller_in_a_network_namespace_neither_the_hosts_nor_a_jails_is_refused(engine, kernel):
     supervisor = Supervisor(engine, on_added=lambda name: None, on_removed=lambda name: None)
-    host = namespace_id("/proc/self/ns/net")
+    host = kernel.namespace_id("/proc/self/ns/net")
     assert supervisor.confine(Caller(A, A, (), netns=host)).inside is None
     elsewhere = (host[0], host[1] + 1)  # a service's PrivateNetwork=, a sandbox's --unshare-net
     with pytest.raises(NotAllowed, match="^appjail does not answer programs in another network namespace "

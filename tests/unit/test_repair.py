@@ -8,8 +8,7 @@ from appjail.helper.firewall import jailpolicy
 from appjail.helper.firewall.rules import DENY, NO_LAN, RECORD
 from appjail.model import JailSpec
 
-from .test_engine_logic import (DNS, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, policy, ports, tunnels, wg_config)
+from .samples import DNS, wg_config
 
 
 def test_a_nat_jail_has_its_own_policy_before_its_door_opens_and_a_tunnel_jail_none(engine, ops, policy):

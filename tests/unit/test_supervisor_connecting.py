@@ -3,27 +3,13 @@ tunnel comes up, or fail in one sentence when its daemon ends, the deadline pass
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from gi.repository import GLib
 
 from appjail.helper.bus.authz import Caller
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec
 
-from .test_engine_logic import (PUSHED, coexist, conntrack, engine, fw, kernel, make_engine, openvpn,  # noqa: F401
-                                ops, ovpn_config, policy, ports, tunnels)
-
-OWNER = 1000
-
-
-def loop_until(done, timeout: float = 2.0) -> None:
-    """Run the main loop's events (the helper's, here) until done() or the timeout."""
-    deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:
-        GLib.MainContext.default().iteration(False)
-        time.sleep(0.005)
+from .samples import OWNER, PUSHED, loop_until, ovpn_config
 
 
 @pytest.fixture

@@ -47,11 +47,11 @@ from ...model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, dis
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
 from ..engine import offloop
 from ..firewall import traffic
-from ..kernel import hostports, launch, netns, resolv
+from ..kernel import hostports, launch, resolv
 from .authz import Caller
 from ..engine.engine import Conflict, Engine, JailError, JailNotFound, LimitReached
+from ..engine.drivers import Launcher, ScopePlacer
 from ..engine.jail import Jail, JailId
-from ..kernel.scopes import Scopes
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ class _Launch:
 
     def __init__(self, process: Process, started: launch.Started, exit_read: int, created: bool,
                  reply: Callable[[str, int, int], None],
-                 fail: Callable[[BaseException], None]) -> None:
+                 fail: Callable[[BaseException], None], launcher: Launcher) -> None:
         self.process = process
+        self.launcher = launcher
         self.report_fd = started.report_fd
         self.gate_fd: int | None = started.gate_fd  # None once opened or closed
         self.exit_read = exit_read
@@ -128,7 +129,7 @@ class _Launch:
 
     def open_gate(self) -> None:
         assert self.gate_fd is not None
-        launch.open_gate(self.gate_fd)
+        self.launcher.open_gate(self.gate_fd)
         self.gate_fd = None
 
     def end_report(self) -> None:
@@ -164,8 +165,9 @@ class _Connecting:
 
 class Supervisor:
     def __init__(self, engine: Engine, on_added: Callable[[JailId], None],
-                 on_removed: Callable[[JailId], None], scopes: Scopes | None = None) -> None:
+                 on_removed: Callable[[JailId], None], scopes: ScopePlacer | None = None) -> None:
         self.engine = engine
+        self.host = engine.host  # the machine's drivers, the engine's own
         # from a tunnel daemon's thread: look at the jail from the main loop
         engine.on_tunnel_change = lambda jail_id: GLib.idle_add(self._tunnel_changed, jail_id)
         self.scopes = scopes  # None: programs stay in the helper's cgroup
@@ -180,7 +182,7 @@ class Supervisor:
         # jails being made or removed in a worker thread -> what to do once that is done
         self._creating: dict[JailId, list[Callable[[], None]]] = {}
         self._removing: dict[JailId, list[Done]] = {}
-        self.host_netns = netns.namespace_id("/proc/self/ns/net")  # the network its jails lead to
+        self.host_netns = self.host.netns.namespace_id("/proc/self/ns/net")  # the network its jails lead to
 
     # -- helpers -----------------------------------------------------------
 
@@ -197,7 +199,8 @@ class Supervisor:
         if not caller.netns_ours:
             raise NotAllowed("appjail does not answer programs in a network namespace they made "
                              "themselves (unshare -n): it may be inside a jail")
-        jails = {netns.namespace_id(netns.netns_path(j.netns)): j.id for j in self.engine.list()}
+        kernel = self.host.netns
+        jails = {kernel.namespace_id(kernel.netns_path(j.netns)): j.id for j in self.engine.list()}
         inside = jails.get(caller.netns)
         if inside is None and caller.netns != self.host_netns:
             raise NotAllowed("appjail does not answer programs in another network namespace than the "
@@ -282,7 +285,7 @@ class Supervisor:
 
         def start(jail: Jail, created: bool) -> None:
             request = launch.LaunchRequest(
-                netns_path=str(netns.netns_path(jail.netns)),
+                netns_path=str(self.host.netns.netns_path(jail.netns)),
                 resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
                 argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=held.fds,
                 context=caller.context, hide_system_bus=settings["no_system_bus"])
@@ -389,7 +392,7 @@ class Supervisor:
         """Fork the program's child and watch it from the main loop (see _Launch)."""
         exit_read, exit_write = os.pipe()
         try:
-            started = launch.start(request, caller)
+            started = self.host.launcher.start(request, caller)
         except launch.LaunchError as exc:
             os.close(exit_read)
             os.close(exit_write)
@@ -400,7 +403,7 @@ class Supervisor:
         os.set_blocking(exit_write, False)  # one short line into a fresh pipe; never wait on a reader
         os.set_blocking(started.report_fd, False)
         pending = _Launch(Process(started.pid, jail.id, caller.uid, exit_write), started,
-                          exit_read, created, reply, fail)
+                          exit_read, created, reply, fail, self.host.launcher)
         self._launching[started.pid] = pending
         GLib.child_watch_add(GLib.PRIORITY_DEFAULT, started.pid, self._child_exited)
         pending.watch = GLib.io_add_watch(started.report_fd, GLib.PRIORITY_DEFAULT,
@@ -589,7 +592,7 @@ class Supervisor:
             self._draining.discard(jail_id)
             return False
         if any(p.jail == jail_id for p in self.processes.values()) \
-                or netns.namespace_pids(jail.netns):
+                or self.host.netns.namespace_pids(jail.netns):
             return True
         self._draining.discard(jail_id)
         self._destroy(jail_id)
@@ -669,7 +672,7 @@ class Supervisor:
     def _stop(self, jail: Jail, done: Done) -> None:
         self._stopping[jail.id] = [done]
         started = time.monotonic()
-        if not netns.signal_namespace(jail.netns, signal.SIGTERM):
+        if not self.host.netns.signal_namespace(jail.netns, signal.SIGTERM):
             self._finish_stop(jail.id)  # nothing runs in it
         else:
             GLib.timeout_add(STOP_POLL_MS, self._stop_step, jail.id, jail.netns, started)
@@ -678,9 +681,9 @@ class Supervisor:
         """One look at a stopping jail; True means look again later."""
         elapsed_ms = (time.monotonic() - started) * 1000
         if elapsed_ms < STOP_GRACE_MS:
-            if netns.namespace_pids(netns_name):
+            if self.host.netns.namespace_pids(netns_name):
                 return True
-        elif netns.signal_namespace(netns_name, signal.SIGKILL):
+        elif self.host.netns.signal_namespace(netns_name, signal.SIGKILL):
             if elapsed_ms < STOP_GRACE_MS + STOP_GIVE_UP_MS:
                 return True
             log.warning("processes in %s did not die; tearing down anyway", netns_name)
@@ -712,14 +715,14 @@ class Supervisor:
     def describe(self, jails: list[Jail]) -> list[dict]:
         """What `ls` shows of each jail: its shape, its processes, its totals."""
         nat = [j for j in jails if j.tunnel is None]
-        inside = self.engine.host.policy.read_dropped([j.netns for j in nat])
+        inside = self.host.policy.read_dropped([j.netns for j in nat])
         read = traffic.counters(self.engine.firewall, {j.firewall_rules.name: j.firewall_rules.roles for j in nat},
                                 {j.firewall_rules.name: inside[j.netns] for j in nat if j.netns in inside})
         # per kernel name, the one name no two jails share
         totals = {j.netns: read.get(j.firewall_rules.name, {}) for j in nat}
         tunnel = {j.netns: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
         totals.update({j.netns: self.engine.tunnel_counters(j) for j in jails if j.tunnel is not None})
-        pids = netns.pids_by_namespace(j.netns for j in jails)
+        pids = self.host.netns.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
             **wire_options(jail.settings),
@@ -740,8 +743,8 @@ class Supervisor:
         # a tunnel jail's traffic passes no netfilter hook: no connections, nothing blocked
         if jail.tunnel:
             return {**described, "blocked": [], "connections": [], "connections_cut": False}
-        connections, cut = traffic.connections(jail.address)
-        blocked = traffic.blocked(self.engine.firewall, jail.firewall_rules.name, self.engine.host.policy,
+        connections, cut = self.host.conntrack.connections(jail.address)
+        blocked = traffic.blocked(self.engine.firewall, jail.firewall_rules.name, self.host.policy,
                                   jail.netns, jail.policy.blocked_set)
         return {**described, "blocked": blocked,
                 "connections": connections, "connections_cut": cut}

@@ -36,7 +36,7 @@ from ... import linkdns
 from ...model import JailSpec, ValidationError, is_address
 from ...ovpnconf import OpenVpnConfig
 from ...wgconf import WireGuardConfig, resolve_endpoints
-from ..firewall import backends, choice, jailpolicy, rules, traffic
+from ..firewall import backends, choice, rules
 from ..kernel import hostports, netns, resolv
 from ..tunnels import lookups, openvpn, wireguard
 from ..firewall.coexist import Coexistence, CoexistError
@@ -44,6 +44,7 @@ from ..firewall.backends import FirewallBackend
 from ..firewall.forwarding import Forwarding
 from ..firewall.fwwatch import FirewallWatch
 from ..kernel.linkwatch import LinkWatcher
+from .drivers import Drivers, machine
 from .jail import Jail, JailId
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
 from .resources import KINDS, Host, Ready, Step, nat_jails, sweep_order
@@ -104,11 +105,9 @@ class Engine:
                  upstream_sources: tuple[Path, ...] = resolv.UPSTREAM_SOURCES,
                  firewall_choice: choice.Choice | None = None,
                  coexist: Coexistence | None = None,
-                 system: Any = netns, firewall_backend: FirewallBackend | None = None,
-                 kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = wireguard,
-                 ports_system: Any = hostports, conntrack_system: Any = traffic,
-                 resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
-                 policy_system: Any = jailpolicy,
+                 drivers: Drivers | None = None, firewall_backend: FirewallBackend | None = None,
+                 kinds: dict[str, tuple[Step, ...]] = KINDS,
+                 resolve: Callable[[str, int], list[str]] | None = None,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
                  resolve_timeout: float = lookups.TIMEOUT,
@@ -130,10 +129,9 @@ class Engine:
         --vpn jail without --dns.
 
         coexist: the host's other firewalls (default: without a bus, so no firewalld).
-        system, firewall_backend, tunnel_system, openvpn_system, ports_system,
-        conntrack_system and policy_system replace the kernel (the netns, tunnels,
-        openvpn, hostports, traffic and jailpolicy modules' functions) and the firewall, resolve the host's name
-        lookup: unit tests pass in-memory stand-ins.
+        drivers and firewall_backend replace the machine (default: its own, see
+        drivers.machine) and resolve the host's name lookup: unit tests pass
+        in-memory stand-ins.
         """
         self.max_jails_per_user = max_jails_per_user
         self.connect_timeout = connect_timeout
@@ -143,20 +141,21 @@ class Engine:
         self.store = StateStore(run_dir)
         self.firewall_choice = firewall_choice or choice.choose()
         self.firewall = firewall_backend or choice.open_backend(self.firewall_choice.name)
-        self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall, system)
+        drivers = drivers or machine()
+        self.forwarding = Forwarding(run_dir / "forwarding.json", self.firewall, drivers.kernel)
         self.pool = AddressPool(pool)
         self.etc_netns = etc_netns
         self.upstream_sources = upstream_sources
-        self.system = system
+        self.system = drivers.kernel
         self.kinds = kinds
         self.lookups = lookups.NameLookups(self._resolve_logged, resolve_timeout)
         self._resolve = resolve or resolve_host
         self._link_dns = link_dns
-        self.host = Host(system, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
-                         self.pool, coexist or Coexistence(run_dir / "coexist.json"),
-                         tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
+        self.host = Host(drivers.kernel, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
+                         self.pool, coexist or Coexistence(run_dir / "coexist.json"), drivers.wireguard,
+                         drivers.openvpn, drivers.ports, drivers.conntrack, drivers.launcher, drivers.policy,
                          other_firewalls=lambda: choice.other_backends(self.firewall.name),
-                         openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed)
+                         tunnel_changed=self._tunnel_changed)
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None
         self._host_addresses: set[str] | None = None  # as the jails' own policies have them
@@ -406,7 +405,7 @@ class Engine:
         """
         if not jail.connecting:
             return True
-        driver, ifname = self.host.driver(jail), jail.tunnel_ifname
+        driver, ifname = self.host.openvpn, jail.tunnel_ifname  # the one tunnel that connects
         if driver.connected(ifname):
             jail.connecting = False
             Ready.mark(self.host, jail)
@@ -590,7 +589,7 @@ class Engine:
         name = record.kernel_name
         if record.tunnel is None:
             return name in links
-        return self.host.drivers()[record.tunnel["type"]].present(name, name)
+        return self.host.tunnel_drivers()[record.tunnel["type"]].present(name, name)
 
     def _adopt(self, record: JailRecord) -> Jail:
         addressing = None if record.slot is None else self.pool.addressing(record.slot)

@@ -32,6 +32,7 @@ from ..kernel import resolv
 from ..firewall.coexist import Coexistence
 from ..firewall.backends import FirewallBackend
 from ..firewall.forwarding import Forwarding
+from .drivers import Conntrack, JailPolicies, Kernel, Launcher, OpenVpn, Ports, TunnelDriver, WireGuard
 from .jail import NAT, TUNNEL, Jail, JailId
 from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, StateStore
@@ -46,9 +47,9 @@ Note = Callable[[str, str], None]  # note(kind, name): what reconcile removed
 
 @dataclass
 class Host:
-    """Everything the steps touch: the real system, or a stand-in in unit tests."""
+    """Everything the steps touch: the machine's drivers (or in-memory fakes), and the engine's parts."""
 
-    netns: Any  # the module appjail.helper.kernel.netns, or an object with its functions
+    netns: Kernel
     firewall: FirewallBackend
     forwarding: Forwarding
     store: StateStore
@@ -56,22 +57,22 @@ class Host:
     jails: Mapping[JailId, Jail]  # the engine's live jails
     pool: AddressPool
     coexist: Coexistence
-    tunnels: Any = None  # the module appjail.helper.tunnels.wireguard (WireGuard), or a stand-in
-    ports: Any = None  # the module appjail.helper.kernel.hostports (hold, hold_each, release), or a stand-in
-    conntrack: Any = None  # the module appjail.helper.firewall.traffic (forget_connections_soon), or a stand-in
+    wireguard: WireGuard
+    openvpn: OpenVpn
+    ports: Ports
+    conntrack: Conntrack
+    launcher: Launcher
+    policy: JailPolicies
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
-    openvpn: Any = None  # the module appjail.helper.tunnels.openvpn, or a stand-in
-    policy: Any = None  # the module appjail.helper.firewall.jailpolicy, or a stand-in
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
 
-    def drivers(self) -> dict[str, Any]:
-        """Each tunnel type's module: make, remove, present, sweep, status, counters."""
-        found = {WIREGUARD: self.tunnels, OPENVPN: self.openvpn}
-        return {kind: driver for kind, driver in found.items() if driver is not None}
+    def tunnel_drivers(self) -> dict[str, TunnelDriver]:
+        """Each tunnel type's driver: make, remove, present, sweep, status, counters."""
+        return {WIREGUARD: self.wireguard, OPENVPN: self.openvpn}
 
-    def driver(self, jail: Jail) -> Any:
-        return self.drivers()[jail.tunnel["type"]]
+    def driver(self, jail: Jail) -> TunnelDriver:
+        return self.tunnel_drivers()[jail.tunnel["type"]]
 
 
 class Step(Protocol):
@@ -171,7 +172,7 @@ def kept_namespaces(host: Host, live: Mapping[JailId, Jail]) -> set[str]:
                 name, lambda: host.netns.link_index(host.netns.JAIL_IFNAME) is not None):
             log.info("leaving %s alone: its veth peer is in another network namespace", name)
             kept.add(name)
-        elif name not in ours and host.tunnels.present(name, name):
+        elif name not in ours and host.wireguard.present(name, name):
             log.info("leaving %s alone: a tunnel jail no record of ours names", name)
             kept.add(name)
     return kept
@@ -393,13 +394,13 @@ class Tunnel:
     @staticmethod
     def _wireguard(host: Host, ipr: Any, jail: Jail, config: Any) -> None:
         ifname = jail.tunnel_ifname
-        kind = host.tunnels.create(ipr, ifname)
+        kind = host.wireguard.create(ipr, ifname)
         jail.record.tunnel["implementation"] = kind
-        host.tunnels.configure(ifname, config.setconf_text())
-        host.tunnels.move(ipr, ifname, jail.netns)
-        host.netns.run_in_namespace(jail.netns, lambda: host.tunnels.configure_inside(
+        host.wireguard.configure(ifname, config.setconf_text())
+        host.wireguard.move(ipr, ifname, jail.netns)
+        host.netns.run_in_namespace(jail.netns, lambda: host.wireguard.configure_inside(
             ifname, config.addresses, config.routes(), config.mtu, config.ipv6))
-        host.tunnels.wait_ready(ifname, kind)
+        host.wireguard.wait_ready(ifname, kind)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.driver(jail).remove(ipr, jail.netns, jail.tunnel_ifname)
@@ -409,7 +410,7 @@ class Tunnel:
         for jail in live.values():
             if jail.tunnel is not None and jail.tunnel["type"] == OPENVPN:
                 host.openvpn.adopt(jail.tunnel_ifname, *_openvpn_callbacks(host, jail))
-        for kind, driver in host.drivers().items():
+        for kind, driver in host.tunnel_drivers().items():
             live_ifnames = {jail.tunnel_ifname for jail in live.values()
                             if jail.tunnel is not None and jail.tunnel["type"] == kind}
             for name in driver.sweep(PREFIX, live_ifnames):
@@ -427,8 +428,8 @@ def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
     ifname = jail.tunnel_ifname
     with host.netns.rtnl() as own:
         if host.netns.link_index(ifname) is not None:
-            host.tunnels.move(own, ifname, jail.netns)
-    host.netns.run_in_namespace(jail.netns, lambda: host.tunnels.configure_inside(
+            host.wireguard.move(own, ifname, jail.netns)
+    host.netns.run_in_namespace(jail.netns, lambda: host.wireguard.configure_inside(
         ifname, up.addresses, up.routes(), up.mtu, up.ipv6))
     jail.record.tunnel["addresses"] = [str(address) for address in up.addresses]
     if not jail.spec.dns and up.dns and up.dns != jail.dns:
