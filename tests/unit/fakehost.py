@@ -552,8 +552,10 @@ class FakeLauncher(Recorder):
         if pid == 0:  # pragma: no cover - the child: nothing but system calls, then _exit
             code = 125
             try:
-                os.close(report_read)
-                os.close(gate_write)
+                low, high = sorted((report_write, gate_read))  # nothing else of the helper's, as launch does
+                os.closerange(3, low)
+                os.closerange(low + 1, high)
+                os.closerange(high + 1, 65536)
                 if os.read(gate_read, 1):
                     os.write(report_write, self.report)
                     os.close(report_write)
