@@ -19,7 +19,7 @@ import time
 
 from benchlab import engine_in_lab, median_line
 
-from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.policy import Caller
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec
 

@@ -13,9 +13,9 @@ import pytest
 
 from appjail import interface as api
 from appjail.helper.bus import service, supervisor as supervising
-from appjail.helper.bus.authz import Caller
-from appjail.helper.bus.supervisor import Supervisor
+from appjail.helper.bus.policy import Caller
 from appjail.helper.engine.engine import LimitReached
+from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec, LaunchSpec
 
 from .samples import OVPN_FILE, loop_until, ovpn_config

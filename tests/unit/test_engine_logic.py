@@ -130,11 +130,10 @@ def test_a_user_at_the_limit_gets_no_new_jail_and_nothing_is_made(make_engine, k
 
 
 def test_root_and_managers_are_not_limited():
-    from appjail.helper.bus.authz import Caller
-    from appjail.helper.bus.supervisor import Supervisor
-    assert Supervisor.unlimited(Caller(0, 0, ()))
-    assert Supervisor.unlimited(Caller(1000, 1000, (), may_manage=True))
-    assert not Supervisor.unlimited(Caller(1000, 1000, ()))
+    from appjail.helper.bus.policy import Caller, unlimited
+    assert unlimited(Caller(0, 0, ()))
+    assert unlimited(Caller(1000, 1000, (), may_manage=True))
+    assert not unlimited(Caller(1000, 1000, ()))
 
 
 @pytest.mark.parametrize("limit", ["0", "-3"])

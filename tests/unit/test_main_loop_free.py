@@ -10,11 +10,11 @@ import time
 import pytest
 
 from appjail import report
-from appjail.helper.bus.authz import Caller
-from appjail.helper.bus.supervisor import Supervisor
-from appjail.helper.engine.engine import JailError, JailNotFound
-from appjail.helper.firewall import traffic
 from appjail.helper.tunnels import lookups
+from appjail.helper.firewall import traffic
+from appjail.helper.bus.policy import Caller
+from appjail.helper.engine.engine import JailError, JailNotFound
+from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec, LaunchSpec
 from appjail.wgconf import parse
 

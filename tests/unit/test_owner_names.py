@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from appjail.helper.bus.authz import Caller
-from appjail.helper.bus.supervisor import NotAllowed, Supervisor
+from appjail.helper.bus import policy
+from appjail.helper.bus.policy import Caller, NotAllowed
 from appjail.helper.engine.engine import JailError, JailNotFound
-from appjail.helper.bus.supervisor import NotAllowed, Supervisor
+from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec, ValidationError, parse_jail_address
 
 from .samples import DNS, wg_config
@@ -104,7 +104,7 @@ def test_a_caller_reaches_its_own_jail_by_name_and_anothers_only_with_manage(eng
         supervisor.jail_of(manager, f"{B}/nothing")
     with pytest.raises(JailNotFound, match="^no user named 'no-such-user-here'$"):
         supervisor.jail_of(manager, "no-such-user-here/web")
-    assert supervisor.resolve(caller, "root/web") == (0, "web")
+    assert policy.resolve(caller, "root/web") == (0, "web")
     described = supervisor.describe([mine, theirs])
     assert [(d["name"], d["owner_uid"], d["netns"]) for d in described] == [
         ("web", A, "aj-web"), ("web", B, theirs.netns)]

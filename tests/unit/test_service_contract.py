@@ -5,10 +5,10 @@ import pytest
 
 from appjail import interface as api
 from appjail.helper.bus import service
-from appjail.helper.bus.supervisor import NotAllowed
 from appjail.helper.engine.engine import JailNotFound
-from appjail.helper.engine.engine import Conflict, LimitReached
 from appjail.helper.kernel.launch import LaunchError
+from appjail.helper.engine.engine import Conflict, LimitReached
+from appjail.helper.bus.policy import NotAllowed
 from appjail.model import ValidationError
 
 

@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from appjail import interface as api
-from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.policy import Caller
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.helper.engine.engine import Conflict
 from appjail.helper.kernel.launch import LaunchError

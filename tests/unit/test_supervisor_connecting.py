@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from appjail.helper.bus.authz import Caller
+from appjail.helper.bus.policy import Caller
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec
 

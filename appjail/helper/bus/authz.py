@@ -3,7 +3,7 @@
 The caller's identity comes from the bus daemon (GetConnectionCredentials of
 the unique sender name), never from an argument: uid and groups, and the
 process, whose network namespace tells whether it runs on the host, inside a
-jail, or elsewhere (refused: Supervisor.confine). Authorisation asks polkit
+jail, or elsewhere (refused: policy.confine). Authorisation asks polkit
 about the `system-bus-name` subject, so polkit itself resolves the name to a
 process and user at check time; a caller that has already gone away, a
 polkit that does not answer, or any error at all, is a refusal.
@@ -16,12 +16,12 @@ import os
 import pwd
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import dbus
 
 from ..kernel import launch
-from ..kernel.netns import NamespaceId, process_netns
+from ..kernel.netns import process_netns
+from .policy import Caller
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,6 @@ _CHECK_TIMEOUT = 300.0
 
 class CallerUnknown(Exception):
     """The bus cannot say who sent the message (it disconnected, or lied)."""
-
-
-@dataclass(frozen=True)
-class Caller(launch.Identity):
-    """The identity a program is launched with, plus the bus connection it came from.
-
-    pid: the process at the other end of that connection, as the bus daemon
-    saw it when it connected (0: the bus did not say).
-    """
-
-    sender: str = ""
-    may_manage: bool = False
-    netns: NamespaceId | None = None  # the calling process's network namespace
-    netns_ours: bool = True           # owned by the helper's user namespace (see process_netns)
-    inside: tuple[int, str] | None = None  # the jail (owner, name) whose namespace that is (Supervisor.confine)
-    context: launch.ProcessContext | None = None  # what a program it launches keeps of it
 
 
 def identify(bus: dbus.Bus, sender: str) -> Caller:

@@ -33,12 +33,14 @@ import dbus.service
 
 from ... import interface as api
 from ...model import LaunchSpec, ValidationError
-from ..kernel import launch
-from .audience import Audience
-from .authz import Authority, Caller, CallerUnknown, identify
 from ..engine.engine import Conflict, JailError, JailNotFound, LimitReached
 from ..engine.jail import JailId
-from .supervisor import NotAllowed, Supervisor, publish_needs_manage
+from ..kernel import launch
+from . import policy
+from .audience import Audience
+from .authz import Authority, CallerUnknown, identify
+from .policy import Caller, NotAllowed, publish_needs_manage
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +241,7 @@ class HelperService(dbus.service.Object):
             if reason is not None:
                 return self._ask(sender, api.ACTION_MANAGE, interactive,
                                  lambda ok: run(_managing(caller)) if ok else denied(reason))
-            if creates and not self.supervisor.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
+            if creates and not policy.unlimited(caller) and self.supervisor.engine.at_limit(caller.uid):
                 return self._ask(sender, api.ACTION_MANAGE, False,
                                  lambda ok: run(_managing(caller) if ok else caller))
             run(caller)
@@ -264,7 +266,7 @@ class HelperService(dbus.service.Object):
         if target is None:
             return None
         try:
-            return self.supervisor.resolve(caller, target(values))[0]
+            return policy.resolve(caller, target(values))[0]
         except (JailError, ValidationError):
             return None  # no such user, a bad address: the method itself says so
 

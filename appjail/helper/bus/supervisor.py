@@ -30,10 +30,8 @@ jail_of checks again). Internally a jail is its JailId (owner, name).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import pwd
 import signal
 import time
 from collections.abc import Callable
@@ -44,14 +42,15 @@ from gi.repository import GLib
 from ... import interface as api
 from ... import ovpnconf, wgconf
 from ...model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
-                     parse_jail_address, parse_run_options, validate_publish, wire_options)
+                     parse_run_options, wire_options)
 from ..engine import offloop
+from ..engine.drivers import Launcher, ScopePlacer
+from ..engine.engine import Conflict, Engine, JailError, JailNotFound, LimitReached
+from ..engine.jail import Jail, JailId
 from ..firewall import traffic
 from ..kernel import hostports, launch, resolv
-from .authz import Caller
-from ..engine.engine import Conflict, Engine, JailError, JailNotFound, LimitReached
-from ..engine.drivers import Launcher, ScopePlacer
-from ..engine.jail import Jail, JailId
+from . import policy
+from .policy import Caller
 
 log = logging.getLogger(__name__)
 
@@ -69,28 +68,6 @@ TUNNEL_PARSERS = {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}  # a fil
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
                              signal.SIGTSTP, signal.SIGWINCH})
-
-
-class NotAllowed(Exception):
-    """The caller may not act on this jail or process."""
-
-
-def publish_needs_manage(options: object) -> str | None:
-    """Why a Run with these options needs org.appjail.manage (one sentence), or None.
-
-    Host ports below net.ipv4.ip_unprivileged_port_start are root's on this
-    host (22, 80, 443...): publishing one is root's decision too. Options that
-    do not parse need nothing here: Run itself refuses them.
-    """
-    try:
-        publish = validate_publish(parse_run_options(options).get("publish", ()))
-    except ValidationError:
-        return None
-    low = hostports.privileged_ports(publish)
-    if not low:
-        return None
-    ports = ", ".join(f"{p.host_port}/{p.proto}" for p in low)
-    return (f"publishing privileged host port {ports} needs polkit action {api.ACTION_MANAGE}")
 
 
 @dataclass
@@ -187,63 +164,14 @@ class Supervisor:
     # -- helpers -----------------------------------------------------------
 
     def confine(self, caller: Caller) -> Caller:
-        """`caller` with the jail it runs inside, if any; refused from any other namespace but the host's.
-
-        A program inside a jail may act only within that jail: a new jail or
-        another one would be a way out beside the jail's own (a --vpn jail's
-        kill switch, its deny rules). A program in any other network
-        namespace than the helper's was put there to keep it off this
-        network (PrivateNetwork=, a sandbox's --unshare-net, ip netns exec):
-        a jail, which leads to this network, would be its way out.
-        """
-        if not caller.netns_ours:
-            raise NotAllowed("appjail does not answer programs in a network namespace they made "
-                             "themselves (unshare -n): it may be inside a jail")
+        """`caller` with the jail it runs inside, if any (see policy.confine)."""
         kernel = self.host.netns
         jails = {kernel.namespace_id(kernel.netns_path(j.netns)): j.id for j in self.engine.list()}
-        inside = jails.get(caller.netns)
-        if inside is None and caller.netns != self.host_netns:
-            raise NotAllowed("appjail does not answer programs in another network namespace than the "
-                             "host's (a service's PrivateNetwork=, a sandbox without network): a jail "
-                             "would give them the network they were kept from")
-        return dataclasses.replace(caller, inside=inside)
-
-    @staticmethod
-    def unlimited(caller: Caller) -> bool:
-        """Root and callers allowed org.appjail.manage may have more jails than the per-user limit."""
-        return caller.uid == 0 or caller.may_manage
-
-    @staticmethod
-    def _check_inside(caller: Caller, jail_id: JailId | None, verb: str) -> None:
-        """Refuse a caller inside a jail to act on another one (None: a new one)."""
-        if caller.inside is not None and jail_id != caller.inside:
-            target = "a new jail" if jail_id is None else f"jail {jail_id[1]!r}"
-            raise NotAllowed(f"a program inside jail {caller.inside[1]!r} may not {verb} {target}, "
-                             f"only its own")
-
-    @staticmethod
-    def resolve(caller: Caller, address: object) -> JailId:
-        """The jail an address names: NAME the caller's own, USER/NAME or UID/NAME that owner's."""
-        owner, name = parse_jail_address(address)
-        if owner is None:
-            return caller.uid, name
-        if isinstance(owner, str):
-            try:
-                owner = pwd.getpwnam(owner).pw_uid
-            except KeyError:
-                raise JailNotFound(f"no user named {owner!r}") from None
-        return owner, name
-
-    def _allowed(self, caller: Caller, address: str) -> JailId:
-        """The jail an address names, if the caller may act on it: its own, or any with org.appjail.manage."""
-        owner_uid, name = self.resolve(caller, address)
-        if owner_uid != caller.uid and not caller.may_manage:
-            raise NotAllowed(f"jail {address!r} belongs to another user")
-        return owner_uid, name
+        return policy.confine(caller, jails, self.host_netns)
 
     def jail_of(self, caller: Caller, address: str) -> Jail:
         """The jail addressed, if the caller may act on it and it is not on its way out."""
-        owner_uid, name = self._allowed(caller, address)
+        owner_uid, name = policy.allowed(caller, address)
         jail = self.engine.find(name, owner_uid)
         if jail is None or jail.id in self._removing:
             raise JailNotFound(f"no jail named {address!r}")
@@ -251,9 +179,7 @@ class Supervisor:
 
     def _check_own_process(self, caller: Caller, pid: int) -> None:
         process = self.processes.get(pid)
-        if process is None or process.owner_uid != caller.uid:
-            raise NotAllowed(f"process {pid} is not a running program of yours")
-        self._check_inside(caller, process.jail, "signal programs in")
+        policy.check_own_process(caller, pid, process and (process.owner_uid, process.jail))
 
     # -- run ---------------------------------------------------------------
 
@@ -315,7 +241,7 @@ class Supervisor:
                 if self._after_work(jail_id, attempt):
                     return
                 jail = self.engine.find(jail_id[1], jail_id[0])
-                self._check_inside(caller, jail and jail.id, "start programs in")
+                policy.check_inside(caller, jail and jail.id, "start programs in")
                 if jail is not None:
                     self._check_join(jail, options, texts)
                     return ready(jail, False)
@@ -336,7 +262,7 @@ class Supervisor:
         """
         jail_id = (caller.uid, spec.name)
         self._creating[jail_id] = []
-        unlimited = self.unlimited(caller)
+        unlimited = policy.unlimited(caller)
 
         def made(jail: Jail | None, error: BaseException | None) -> None:
             waiting = self._creating.pop(jail_id)
@@ -648,8 +574,8 @@ class Supervisor:
         then the removal in a worker thread: a program or a tunnel daemon
         that ignores SIGTERM delays only this call.
         """
-        jail_id = self._allowed(caller, address)
-        self._check_inside(caller, jail_id, "stop")
+        jail_id = policy.allowed(caller, address)
+        policy.check_inside(caller, jail_id, "stop")
         if jail_id in self._stopping:  # already on its way
             return self._stopping[jail_id].append(done)
         if self._after_removal(jail_id, done):  # emptied, on its way out
