@@ -54,33 +54,33 @@ class Client:
         except DBusError as exc:
             raise _translate(exc) from None
 
-    def _call(self, method: str, signature: str = "", *args, timeout: float | None = CALL_TIMEOUT,
-              interactive: bool = True) -> list:
+    def _call(self, method: str, *args, timeout: float | None = CALL_TIMEOUT, interactive: bool = True) -> list:
         # interactive: polkit may then ask the user's authentication agent for a password
         try:
             return self.connection.call(api.BUS_NAME, api.OBJECT_PATH, api.INTERFACE, method,
-                                        signature, args, timeout=timeout, interactive=interactive)
+                                        api.METHODS[method].in_signature, args, timeout=timeout,
+                                        interactive=interactive)
         except DBusError as exc:
             raise _translate(exc) from None
 
     def run(self, options: dict, argv: Sequence[bytes], env: Sequence[bytes], cwd: bytes,
             fds: Sequence[int]) -> tuple[str, int, int]:
         """(jail name, pid, exit pipe): read the pipe with read_exit(), which closes it."""
-        name, pid, exit_pipe = self._call("Run", "a{sv}aayaayayah", options, list(argv), list(env),
-                                          cwd, [UnixFd(fd) for fd in fds], timeout=RUN_TIMEOUT)
+        name, pid, exit_pipe = self._call("Run", options, list(argv), list(env), cwd,
+                                          [UnixFd(fd) for fd in fds], timeout=RUN_TIMEOUT)
         return name, pid, exit_pipe
 
     def signal(self, pid: int, signum: int) -> None:
-        self._call("Signal", "ui", pid, signum)
+        self._call("Signal", pid, signum)
 
     def stop(self, name: str) -> None:
-        self._call("Stop", "s", name)
+        self._call("Stop", name)
 
     def list(self) -> list[dict]:
         return self._call("List")[0]
 
     def inspect(self, name: str) -> dict:
-        return self._call("Inspect", "s", name)[0]
+        return self._call("Inspect", name)[0]
 
     def whoami(self) -> dict:
         return self._call("WhoAmI", interactive=False)[0]

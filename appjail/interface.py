@@ -1,9 +1,11 @@
-"""The D-Bus contract between the helper and its clients: names only.
+"""The D-Bus contract between the helper and its clients: names, method signatures, errors, exit codes.
 
-Imported by both sides, so it imports nothing (no dbus, no privileged code).
+Imported by both sides, so it imports nothing of appjail (no dbus, no privileged code).
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 BUS_NAME = "org.appjail.Helper1"
 OBJECT_PATH = "/org/appjail/Helper1"
@@ -32,16 +34,20 @@ ACTION_INSPECT = "org.appjail.inspect"
 ACTION_MANAGE = "org.appjail.manage"
 ACTIONS = (ACTION_RUN, ACTION_INSPECT, ACTION_MANAGE)
 
-# Every method of the interface and the polkit action it needs. The helper
-# refuses to export a method missing from this table (deny by default).
-# Acting on another user's jail needs ACTION_MANAGE in addition.
-METHOD_ACTIONS: dict[str, str] = {
-    "Run": ACTION_RUN,
-    "Signal": ACTION_RUN,
-    "Stop": ACTION_RUN,
-    "List": ACTION_INSPECT,
-    "Inspect": ACTION_INSPECT,
-    "WhoAmI": ACTION_INSPECT,
+# A method: the polkit action it needs, its D-Bus signatures in and out, its arguments' names.
+Method = namedtuple("Method", "action in_signature out_signature params")
+
+# Every method of the interface. The helper refuses to export a method missing
+# from this table (deny by default). Acting on another user's jail needs
+# ACTION_MANAGE in addition.
+METHODS: dict[str, Method] = {
+    "Run": Method(ACTION_RUN, "a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds")),
+    "Signal": Method(ACTION_RUN, "ui", "", ("pid", "signal")),
+    "Stop": Method(ACTION_RUN, "s", "", ("name",)),
+    "List": Method(ACTION_INSPECT, "", "aa{sv}", ()),
+    "Inspect": Method(ACTION_INSPECT, "s", "a{sv}", ("name",)),
+    "WhoAmI": Method(ACTION_INSPECT, "", "a{sv}", ()),
 }
+METHOD_ACTIONS: dict[str, str] = {name: method.action for name, method in METHODS.items()}
 
 SIGNALS = ("JailAdded", "JailRemoved", "VpnChanged")

@@ -1,7 +1,7 @@
 """The helper's D-Bus object: every method passes polkit before it runs.
 
 Each method is declared with `exported`, which looks its polkit action up in
-interface.METHOD_ACTIONS and refuses to declare a method that has none (deny
+interface.METHODS and refuses to declare a method that has none (deny
 by default). A call then goes: right signature? -> who is it (bus daemon) ->
 polkit for the method's action -> polkit for org.appjail.manage when the
 jail named is someone else's (`USER/NAME`, `UID/NAME`: whether it exists or
@@ -131,10 +131,9 @@ Respond = Callable[..., None]
 _CALL_KEYWORDS = ("sender", "message", "reply", "error")
 
 
-def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
-             target: Callable[[list], str | None] | None = None,
+def exported(target: Callable[[list], str | None] | None = None,
              escalate: Callable[[list], str | None] | None = None, creates: bool = False):
-    """Declare a D-Bus method guarded by its polkit action.
+    """Declare a D-Bus method guarded by its polkit action, as interface.METHODS has it.
 
     target(args) names the jail the call acts on, when it does: acting on a
     jail of another user needs org.appjail.manage as well. escalate(args)
@@ -143,9 +142,9 @@ def exported(in_signature: str, out_signature: str, params: tuple[str, ...],
     asked about org.appjail.manage (without a prompt), which lifts the limit.
     """
     def decorate(fn):
-        if fn.__name__ not in api.METHOD_ACTIONS:
+        if fn.__name__ not in api.METHODS:
             raise RuntimeError(f"method {fn.__name__} has no polkit action: refusing to export it")
-        action = api.METHOD_ACTIONS[fn.__name__]
+        action, in_signature, out_signature, params = api.METHODS[fn.__name__]
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
             del reply, error  # they hold the message, and so its descriptors: see _answers
@@ -272,8 +271,7 @@ class HelperService(dbus.service.Object):
 
     # -- methods -----------------------------------------------------------
 
-    @exported("a{sv}aayaayayah", "suh", ("options", "argv", "env", "cwd", "fds"),
-              escalate=lambda v: publish_needs_manage(v[0]), creates=True)
+    @exported(escalate=lambda v: publish_needs_manage(v[0]), creates=True)
     def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
         program = LaunchSpec(tuple(argv), tuple(env), cwd)
@@ -286,17 +284,17 @@ class HelperService(dbus.service.Object):
 
         self.supervisor.run(caller, options, program, fds, call.later(started), call.fail)
 
-    @exported("ui", "", ("pid", "signal"))
+    @exported()
     def Signal(self, caller: Caller, call: _Call, pid, signum) -> None:
         self.supervisor.signal(caller, pid, signum)
         call.reply()
 
-    @exported("s", "", ("name",), target=lambda v: v[0])
+    @exported(target=lambda v: v[0])
     def Stop(self, caller: Caller, call: _Call, name) -> None:
         self.supervisor.stop(caller, name, call.later(
             lambda error: call.reply() if error is None else call.fail(error)))
 
-    @exported("", "aa{sv}", ())
+    @exported()
     def List(self, caller: Caller, call: _Call) -> None:
         """The caller's jails; everyone's for a caller polkit allows to manage (no prompt)."""
         def answer(may_manage: bool) -> None:
@@ -307,11 +305,11 @@ class HelperService(dbus.service.Object):
 
         self._ask(caller.sender, api.ACTION_MANAGE, False, call.later(answer))
 
-    @exported("s", "a{sv}", ("name",), target=lambda v: v[0])
+    @exported(target=lambda v: v[0])
     def Inspect(self, caller: Caller, call: _Call, name) -> None:
         call.reply(to_variant_dict(self.supervisor.inspect(caller, name)))
 
-    @exported("", "a{sv}", ())
+    @exported()
     def WhoAmI(self, caller: Caller, call: _Call) -> None:
         answers: dict[str, bool] = {}
 
