@@ -15,6 +15,7 @@ from appjail import interface as api
 from appjail.helper.bus import service, supervisor as supervising
 from appjail.helper.bus.policy import Caller
 from appjail.helper.engine.engine import LimitReached
+from appjail.helper.bus.requests import parse_run
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec, LaunchSpec
 
@@ -109,7 +110,7 @@ def test_a_user_with_as_many_programs_starting_as_allowed_is_refused_before_anyt
     boss._launching = {pid: starting for pid in range(supervising.MAX_STARTING_PER_USER)}
     with pytest.raises(LimitReached, match=f"^{supervising.MAX_STARTING_PER_USER} programs of yours are "
                                            "starting already, as many as one user may: try again once they have$"):
-        boss.run(Caller(A, A, ()), {"name": "web"}, LaunchSpec((b"true",), (), b"/"), [0, 1, 2],
+        boss.run(Caller(A, A, ()), parse_run({"name": "web"}, LaunchSpec((b"true",), (), b"/")), [0, 1, 2],
                  lambda *a: None, lambda e: None)
     assert engine.list() == []
 
@@ -120,7 +121,7 @@ def test_a_user_with_as_many_launches_waiting_for_tunnels_as_allowed_is_refused(
     for _ in range(supervising.MAX_WAITING_PER_USER):
         boss._when_connected(jail, lambda: None, lambda exc: None)
     errors: list[BaseException] = []
-    boss.run(Caller(A, A, ()), {"name": "ov"}, LaunchSpec((b"true",), (), b"/"), [0, 1, 2],
+    boss.run(Caller(A, A, ()), parse_run({"name": "ov"}, LaunchSpec((b"true",), (), b"/")), [0, 1, 2],
              lambda *a: None, errors.append)
     (error,) = errors
     assert isinstance(error, LimitReached) and str(error).startswith(
@@ -135,7 +136,7 @@ def test_a_new_tunnel_jail_whose_launch_may_not_wait_goes_again(engine, openvpn)
     jail = engine.create(JailSpec("ov"), A, openvpn=ovpn_config())
     for _ in range(supervising.MAX_WAITING_PER_USER):
         boss._when_connected(jail, lambda: None, lambda exc: None)
-    boss.run(Caller(A, A, ()), {"name": "ov2", "openvpn": OVPN_FILE}, LaunchSpec((b"true",), (), b"/"),
+    boss.run(Caller(A, A, ()), parse_run({"name": "ov2", "openvpn": OVPN_FILE}, LaunchSpec((b"true",), (), b"/")),
              [0, 1, 2], lambda *a: None, errors.append)
     loop_until(lambda: errors and removed)  # made and removed in worker threads
     assert "waiting for their jails' tunnels already" in str(errors[0])

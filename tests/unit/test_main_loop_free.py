@@ -14,6 +14,7 @@ from appjail.helper.tunnels import lookups
 from appjail.helper.firewall import traffic
 from appjail.helper.bus.policy import Caller
 from appjail.helper.engine.engine import JailError, JailNotFound
+from appjail.helper.bus.requests import parse_run
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.model import JailSpec, LaunchSpec
 from appjail.wgconf import parse
@@ -67,7 +68,7 @@ def run(supervisor: Supervisor, options: dict, failed: list[str]) -> float:
     fds = [os.open("/dev/null", os.O_RDWR) for _ in range(3)]
     started = time.monotonic()
     try:
-        supervisor.run(CALLER, options, LaunchSpec((b"true",), (), b"/"), fds, lambda *reply: None,
+        supervisor.run(CALLER, parse_run(options, LaunchSpec((b"true",), (), b"/")), fds, lambda *reply: None,
                        lambda exc: failed.append(str(exc)))
     finally:
         for fd in fds:

@@ -15,6 +15,7 @@ import pytest
 
 from appjail import interface as api
 from appjail.helper.bus.policy import Caller
+from appjail.helper.bus.requests import parse_run
 from appjail.helper.bus.supervisor import Supervisor
 from appjail.helper.engine.engine import Conflict
 from appjail.helper.kernel.launch import LaunchError
@@ -35,7 +36,7 @@ class Call:
         self.failed: BaseException | None = None
         fds = [os.open("/dev/null", os.O_RDWR) for _ in range(3)]
         try:
-            supervisor.run(CALLER, {"dns": list(DNS), **options}, PROGRAM, fds, self._reply, self._fail)
+            supervisor.run(CALLER, parse_run({"dns": list(DNS), **options}, PROGRAM), fds, self._reply, self._fail)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ... import interface as api
-from ...model import ValidationError, parse_jail_address, parse_run_options, validate_publish
+from ...model import parse_jail_address, validate_publish
 from ..engine.engine import JailNotFound
 from ..engine.jail import JailId
 from ..kernel import hostports, launch
 from ..kernel.netns import NamespaceId
+from .requests import RunRequest
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,13 @@ class NotAllowed(Exception):
     """The caller may not act on this jail or process."""
 
 
-def publish_needs_manage(options: object) -> str | None:
-    """Why a Run with these options needs org.appjail.manage (one sentence), or None.
+def publish_needs_manage(request: RunRequest) -> str | None:
+    """Why a Run needs org.appjail.manage (one sentence), or None.
 
     Host ports below net.ipv4.ip_unprivileged_port_start are root's on this
-    host (22, 80, 443...): publishing one is root's decision too. Options that
-    do not parse need nothing here: Run itself refuses them.
+    host (22, 80, 443...): publishing one is root's decision too.
     """
-    try:
-        publish = validate_publish(parse_run_options(options).get("publish", ()))
-    except ValidationError:
-        return None
-    low = hostports.privileged_ports(publish)
+    low = hostports.privileged_ports(validate_publish(request.options.get("publish", ())))
     if not low:
         return None
     ports = ", ".join(f"{p.host_port}/{p.proto}" for p in low)

@@ -40,6 +40,7 @@ from . import policy
 from .audience import Audience
 from .authz import Authority, CallerUnknown, identify
 from .policy import Caller, NotAllowed, publish_needs_manage
+from .requests import RunRequest, parse_run
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,13 @@ _CALL_KEYWORDS = ("sender", "message", "reply", "error")
 
 
 def exported(target: Callable[[list], str | None] | None = None,
-             escalate: Callable[[list], str | None] | None = None, creates: bool = False):
+             escalate: Callable[[list], str | None] | None = None, creates: bool = False,
+             parse: Callable[[list], list] | None = None):
     """Declare a D-Bus method guarded by its polkit action, as interface.METHODS has it.
 
+    parse(args) makes the typed values the method and escalate receive, once,
+    as the call arrives; what does not parse is the call's answer once polkit
+    has allowed it (an unauthorised caller learns nothing of it).
     target(args) names the jail the call acts on, when it does: acting on a
     jail of another user needs org.appjail.manage as well. escalate(args)
     says why these arguments need org.appjail.manage (None: they do not).
@@ -148,8 +153,8 @@ def exported(target: Callable[[list], str | None] | None = None,
 
         def handler(self, *args, sender=None, message=None, reply=None, error=None):
             del reply, error  # they hold the message, and so its descriptors: see _answers
-            self.dispatch(fn, action, in_signature, out_signature, target, escalate, creates, args, sender,
-                          message)
+            self.dispatch(fn, action, in_signature, out_signature, target, escalate, creates, parse, args,
+                          sender, message)
 
         # dbus-python reads the argument names; the handler takes any count so
         # that a wrong-signature call gets our error, not a Python TypeError
@@ -188,7 +193,7 @@ class HelperService(dbus.service.Object):
         self.authority.check(sender, action, interactive, answered)
 
     def dispatch(self, fn, action: str, in_signature: str, out_signature: str, target, escalate, creates: bool,
-                 args: tuple, sender: str, message: dbus.lowlevel.Message) -> None:
+                 parse, args: tuple, sender: str, message: dbus.lowlevel.Message) -> None:
         call = _Call(*_answers(self.bus, message, out_signature))
         signature_ok = (message.get_signature() or "") == in_signature
         interactive = bool(message.get_allow_interactive_authorization())
@@ -203,6 +208,12 @@ class HelperService(dbus.service.Object):
                 if len(passed) != DESCRIPTORS_PER_RUN:  # before polkit: none held longer than needed
                     raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
             values = [to_python(arg) for arg in args]
+            malformed: ValidationError | None = None
+            if parse is not None:
+                try:
+                    values = parse(values)
+                except ValidationError as exc:
+                    malformed = exc  # answered once polkit has allowed the call
             caller = self.supervisor.confine(identify(self.bus, sender))
             self._admit(call, caller.uid)
             self.audience.met(sender, caller.uid)
@@ -217,6 +228,8 @@ class HelperService(dbus.service.Object):
         def run(final_caller: Caller) -> None:
             fds = [fd.take() for fd in passed]
             try:
+                if malformed is not None:
+                    raise malformed
                 fn(self, final_caller, call, *values, *([fds] if takes_fds else []))
             except Exception as exc:
                 call.fail(exc)
@@ -236,7 +249,7 @@ class HelperService(dbus.service.Object):
                 reason = (f"jail {target(values)!r} belongs to another user (acting on it needs "
                           f"polkit action {api.ACTION_MANAGE})")
             else:
-                reason = escalate(values) if escalate is not None else None
+                reason = escalate(values) if escalate is not None and malformed is None else None
             if reason is not None:
                 return self._ask(sender, api.ACTION_MANAGE, interactive,
                                  lambda ok: run(_managing(caller)) if ok else denied(reason))
@@ -271,10 +284,10 @@ class HelperService(dbus.service.Object):
 
     # -- methods -----------------------------------------------------------
 
-    @exported(escalate=lambda v: publish_needs_manage(v[0]), creates=True)
-    def Run(self, caller: Caller, call: _Call, options, argv, env, cwd, fds) -> None:
+    @exported(parse=lambda v: [parse_run(v[0], LaunchSpec(tuple(v[1]), tuple(v[2]), v[3]))],
+              escalate=lambda v: publish_needs_manage(v[0]), creates=True)
+    def Run(self, caller: Caller, call: _Call, request: RunRequest, fds) -> None:
         """Start a program; the reply's descriptor is its exit pipe (see supervisor)."""
-        program = LaunchSpec(tuple(argv), tuple(env), cwd)
 
         def started(name: str, pid: int, exit_pipe: int) -> None:
             try:
@@ -282,7 +295,7 @@ class HelperService(dbus.service.Object):
             finally:
                 os.close(exit_pipe)
 
-        self.supervisor.run(caller, options, program, fds, call.later(started), call.fail)
+        self.supervisor.run(caller, request, fds, call.later(started), call.fail)
 
     @exported()
     def Signal(self, caller: Caller, call: _Call, pid, signum) -> None:

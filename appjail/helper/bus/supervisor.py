@@ -40,9 +40,7 @@ from dataclasses import dataclass, field
 from gi.repository import GLib
 
 from ... import interface as api
-from ... import ovpnconf, wgconf
-from ...model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
-                     parse_run_options, wire_options)
+from ...model import JailSpec, ValidationError, disagreements, wire_options
 from ..engine import offloop
 from ..engine.drivers import Launcher, ScopePlacer
 from ..engine.engine import Conflict, Engine, JailError, JailNotFound, LimitReached
@@ -51,6 +49,7 @@ from ..firewall import traffic
 from ..kernel import hostports, launch, resolv
 from . import policy
 from .policy import Caller
+from .requests import RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,6 @@ STOP_POLL_MS = 20
 # descriptors; a user at either is refused (LimitReached) rather than take them from everyone.
 MAX_STARTING_PER_USER = 16
 MAX_WAITING_PER_USER = 16
-TUNNEL_PARSERS = {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}  # a file option's text -> config
 ALLOWED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                              signal.SIGKILL, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
                              signal.SIGTSTP, signal.SIGWINCH})
@@ -183,10 +181,10 @@ class Supervisor:
 
     # -- run ---------------------------------------------------------------
 
-    def run(self, caller: Caller, options: dict, program: LaunchSpec, fds: list[int],
+    def run(self, caller: Caller, request: RunRequest, fds: list[int],
             reply: Callable[[str, int, int], None], fail: Fail) -> None:
-        """Start `program` with `fds` (stdin, stdout, stderr: the service checked there are three);
-        reply(jail name, pid, the exit pipe's read end) once it has exec'd.
+        """Start the request's program with `fds` (stdin, stdout, stderr: the service checked there are
+        three); reply(jail name, pid, the exit pipe's read end) once it has exec'd.
 
         reply must close the read end. What is wrong with the request raises;
         what fails later (making the jail, the program, its directory, the
@@ -194,15 +192,13 @@ class Supervisor:
         made in a worker thread; in a connecting jail the program starts once
         its tunnel is up; a Run for a jail being made or removed waits for that.
         """
-        options = parse_run_options(options)
         if sum(p.process.owner_uid == caller.uid for p in self._launching.values()) >= MAX_STARTING_PER_USER:
             raise LimitReached(f"{MAX_STARTING_PER_USER} programs of yours are starting already, as many as "
                                "one user may: try again once they have")
-        texts = {key: options.pop(key) for key in TUNNEL_OPTIONS if key in options}  # keys and all: never kept
-        settings = launch_settings(options)  # this program's, not the jail's
+        program, settings = request.program, request.settings
         if len(fds) != 3:
             raise ValidationError("invalid descriptors: expected stdin, stdout and stderr")
-        jail_id = (caller.uid, options["name"])  # always the caller's own jail: nobody launches into another's
+        jail_id = (caller.uid, request.name)  # always the caller's own jail: nobody launches into another's
         held = _Held(fds)  # the call's own are closed when this returns: the launch may come later
 
         def failed(error: BaseException) -> None:
@@ -243,10 +239,10 @@ class Supervisor:
                 jail = self.engine.find(jail_id[1], jail_id[0])
                 policy.check_inside(caller, jail and jail.id, "start programs in")
                 if jail is not None:
-                    self._check_join(jail, options, texts)
+                    self._check_join(jail, request)
                     return ready(jail, False)
-                tunnels = {key: TUNNEL_PARSERS[key](text) for key, text in texts.items()}
-                self._create(caller, JailSpec(**options), tunnels, lambda made: ready(made, True), failed)
+                self._create(caller, JailSpec(**request.options), request.tunnels, lambda made: ready(made, True),
+                             failed)
             except Exception as exc:  # noqa: BLE001 - the call gets it, now or later
                 failed(exc)
 
@@ -455,10 +451,10 @@ class Supervisor:
             else:
                 pending.fail(error)
 
-    def _check_join(self, jail: Jail, options: dict, texts: dict[str, str]) -> None:
-        differs = disagreements(options, jail.settings)
-        for key, text in texts.items():
-            asked = TUNNEL_PARSERS[key](text).summary()
+    def _check_join(self, jail: Jail, request: RunRequest) -> None:
+        differs = disagreements(request.options, jail.settings)
+        for key, config in request.tunnels.items():
+            asked = config.summary()
             # the same tunnel: type, peer and the file's addresses (OpenVPN's are pushed, not in the file)
             same = ("type", "peer", *(("addresses",) if asked["addresses"] else ()))
             if not jail.tunnel or any(jail.tunnel[k] != asked[k] for k in same):
