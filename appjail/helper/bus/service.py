@@ -213,7 +213,9 @@ class HelperService(dbus.service.Object):
                 try:
                     values = parse(values)
                 except ValidationError as exc:
-                    malformed = exc  # answered once polkit has allowed the call
+                    # answered once polkit has allowed the call: its sentence alone, for the
+                    # traceback's frames would hold the message and its descriptors meanwhile
+                    malformed = ValidationError(str(exc))
             caller = self.supervisor.confine(identify(self.bus, sender))
             self._admit(call, caller.uid)
             self.audience.met(sender, caller.uid)
@@ -226,10 +228,11 @@ class HelperService(dbus.service.Object):
             return call.fail(exc)
 
         def run(final_caller: Caller) -> None:
+            if malformed is not None:
+                _discard(passed)
+                return call.fail(malformed)
             fds = [fd.take() for fd in passed]
             try:
-                if malformed is not None:
-                    raise malformed
                 fn(self, final_caller, call, *values, *([fds] if takes_fds else []))
             except Exception as exc:
                 call.fail(exc)
