@@ -96,7 +96,7 @@ def set_host_addresses(namespace: str, host_addresses: Iterable[str]) -> None:
 
 def read_blocked(namespace: str, blocked_set: str, now: int) -> list[Blocked]:
     """The destinations the jail's own namespace refused (a netlink dump there); when the set is full,
-    its least recently hit tenth goes, so new destinations find room (as firewall_nft does)."""
+    its least recently hit tenth goes, so new destinations find room (as firewall/nft.py does)."""
     from .nft import read_set_elements, room_made
 
     def read() -> list[Blocked]:

@@ -1,7 +1,7 @@
 """Netfilter netlink spoken directly: messages, attributes, one request or dump.
 
 For the two small conversations no library here has: NFLOG records (nflog)
-and the elements of a blocked set (firewall_nft reads them in a few
+and the elements of a blocked set (firewall/nft.py reads them in a few
 milliseconds; libnftables' listing of 1000 elements takes 20 ms).
 """
 
