@@ -71,7 +71,7 @@ class WayOutFields(QObject):
         self.dns = QLineEdit()
         self.dns.setPlaceholderText("the host's upstream servers (or the tunnel file's)")
         form.addRow("&VPN interface", self.vpn)
-        form.addRow("Own &tunnel", tunnel_row)
+        form.addRow(_buddy("Own &tunnel", self.tunnel), tunnel_row)
         form.addRow("&DNS servers", self.dns)
         self._tunnel_changed()
 
@@ -113,6 +113,13 @@ class WayOutFields(QObject):
         if servers:
             options["dns"] = servers
         return options
+
+
+def _buddy(text: str, widget: QWidget) -> QLabel:
+    """A label whose &-key focuses WIDGET (a form row holding a layout gets none by itself)."""
+    label = QLabel(text)
+    label.setBuddy(widget)
+    return label
 
 
 class RunDialog(QDialog):
