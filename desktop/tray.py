@@ -370,6 +370,34 @@ def instance_name() -> str:
     return f"appjail-tray-{os.getuid()}"
 
 
+def ask_running_tray(name: str) -> bool:
+    """Whether a tray already runs (listening on NAME); it is asked to open its window."""
+    running = QLocalSocket()
+    running.connectToServer(name)
+    if not running.waitForConnected(1000):
+        return False
+    running.write(b"open\n")
+    running.waitForBytesWritten(1000)
+    running.disconnectFromServer()
+    return True
+
+
+class SecondStarts(QLocalServer):
+    """The running tray's end of ask_running_tray: each connection opens the main window."""
+
+    def __init__(self, tray: Tray, name: str) -> None:
+        super().__init__()
+        self.tray = tray
+        self.newConnection.connect(self.on_connection)
+        QLocalServer.removeServer(name)  # a crashed tray's socket
+        self.listen(name)
+
+    def on_connection(self) -> None:
+        while (connection := self.nextPendingConnection()) is not None:
+            connection.disconnectFromServer()
+        self.tray.open_window()
+
+
 def main() -> int:
     """Start the tray; a second start (the menu entry "appjail") opens the running one's window instead.
     `--background` (the autostart entry) leaves the window closed where a tray shows the icon."""
@@ -377,25 +405,14 @@ def main() -> int:
     app.setApplicationName("appjail")
     app.setQuitOnLastWindowClosed(False)
     app.setWindowIcon(QIcon.fromTheme("appjail", state_icon(State.FINE)))
-    running = QLocalSocket()
-    running.connectToServer(instance_name())
-    if running.waitForConnected(1000):
-        running.write(b"open\n")
-        running.waitForBytesWritten(1000)
+    if ask_running_tray(instance_name()):
         return 0
-    QLocalServer.removeServer(instance_name())  # a crashed tray's socket
     tray = Tray()
-    server = QLocalServer()
-
-    def second_start() -> None:
-        while (connection := server.nextPendingConnection()) is not None:
-            connection.disconnectFromServer()
-        tray.open_window()
-    server.newConnection.connect(second_start)
-    server.listen(instance_name())
+    server = SecondStarts(tray, instance_name())
     if tray.tray is not None and autostart.BACKGROUND not in sys.argv[1:]:
         tray.open_window()
     status = app.exec()
+    server.close()
     tray.close()
     return status
 

@@ -117,3 +117,18 @@ def test_repairs_are_named_in_the_state():
     assert overall({"nat": jail}) == (State.FINE, "appjail: 1 jail, all fine")
     from appjail.desktop.state import condition
     assert condition(jail) == "fine; rules repaired 2×"
+
+
+def test_a_second_start_opens_the_running_trays_window(tray_with, qtbot, tmp_path):
+    from appjail.desktop.tray import SecondStarts, ask_running_tray
+
+    name = str(tmp_path / "tray.socket")
+    assert not ask_running_tray(name), "none runs yet: this one becomes the tray"
+    tray, _ = tray_with({}, [])
+    server = SecondStarts(tray, name)
+    try:
+        tray.window.hide()
+        assert ask_running_tray(name)
+        qtbot.waitUntil(tray.window.isVisible, timeout=5000)
+    finally:
+        server.close()
