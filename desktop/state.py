@@ -12,7 +12,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from PyQt6.QtCore import QPointF, QRectF, Qt
-from PyQt6.QtGui import QColor, QFont, QIcon, QPainter, QPen, QPixmap
+from PyQt6.QtGui import QColor, QFont, QIcon, QPainter, QPen
 
 from ..report import kill_switch_blocking, normalised, tunnel_state
 from .run_dialog import tunnel_label

@@ -53,6 +53,7 @@ class Tray(QObject):
         self.kill_switch_dropping: set[str] = set()  # jails told about in this VPN outage
         self.status = "starting…"
         self.closing = False
+        self.picker: AppPicker | None = None
 
         self.thread = QThread()
         self.worker = HelperWorker(client_factory, session)
@@ -205,10 +206,10 @@ class Tray(QObject):
 
     def app_picker(self) -> AppPicker:
         """Pick an application to jail; the profile and its menu entry are written when it is accepted."""
-        dialog = AppPicker(host_interfaces(), parent=self._dialog_parent())
-        dialog.accepted.connect(self.on_picked)
-        dialog.open()
-        return dialog
+        self.picker = AppPicker(host_interfaces(), parent=self._dialog_parent())  # held: it may have no parent
+        self.picker.accepted.connect(self.on_picked)
+        self.picker.open()
+        return self.picker
 
     def on_picked(self) -> None:
         self.notify("Profile made", "\n".join(self.sender().told))
