@@ -119,3 +119,14 @@ def test_start_at_login_writes_an_autostart_entry_and_unticking_removes_it(tray_
         assert result.returncode == 0, result.stdout
     action.trigger()
     assert not path.exists() and not autostart.enabled()
+
+
+def test_the_picker_stays_open_from_the_menu_while_the_window_is_hidden(tray_with, qtbot, desktop):
+    import gc
+
+    tray, _client = tray_with({}, [])
+    tray.window.hide()  # as in the system tray: the picker has no parent to hold it
+    tray.actions["pick"].trigger()
+    gc.collect()
+    qtbot.addWidget(tray.picker)
+    assert tray.picker.isVisible() and "Firefox ESR" in tray.picker.listed()
