@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .model import ValidationError
@@ -26,6 +27,7 @@ DEPRECATED_CODES = frozenset({"%d", "%D", "%n", "%N", "%v", "%m"})
 QUOTED_ESCAPES = '"`$\\'
 RESERVED = frozenset(" \t\n\"'\\><~|&;$*?#()`")
 STRING_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+FLATPAK_SYSTEM_EXPORTS = Path("/var/lib/flatpak/exports/share")
 
 
 class DesktopEntryError(ValidationError):
@@ -41,10 +43,18 @@ def user_applications_dir(env: Mapping[str, str]) -> Path:
     return data_home(env) / "applications"
 
 
+def flatpak_exports(env: Mapping[str, str]) -> list[Path]:
+    """Where Flatpak exports its applications' entries: the user's installation, then the system's."""
+    return [data_home(env) / "flatpak" / "exports" / "share", FLATPAK_SYSTEM_EXPORTS]
+
+
 def applications_dirs(env: Mapping[str, str]) -> list[Path]:
-    """The applications directories in the spec's order of precedence: the user's, then XDG_DATA_DIRS'."""
-    system = (env.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share").split(":")
-    return [user_applications_dir(env), *(Path(d) / "applications" for d in system if d)]
+    """The applications directories in the spec's order of precedence: the user's, then XDG_DATA_DIRS',
+    then Flatpak's exports where XDG_DATA_DIRS lacks them (a session started without flatpak's profile
+    script, or a tray started before it)."""
+    system = [Path(d) for d in (env.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share").split(":") if d]
+    system += [d for d in flatpak_exports(env) if d not in system]
+    return [user_applications_dir(env), *(d / "applications" for d in system)]
 
 
 def desktop_file_id(path: Path, base: Path) -> str:
@@ -74,6 +84,46 @@ def find_entry(app: str, env: Mapping[str, str], skip: Callable[[Path], bool] = 
             return found, wanted
     raise DesktopEntryError(f"no application {wanted} in {', '.join(map(str, searched))} "
                             "(give its desktop-file ID, such as firefox-esr, or the path of its .desktop file)")
+
+
+@dataclass(frozen=True)
+class Application:
+    """An installed application as a menu lists it."""
+
+    desktop_id: str
+    name: str
+    icon: str  # a theme icon's name or a file's path; "" for none
+    path: Path
+
+
+def installed_applications(env: Mapping[str, str], skip: Callable[[Path], bool] = lambda path: False
+                           ) -> list[Application]:
+    """The applications a menu shows, by name: each desktop-file ID once (the first directory that
+    has it wins, as in find_entry), without NoDisplay or Hidden ones (Hidden in the user's directory
+    hides the ID), entries that are not applications, and those skip() passes over."""
+    seen: set[str] = set()
+    found = []
+    for base in applications_dirs(env):
+        for root, _dirs, files in sorted(os.walk(base)):
+            for name in sorted(files):
+                path = Path(root) / name
+                desktop_id = desktop_file_id(path, base)
+                if not name.endswith(SUFFIX) or desktop_id in seen or skip(path):
+                    continue
+                seen.add(desktop_id)
+                try:
+                    keys = read_entry(path)
+                except DesktopEntryError:
+                    continue
+                if _listed(keys):
+                    found.append(Application(desktop_id, unescape_string(keys["Name"]),
+                                             unescape_string(keys.get("Icon", "")), path))
+    return sorted(found, key=lambda app: (app.name.casefold(), app.desktop_id))
+
+
+def _listed(keys: Mapping[str, str]) -> bool:
+    return (keys.get("Type", "Application") == "Application" and "Name" in keys and "Exec" in keys
+            and keys.get("NoDisplay") != "true" and keys.get("Hidden") != "true")
 
 
 def _find_in(base: Path, wanted: str, skip: Callable[[Path], bool]) -> Path | None:

@@ -1,4 +1,5 @@
-""""Run a program…": a command, a VPN interface picked from the host's or a tunnel from a file, DNS servers."""
+""""Run a program…": a command, a VPN interface picked from the host's or a tunnel from a file, DNS servers
+(the way-out rows, shared with the app picker)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import shlex
 from pathlib import Path
 from typing import NamedTuple
 
+from PyQt6.QtCore import QObject
 from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                             QLabel, QLineEdit, QPushButton, QVBoxLayout)
+                             QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
 from ..model import ValidationError, default_jail_name, parse_run_options
 
@@ -46,14 +48,13 @@ def host_interfaces(sys_class_net: Path = Path("/sys/class/net")) -> list[str]:
     return sorted(name for name in os.listdir(sys_class_net) if name != "lo" and not name.startswith("aj-"))
 
 
-class RunDialog(QDialog):
-    def __init__(self, interfaces: list[str], parent=None) -> None:
+class WayOutFields(QObject):
+    """The rows of a form that choose a jail's way out: a VPN interface of the host's or a tunnel
+    from a file, and DNS servers. The run dialog and the app picker share them."""
+
+    def __init__(self, form: QFormLayout, interfaces: list[str], parent: QWidget) -> None:
         super().__init__(parent)
-        self.setWindowTitle("appjail: run a program")
-        self.command = QLineEdit()
-        self.command.setPlaceholderText("firefox --new-instance -P vpn")
-        self.name = QLineEdit()
-        self.name.setPlaceholderText("from the program's name")
+        self.parent_widget = parent
         self.vpn = QComboBox()
         self.vpn.addItems([NO_VPN, *interfaces])
         self.tunnel = QComboBox()
@@ -68,22 +69,9 @@ class RunDialog(QDialog):
             tunnel_row.addWidget(widget)
         self.dns = QLineEdit()
         self.dns.setPlaceholderText("the host's upstream servers (or the tunnel file's)")
-        self.error = QLabel("")
-        self.error.setStyleSheet("color: #b00020")
-        form = QFormLayout()
-        form.addRow("Command", self.command)
-        form.addRow("Jail name", self.name)
-        form.addRow("VPN interface", self.vpn)
-        form.addRow("Own tunnel", tunnel_row)
-        form.addRow("DNS servers", self.dns)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.error)
-        layout.addWidget(buttons)
-        self.request: tuple[dict, list[str]] | None = None
+        form.addRow("&VPN interface", self.vpn)
+        form.addRow(_buddy("Own &tunnel", self.tunnel), tunnel_row)
+        form.addRow("&DNS servers", self.dns)
         self._tunnel_changed()
 
     def chosen_tunnel(self) -> Tunnel | None:
@@ -104,9 +92,60 @@ class RunDialog(QDialog):
         if tunnel is None:
             return
         start = self.tunnel_file.text() or str(Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, f"appjail: {tunnel.label} file", start, tunnel.files)
+        path, _ = QFileDialog.getOpenFileName(self.parent_widget, f"appjail: {tunnel.label} file", start,
+                                              tunnel.files)
         if path:
             self.tunnel_file.setText(path)
+
+    def options(self) -> dict:
+        """The chosen way out as run options (unchecked); a tunnel's file goes as its path."""
+        options: dict = {}
+        tunnel = self.chosen_tunnel()
+        if tunnel is not None:
+            path = self.tunnel_file.text().strip()
+            if not path:
+                raise ValidationError(f"choose the {tunnel.label} file")
+            options[tunnel.key] = path
+        elif self.vpn.currentText() != NO_VPN:
+            options["vpn"] = self.vpn.currentText()
+        servers = [s for s in self.dns.text().replace(",", " ").split() if s]
+        if servers:
+            options["dns"] = servers
+        return options
+
+
+def _buddy(text: str, widget: QWidget) -> QLabel:
+    """A label whose &-key focuses WIDGET (a form row holding a layout gets none by itself)."""
+    label = QLabel(text)
+    label.setBuddy(widget)
+    return label
+
+
+class RunDialog(QDialog):
+    def __init__(self, interfaces: list[str], parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("appjail: run a program")
+        self.command = QLineEdit()
+        self.command.setPlaceholderText("firefox --new-instance -P vpn")
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("from the program's name")
+        self.error = QLabel("")
+        self.error.setStyleSheet("color: #b00020")
+        form = QFormLayout()
+        form.addRow("&Command", self.command)
+        form.addRow("Jail &name", self.name)
+        self.way_out = WayOutFields(form, interfaces, self)
+        way = self.way_out
+        self.vpn, self.tunnel, self.tunnel_file, self.choose, self.dns = (
+            way.vpn, way.tunnel, way.tunnel_file, way.choose, way.dns)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+        self.request: tuple[dict, list[str]] | None = None
 
     def accept(self) -> None:
         try:
@@ -127,16 +166,5 @@ class RunDialog(QDialog):
             raise ValidationError(f"cannot read the command: {exc}") from None
         if not command:
             raise ValidationError("enter the program to run")
-        options: dict = {"name": self.name.text().strip() or default_jail_name(command[0])}
-        tunnel = self.chosen_tunnel()
-        if tunnel is not None:
-            path = self.tunnel_file.text().strip()
-            if not path:
-                raise ValidationError(f"choose the {tunnel.label} file")
-            options[tunnel.key] = path
-        elif self.vpn.currentText() != NO_VPN:
-            options["vpn"] = self.vpn.currentText()
-        servers = [s for s in self.dns.text().replace(",", " ").split() if s]
-        if servers:
-            options["dns"] = servers
+        options = {"name": self.name.text().strip() or default_jail_name(command[0]), **self.way_out.options()}
         return parse_run_options(options), command

@@ -1,31 +1,37 @@
 """`appjail-tray`: start profiles and programs in jails, watch and stop them.
 
-A QSystemTrayIcon with one menu; where no tray is available, a small window
-holding the same menu behind a button. The menu lists the profiles of
-profiles.toml, "Run a program…", the running jails (each with Inspect and
-Stop) and Quit. Bus calls run on a worker thread (worker.py); the GUI thread
-only sends requests and draws answers.
+A QSystemTrayIcon with one menu, its icon and tooltip showing the jails'
+state (state.py); the main window (main_window.py) where no tray is
+available, and on the icon's click, the menu's "Open appjail" or a second
+start (the menu entry "appjail"). The menu lists the profiles of
+profiles.toml, "Run a program…", "Always run in a jail…" (app_picker.py),
+the running jails (each with Inspect and Stop), "Start at login"
+(autostart.py) and Quit. Bus calls run on a worker thread (worker.py); the
+GUI thread only sends requests and draws answers.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal
-from PyQt6.QtGui import QAction, QIcon
-from PyQt6.QtWidgets import (QApplication, QLabel, QMenu, QPushButton, QSystemTrayIcon, QVBoxLayout,
-                             QWidget)
+from PyQt6.QtCore import QObject, QSettings, QThread, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QIcon, QKeySequence
+from PyQt6.QtNetwork import QLocalServer, QLocalSocket
+from PyQt6.QtWidgets import QApplication, QMenu, QStyle, QSystemTrayIcon
 
 from ..client import Client
 from ..profiles import Profile, ProfileError, load_profiles
 from ..report import count, tunnel_state
+from . import autostart
+from .app_picker import AppPicker
 from .inspector import InspectorWindow
+from .main_window import MainWindow, themed
 from .run_dialog import RunDialog, host_interfaces, profile_tunnel, tunnel_label
+from .state import State, overall, state_icon
 from .worker import HelperWorker, Session
 
-ICON = Path(__file__).with_name("appjail.svg")
 REFRESH_MS = 2000
 
 
@@ -38,7 +44,7 @@ class Tray(QObject):
 
     def __init__(self, client_factory: Callable[[], Client] = Client, session: Session | None = None,
                  profiles_loader: Callable[[], dict[str, Profile]] = load_profiles,
-                 use_tray: bool | None = None) -> None:
+                 use_tray: bool | None = None, settings: QSettings | None = None) -> None:
         super().__init__()
         self.profiles_loader = profiles_loader
         self.jails: dict[str, dict] = {}
@@ -46,6 +52,8 @@ class Tray(QObject):
         self.notifications: list[tuple[str, str]] = []
         self.kill_switch_dropping: set[str] = set()  # jails told about in this VPN outage
         self.status = "starting…"
+        self.closing = False
+        self.picker: AppPicker | None = None
 
         self.thread = QThread()
         self.worker = HelperWorker(client_factory, session)
@@ -64,38 +72,53 @@ class Tray(QObject):
         self.menu = QMenu()
         self.menu.aboutToShow.connect(self.want_list.emit)
         self.profiles: dict[str, Profile] = {}
-        self.icon = QIcon(str(ICON))
+        self.state, self.tooltip = overall({})
+        self.icon = state_icon(self.state)
+        self.actions = self._app_actions()
+        self.window = MainWindow(self.icon, [self.actions[key] for key in ("run", "pick", "autostart", "quit")],
+                                 settings or QSettings("appjail", "appjail-tray"))
+        self.window.start_profile.connect(self.start_profile)
+        self.window.inspect_jail.connect(self.inspect)
+        self.window.stop_jail.connect(self.want_stop.emit)
         if use_tray is None:
             use_tray = QSystemTrayIcon.isSystemTrayAvailable()
         self.tray: QSystemTrayIcon | None = None
-        self.window: QWidget | None = None
         if use_tray:
             self.tray = QSystemTrayIcon(self.icon)
             self.tray.setContextMenu(self.menu)
-            self.tray.setToolTip("appjail")
+            self.tray.setToolTip(self.tooltip)
+            self.tray.activated.connect(self.on_activated)
             self.tray.show()
         else:
-            self._build_window()
+            self.window.closed.connect(self.on_window_closed)
+            self.open_window()
         self.rebuild_menu()
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.want_list.emit)
         self.timer.start(REFRESH_MS)
         self.want_list.emit()
 
-    def _build_window(self) -> None:
-        """No system tray here: the same menu behind a button, and a status line."""
-        self.window = QWidget()
-        self.window.setWindowTitle("appjail")
-        self.window.setWindowIcon(self.icon)
-        button = QPushButton("appjail ▾")
-        button.setMenu(self.menu)
-        self.status_label = QLabel(self.status)
-        self.status_label.setWordWrap(True)
-        layout = QVBoxLayout(self.window)
-        layout.addWidget(button)
-        layout.addWidget(self.status_label)
-        self.window.resize(320, 120)
-        self.window.show()
+    def _app_actions(self) -> dict[str, QAction]:
+        """The actions the menu and the main window share (owned here, so rebuilding the menu keeps them)."""
+        actions = {}
+        for key, text, icon, fallback, shortcut in (
+                ("open", "&Open appjail", "appjail", QStyle.StandardPixmap.SP_ComputerIcon, None),
+                ("run", "&Run a program…", "system-run", QStyle.StandardPixmap.SP_MediaPlay, "Ctrl+R"),
+                ("pick", "Always run in a &jail…", "list-add", QStyle.StandardPixmap.SP_FileDialogNewFolder, "Ctrl+J"),
+                ("autostart", "Start at &login", "", None, None),
+                ("quit", "&Quit", "application-exit", QStyle.StandardPixmap.SP_DialogCloseButton,
+                 QKeySequence.StandardKey.Quit)):
+            action = QAction(text, self)
+            if fallback is not None:
+                action.setIcon(themed(icon, fallback))
+            if shortcut is not None:
+                action.setShortcut(QKeySequence(shortcut))
+            self._route(action, key)
+            actions[key] = action
+        actions["autostart"].setCheckable(True)
+        actions["autostart"].setChecked(autostart.enabled())
+        actions["autostart"].setToolTip(f"an entry in {autostart.autostart_path().parent}")
+        return actions
 
     # -- the menu ------------------------------------------------------------
 
@@ -106,14 +129,19 @@ class Tray(QObject):
         except ProfileError as exc:
             profiles = {}
             self.set_status(str(exc))
+        if profiles != self.profiles:
+            self.window.show_profiles(profiles)
         self.profiles = profiles
+        if self.tray is not None:
+            self.menu.addAction(self.actions["open"])
+            self.menu.addSeparator()
         for name, profile in profiles.items():
             tunnel = profile_tunnel(profile.options)
             action = self.menu.addAction(f"Start {name}" + (f" ({tunnel.label})" if tunnel else ""))
             action.setToolTip(profile.describe())
             action.setObjectName(f"profile:{name}")
             self._route(action, "profile", name)
-        self._route(self.menu.addAction("Run a program…"), "run")
+        self.menu.addActions([self.actions["run"], self.actions["pick"]])
         self.menu.addSeparator()
         if self.jails:
             for name, jail in sorted(self.jails.items()):
@@ -127,7 +155,7 @@ class Tray(QObject):
         self.menu.addSeparator()
         status = self.menu.addAction(self.status)
         status.setEnabled(False)
-        self._route(self.menu.addAction("Quit"), "quit")
+        self.menu.addActions([self.actions["autostart"], self.actions["quit"]])
 
     def _route(self, action: QAction, what: str, name: str = "") -> None:
         action.setData((what, name))
@@ -137,10 +165,15 @@ class Tray(QObject):
         """Every menu entry lands here: one bound slot, no lambda holding the tray."""
         what, name = self.sender().data()
         if what == "profile":
-            profile = self.profiles[name]
-            self.launch(dict(profile.options), list(profile.command))
+            self.start_profile(name)
         elif what == "run":
             self.run_dialog()
+        elif what == "pick":
+            self.app_picker()
+        elif what == "open":
+            self.open_window()
+        elif what == "autostart":
+            autostart.set_enabled(self.actions["autostart"].isChecked())
         elif what == "inspect":
             self.inspect(name)
         elif what == "stop":
@@ -158,14 +191,42 @@ class Tray(QObject):
 
     # -- requests ------------------------------------------------------------
 
+    def start_profile(self, name: str) -> None:
+        profile = self.profiles[name]
+        self.launch(dict(profile.options), list(profile.command))
+
     def launch(self, options: dict, command: list[str]) -> None:
         self.set_status(f"starting {' '.join(command)} in jail {options['name']}…")
         self.want_launch.emit(options, command)
 
     def run_dialog(self) -> None:
-        dialog = RunDialog(host_interfaces())
+        dialog = RunDialog(host_interfaces(), self._dialog_parent())
         if dialog.exec() and dialog.request is not None:
             self.launch(*dialog.request)
+
+    def app_picker(self) -> AppPicker:
+        """Pick an application to jail; the profile and its menu entry are written when it is accepted."""
+        self.picker = AppPicker(host_interfaces(), parent=self._dialog_parent())  # held: it may have no parent
+        self.picker.accepted.connect(self.on_picked)
+        self.picker.open()
+        return self.picker
+
+    def on_picked(self) -> None:
+        self.notify("Profile made", "\n".join(self.sender().told))
+        self.rebuild_menu()
+
+    def _dialog_parent(self) -> MainWindow | None:
+        return self.window if self.window.isVisible() else None
+
+    def open_window(self) -> None:
+        self.window.show()
+        self.window.raise_()
+        self.window.activateWindow()
+
+    def on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        """A click on the icon opens the main window (the menu is on the other button)."""
+        if reason in (QSystemTrayIcon.ActivationReason.Trigger, QSystemTrayIcon.ActivationReason.DoubleClick):
+            self.open_window()
 
     def inspect(self, name: str) -> InspectorWindow:
         window = self.inspectors.get(name)
@@ -196,6 +257,8 @@ class Tray(QObject):
             self.inspectors.pop(name).close()
         menu_changed = _menu_view(current) != _menu_view(self.jails)
         self.jails = current
+        self.window.show_jails(current)
+        self._show_state()
         if not self.set_status(f"{len(current)} jail{'s' if len(current) != 1 else ''}") and menu_changed:
             self.rebuild_menu()
 
@@ -217,6 +280,21 @@ class Tray(QObject):
             self.kill_switch_dropping.add(name)
             self.notify("Kill switch", f"jail {name} is trying to reach the network while {jail['vpn']} is "
                                        "down: its traffic is blocked (Inspect shows where it went)")
+
+    def _show_state(self) -> None:
+        """The icon and tooltip (the window's icon and banner) say whether a kill switch blocks or a
+        tunnel is down, and which jail's."""
+        state, tooltip = overall(self.jails)
+        if state != self.state:
+            self.icon = state_icon(state)
+            self.window.setWindowIcon(self.icon)
+            if self.tray is not None:
+                self.tray.setIcon(self.icon)
+        if (state, tooltip) != (self.state, self.tooltip):
+            self.window.show_state(state, tooltip)
+            if self.tray is not None:
+                self.tray.setToolTip(tooltip)
+        self.state, self.tooltip = state, tooltip
 
     def on_launched(self, name: str, pid: int) -> None:
         self.notify("Started", f"{name}: process {pid}")
@@ -248,10 +326,14 @@ class Tray(QObject):
         if text == self.status:
             return False
         self.status = text
-        if self.window is not None:
-            self.status_label.setText(text)
+        self.window.show_status(text)
         self.rebuild_menu()
         return True
+
+    def on_window_closed(self) -> None:
+        """Without a tray, closing the window ends appjail-tray: nothing else would be left to show."""
+        if not self.closing:
+            self.quit()
 
     def quit(self) -> None:
         self.close()
@@ -265,8 +347,8 @@ class Tray(QObject):
         self.thread.wait(5000)
         if self.tray is not None:
             self.tray.hide()
-        if self.window is not None:
-            self.window.close()
+        self.closing = True
+        self.window.close()
 
 
 def _menu_view(jails: dict[str, dict]) -> list[tuple]:
@@ -284,12 +366,54 @@ def _way_out(jail: dict) -> str:
     return f", {jail['vpn']}" if jail.get("vpn") else ""
 
 
+def instance_name() -> str:
+    """The local socket a running tray listens on, one per user."""
+    return f"appjail-tray-{os.getuid()}"
+
+
+def ask_running_tray(name: str) -> bool:
+    """Whether a tray already runs (listening on NAME); it is asked to open its window."""
+    running = QLocalSocket()
+    running.connectToServer(name)
+    if not running.waitForConnected(1000):
+        return False
+    running.write(b"open\n")
+    running.waitForBytesWritten(1000)
+    running.disconnectFromServer()
+    return True
+
+
+class SecondStarts(QLocalServer):
+    """The running tray's end of ask_running_tray: each connection opens the main window."""
+
+    def __init__(self, tray: Tray, name: str) -> None:
+        super().__init__()
+        self.tray = tray
+        self.newConnection.connect(self.on_connection)
+        QLocalServer.removeServer(name)  # a crashed tray's socket
+        self.listen(name)
+
+    def on_connection(self) -> None:
+        while (connection := self.nextPendingConnection()) is not None:
+            connection.disconnectFromServer()
+        self.tray.open_window()
+
+
 def main() -> int:
+    """Start the tray; a second start (the menu entry "appjail") opens the running one's window instead.
+    `--background` (the autostart entry) leaves the window closed where a tray shows the icon."""
     app = QApplication(sys.argv)
     app.setApplicationName("appjail")
     app.setQuitOnLastWindowClosed(False)
+    app.setWindowIcon(QIcon.fromTheme("appjail", state_icon(State.FINE)))
+    if ask_running_tray(instance_name()):
+        return 0
     tray = Tray()
+    server = SecondStarts(tray, instance_name())
+    if tray.tray is not None and autostart.BACKGROUND not in sys.argv[1:]:
+        tray.open_window()
     status = app.exec()
+    server.close()
     tray.close()
     return status
 

@@ -1,4 +1,5 @@
-"""The README's pictures of the tray: its menu, the run dialog and the inspector, taken in the lab.
+"""The README's pictures of the tray: its menu, the run dialog, the inspector, the main window, the app
+picker and the icon's states, taken in the lab.
 
     sudo xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/screenshots.py [DIR]
 
@@ -10,8 +11,12 @@ downloads at a steady pace, and a WireGuard profile (a tunnel jail of its
 own); then saves DIR/tray-menu.png (the menu with profiles and jails),
 DIR/run-dialog.png (a program with its own WireGuard tunnel) and
 DIR/inspector.png (rates, totals, blocked destinations, connections) and
-DIR/inspector-tunnel.png (the WireGuard jail's). DIR defaults to docs/. Nothing of the machine's own network is touched;
-everything is removed at the end.
+DIR/inspector-tunnel.png (the WireGuard jail's); and in DIR/screenshots/:
+main-window.png (the jails and profiles), app-picker.png ("Always run in a
+jail…" on this machine's applications, Firefox ESR picked) and state-icons.png (the icon when
+all is fine, a tunnel is down, a kill switch blocks). DIR defaults to docs/.
+Nothing of the machine's own network is touched; everything is removed at
+the end.
 """
 
 from __future__ import annotations
@@ -24,16 +29,19 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from PyQt6.QtCore import QPoint
-from PyQt6.QtWidgets import QApplication, QWidget
+from PyQt6.QtCore import QPoint, QSettings, Qt
+from PyQt6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
 from appjail.client import Client
+from appjail.desktop.app_picker import AppPicker
 from appjail.desktop.run_dialog import RunDialog
+from appjail.desktop.state import State, state_icon
 from appjail.desktop.tray import Tray
 from appjail.desktop.worker import Session
 from appjail.lab import Lab
 from appjail.lab.bus import PrivateSystemBus, polkit_files_installed
 from appjail.lab.helper import LabHelper
+from appjail.lab.netns import in_netns
 from appjail.profiles import Profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +64,24 @@ def save(widget: QWidget, target: Path) -> None:
     print(f"saved {target} ({os.path.getsize(target)} bytes)")
 
 
+def state_icons() -> QWidget:
+    """The three icons side by side, each with what it means."""
+    strip = QWidget()
+    strip.setStyleSheet("background: white")
+    grid = QGridLayout(strip)
+    for column, (state, meaning) in enumerate(((State.FINE, "all jails fine"), (State.TUNNEL_DOWN, "a tunnel is down"),
+                                               (State.BLOCKING, "a kill switch is blocking"))):
+        icon = QLabel()
+        icon.setPixmap(state_icon(state).pixmap(64, 64))
+        icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        grid.addWidget(icon, 0, column)
+        grid.addWidget(QLabel(meaning), 1, column, Qt.AlignmentFlag.AlignCenter)
+    return strip
+
+
 def main() -> int:
     target = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "docs")
-    target.mkdir(parents=True, exist_ok=True)
+    (target / "screenshots").mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         lab = stack.enter_context(Lab(prefix="ajshot", wg_ifname="ajshot0"))
         stack.enter_context(polkit_files_installed(REPO / "polkit"))
@@ -82,10 +105,13 @@ def main() -> int:
             "web": Profile("web", ("python3", "-m", "http.server", "8080"),
                            {"name": "web", "publish": ["6000:8080"]}),
         }
+        # the tray's process in the lab's host, as a user's is on its host: the helper answers no one elsewhere
+        stack.enter_context(in_netns(lab.host_ns))
         app = QApplication(sys.argv)
         session = Session(env=[b"PATH=/usr/bin:/bin", b"HOME=/"], cwd=b"/", log_dir=None)
         tray = Tray(client_factory=lambda: Client(bus.address), session=session,
-                    profiles_loader=lambda: profiles, use_tray=False)
+                    profiles_loader=lambda: profiles, use_tray=False,
+                    settings=QSettings(str(work / "tray.conf"), QSettings.Format.IniFormat))
         stack.callback(tray.close)
         for name in ("browser", "mail"):
             tray.profile_action(name).trigger()
@@ -102,6 +128,26 @@ def main() -> int:
         wait(app, 5)
         save(tunnel_window, target / "inspector-tunnel.png")
         tunnel_window.hide()
+
+        tray.window.resize(980, 560)
+        tray.window.jails.selectRow(0)
+        wait(app, 5)
+        save(tray.window, target / "screenshots" / "main-window.png")
+
+        picker = AppPicker([lab.host_uplink_if, lab.wg_ifname])
+        picker.pick("firefox-esr.desktop")
+        picker.way_out.vpn.setCurrentText(lab.wg_ifname)
+        picker.way_out.dns.setText(lab.DNS_ADDR)
+        picker.show()
+        wait(app, 1)
+        save(picker, target / "screenshots" / "app-picker.png")
+        picker.close()
+
+        strip = state_icons()
+        strip.show()
+        wait(app, 1)
+        save(strip, target / "screenshots" / "state-icons.png")
+        strip.close()
 
         tray.rebuild_menu()
         tray.menu.popup(QPoint(40, 40))

@@ -108,7 +108,7 @@ def test_a_refused_user_and_a_stopped_helper_are_explained(make_tray, qtbot, lab
     helper.kill(signal.SIGTERM)
     tray.want_list.emit()
     qtbot.waitUntil(lambda: "appjail-helper is not running" in tray.status, timeout=10_000)
-    assert "appjail-helper is not running" in tray.status_label.text()
+    assert "appjail-helper is not running" in tray.window.statusBar().currentMessage()
     # still responsive: the GUI thread answers a timer right away
     fired = []
     QTimer.singleShot(0, lambda: fired.append(time.monotonic()))
@@ -219,3 +219,41 @@ def test_a_wireguard_profile_from_the_menu_goes_through_its_tunnel(make_tray, qt
     jail_submenu_action(tray, "wgp", "Stop").trigger()
     qtbot.waitUntil(lambda: "wgp" not in tray.jail_menu_names(), timeout=15_000)
     assert list_namespaces("aj-") == []
+
+
+def test_the_main_window_lists_the_jails_and_starts_a_profile(make_tray, qtbot, lab, helper):
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "mw", "--vpn", lab.wg_ifname, "--dns", DNS,
+                   "--", "true").returncode == 0
+    tray = make_tray(MEMBER, {"dl": download_profile(lab)})
+    window = tray.window
+    qtbot.waitUntil(lambda: window.jail_names() == ["mw"], timeout=10_000)
+    assert window.jail_row("mw")[:4] == ["mw", MEMBER, f"VPN {lab.wg_ifname}", "VPN up"]
+    window.start_button("dl").click()
+    qtbot.waitUntil(lambda: window.jail_names() == ["dl", "mw"], timeout=10_000)
+    qtbot.waitUntil(lambda: window.jail_row("dl")[5].endswith("kB/s"), timeout=10_000)  # live, from two listings
+    assert window.jail_row("dl")[2] == "NAT"
+    window.jails.selectRow(0)
+    window.stop_action.trigger()
+    qtbot.waitUntil(lambda: window.jail_names() == ["mw"], timeout=15_000)
+    assert appjail(helper, MEMBER, "stop", "mw").returncode == 0
+
+
+def test_the_icon_turns_red_while_a_kill_switch_blocks(make_tray, qtbot, lab, helper):
+    from appjail.desktop.state import State
+
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "ks", "--vpn", lab.wg_ifname, "--dns", DNS,
+                   "--", "true").returncode == 0
+    tray = make_tray(MEMBER, {})
+    qtbot.waitUntil(lambda: "ks" in tray.jail_menu_names(), timeout=10_000)
+    assert tray.state is State.FINE
+    fine = tray.icon.cacheKey()
+    lab.wg_down()
+    try:
+        qtbot.waitUntil(lambda: tray.state is State.BLOCKING, timeout=10_000)
+        assert tray.icon.cacheKey() != fine
+        assert tray.tooltip.splitlines()[1] == f"ks: kill switch blocking ({lab.wg_ifname} down or missing)"
+        assert tray.window.jail_row("ks")[3] == tray.tooltip.splitlines()[1][len("ks: "):]
+    finally:
+        lab.wg_up()
+    qtbot.waitUntil(lambda: tray.state is State.FINE, timeout=10_000)
+    assert appjail(helper, MEMBER, "stop", "ks").returncode == 0

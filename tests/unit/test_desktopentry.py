@@ -42,10 +42,46 @@ def test_the_users_directory_comes_first_and_skipped_entries_are_passed_over(dir
     assert de.find_entry("viewer", dirs, skip=lambda path: path.parent == home)[0] != home / "viewer.desktop"
 
 
-def test_default_data_dirs_follow_the_spec():
+def test_default_data_dirs_follow_the_spec_then_flatpaks_exports():
     assert de.applications_dirs({"HOME": "/home/u"}) == [
         Path("/home/u/.local/share/applications"), Path("/usr/local/share/applications"),
-        Path("/usr/share/applications")]
+        Path("/usr/share/applications"), Path("/home/u/.local/share/flatpak/exports/share/applications"),
+        Path("/var/lib/flatpak/exports/share/applications")]
+    with_flatpak = {"HOME": "/home/u", "XDG_DATA_DIRS": "/var/lib/flatpak/exports/share:/usr/share"}
+    assert de.applications_dirs(with_flatpak)[1:] == [
+        Path("/var/lib/flatpak/exports/share/applications"), Path("/usr/share/applications"),
+        Path("/home/u/.local/share/flatpak/exports/share/applications")], "each once, where the session has it"
+
+
+@pytest.fixture
+def flatpak_system(tmp_path, monkeypatch):
+    """The system's Flatpak exports, with the fixtures' Flatpak app, where XDG_DATA_DIRS does not say."""
+    exports = tmp_path / "flatpak" / "exports" / "share"
+    (exports / "applications").mkdir(parents=True)
+    shutil.copy(APPLICATIONS / "org.example.Flat.desktop", exports / "applications")
+    monkeypatch.setattr(de, "FLATPAK_SYSTEM_EXPORTS", exports)
+    return exports
+
+
+def test_installed_applications_are_listed_once_by_name_with_flatpaks_hidden_ones_left_out(dirs, flatpak_system):
+    system = Path(dirs["XDG_DATA_DIRS"].split(":")[0]) / "applications"
+    (system / "org.example.Flat.desktop").unlink()  # only in Flatpak's exports
+    (system / "settings.desktop").write_text("[Desktop Entry]\nType=Application\nName=Settings\nExec=s\n"
+                                             "NoDisplay=true\n")
+    (system / "link.desktop").write_text("[Desktop Entry]\nType=Link\nName=Link\nURL=http://192.0.2.1/\n")
+    home = Path(dirs["XDG_DATA_HOME"]) / "applications"
+    home.mkdir(parents=True)
+    (home / "chromium.desktop").write_text("[Desktop Entry]\nType=Application\nName=Chromium\nExec=c\n"
+                                           "Hidden=true\n")
+    (home / "viewer.desktop").write_text("[Desktop Entry]\nType=Application\nName=My viewer\nExec=v\n")
+    apps = de.installed_applications(dirs)
+    assert [(a.name, a.desktop_id) for a in apps] == [
+        ("Firefox ESR", "firefox-esr.desktop"), ("Flat", "org.example.Flat.desktop"),
+        ("Konsole", "kde-konsole.desktop"), ("My viewer", "viewer.desktop")]
+    assert apps[1].icon == "org.example.Flat" and apps[1].path.parent == flatpak_system / "applications"
+    skipped = de.installed_applications(dirs, skip=lambda path: path.parent == home)
+    assert ("Viewer", "viewer.desktop") in [(a.name, a.desktop_id) for a in skipped], "the system's, not the skipped"
+    assert de.find_entry("org.example.Flat", dirs)[0] == flatpak_system / "applications" / "org.example.Flat.desktop"
 
 
 def test_exec_is_split_by_the_spec_quoting_rules():
