@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _signal as signal  # the signal module wraps these numbers in enums: importing enum costs 3 ms
 import os
-import stat
 import sys
 import time
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from . import interface as api
 from . import model, report
 from .browsers import refusal
 from .model import FLAG, LIST, NAME_CHARS, NAME_MAX, VALUE, Option, ValidationError, parse_run_options
+from .ownfiles import MAX_FILE, read_file_option, read_own_file  # noqa: F401 - the CLI's way to read them
 
 EXIT_APPJAIL = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -61,6 +61,7 @@ SIMPLE_COMMANDS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     "inspect": ("show one jail: NAME, or USER/NAME (UID/NAME) of another user's", ("name",),
                 {"--json": "print JSON", "--watch": "redraw every second until Ctrl-C"}),
     "stop": ("end every program in a jail and remove it: NAME, or USER/NAME (UID/NAME)", ("name",), {}),
+    "reload": ("make root's declared jails (/etc/appjail/jails.d) agree with their files again (manage)", (), {}),
 }
 
 
@@ -146,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         for switch, switch_text in switches.items():
             command.add_argument(switch, action="store_true", help=switch_text)
 
+    service = commands.add_parser(
+        "service", help="run a systemd service inside root's jail NAME, or not at all (root)",
+        description="Write UNIT's drop-in: UNIT runs in jail NAME (root's, declared in /etc/appjail/jails.d), "
+                    "stops when the jail goes and does not start without it. --remove UNIT takes it out.")
+    service.add_argument("jail_and_unit", nargs="+", metavar="NAME UNIT")
+    service.add_argument("--remove", action="store_true", help="remove UNIT's drop-in (give UNIT alone)")
+    service.add_argument("--unit-dir", metavar="DIR", default=None,
+                         help="where systemd's units are (default: /etc/systemd/system)")
     doctor = commands.add_parser("doctor", help="check that appjail can work here, and say how to fix what cannot")
     doctor.add_argument("--vpn", metavar="IFACE", help="also check this VPN interface")
     return parser
@@ -206,42 +215,6 @@ def read_files(options: dict) -> dict:
     (the CLI's and the tray's way: the helper never opens a user's path)."""
     return {key: read_file_option(option, value) if (option := FILE_OPTIONS.get(key)) else value
             for key, value in options.items()}
-
-
-MAX_FILE = 64 * 1024
-
-
-def read_file_option(option: model.Option, path: str) -> str:
-    """A file option's text, with what the file names read as the user too (option.file says how)."""
-    text = read_own_file(path, option.flags[-1])
-    return option.file(text, path, read_own_file) if callable(option.file) else text
-
-
-def read_own_file(path: str, flag: str) -> str:
-    """A file the helper gets as text: read here, as the user, and only if it is the user's own
-    and nobody else may write it (wg-quick warns about the same)."""
-    path = os.path.expanduser(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ValidationError(f"{flag} {path}: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise ValidationError(f"{flag} {path}: not a regular file")
-    with os.fdopen(fd, "rb") as file:
-        if st.st_uid != os.getuid():
-            raise ValidationError(f"{flag} {path}: not your file (owner uid {st.st_uid})")
-        if st.st_mode & 0o022:
-            raise ValidationError(f"{flag} {path}: others may write it (mode {stat.S_IMODE(st.st_mode):o}); "
-                                  f"chmod go-w it")
-        data = file.read(MAX_FILE + 1)
-    if len(data) > MAX_FILE:
-        raise ValidationError(f"{flag} {path}: longer than {MAX_FILE} bytes")
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise ValidationError(f"{flag} {path}: not text") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -371,6 +344,44 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    done = Client().reload()
+    for what in ("created", "recreated", "removed"):
+        if done.get(what):
+            print(f"{what}: {', '.join(done[what])}")
+    for sentence in done.get("errors", []):
+        _error(sentence)
+    return EXIT_APPJAIL if done.get("errors") else 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import services
+
+    if os.geteuid() != 0:
+        raise ValidationError("appjail service writes systemd's configuration: run it as root")
+    unit_dir = Path(args.unit_dir) if args.unit_dir else services.UNIT_DIR
+    if args.remove:
+        if len(args.jail_and_unit) != 1:
+            raise UsageError("--remove takes the UNIT alone")
+        removed = services.remove_drop_in(args.jail_and_unit[0], unit_dir)
+        print(f"removed {removed}; run `systemctl daemon-reload`" if removed
+              else f"{args.jail_and_unit[0]} has no drop-in of appjail's")
+        return 0
+    if len(args.jail_and_unit) != 2:
+        raise UsageError("expected NAME UNIT")
+    name, unit = args.jail_and_unit
+    from .client import Client
+
+    jail = Client().inspect(model.validate_name(name))  # root's own: a bare NAME
+    path = services.write_drop_in(name, jail["netns"], unit, unit_dir)
+    print(f"wrote {path}; run `systemctl daemon-reload`, then (re)start {services.validate_unit(unit)}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_checks
 
@@ -393,7 +404,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "ls": cmd_ls, "inspect": cmd_inspect, "stop": cmd_stop,
-            "doctor": cmd_doctor, "profiles": cmd_profiles}
+            "doctor": cmd_doctor, "profiles": cmd_profiles, "reload": cmd_reload, "service": cmd_service}
 
 
 def _error(message: str) -> None:

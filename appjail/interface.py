@@ -34,6 +34,7 @@ METHOD_ACTIONS: dict[str, str] = {
     "List": ACTION_INSPECT,
     "Inspect": ACTION_INSPECT,
     "WhoAmI": ACTION_INSPECT,
+    "Reload": ACTION_MANAGE,  # re-read /etc/appjail/jails.d: root's declared jails
 }
 
 SIGNALS = ("JailAdded", "JailRemoved", "VpnChanged")
