@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, loop.quit)
     if args.idle_exit > 0:
         def exit_when_idle() -> bool:
-            if not engine.list():
+            if not engine.list() and not keeper.declared:  # a declared jail not made yet: keep trying
                 log.info("idle with no jail: exiting")
                 loop.quit()
             return True

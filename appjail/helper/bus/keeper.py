@@ -32,6 +32,7 @@ RETRY_S = 5  # a missing or broken declared jail is made again this often
 RECORD = "declared.json"  # in the run directory: name -> the digest its jail was made from
 
 Summary = dict[str, list[str]]  # created, recreated, removed, errors: Reload's answer
+FAILED = {"created": "made", "recreated": "made again", "removed": "removed"}
 
 
 class Keeper:
@@ -81,7 +82,7 @@ class Keeper:
                 if source in self.errors and name in self.declared:
                     del self.errors[source]
             else:
-                self.errors[source] = f"{source}: jail {name!r} could not be made: {error}"
+                self.errors[source] = f"{source}: jail {name!r} could not be {FAILED[what]}: {error}"
                 summary["errors"].append(self.errors[source])
             left[0] -= 1
             if not left[0]:
