@@ -173,9 +173,13 @@ def test_a_service_reaches_the_lab_only_through_its_jail_and_does_not_run_withou
                                    text=True, timeout=10).stdout.strip()
         assert namespace == f"net:[{os.stat('/run/netns/aj-svc').st_ino}]", "the service runs in the jail"
 
-        # the jail goes (its file removed): the service stops with it
+        jail_unit = "appjail-jail@aj\\x2dsvc.service"
+        assert active(systemd, jail_unit) == "active"
+
+        # the jail goes (its file removed): the unit that stands for it ends, and the service stops with it
         source.unlink()
         assert appjail_inside(systemd, "root", "reload").stdout == "removed: svc\n"
+        assert wait_until(lambda: active(systemd, jail_unit) != "active", 15), systemctl(systemd, "status", jail_unit)
         assert wait_until(lambda: active(systemd, "ajtest-web.service") != "active", 15), \
             systemctl(systemd, "status", "ajtest-web.service")
 
