@@ -50,6 +50,7 @@ SIMPLE_COMMANDS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     "inspect": ("show one jail: NAME, or USER/NAME (UID/NAME) of another user's", ("name",),
                 {"--json": "print JSON", "--watch": "redraw every second until Ctrl-C"}),
     "stop": ("end every program in a jail and remove it: NAME, or USER/NAME (UID/NAME)", ("name",), {}),
+    "reload": ("make root's declared jails (/etc/appjail/jails.d) agree with their files again (manage)", (), {}),
 }
 
 
@@ -135,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         for switch, switch_text in switches.items():
             command.add_argument(switch, action="store_true", help=switch_text)
 
+    service = commands.add_parser(
+        "service", help="run a systemd service inside root's jail NAME, or not at all (root)",
+        description="Write UNIT's drop-in: UNIT runs in jail NAME (root's, declared in /etc/appjail/jails.d), "
+                    "stops when the jail goes and does not start without it. --remove UNIT takes it out.")
+    service.add_argument("jail_and_unit", nargs="+", metavar="NAME UNIT")
+    service.add_argument("--remove", action="store_true", help="remove UNIT's drop-in (give UNIT alone)")
+    service.add_argument("--unit-dir", metavar="DIR", default=None,
+                         help="where systemd's units are (default: /etc/systemd/system)")
     doctor = commands.add_parser("doctor", help="check that appjail can work here, and say how to fix what cannot")
     doctor.add_argument("--vpn", metavar="IFACE", help="also check this VPN interface")
     return parser
@@ -313,6 +322,44 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    done = Client().reload()
+    for what in ("created", "recreated", "removed"):
+        if done.get(what):
+            print(f"{what}: {', '.join(done[what])}")
+    for sentence in done.get("errors", []):
+        _error(sentence)
+    return EXIT_APPJAIL if done.get("errors") else 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import services
+
+    if os.geteuid() != 0:
+        raise ValidationError("appjail service writes systemd's configuration: run it as root")
+    unit_dir = Path(args.unit_dir) if args.unit_dir else services.UNIT_DIR
+    if args.remove:
+        if len(args.jail_and_unit) != 1:
+            raise UsageError("--remove takes the UNIT alone")
+        removed = services.remove_drop_in(args.jail_and_unit[0], unit_dir)
+        print(f"removed {removed}; run `systemctl daemon-reload`" if removed
+              else f"{args.jail_and_unit[0]} has no drop-in of appjail's")
+        return 0
+    if len(args.jail_and_unit) != 2:
+        raise UsageError("expected NAME UNIT")
+    name, unit = args.jail_and_unit
+    from .client import Client
+
+    jail = Client().inspect(model.validate_name(name))  # root's own: a bare NAME
+    path = services.write_drop_in(name, jail["netns"], unit, unit_dir)
+    print(f"wrote {path}; run `systemctl daemon-reload`, then (re)start {services.validate_unit(unit)}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_checks
 
@@ -335,7 +382,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "ls": cmd_ls, "inspect": cmd_inspect, "stop": cmd_stop,
-            "doctor": cmd_doctor, "profiles": cmd_profiles}
+            "doctor": cmd_doctor, "profiles": cmd_profiles, "reload": cmd_reload, "service": cmd_service}
 
 
 def _error(message: str) -> None:

@@ -85,6 +85,10 @@ class Client:
     def whoami(self) -> dict:
         return self._call("WhoAmI", interactive=False)[0]
 
+    def reload(self) -> dict:
+        """Have the helper read the declared jails' files again: what it created, recreated, removed, errors."""
+        return self._call("Reload", timeout=RUN_TIMEOUT)[0]
+
     def close(self) -> None:
         self.connection.close()
 

@@ -38,6 +38,8 @@ def check_helper() -> dict | None:
     else:
         _say(FAIL, "polkit does not let you run programs in jails",
              "sudo usermod -aG appjail $USER, then log out and in again")
+    for sentence in me.get("declared_errors", []):
+        _say(FAIL, f"declared jail: {sentence}", "fix the file, then `sudo appjail reload`")
     if "firewall" in me:
         _say(OK, f"the helper writes its rules with the {me['firewall']} backend ({me['firewall_reason']})",
              "another backend: appjail-helper --firewall nftables|xtables, or APPJAIL_FIREWALL")
@@ -149,7 +151,7 @@ def _nft_ruleset() -> dict:
 
 def run_checks(vpn: str | None = None) -> int:
     me = check_helper()
-    healthy = bool(me and me.get("may_run"))
+    healthy = bool(me and me.get("may_run") and not me.get("declared_errors"))
     if vpn:
         healthy &= check_vpn(vpn)
     check_systemd()

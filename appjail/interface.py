@@ -47,6 +47,7 @@ METHODS: dict[str, Method] = {
     "List": Method(ACTION_INSPECT, "", "aa{sv}", ()),
     "Inspect": Method(ACTION_INSPECT, "s", "a{sv}", ("name",)),
     "WhoAmI": Method(ACTION_INSPECT, "", "a{sv}", ()),
+    "Reload": Method(ACTION_MANAGE, "", "a{sv}", ()),  # re-read /etc/appjail/jails.d: root's declared jails
 }
 METHOD_ACTIONS: dict[str, str] = {name: method.action for name, method in METHODS.items()}
 

@@ -46,6 +46,17 @@ def validate_name(name: object) -> str:
     return name
 
 
+KERNEL_PREFIX = "aj-"  # a jail's kernel name: its namespace, links, chains (docs/design.md, part 2)
+
+
+def validate_kernel_name(kernel_name: str) -> str:
+    """aj- and a jail name's characters: 15 at most, an interface name."""
+    if not (isinstance(kernel_name, str) and kernel_name.startswith(KERNEL_PREFIX)):
+        raise ValidationError(f"invalid kernel name {kernel_name!r}")
+    validate_name(kernel_name[len(KERNEL_PREFIX):])
+    return kernel_name
+
+
 def default_jail_name(program: str) -> str:
     """`/usr/bin/Firefox-ESR` -> `firefox-esr`: a valid jail name from a program."""
     base = os.path.basename(program).lower()

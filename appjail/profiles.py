@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,21 +70,8 @@ def _profile(path: Path, section: str, table: dict) -> Profile:
     def fail(key: str, problem: str) -> ProfileError:
         return ProfileError(f"{path}: [{section}] {key}: {problem}")
 
-    known = {option.key: option for option in model.OPTIONS}
-    options = {}
-    for key, value in table.items():
-        if key == "command":
-            continue
-        option = known.get(key)
-        if option is None:
-            raise fail(key, f"unknown key (known: {', '.join(['command', *known])})")
-        if not option.accepts(value):
-            raise fail(key, f"expected {option.hint()}")
-        try:
-            option.check(value)
-        except ValidationError as exc:
-            raise fail(key, str(exc)) from None
-        options[key] = value
+    options = table_options({key: value for key, value in table.items() if key != "command"},
+                            model.OPTIONS, fail, ("command",))
     command = table.get("command")
     if not command:
         raise fail("command", "missing: the program to run and its arguments")
@@ -95,6 +83,26 @@ def _profile(path: Path, section: str, table: dict) -> Profile:
         except ValidationError as exc:
             raise fail("name", f"{exc} (set name = \"...\" when the section's name is not one)") from None
     return Profile(section, tuple(command), options)
+
+
+def table_options(table: dict, options: tuple[model.Option, ...], fail: Callable[[str, str], Exception],
+                  other_keys: tuple[str, ...] = ()) -> dict:
+    """The jail options of a TOML table, each checked as `run` checks it (the wire form, for
+    parse_run_options); fail(key, problem) makes the error for the first wrong key. Profiles and
+    declared jails (helper/engine/declared.py) read their tables with it; other_keys are named
+    beside the options when a key is unknown."""
+    known = {option.key: option for option in options}
+    for key, value in table.items():
+        option = known.get(key)
+        if option is None:
+            raise fail(key, f"unknown key (known: {', '.join([*other_keys, *known])})")
+        if not option.accepts(value):
+            raise fail(key, f"expected {option.hint()}")
+        try:
+            option.check(value)
+        except ValidationError as exc:
+            raise fail(key, str(exc)) from None
+    return dict(table)
 
 
 # Writing: `appjail profiles add` and `rm` change one section and keep the

@@ -14,7 +14,7 @@ COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_pa
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
     result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, "ports_not_held": [],
-              "repairs": NO_REPAIRS, **jail}
+              "repairs": NO_REPAIRS, "source": None, **jail}
     if "connections" in jail:  # inspect's answer (ls has neither)
         result.setdefault("blocked", [])
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
@@ -83,6 +83,8 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
             notes.append(f"{jail['name']}: {ports_not_held(jail)}")
         if jail["repairs"]["count"]:
             notes.append(f"{jail['name']}: {repaired(jail['repairs'])}")
+        if jail["source"]:
+            notes.append(f"{jail['name']}: declared in {jail['source']}")
     return "\n".join([table(rows), *([""] + notes if notes else [])])
 
 

@@ -17,6 +17,11 @@ from collections.abc import Callable
 from . import model
 from .model import ValidationError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the CLI's start)
+if TYPE_CHECKING:
+    from .ovpnconf import OpenVpnConfig
+    from .wgconf import WireGuardConfig
+
 MAX_FILE = 64 * 1024
 FILE_OPTIONS = {option.key: option for option in model.OPTIONS if option.file}
 Read = Callable[[str, str], str]  # read(path, what): a file the first names, read as the user
@@ -28,9 +33,13 @@ def read_files(options: dict) -> dict:
             for key, value in options.items()}
 
 
-def read_file_option(option: model.Option, path: str) -> str:
-    """A file option's text, with what the file names read as the user too, checked as the helper will."""
-    return _PREPARE[option.key](read_own_file(path, option.flags[-1]), path, read_own_file)
+def read_file_option(option: model.Option, path: str, private: bool = False) -> str:
+    """A file option's text, with what the file names read as the user too, checked as the helper will
+    (private: by the helper, of a declared jail: files that nobody but their owner may read)."""
+    def read(name: str, flag: str) -> str:
+        return read_own_file(name, flag, private)
+
+    return _PREPARE[option.key](read(path, option.flags[-1]), path, read)
 
 
 def _wireguard(text: str, path: str, read: Read) -> str:
@@ -47,12 +56,19 @@ def _openvpn(text: str, path: str, read: Read) -> str:
     return prepare(text, path, read)
 
 
+def parse(key: str, text: str) -> WireGuardConfig | OpenVpnConfig:
+    """A tunnel file option's text (as sent, or as a declared jail's file holds it) parsed into its config."""
+    from . import ovpnconf, wgconf
+
+    return {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}[key](text)
+
+
 _PREPARE: dict[str, Callable[[str, str, Read], str]] = {"wireguard": _wireguard, "openvpn": _openvpn}
 
 
-def read_own_file(path: str, flag: str) -> str:
+def read_own_file(path: str, flag: str, private: bool = False) -> str:
     """A file the helper gets as text: read here, as the user, and only if it is the user's own
-    and nobody else may write it (wg-quick warns about the same)."""
+    and nobody else may write it (wg-quick warns about the same); private: nor read it."""
     path = os.path.expanduser(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
@@ -68,6 +84,9 @@ def read_own_file(path: str, flag: str) -> str:
         if st.st_mode & 0o022:
             raise ValidationError(f"{flag} {path}: others may write it (mode {stat.S_IMODE(st.st_mode):o}); "
                                   f"chmod go-w it")
+        if private and st.st_mode & 0o044:
+            raise ValidationError(f"{flag} {path}: others may read it (mode {stat.S_IMODE(st.st_mode):o}); "
+                                  f"chmod go-rw it")
         data = file.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
         raise ValidationError(f"{flag} {path}: longer than {MAX_FILE} bytes")

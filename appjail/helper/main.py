@@ -13,6 +13,7 @@ from .. import interface as api
 from ..hostfirewall import DEFAULT_FIREWALLD_ZONE
 from .firewall import choice
 from .engine.engine import DEFAULT_MAX_JAILS_PER_USER
+from .engine.declared import DECLARED_DIR
 from .engine.pool import DEFAULT_POOL
 from .engine.state import RUN_DIR
 
@@ -23,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="appjail-helper", description=__doc__)
     parser.add_argument("--bus-address", help="connect to this bus instead of the system bus")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="state directory (%(default)s)")
+    parser.add_argument("--declared-dir", type=Path, default=DECLARED_DIR,
+                        help="declared jails' files, NAME.toml (%(default)s)")
     parser.add_argument("--pool", default=DEFAULT_POOL, help="jail address pool (%(default)s)")
     parser.add_argument("--idle-exit", type=int, default=0, metavar="SECONDS",
                         help="exit after this long with no jail (0: never)")
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from .engine.drivers import machine
     from .engine.engine import Engine
     from .kernel.scopes import Scopes
+    from .bus.keeper import Keeper
     from .bus.service import HelperService
     from .bus.supervisor import Supervisor
 
@@ -104,19 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(engine, on_added=lambda jail: service and service.notify(jail, "JailAdded"),
                             on_removed=lambda jail: service and service.notify(jail, "JailRemoved"),
                             scopes=Scopes(bus))
-    service = HelperService(bus, supervisor)
+    keeper = Keeper(supervisor, args.declared_dir, args.run_dir)
+    service = HelperService(bus, supervisor, keeper)
     # from the link watcher's thread: emit in the main loop's
     engine.on_vpn_change = lambda jail, up: GLib.idle_add(service.notify, jail, "VpnChanged", up)
     # from the firewall watcher's thread: stop, from the main loop, a jail whose rules could not be put back
     engine.on_lost = lambda jail, why: GLib.idle_add(supervisor.lose, jail, why)
     supervisor.adopt_all()
+    keeper.start()  # after adopt_all: a declared jail adopted unchanged is kept
 
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, loop.quit)
     if args.idle_exit > 0:
         def exit_when_idle() -> bool:
-            if not engine.list():
+            if not engine.list() and not keeper.declared:  # a declared jail not made yet: keep trying
                 log.info("idle with no jail: exiting")
                 loop.quit()
             return True

@@ -112,6 +112,12 @@ class LabSystemd:
         """An argv running `argv` in systemd's pid, mount and cgroup namespaces (see nsenter.py)."""
         return [sys.executable, "-m", "appjail.lab.nsenter", str(self.pid), "--", *argv]
 
+    @property
+    def unit_dir(self) -> Path:
+        """The lab's own unit directory, ahead of the usual ones (`daemon-reload` after changing it)."""
+        assert self._state is not None
+        return self._state / "units"
+
     def mask(self, unit: str) -> None:
         """Mask UNIT (in the lab's own unit directory) and have systemd reload: starting it fails."""
         assert self._state is not None

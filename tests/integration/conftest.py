@@ -166,10 +166,12 @@ def users():
 
 @contextmanager
 def running_helper(lab: Lab, bus_address: str, tmp_path: Path,
-                   enter_argv: Callable[[list[str]], list[str]] | None = None) -> Iterator[LabHelper]:
-    """appjail-helper in the lab's host on that bus, stopped afterwards; its log must hold no traceback."""
+                   enter_argv: Callable[[list[str]], list[str]] | None = None,
+                   options: tuple[str, ...] = ()) -> Iterator[LabHelper]:
+    """appjail-helper (with extra command-line `options`) in the lab's host on that bus, stopped afterwards;
+    its log must hold no traceback."""
     process = LabHelper(lab.host_ns, bus_address, tmp_path / "run", tmp_path / "helper.log", enter_argv)
-    process.start()
+    process.start(*options)
     try:
         yield process
     finally:

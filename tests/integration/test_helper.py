@@ -739,7 +739,7 @@ for method, types, args in [("Stop", "s", ["ok"]), ("Inspect", "s", ["ok"]), ("S
         signature = "".join("h" if i == position else t for i, t in enumerate(types))
         cases.append((method + " fd", call(method, signature, *[fd[0] if i == position else a
                                                                for i, a in enumerate(args)])))
-for method in ("List", "WhoAmI"):
+for method in ("List", "WhoAmI", "Reload"):
     cases.append((method + " fd", call(method, "h", fd[0])))
 hidden = [fd[0], dbus.Array(fd, signature="h"), dbus.Struct((fd[0], "x")),
           dbus.Dictionary({"h": fd[0]}, signature="sv"), dbus.Array([fd[0]], signature="v")]

@@ -66,7 +66,7 @@ def helper(monkeypatch):
 
     monkeypatch.setattr(service, "_answers", answers_of)
     monkeypatch.setattr(service, "identify", lambda bus, sender: Caller(int(sender[1:].split(".")[0]), 0, (), sender))
-    helper = service.HelperService(FakeBus(), supervisor=None)
+    helper = service.HelperService(FakeBus(), supervisor=None, keeper=None)
     helper.supervisor = type("Confine", (), {"confine": staticmethod(lambda caller: caller)})()
     helper.authority = polkit = Polkit()
     return helper, polkit, answers, sentences

@@ -113,3 +113,12 @@ def test_a_repaired_jail_says_so_in_inspect_and_ls():
     assert report.jail_list([nat]).splitlines()[2:] == ["", f"web: {line}"]
     assert "repaired" not in report.inspection({**nat, "repairs": report.NO_REPAIRS})
     assert report.normalised({"name": "old"})["repairs"] == report.NO_REPAIRS
+
+
+def test_ls_names_a_declared_jails_file_and_json_always_has_the_field():
+    declared = {"name": "seedbox", "owner_uid": 0, "netns": "aj-seedbox", "address": "10.231.0.2", "pids": [],
+                "source": "/etc/appjail/jails.d/seedbox.toml"}
+    assert report.jail_list([declared]).splitlines()[2:] == [
+        "", "seedbox: declared in /etc/appjail/jails.d/seedbox.toml"]
+    assert report.normalised({**declared, "source": None})["source"] is None
+    assert report.normalised({k: v for k, v in declared.items() if k != "source"})["source"] is None

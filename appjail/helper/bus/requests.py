@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ... import ovpnconf, wgconf
+from ... import tunnelfiles
 from ...model import TUNNEL_OPTIONS, LaunchSpec, launch_settings, parse_run_options
 from ...ovpnconf import OpenVpnConfig
 from ...wgconf import WireGuardConfig
 
-TUNNEL_PARSERS = {"wireguard": wgconf.parse, "openvpn": ovpnconf.parse}  # a file option's text -> config
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,6 @@ class RunRequest:
 def parse_run(options: object, program: LaunchSpec) -> RunRequest:
     """Run's options and program checked once, field by field (ValidationError says what is wrong)."""
     options = parse_run_options(options)
-    tunnels = {key: TUNNEL_PARSERS[key](options.pop(key)) for key in TUNNEL_OPTIONS if key in options}
+    tunnels = {key: tunnelfiles.parse(key, options.pop(key)) for key in TUNNEL_OPTIONS if key in options}
     settings = launch_settings(options)
     return RunRequest(options, tunnels, settings, program)

@@ -42,6 +42,7 @@ from .authz import Authority, CallerUnknown, identify
 from .policy import Caller, NotAllowed, publish_needs_manage
 from .requests import RunRequest, parse_run
 from .supervisor import Supervisor
+from .keeper import Keeper
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +173,13 @@ def exported(target: Callable[[list], str | None] | None = None,
 
 
 class HelperService(dbus.service.Object):
-    def __init__(self, bus: dbus.Bus, supervisor: Supervisor) -> None:
+    def __init__(self, bus: dbus.Bus, supervisor: Supervisor, keeper: Keeper) -> None:
         super().__init__(bus, api.OBJECT_PATH)
         self.bus = bus
         self.authority = Authority(bus)
         self.audience = Audience(bus)
         self.supervisor = supervisor
+        self.keeper = keeper
         self._pending: collections.Counter[int] = collections.Counter()  # uid -> calls not answered yet
 
     def notify(self, jail: JailId, member: str, *args) -> None:
@@ -336,9 +338,23 @@ class HelperService(dbus.service.Object):
             self._ask(caller.sender, action, False, call.later(record))
 
         choice = self.supervisor.engine.firewall_choice
-        ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", lambda: call.reply(
-            to_variant_dict({"uid": caller.uid, **answers, "firewall": choice.name,
-                             "firewall_reason": choice.reason}))))
+
+        def reply() -> None:
+            # what is wrong with the declared jails' files: root's business, a manager's too
+            errors = {"declared_errors": sorted(self.keeper.errors.values())} \
+                if answers["may_manage"] or caller.uid == 0 else {}
+            call.reply(to_variant_dict({"uid": caller.uid, **answers, "firewall": choice.name,
+                                        "firewall_reason": choice.reason, **errors}))
+
+        ask(api.ACTION_RUN, "may_run", lambda: ask(api.ACTION_MANAGE, "may_manage", reply))
+
+    @exported()
+    def Reload(self, caller: Caller, call: _Call) -> None:
+        """Read the declared jails' files again and make root's jails agree: created, recreated, removed,
+        errors (see keeper.py)."""
+        if caller.inside is not None:
+            raise NotAllowed("a program inside a jail may not reload the declared jails")
+        self.keeper.reload(call.later(lambda summary: call.reply(to_variant_dict(summary))))
 
     # -- signals: declared here (introspection), sent by notify() to their audience only ------
 

@@ -158,6 +158,8 @@ class Supervisor:
         self._creating: dict[JailId, list[Callable[[], None]]] = {}
         self._removing: dict[JailId, list[Done]] = {}
         self.host_netns = self.host.netns.namespace_id("/proc/self/ns/net")  # the network its jails lead to
+        self.root = Caller(0, 0, ())  # who declared jails belong to (keeper.py)
+        self.declared_sources: dict[JailId, str] = {}  # a declared jail -> its file (keeper.py)
 
     # -- helpers -----------------------------------------------------------
 
@@ -278,6 +280,15 @@ class Supervisor:
 
         offloop.run(lambda: self.engine.create(spec, caller.uid, unlimited=unlimited, **tunnels), made,
                     "appjail-create")
+
+    def keep(self, spec: JailSpec, tunnels: dict, done: Done) -> None:
+        """Make a declared jail, root's (keeper.py): done(error or None) once it is up; one whose
+        tunnel does not come up in time is removed again."""
+        def ready(jail: Jail) -> None:
+            if jail.connecting:
+                return self._when_connected(jail, lambda: done(None), done)
+            done(None)
+        self._create(self.root, spec, tunnels, ready, done)
 
     def _scope_tunnel(self, uid: int, jail: Jail) -> None:
         """Where systemd runs, the jail's tunnel daemon goes into a scope of its owner's slice, like the
@@ -657,6 +668,7 @@ class Supervisor:
             "counters": totals[jail.netns],
             "ports_not_held": [str(entry) for entry in jail.ports_not_held],
             "repairs": jail.repairs.as_dict(),
+            "source": self.declared_sources.get(jail.id),
         } for jail in jails]
 
     def inspect(self, caller: Caller, address: str) -> dict:

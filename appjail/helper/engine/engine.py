@@ -422,6 +422,10 @@ class Engine:
         if self.on_tunnel_change is not None:
             self.on_tunnel_change(jail.id)
 
+    def tunnel_running(self, jail: Jail) -> bool:
+        """Whether a tunnel jail's tunnel is still there (its daemon has not ended)."""
+        return self.host.driver(jail).present(jail.netns, jail.tunnel_ifname)
+
     def tunnel_counters(self, jail: Jail) -> dict[str, int]:
         return self.host.driver(jail).counters(jail.netns, jail.tunnel_ifname)
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...model import JailSpec, ValidationError, validate_name, wire_options
+from ...model import JailSpec, ValidationError, validate_kernel_name, wire_options
 from ..firewall.rules import PREFIX
 
 RUN_DIR = Path("/run/appjail")
@@ -53,14 +53,6 @@ class JailRecord:
         return cls(JailSpec(**data["spec"]), int(data["owner_uid"]),
                    None if data["slot"] is None else int(data["slot"]), data["status"], data.get("tunnel"),
                    data.get("kernel_name", ""))
-
-
-def validate_kernel_name(kernel_name: str) -> str:
-    """aj- and a jail name's characters: 15 at most, an interface name."""
-    if not (isinstance(kernel_name, str) and kernel_name.startswith(PREFIX)):
-        raise ValidationError(f"invalid kernel name {kernel_name!r}")
-    validate_name(kernel_name[len(PREFIX):])
-    return kernel_name
 
 
 class StateStore:
