@@ -340,6 +340,19 @@ class FakeTunnels(Recorder):
                  if where == HOST or where in self.kernel.namespaces}
         return {"devices": alive, "daemons": set(self.daemons)}
 
+    def make(self, ipr, namespace: str, ifname: str, config) -> str:
+        """As the real driver's: each step an op of its own."""
+        kind = self.create(ipr, ifname)
+        self.configure(ifname, config.setconf_text())
+        self.place(ifname, namespace, config.addresses, config.routes(), config.mtu, config.ipv6)
+        self.wait_ready(ifname, kind)
+        return kind
+
+    def place(self, ifname: str, namespace: str, addresses, routes, mtu: int, ipv6: bool) -> None:
+        if self.devices.get(ifname) == HOST or ifname in self.kernel.links:  # here: made, or openvpn's
+            self.move(None, ifname, namespace)
+        self.kernel.run_in_namespace(namespace, lambda: self.configure_inside(ifname, addresses, routes, mtu, ipv6))
+
     def create(self, ipr, ifname: str) -> str:
         self._op("create_tunnel", ifname)
         self.devices[ifname] = HOST
@@ -436,6 +449,9 @@ class FakeOpenvpn(Recorder):
 
     def why_not(self, ifname: str) -> str:
         return self.last_words.get(ifname, "no output")
+
+    def place(self, namespace: str, ifname: str, up) -> None:
+        self.tunnels.place(ifname, namespace, up.addresses, up.routes(), up.mtu, up.ipv6)
 
     def helper_died(self) -> None:
         """Its daemons run on, served by nobody."""

@@ -9,21 +9,20 @@ otherwise.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ...model import Publish
+from ...ovpnconf import Up
+from ...wgconf import WireGuardConfig
 from ..kernel import launch
 from ..kernel.hostports import HeldPort
 from ..kernel.netns import NamespaceId
 
 T = TypeVar("T")
-Interfaces = Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
-Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
 class Kernel(Protocol):
@@ -75,24 +74,21 @@ class TunnelDriver(Protocol):
 
 
 class WireGuard(TunnelDriver, Protocol):
-    """tunnels/wireguard: made in the host namespace, keyed, moved in and configured there."""
+    """tunnels/wireguard: made in the host namespace, keyed, moved in and configured there (make), removed."""
 
-    def create(self, ipr: Any, ifname: str) -> str: ...
-    def configure(self, ifname: str, setconf_text: str) -> None: ...
-    def move(self, ipr: Any, ifname: str, namespace: str) -> None: ...
-    def configure_inside(self, ifname: str, addresses: Interfaces, routes: Networks, mtu: int,
-                         ipv6: bool) -> None: ...
-    def wait_ready(self, ifname: str, kind: str) -> None: ...
+    def make(self, ipr: Any, namespace: str, ifname: str, config: WireGuardConfig) -> str: ...
 
 
 class OpenVpn(TunnelDriver, Protocol):
-    """tunnels/openvpn: a daemon that reports its tunnel up (on_up) and any change (on_change)."""
+    """tunnels/openvpn: a daemon that reports its tunnel up (on_up) and any change (on_change); its device
+    placed in the jail on each report (place), removed."""
 
     def start(self, ifname: str, config_text: str, on_up: Callable[[Any], None],
               on_change: Callable[[], None]) -> None: ...
     def adopt(self, ifname: str, on_up: Callable[[Any], None], on_change: Callable[[], None]) -> None: ...
     def connected(self, ifname: str) -> bool: ...
     def why_not(self, ifname: str) -> str: ...
+    def place(self, namespace: str, ifname: str, up: Up) -> None: ...
 
 
 class Ports(Protocol):

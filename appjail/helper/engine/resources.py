@@ -384,23 +384,13 @@ class Tunnel:
                 host.openvpn.start(jail.tunnel_ifname, config.config_text(), *_openvpn_callbacks(host, jail))
                 jail.connecting = True
             else:
-                self._wireguard(host, ipr, jail, config)
+                jail.record.tunnel["implementation"] = host.wireguard.make(ipr, jail.netns, jail.tunnel_ifname,
+                                                                           config)
         except BaseException:
             self.undo(host, ipr, jail)
             raise
         log.info("jail %s: %s (%s) to %s", jail.name, jail.tunnel["type"], jail.tunnel.get("implementation"),
                  jail.tunnel["endpoint"])
-
-    @staticmethod
-    def _wireguard(host: Host, ipr: Any, jail: Jail, config: Any) -> None:
-        ifname = jail.tunnel_ifname
-        kind = host.wireguard.create(ipr, ifname)
-        jail.record.tunnel["implementation"] = kind
-        host.wireguard.configure(ifname, config.setconf_text())
-        host.wireguard.move(ipr, ifname, jail.netns)
-        host.netns.run_in_namespace(jail.netns, lambda: host.wireguard.configure_inside(
-            ifname, config.addresses, config.routes(), config.mtu, config.ipv6))
-        host.wireguard.wait_ready(ifname, kind)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         host.driver(jail).remove(ipr, jail.netns, jail.tunnel_ifname)
@@ -423,14 +413,9 @@ def _openvpn_callbacks(host: Host, jail: Jail) -> tuple[Callable[[Any], None], C
 
 
 def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
-    """openvpn's device is up (in the host namespace, unconfigured): move it into the jail, configure it
-    there (the tunnel.configure_inside of WireGuard's), and point the jail's resolver at pushed DNS."""
-    ifname = jail.tunnel_ifname
-    with host.netns.rtnl() as own:
-        if host.netns.link_index(ifname) is not None:
-            host.wireguard.move(own, ifname, jail.netns)
-    host.netns.run_in_namespace(jail.netns, lambda: host.wireguard.configure_inside(
-        ifname, up.addresses, up.routes(), up.mtu, up.ipv6))
+    """openvpn's device is up (in the host namespace, unconfigured): into the jail, configured there, and
+    the jail's resolver pointed at pushed DNS."""
+    host.openvpn.place(jail.netns, jail.tunnel_ifname, up)
     jail.record.tunnel["addresses"] = [str(address) for address in up.addresses]
     if not jail.spec.dns and up.dns and up.dns != jail.dns:
         jail.dns = up.dns

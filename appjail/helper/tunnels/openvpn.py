@@ -415,6 +415,13 @@ def hook_command(socket_path: Path) -> str:
     return shlex.join([python, "-I", str(_hook_script()), str(socket_path)])
 
 
+def place(namespace: str, ifname: str, up: ovpnconf.Up) -> None:
+    """openvpn's device IFNAME, up and unconfigured: into the jail NAMESPACE, configured as the server
+    pushed (UP: the hook's report), on every (re)connection."""
+    with netns.rtnl() as ipr:
+        wireguard.place(ipr, ifname, namespace, up.addresses, up.routes(), up.mtu, up.ipv6)
+
+
 def argv(ifname: str) -> list[str]:
     """openvpn's fixed command line: the file's directives come from stdin first, these win."""
     return [DAEMON, "--config", "stdin", "--dev", ifname, "--dev-type", "tun", "--dev-node", str(tundaemon.tun_node()),

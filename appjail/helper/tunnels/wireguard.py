@@ -31,6 +31,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ...wgconf import WireGuardConfig
 from . import tundaemon
 from ..kernel import netns
 from ..kernel.netns import NetnsError
@@ -46,6 +47,8 @@ CONNECTING = "connecting"  # and the engine's, for an OpenVPN jail whose tunnel 
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 _IFA_F_NODAD = 0x02
 _IFF_LOWER_UP = 0x10000
+Interfaces = Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
 def create(ipr: IPRoute, ifname: str) -> str:
@@ -112,6 +115,25 @@ def _uapi_listener(ifname: str) -> socket.socket:
     return listener
 
 
+def make(ipr: IPRoute, namespace: str, ifname: str, config: WireGuardConfig) -> str:
+    """A tunnel jail's interface IFNAME: made here, keyed, moved into NAMESPACE and configured there,
+    ready to carry traffic; the implementation serving it (KERNEL or wireguard-go). Undone by remove."""
+    kind = create(ipr, ifname)
+    configure(ifname, config.setconf_text())
+    place(ipr, ifname, namespace, config.addresses, config.routes(), config.mtu, config.ipv6)
+    wait_ready(ifname, kind)
+    return kind
+
+
+def place(ipr: IPRoute, ifname: str, namespace: str, addresses: Interfaces, routes: Networks, mtu: int,
+          ipv6: bool) -> None:
+    """A tunnel's device moved from here into the jail NAMESPACE (if it is here: an OpenVPN device may be
+    there already) and configured there; WireGuard's and OpenVPN's alike."""
+    if netns.link_index(ifname) is not None:
+        move(ipr, ifname, namespace)
+    netns.run_in_namespace(namespace, lambda: configure_inside(ifname, addresses, routes, mtu, ipv6))
+
+
 def configure(ifname: str, setconf_text: str) -> None:
     """Keys, peers and endpoints, through a pipe: `wg setconf IFNAME /dev/stdin`."""
     result = subprocess.run(["wg", "setconf", ifname, "/dev/stdin"], input=setconf_text, env=_ENV,
@@ -144,9 +166,7 @@ def move_out(ifname: str, namespace: str) -> None:
         os.close(fd)
 
 
-def configure_inside(ifname: str, addresses: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
-                     routes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], mtu: int,
-                     ipv6: bool) -> None:
+def configure_inside(ifname: str, addresses: Interfaces, routes: Networks, mtu: int, ipv6: bool) -> None:
     """In the jail's namespace: lo and the tunnel up, its addresses (and no other), a route per AllowedIPs.
 
     IPv6 stays off unless the file gives the jail an IPv6 address. Done
