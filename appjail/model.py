@@ -152,10 +152,15 @@ MAX_RULES = 64  # published ports, denied ranges: each one is a netfilter rule
 class Publish(namedtuple("Publish", "host_port jail_port proto host_address", defaults=("tcp", None))):
     """A host port forwarded into the jail: `[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]`.
 
-    host_address None: every address of the host.
+    host_address None: every address of the host; one of 127/8 (`on_loopback`):
+    the host's own programs alone, never another machine.
     """
 
     __slots__ = ()
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host_address is not None and self.host_address.startswith("127.")
 
     def __str__(self) -> str:
         address = f"{self.host_address}:" if self.host_address else ""
@@ -332,10 +337,11 @@ class JailSpec(namedtuple("JailSpec", [option.key for option in spec_options()],
     def __new__(cls, *args: object, **kwargs: object) -> JailSpec:
         given = super().__new__(cls, *args, **kwargs)  # binds arguments to fields, as a namedtuple does
         spec = super().__new__(cls, *(option.check(value) for option, value in zip(cls._options, given)))
-        if spec.publish and spec.vpn:
+        if spec.vpn and not all(publish.on_loopback for publish in spec.publish):
             # replies to a published port would follow the jail's only route: the VPN
-            raise ValidationError("--publish cannot be combined with --vpn: a --vpn jail's "
-                                  "only way in and out is the VPN")
+            # (replies to the host's loopback are the host's: its local routes come first)
+            raise ValidationError("--publish cannot be combined with --vpn but on the host's loopback "
+                                  "(127.0.0.1:HOSTPORT:JAILPORT): a --vpn jail's only way in and out is the VPN")
         return spec
 
     def lan_ranges(self) -> tuple[str, ...]:

@@ -107,6 +107,14 @@ def test_the_door_opens_last_and_shuts_first(engine, ops):
     assert ops[0] == "retire_link aj-web", "the jail is cut off before anything else goes"
 
 
+def test_a_port_published_on_loopback_lets_127_8_through_the_jails_veth_alone(engine, kernel, ops):
+    engine.create(JailSpec("web", dns=DNS, publish=("127.0.0.1:6003:8080",)), 1000)
+    localnet = "write_sysctl net/ipv4/conf/aj-web/route_localnet 1"
+    assert ops.index(localnet) == len(ops) - 2, "set with the door, right before it opens"
+    engine.create(JailSpec("other", dns=DNS, publish=("6004:8080",)), 1000)
+    assert "net/ipv4/conf/aj-other/route_localnet" not in kernel.sysctls
+
+
 FAILING_CALLS = ["create_namespace", "create_veth", "configure_jail_side", "add_policy_rule",
                  "set_guard", "install", "coexist_open", "write_sysctl"]
 

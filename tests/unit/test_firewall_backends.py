@@ -91,10 +91,12 @@ def test_a_jail_reaches_the_shared_chains_through_keyed_elements():
             [{"elem": {"val": {"concat": ["192.0.2.7", "udp", 6000]}, **owned}}, {"concat": ["10.231.0.2", 8080]}],
             [{"elem": {"val": {"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, "tcp", 6001]}, **owned}},
              {"concat": ["10.231.0.2", 80]}]]}
-    vpn = build_jail_rules(JailSpec("web", vpn="wg0"), "aj-web", "10.231.0.0/30", "10.231.0.2")
+    vpn = build_jail_rules(JailSpec("web", vpn="wg0", publish=(Publish(6003, 8080, "tcp", "127.0.0.1"),)),
+                           "aj-web", "10.231.0.0/30", "10.231.0.2")
     assert _elements(vpn, with_values=False) == {
         "jail_dev": ["aj-web"], "jail_in": ["aj-web"],
-        "vpn_out": [{"concat": [{"prefix": {"addr": "10.231.0.0", "len": 30}}, "wg0"]}]}
+        "vpn_out": [{"concat": [{"prefix": {"addr": "10.231.0.0", "len": 30}}, "wg0"]}],
+        "published_lo": [{"concat": ["127.0.0.1", "tcp", 6003]}]}  # output only: never prerouting
 
 
 def test_the_ct_status_dnat_accept_of_a_published_port():

@@ -355,6 +355,10 @@ class Door:
     """
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if any(publish.on_loopback for publish in jail.spec.publish):
+            # the host's 127/8, DNATed to the jail, may leave through its veth (then masqueraded)
+            # and the replies come back; new traffic from the jail to the host stays dropped
+            host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/route_localnet", "1")
         host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:

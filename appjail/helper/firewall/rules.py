@@ -18,6 +18,9 @@ from ...model import JailSpec, Publish
 PREFIX = "aj-"
 GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail
 ESTABLISHED = {"conntrack": {"ctstate": "RELATED,ESTABLISHED"}}
+LOOPBACK = "127.0.0.0/8"
+
+
 def jail_chain(name: str) -> str:
     return PREFIX + name
 
@@ -157,10 +160,16 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     ]
     for publish in spec.publish:
         dnat = _dnat(publish, jail_address)
-        hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
-        # the host itself, at its own addresses (loopback would need route_localnet)
-        local = dnat if publish.host_address else {"dst": "!127.0.0.0/8", **dnat}
+        if not publish.on_loopback:  # from elsewhere 127/8 is martian: never let it into a jail
+            hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
+        # the host itself, at its own addresses; at its loopback only when published there
+        local = dnat if publish.host_address else {"dst": "!" + LOOPBACK, **dnat}
         hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
+    if any(publish.on_loopback for publish in spec.publish):
+        # the jail answers the host end of its veth, not 127/8 (its own loopback); the
+        # veth's route_localnet lets the packet out and the reply in (Door)
+        hooks.append(Hook("nat", "POSTROUTING", tag({"src": LOOPBACK, "out-interface": host_ifname,
+                                                     "target": "MASQUERADE"}, owner)))
     return JailRules(name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
                      vpn, spec.publish)
 
