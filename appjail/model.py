@@ -212,6 +212,24 @@ def validate_publish(entries: object) -> tuple[Publish, ...]:
     return tuple(result)
 
 
+FORWARD_METHODS = ("natpmp",)
+
+
+def validate_forward_port(value: str) -> str:
+    """`natpmp`, or `natpmp:GATEWAY` (default gateway: the jail's first nameserver, as VPN providers
+    that forward ports by NAT-PMP have it), returned normalised."""
+    method, colon, gateway = value.partition(":")
+    if method not in FORWARD_METHODS:
+        raise ValidationError(f"invalid forward_port {_show(value)}: expected natpmp or natpmp:GATEWAY")
+    return method + (":" + validate_ipv4(gateway, "NAT-PMP gateway") if colon else "")
+
+
+def forward_gateway(value: str, dns: tuple[str, ...]) -> str | None:
+    """The gateway a forward_port value asks, given the jail's nameservers (None: none known)."""
+    _method, _colon, gateway = value.partition(":")
+    return gateway or (dns[0] if dns else None)
+
+
 # -- the options of a jail: one table ------------------------------------------
 
 def _openvpn_text(text: str, path: str, read: Callable[[str, str], str]) -> str:
@@ -306,6 +324,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("openvpn", ("--openvpn",), VALUE,
            "the jail's only way out is its own OpenVPN tunnel, from a .ovpn FILE of yours (keys inline)",
            metavar="FILE", example="~/vpn/provider.ovpn", agree=False, file=_openvpn_text),
+    Option("forward_port", ("--forward-port",), VALUE,
+           "ask the VPN's gateway to forward a port to the jail (tunnel jails): natpmp[:GATEWAY]",
+           metavar="natpmp[:GATEWAY]", example="natpmp", validate=validate_forward_port),
     Option("no_system_bus", ("--no-system-bus",), FLAG,
            "hide the system bus (/run/dbus) from this program (not from the jail's others)",
            default=False, agree=False, launch=True),

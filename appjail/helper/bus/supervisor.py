@@ -46,6 +46,7 @@ from ... import ovpnconf, wgconf
 from ...model import (TUNNEL_OPTIONS, JailSpec, LaunchSpec, ValidationError, disagreements, launch_settings,
                      parse_jail_address, parse_run_options, validate_publish, wire_options)
 from ..engine import offloop
+from ..tunnels import portforward
 from ..firewall import traffic
 from ..kernel import hostports, launch, netns, resolv
 from .authz import Caller
@@ -283,7 +284,8 @@ class Supervisor:
             request = launch.LaunchRequest(
                 netns_path=str(netns.netns_path(jail.netns)),
                 resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
-                argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=held.fds,
+                argv=list(program.argv), env={**program.env_dict(), **portforward.environment(jail)},
+                cwd=program.cwd, fds=held.fds,
                 context=caller.context, hide_system_bus=settings["no_system_bus"])
             try:
                 self._launch(jail, request, caller, created, reply, fail)
@@ -731,6 +733,7 @@ class Supervisor:
             "counters": totals[jail.netns],
             "ports_not_held": [str(entry) for entry in jail.ports_not_held],
             "repairs": jail.repairs.as_dict(),
+            "forwarded_port": jail.forwarder.status() if jail.forwarder else None,
         } for jail in jails]
 
     def inspect(self, caller: Caller, address: str) -> dict:

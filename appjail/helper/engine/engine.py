@@ -39,7 +39,7 @@ from ...ovpnconf import OpenVpnConfig
 from ...wgconf import WireGuardConfig, is_name, resolve_endpoints
 from ..firewall import backends, jailpolicy, rules, traffic
 from ..kernel import hostports, netns, resolv
-from ..tunnels import lookups, openvpn, wireguard
+from ..tunnels import lookups, openvpn, portforward, wireguard
 from ..firewall.coexist import Coexistence, CoexistError
 from ..firewall.backends import FirewallBackend
 from ..firewall.forwarding import Forwarding
@@ -107,6 +107,7 @@ class Jail:
     connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
     pool: str = ""  # the engine's address pool (jailpolicy)
     repairs: Repairs = field(default_factory=lambda: Repairs())
+    forwarder: Any = None  # its forwarded port's thread (portforward.Forwarder), with forward_port
 
     @property
     def kind(self) -> str:
@@ -202,7 +203,7 @@ class Engine:
                  kinds: dict[str, tuple[Step, ...]] = KINDS, tunnel_system: Any = wireguard,
                  ports_system: Any = hostports, conntrack_system: Any = traffic,
                  resolve: Callable[[str, int], list[str]] | None = None, openvpn_system: Any = openvpn,
-                 policy_system: Any = jailpolicy,
+                 policy_system: Any = jailpolicy, forwards_system: Any = None,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
                  resolve_timeout: float = lookups.TIMEOUT,
@@ -250,7 +251,8 @@ class Engine:
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"),
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
                          other_firewalls=lambda: backends.other_backends(self.firewall.name),
-                         openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed)
+                         openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed,
+                         forwards=forwards_system or portforward.Forwards(run_dir / "forwarded", system))
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None
         self._host_addresses: set[str] | None = None  # as the jails' own policies have them
@@ -322,6 +324,9 @@ class Engine:
         if tunnel is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
             raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
                                   f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
+        if spec.forward_port and tunnel is None:
+            raise ValidationError("--forward-port needs a tunnel of the jail's own (--wireguard or --openvpn): "
+                                  "the VPN's gateway forwards the port to the tunnel's address")
         if wireguard is not None:
             tunnel = self._resolved(spec.name, wireguard)
         dns = self._jail_dns(spec, tunnel)  # before the lock: it may ask the system's resolver services

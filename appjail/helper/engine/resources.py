@@ -65,6 +65,7 @@ class Host:
     policy: Any = None  # the module appjail.helper.firewall.jailpolicy, or a stand-in
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
+    forwards: Any = None  # appjail.helper.tunnels.portforward.Forwards, or a stand-in
 
     def drivers(self) -> dict[str, Any]:
         """Each tunnel type's module: make, remove, present, sweep, status, counters."""
@@ -443,6 +444,27 @@ def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
             resolv.replace_resolv_conf(jail.netns, jail.dns, host.etc_netns)
 
 
+class ForwardedPort:
+    """With forward_port: the port the VPN's gateway forwards, asked, renewed and handed over by a
+    thread of the jail's (portforward), which stops with the jail; an adopted jail's starts at reconcile."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if jail.spec.forward_port:
+            jail.forwarder = host.forwards.start(jail)
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if jail.forwarder is not None:
+            jail.forwarder.stop()
+            jail.forwarder = None
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        for name in host.forwards.sweep({jail.netns for jail in live.values()}):
+            note("forwarded port file", name)
+        for jail in live.values():
+            if jail.spec.forward_port and jail.forwarder is None:
+                jail.forwarder = host.forwards.start(jail)
+
+
 class Ready:
     """The record says the jail is complete: reconcile adopts it from now on.
 
@@ -468,7 +490,7 @@ class Ready:
 
 RESOURCES: tuple[Step, ...] = (Record(), PublishedPorts(), Namespace(), Veth(), VpnRouting(), EgressForwarding(),
                                Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), Ready())
-TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
+TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), ForwardedPort(), Ready())
 NAT, TUNNEL = "nat", "tunnel"
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}
 
