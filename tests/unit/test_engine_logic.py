@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from appjail.helper.engine.engine import Conflict, Engine, JailError, LimitReached
@@ -498,3 +500,44 @@ def test_a_vpn_jail_without_any_dns_is_refused_saying_how(make_engine, kernel, t
     with pytest.raises(JailError, match="jail 'vpn': the system has no DNS server for wg0: .*--dns ADDR"):
         engine.create(JailSpec("vpn", vpn="wg0"), 1000)
     assert kernel.state() == before and engine.list() == []
+
+
+class FakeForwards:
+    """portforward.Forwards: which jails' forwarders run; the files a sweep finds."""
+
+    def __init__(self, files=()) -> None:
+        self.running: set[str] = set()
+        self.files = set(files)
+
+    def start(self, jail):
+        self.running.add(jail.netns)
+        return SimpleNamespace(stop=lambda: self.running.discard(jail.netns))
+
+    def sweep(self, live_netns):
+        gone = sorted(self.files - set(live_netns))
+        self.files -= set(gone)
+        return gone
+
+
+def test_a_forwarded_port_is_asked_for_tunnel_jails_only_while_they_live(make_engine):
+    from appjail.model import ValidationError
+    forwards = FakeForwards()
+    engine = make_engine(forwards_system=forwards)
+    with pytest.raises(ValidationError, match=r"^--forward-port needs a tunnel of the jail's own"):
+        engine.create(JailSpec("nat", dns=DNS, forward_port="natpmp"), 1000)
+    engine.create(JailSpec("wg", forward_port="natpmp"), 1000, wireguard=wg_config())
+    engine.create(JailSpec("plain"), 1000, wireguard=wg_config())
+    assert forwards.running == {"aj-wg"}
+    engine.destroy("wg")
+    assert forwards.running == set()
+
+
+def test_reconcile_asks_again_for_an_adopted_jails_port_and_sweeps_stale_files(make_engine):
+    make_engine(forwards_system=FakeForwards()).create(JailSpec("wg", forward_port="natpmp"), 1000,
+                                                       wireguard=wg_config())
+    forwards = FakeForwards(files={"aj-wg", "aj-gone"})
+    restarted = make_engine(forwards_system=forwards)
+    report = restarted.reconcile()
+    assert forwards.running == {"aj-wg"} and forwards.files == {"aj-wg"}
+    assert "forwarded port file aj-gone" in report.removed
+    restarted.destroy("wg")

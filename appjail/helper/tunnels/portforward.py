@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model import forward_gateway
-from .natpmp import Client, Mapping, NatPmpError, forward
+from .natpmp import FIRST_WAIT_S, TRIES, Client, Mapping, NatPmpError, forward
 
 if TYPE_CHECKING:
     from ..engine.engine import Jail
@@ -77,10 +77,12 @@ class Forwarder:
     """The forwarding of one jail, in a daemon thread of its own until stop()."""
 
     def __init__(self, jail_name: str, gateway: Callable[[], str | None], opener: Callable[[], socket.socket],
-                 port_file: PortFile, clock: Callable[[], float] = time.monotonic, lifetime: int = LIFETIME_S) -> None:
-        """gateway(): whom to ask, looked up for each request (an OpenVPN tunnel's pushed DNS comes late)."""
+                 port_file: PortFile, clock: Callable[[], float] = time.monotonic, lifetime: int = LIFETIME_S,
+                 patience: tuple[float, int] = (FIRST_WAIT_S, TRIES)) -> None:
+        """gateway(): whom to ask, looked up for each request (an OpenVPN tunnel's pushed DNS comes late);
+        patience: each request's first wait for an answer, and how often it is sent."""
         self.jail_name, self.gateway, self.opener = jail_name, gateway, opener
-        self.port_file, self.clock, self.lifetime = port_file, clock, lifetime
+        self.port_file, self.clock, self.lifetime, self.patience = port_file, clock, lifetime, patience
         self.stopped = threading.Event()
         self.asked = ""  # the gateway last asked
         self.schedule = Schedule()
@@ -102,8 +104,8 @@ class Forwarder:
             self.asked = self.gateway() or ""
             if not self.asked:
                 raise NatPmpError("no gateway to ask: the jail has no nameserver, give natpmp:GATEWAY")
-            mapping = forward(Client(self.asked, self.opener, self.stopped), schedule.port or self._wish,
-                              self.lifetime)
+            client = Client(self.asked, self.opener, self.stopped, *self.patience)
+            mapping = forward(client, schedule.port or self._wish, self.lifetime)
         except NatPmpError as exc:
             delay = schedule.failed(str(exc), self.clock())
             log.warning("jail %s: forwarded port: %s (again in %.0f s)", self.jail_name, exc, delay)
