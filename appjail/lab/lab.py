@@ -24,9 +24,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager as ContextManager
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -456,12 +455,16 @@ class Lab:
     def wg_server_up(self) -> None:
         _ip(self.uplink_ns, f"link set {self.wg_server_ifname} up")
 
-    def natpmp_server(self) -> ContextManager[subprocess.Popen[bytes]]:
+    @contextmanager
+    def natpmp_server(self) -> Iterator[str]:
         """miniupnpd in the VPN endpoint: NAT-PMP for the WireGuard server's peers, their ports
-        forwarded from NATPMP_PUBLIC_ADDR (routed to the internet namespace, as everything is)."""
-        conf = natpmpserver.config(self.uplink_host_if, self.NATPMP_PUBLIC_ADDR, self.wg_server_ifname,
+        forwarded from NATPMP_PUBLIC_ADDR to whoever comes from the far internet behind it: the
+        namespace given (natpmpserver.outside)."""
+        conf = natpmpserver.config(natpmpserver.EXT_IF, self.NATPMP_PUBLIC_ADDR, self.wg_server_ifname,
                                    f"{self.WG_SERVER_TUNNEL_ADDR}/24")
-        return natpmpserver.running(self.uplink_ns, self.workdir, conf)
+        with natpmpserver.outside(self.uplink_ns, f"{self.prefix}-far") as far, \
+                natpmpserver.running(self.uplink_ns, self.workdir, conf):
+            yield far
 
     # --- OpenVPN ----------------------------------------------------------------
 

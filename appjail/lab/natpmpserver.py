@@ -1,10 +1,14 @@
 """The lab's NAT-PMP server: Debian's miniupnpd (nftables build) in the VPN endpoint, the internet namespace.
 
-It answers on the WireGuard server's side of the tunnel (LISTEN_IF) and
-forwards the ports it maps from the uplink's address (EXT_IF), as a VPN
-provider's gateway does. Its chains live in a table of its own in that
+It answers on the WireGuard server's side of the tunnel and forwards the
+ports it maps from its external interface (EXT_IF), as a VPN provider's
+gateway does. Behind that interface is the far internet: a namespace of its
+own (`outside`, FAR_ADDR), whose connections to a forwarded port are what a
+peer of a jailed torrent client would make (the lab's host cannot stand in:
+what comes back to a --vpn jail's host from its own address is dropped
+there). miniupnpd's chains live in a table of its own in the internet
 namespace (TABLE), made here and removed with it, as is the forwarding it
-needs there; nothing outside the lab's internet namespace is touched.
+needs there; nothing outside the lab's namespaces is touched.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from .errors import LabError
 from .process import POLL_INTERVAL, READY_TIMEOUT, run_checked, stop
 
 TABLE = "miniupnpd"
+EXT_IF, FAR_IF = "ajfar0", "ajfar1"  # the gateway's external link, in the internet and far namespaces
+EXT_ADDR, FAR_ADDR = "192.0.2.65", "192.0.2.66"  # a /30 of the lab's documentation range
 CHAINS = f"""
 table inet {TABLE} {{
     chain forward {{ type filter hook forward priority 0; policy accept; jump miniupnpd; }}
@@ -44,6 +50,24 @@ def config(ext_ifname: str, ext_address: str, listen_ifname: str, clients: str) 
         f"listening_ip={listen_ifname}", "enable_natpmp=yes", "enable_upnp=no", "secure_mode=yes",
         f"upnp_table_name={TABLE}", f"upnp_nat_table_name={TABLE}",
         f"allow 1024-65535 {clients} 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535", ""])
+
+
+@contextmanager
+def outside(ns: str, far_ns: str) -> Iterator[str]:
+    """The far namespace FAR_NS, linked to NS (the internet) by EXT_IF, routed through it; removed after."""
+    subprocess.run(["ip", "netns", "delete", far_ns], capture_output=True)  # a crashed run's
+    run_checked(["ip", "netns", "add", far_ns])
+    try:
+        for argv in (["-n", ns, "link", "add", EXT_IF, "type", "veth", "peer", "name", FAR_IF, "netns", far_ns],
+                     ["-n", ns, "address", "add", f"{EXT_ADDR}/30", "dev", EXT_IF],
+                     ["-n", ns, "link", "set", EXT_IF, "up"],
+                     ["-n", far_ns, "address", "add", f"{FAR_ADDR}/30", "dev", FAR_IF],
+                     ["-n", far_ns, "link", "set", FAR_IF, "up"],
+                     ["-n", far_ns, "route", "add", "default", "via", EXT_ADDR]):
+            run_checked(["ip", *argv])
+        yield far_ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", far_ns], capture_output=True)  # its veth goes with it
 
 
 @contextmanager

@@ -41,8 +41,8 @@ def server_forgets_these_tests_peers(lab: Lab):
 
 @pytest.fixture
 def natpmp(lab: Lab):
-    with lab.natpmp_server() as server:
-        yield server
+    with lab.natpmp_server() as far:
+        yield far  # the internet beyond the VPN's gateway
 
 
 def listener(netns_name: str, port: int) -> subprocess.Popen:
@@ -56,12 +56,11 @@ def listener(netns_name: str, port: int) -> subprocess.Popen:
     return proc
 
 
-def fetch(lab: Lab, address: str, port: int) -> str:
-    """What the internet gets at ADDRESS:PORT (the lab's host namespace stands for a machine out there:
-    its packets cross the uplink into the VPN endpoint like anyone's)."""
+def fetch(lab: Lab, address: str, port: int, ns: str) -> str:
+    """What a machine in namespace NS gets at ADDRESS:PORT."""
     code = (f"import socket;c=socket.create_connection(({address!r},{port}),timeout=3);"
             "print(c.makefile().readline(),end='')")
-    result = lab.run_in(lab.host_ns, [sys.executable, "-c", code], capture_output=True, text=True)
+    result = lab.run_in(ns, [sys.executable, "-c", code], capture_output=True, text=True)
     return result.stdout if result.returncode == 0 else f"error: {result.stderr.strip()[-200:]}"
 
 
@@ -86,8 +85,8 @@ def test_a_forwarded_port_is_mapped_renewed_and_reaches_the_jail_through_its_tun
         assert jail.forwarder.status()["port"] == port and jail.forwarder.status()["state"] == "mapped"
         served = listener(jail.netns, port)
         try:
-            assert wait_until(lambda: fetch(lab, lab.NATPMP_PUBLIC_ADDR, port) == "jailed\n", 10), \
-                fetch(lab, lab.NATPMP_PUBLIC_ADDR, port)
+            assert wait_until(lambda: fetch(lab, lab.NATPMP_PUBLIC_ADDR, port, natpmp) == "jailed\n", 10), \
+                fetch(lab, lab.NATPMP_PUBLIC_ADDR, port, natpmp)
         finally:
             served.kill()
             served.wait()
@@ -95,6 +94,32 @@ def test_a_forwarded_port_is_mapped_renewed_and_reaches_the_jail_through_its_tun
         engine.destroy("fwd", 1000)
         engine.close()
     assert not port_file.exists()
+    assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+def test_a_vpn_jails_forwarded_port_comes_in_through_the_vpn_only(in_host: Lab, tmp_path, natpmp):
+    lab = in_host
+    engine = Engine(run_dir=tmp_path / "run", forwards_system=Forwards(tmp_path / "run/forwarded", netns,
+                                                                       lifetime=LEASE_S))
+    spec = JailSpec("fvpn", vpn=lab.wg_ifname, dns=(lab.DNS_ADDR,),
+                    forward_port=f"natpmp:{lab.WG_SERVER_TUNNEL_ADDR}")
+    jail = engine.create(spec, 1000)
+    try:
+        assert wait_until(lambda: jail.forwarder.status()["state"] == "mapped", 15), jail.forwarder.status()
+        port = jail.forwarder.status()["port"]
+        assert wait_until(lambda: jail.forwarder.status()["renewals"] >= 1, 4 * LEASE_S)
+        served = listener(jail.netns, port)
+        try:
+            assert wait_until(lambda: fetch(lab, lab.NATPMP_PUBLIC_ADDR, port, natpmp) == "jailed\n", 10), \
+                fetch(lab, lab.NATPMP_PUBLIC_ADDR, port, natpmp)
+            # the host's other ways in do not lead to it: the uplink at the host's address
+            assert fetch(lab, lab.HOST_UPLINK_ADDR, port, ns=lab.uplink_ns).startswith("error")
+        finally:
+            served.kill()
+            served.wait()
+    finally:
+        engine.destroy("fvpn", 1000)
+        engine.close()
     assert residue_in_host() == [] and residue_machine_wide() == []
 
 
@@ -151,9 +176,8 @@ def shown_netns(helper) -> str:
     return json.loads(appjail(helper, MEMBER, "inspect", "--json", "fwu").stdout)["netns"]
 
 
-def test_forward_port_needs_a_tunnel(helper, lab):
+def test_forward_port_needs_a_vpn(helper, lab):
     refused = appjail(helper, MEMBER, "run", "--dns", "192.0.2.53", "--forward-port", "natpmp", "--", "true")
     assert refused.returncode == 125
-    assert refused.stderr.strip().endswith("--forward-port needs a tunnel of the jail's own (--wireguard or "
-                                           "--openvpn): the VPN's gateway forwards the port to the tunnel's "
-                                           "address"), refused.stderr
+    assert refused.stderr.strip().endswith("--forward-port needs a VPN (--vpn, --wireguard or --openvpn): "
+                                           "a port is forwarded by the VPN's gateway"), refused.stderr

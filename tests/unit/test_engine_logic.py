@@ -509,8 +509,9 @@ class FakeForwards:
         self.running: set[str] = set()
         self.files = set(files)
 
-    def start(self, jail):
+    def start(self, jail, on_port):
         self.running.add(jail.netns)
+        self.on_port = on_port
         return SimpleNamespace(stop=lambda: self.running.discard(jail.netns))
 
     def sweep(self, live_netns):
@@ -523,7 +524,7 @@ def test_a_forwarded_port_is_asked_for_tunnel_jails_only_while_they_live(make_en
     from appjail.model import ValidationError
     forwards = FakeForwards()
     engine = make_engine(forwards_system=forwards)
-    with pytest.raises(ValidationError, match=r"^--forward-port needs a tunnel of the jail's own"):
+    with pytest.raises(ValidationError, match=r"^--forward-port needs a VPN \(--vpn, --wireguard or --openvpn\)"):
         engine.create(JailSpec("nat", dns=DNS, forward_port="natpmp"), 1000)
     engine.create(JailSpec("wg", forward_port="natpmp"), 1000, wireguard=wg_config())
     engine.create(JailSpec("plain"), 1000, wireguard=wg_config())
@@ -541,3 +542,20 @@ def test_reconcile_asks_again_for_an_adopted_jails_port_and_sweeps_stale_files(m
     assert forwards.running == {"aj-wg"} and forwards.files == {"aj-wg"}
     assert "forwarded port file aj-gone" in report.removed
     restarted.destroy("wg")
+
+
+def test_a_vpn_jails_forwarded_port_comes_in_from_its_vpn_alone(make_engine, fw):
+    forwards = FakeForwards()
+    engine = make_engine(forwards_system=forwards)
+    jail = engine.create(JailSpec("vpn", vpn="wg0", dns=DNS, forward_port="natpmp"), 1000)
+    assert forwards.running == {"aj-vpn"} and jail.firewall_rules.forwarded_port is None
+    forwards.on_port(50000)  # from the forwarder's thread, before the port is told
+    dnat = [h.rule for h in fw.chains["aj-vpn"].hooks if h.chain == "PREROUTING"]
+    assert [(r["in-interface"], r["protocol"], r["target"]) for r in dnat] == [
+        ("wg0", proto, {"DNAT": {"to-destination": f"{jail.addressing.jail_address}:50000"}})
+        for proto in ("tcp", "udp")]
+    forwards.on_port(None)  # lost
+    assert fw.chains["aj-vpn"].forwarded_port is None
+    engine.destroy("vpn")
+    forwards.on_port(50001)  # a late answer changes nothing of a jail that is gone
+    assert fw.chains == {}

@@ -155,3 +155,14 @@ def test_a_vpn_jail_may_publish_on_the_hosts_loopback_only():
     for elsewhere in ("6003:8080", "192.0.2.7:6003:8080"):
         with pytest.raises(ValidationError, match="but on the host's loopback"):
             rules_for("wg0", publish=(elsewhere,))
+
+
+def test_a_vpn_jails_forwarded_port_is_dnated_from_its_vpn_alone():
+    rules = build_jail_rules(JailSpec("web", "wg0"), "aj-web", "10.231.0.0/30", "10.231.0.2", forwarded_port=50000)
+    assert [(h.chain, without_role(h.rule)) for h in rules.hooks if h.table == "nat" and h.chain != "POSTROUTING"] == [
+        ("PREROUTING", {"in-interface": "wg0", "protocol": proto, proto: {"dport": "50000"},
+                        "target": {"DNAT": {"to-destination": "10.231.0.2:50000"}}}) for proto in ("tcp", "udp")]
+    accepts = [r for r in rules.chain_rules if r.get("conntrack") == {"ctstate": "DNAT"}]
+    assert [(r["protocol"], r[r["protocol"]]["dport"], r["dst"], role(r)) for r in accepts] == [
+        ("tcp", "50000", "10.231.0.2", ROLE_IN), ("udp", "50000", "10.231.0.2", ROLE_IN)]
+    assert rules_for("wg0").hooks == tuple(h for h in rules.hooks if h.chain != "PREROUTING")

@@ -160,8 +160,10 @@ def test_a_forwarder_writes_the_port_for_its_owner_and_removes_it_when_lost(tmp_
     gateway = FakeGateway(lambda request: [echo_mapping(request, lifetime=10)] if answering[0] else [])
     now = [0.0]
     port_file = PortFile(tmp_path / "forwarded", "aj-web", os.getuid())
-    forwarder = Forwarder("web", lambda: "10.2.0.1", gateway.opener, port_file, clock=lambda: now[0],
-                          patience=(0.01, 1))
+    told = []  # (port, whether the file existed then): the firewall opens before anyone learns the port
+    forwarder = Forwarder("web", lambda: "10.2.0.1", gateway.opener, port_file,
+                          on_port=lambda port: told.append((port, port_file.path.exists())),
+                          clock=lambda: now[0], patience=(0.01, 1))
     forwarder._wish = 50000
     assert forwarder.step() == 1 and not port_file.path.exists() and environment(FakeJail(forwarder)) == {}
     assert forwarder.status()["state"] == MAPPING and "no answer" in forwarder.status()["error"]
@@ -175,6 +177,7 @@ def test_a_forwarder_writes_the_port_for_its_owner_and_removes_it_when_lost(tmp_
     now[0] = 11.0  # the lease has ended, unanswered
     forwarder.step()
     assert forwarder.status()["state"] == LOST and not port_file.path.exists()
+    assert told == [(50000, False), (None, False)]
     forwarder.stop()
     assert forwarder.step() == 0, "a stopped forwarder asks no more"
 

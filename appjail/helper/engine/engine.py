@@ -108,6 +108,8 @@ class Jail:
     pool: str = ""  # the engine's address pool (jailpolicy)
     repairs: Repairs = field(default_factory=lambda: Repairs())
     forwarder: Any = None  # its forwarded port's thread (portforward.Forwarder), with forward_port
+    forwarded_port: int | None = None  # a --vpn jail's, in its firewall rules (see Engine.forward_to)
+    _rules: rules.JailRules | None = field(default=None, repr=False)  # firewall_rules, made once per port
 
     @property
     def kind(self) -> str:
@@ -165,11 +167,13 @@ class Jail:
         assert self.addressing is not None, "a tunnel jail has no veth to refuse anything on"
         return jailpolicy.build(self.spec, self.host_ifname, self.addressing.jail_address, self.pool)
 
-    @cached_property
+    @property
     def firewall_rules(self) -> rules.JailRules:
         assert self.addressing is not None, "a tunnel jail has no firewall rules"
-        return rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
-                                         self.addressing.jail_address)
+        if self._rules is None or self._rules.forwarded_port != self.forwarded_port:
+            self._rules = rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
+                                                 self.addressing.jail_address, self.forwarded_port)
+        return self._rules
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -252,7 +256,8 @@ class Engine:
                          tunnels=tunnel_system, ports=ports_system, conntrack=conntrack_system,
                          other_firewalls=lambda: backends.other_backends(self.firewall.name),
                          openvpn=openvpn_system, policy=policy_system, tunnel_changed=self._tunnel_changed,
-                         forwards=forwards_system or portforward.Forwards(run_dir / "forwarded", system))
+                         forwards=forwards_system or portforward.Forwards(run_dir / "forwarded", system),
+                         forwarded_changed=self.forward_to)
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None
         self._host_addresses: set[str] | None = None  # as the jails' own policies have them
@@ -324,9 +329,9 @@ class Engine:
         if tunnel is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
             raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
                                   f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
-        if spec.forward_port and tunnel is None:
-            raise ValidationError("--forward-port needs a tunnel of the jail's own (--wireguard or --openvpn): "
-                                  "the VPN's gateway forwards the port to the tunnel's address")
+        if spec.forward_port and tunnel is None and not spec.vpn:
+            raise ValidationError("--forward-port needs a VPN (--vpn, --wireguard or --openvpn): "
+                                  "a port is forwarded by the VPN's gateway")
         if wireguard is not None:
             tunnel = self._resolved(spec.name, wireguard)
         dns = self._jail_dns(spec, tunnel)  # before the lock: it may ask the system's resolver services
@@ -458,6 +463,19 @@ class Engine:
             errors = self._undo(ipr, jail, list(self.kinds[jail.kind]))
         if errors:
             raise JailError(f"jail {jail.name!r} was not removed completely: {errors[0]}")
+
+    def forward_to(self, jail: Jail, port: int | None) -> None:
+        """A --vpn jail's forwarded port (None: none now) DNATed to it from its VPN, in place of the
+        one before (its chain is made again); from the forwarder's thread, before it tells the port."""
+        if jail.tunnel is not None or jail.forwarded_port == port:
+            return  # a tunnel's port reaches the jail as it is
+        with self._lock:
+            if self._jails.get(jail.id) is not jail:
+                return  # on its way out
+            before = jail.firewall_rules
+            jail.forwarded_port = port
+            self.firewall.remove(before)
+            self.firewall.install(jail.firewall_rules)
 
     # -- VPN interface changes ---------------------------------------------
 

@@ -66,6 +66,8 @@ class Host:
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
     forwards: Any = None  # appjail.helper.tunnels.portforward.Forwards, or a stand-in
+    # from a forwarder's thread: a --vpn jail's forwarded port changed (Engine.forward_to)
+    forwarded_changed: Callable[[Jail, int | None], None] = lambda jail, port: None
 
     def drivers(self) -> dict[str, Any]:
         """Each tunnel type's module: make, remove, present, sweep, status, counters."""
@@ -450,7 +452,11 @@ class ForwardedPort:
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         if jail.spec.forward_port:
-            jail.forwarder = host.forwards.start(jail)
+            jail.forwarder = self.start(host, jail)
+
+    @staticmethod
+    def start(host: Host, jail: Jail) -> Any:
+        return host.forwards.start(jail, lambda port: host.forwarded_changed(jail, port))
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         if jail.forwarder is not None:
@@ -462,7 +468,7 @@ class ForwardedPort:
             note("forwarded port file", name)
         for jail in live.values():
             if jail.spec.forward_port and jail.forwarder is None:
-                jail.forwarder = host.forwards.start(jail)
+                jail.forwarder = self.start(host, jail)
 
 
 class Ready:
@@ -489,7 +495,8 @@ class Ready:
 
 
 RESOURCES: tuple[Step, ...] = (Record(), PublishedPorts(), Namespace(), Veth(), VpnRouting(), EgressForwarding(),
-                               Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), Ready())
+                               Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), ForwardedPort(),
+                               Ready())
 TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), ForwardedPort(), Ready())
 NAT, TUNNEL = "nat", "tunnel"
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}

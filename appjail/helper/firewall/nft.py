@@ -13,6 +13,8 @@ and adding or removing a jail is a few elements, never a search:
     output       (the host's own addresses; loopback excluded)
     output       127/8 address . protocol . port @published_lo: dnat to the jail (the
                  host's programs alone); postrouting masquerades 127/8 into a jail
+    prerouting   VPN interface . protocol . port @forwarded: dnat to the jail (a port its
+                 VPN's gateway forwards to a --vpn jail)
 
 Each jail has a regular chain `aj-NAME` whose rules carry a counter and their
 role as comment, so an admin reads a jail's counters with
@@ -46,7 +48,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ...model import Publish
+from ...model import PROTOCOLS, Publish
 from ..kernel import nlraw
 from .blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, PORT_PROTOCOLS, Blocked, FirstSeen, oldest, protocol_name
 from .backends import Counters, Damage, FirewallError, Residue
@@ -62,6 +64,7 @@ table {FAMILY} {TABLE} {{
     set vpn_out {{ type ipv4_addr . ifname; flags interval; }}
     map published {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval; }}
     map published_lo {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
+    map forwarded {{ type ifname . inet_proto . inet_service : ipv4_addr . inet_service; }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         iifname vmap @jail_dev
@@ -81,6 +84,7 @@ table {FAMILY} {TABLE} {{
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
         meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
+        meta l4proto {{ tcp, udp }} dnat ip to iifname . meta l4proto . th dport map @forwarded
     }}
     chain output {{
         type nat hook output priority -100; policy accept;
@@ -89,9 +93,10 @@ table {FAMILY} {TABLE} {{
     }}
 }}
 """
-KEYED = ("jail_dev", "jail_in", "nat_out", "vpn_out", "published", "published_lo")  # the skeleton's maps and sets
-MAPS = ("jail_dev", "published", "published_lo")
-SKELETON_RULES = {"forward": 2, "input": 2, "postrouting": 3, "prerouting": 1, "output": 2}
+# the skeleton's maps and sets
+KEYED = ("jail_dev", "jail_in", "nat_out", "vpn_out", "published", "published_lo", "forwarded")
+MAPS = ("jail_dev", "published", "published_lo", "forwarded")
+SKELETON_RULES = {"forward": 2, "input": 2, "postrouting": 3, "prerouting": 2, "output": 2}
 ANY_ADDRESS = {"prefix": {"addr": "0.0.0.0", "len": 0}}
 # the guard is a base chain of its own: its final drop must not end the
 # evaluation of the jails' chains, and a base chain's `return` means accept
@@ -304,6 +309,10 @@ def _elements(rules: JailRules, with_values: bool) -> dict[str, list[Json]]:
     for publish in rules.publish:
         found.setdefault("published_lo" if publish.on_loopback else "published", []).append(
             element(_published_key(publish), {"concat": [rules.jail_address, publish.jail_port]}))
+    if rules.forwarded_port:
+        found["forwarded"] = [element({"concat": [rules.vpn, proto, rules.forwarded_port]},
+                                      {"concat": [rules.jail_address, rules.forwarded_port]})
+                              for proto in PROTOCOLS]
     return found
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ...model import JailSpec, Publish
+from ...model import PROTOCOLS, JailSpec, Publish
 
 PREFIX = "aj-"
 GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail
@@ -56,6 +56,7 @@ class JailRules:
     jail_address: str
     vpn: str | None
     publish: tuple[Publish, ...]
+    forwarded_port: int | None = None  # the VPN's gateway forwards it (TCP and UDP), in from the VPN only
 
     @property
     def chain(self) -> str:
@@ -113,7 +114,8 @@ def refused(name: str, matches: dict, reason: str, recorded: dict | None = None)
     return [_role(record, ROLE_RECORD), _role({**matches, "target": "DROP"}, ROLE_DROPPED)]
 
 
-def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str) -> JailRules:
+def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str,
+                     forwarded_port: int | None = None) -> JailRules:
     """The jail's own chain and its hooks into FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING.
 
     host_ifname is the jail's kernel name `aj-ID` (see jails.Engine): its
@@ -124,6 +126,8 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     jail's traffic turned back toward itself (the kill switch: its VPN is
     down) dropped; denied ranges dropped; the jail's own traffic out;
     everything else dropped. Each drop is preceded by its record rule.
+    forwarded_port (a --vpn jail's, see portforward): DNATed to the jail, TCP and UDP, when it
+    comes in from the VPN interface (never from elsewhere), and accepted like a published port.
     """
     name = host_ifname[len(PREFIX):]
     chain = owner = jail_chain(name)
@@ -134,10 +138,11 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     if vpn:
         inbound = {"in-interface": vpn, **inbound}
     chain_rules = [_role(inbound, ROLE_IN)]
+    forwarded = [Publish(forwarded_port, forwarded_port, proto) for proto in PROTOCOLS] if forwarded_port else []
     chain_rules += [_role({"out-interface": host_ifname, "dst": jail_address, "protocol": p.proto,
                            p.proto: {"dport": str(p.jail_port)}, "conntrack": {"ctstate": "DNAT"},
-                           "target": "ACCEPT"}, ROLE_IN) for p in spec.publish]
-    if spec.publish:
+                           "target": "ACCEPT"}, ROLE_IN) for p in (*spec.publish, *forwarded)]
+    if spec.publish or forwarded:
         chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
     if vpn:  # without its VPN, the jail's table routes its traffic back out of its own veth
         chain_rules += refused(name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
@@ -170,8 +175,12 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
         # veth's route_localnet lets the packet out and the reply in (Door)
         hooks.append(Hook("nat", "POSTROUTING", tag({"src": LOOPBACK, "out-interface": host_ifname,
                                                      "target": "MASQUERADE"}, owner)))
+    for publish in forwarded:
+        rule = {"in-interface": vpn, "protocol": publish.proto, publish.proto: {"dport": str(publish.host_port)},
+                "target": {"DNAT": {"to-destination": f"{jail_address}:{publish.jail_port}"}}}
+        hooks.append(Hook("nat", "PREROUTING", tag(rule, owner)))
     return JailRules(name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
-                     vpn, spec.publish)
+                     vpn, spec.publish, forwarded_port)
 
 
 def _dnat(publish: Publish, jail_address: str) -> dict:

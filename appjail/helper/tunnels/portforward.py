@@ -77,11 +77,13 @@ class Forwarder:
     """The forwarding of one jail, in a daemon thread of its own until stop()."""
 
     def __init__(self, jail_name: str, gateway: Callable[[], str | None], opener: Callable[[], socket.socket],
-                 port_file: PortFile, clock: Callable[[], float] = time.monotonic, lifetime: int = LIFETIME_S,
+                 port_file: PortFile, on_port: Callable[[int | None], None] = lambda port: None,
+                 clock: Callable[[], float] = time.monotonic, lifetime: int = LIFETIME_S,
                  patience: tuple[float, int] = (FIRST_WAIT_S, TRIES)) -> None:
         """gateway(): whom to ask, looked up for each request (an OpenVPN tunnel's pushed DNS comes late);
+        on_port(port or None): the port changed, before anyone is told (the firewall opens it);
         patience: each request's first wait for an answer, and how often it is sent."""
-        self.jail_name, self.gateway, self.opener = jail_name, gateway, opener
+        self.jail_name, self.gateway, self.opener, self.on_port = jail_name, gateway, opener, on_port
         self.port_file, self.clock, self.lifetime, self.patience = port_file, clock, lifetime, patience
         self.stopped = threading.Event()
         self.asked = ""  # the gateway last asked
@@ -116,10 +118,12 @@ class Forwarder:
                          self.asked, mapping.lifetime)
         if self.stopped.is_set():
             return 0.0
-        if schedule.port and schedule.port != before:
-            self.port_file.write(schedule.port)
-        elif before and not schedule.port:
-            self.port_file.remove()
+        if schedule.port != before:
+            if not schedule.port:
+                self.port_file.remove()
+            self.on_port(schedule.port or None)
+            if schedule.port:
+                self.port_file.write(schedule.port)
         return delay
 
     def _run(self) -> None:
@@ -173,14 +177,14 @@ class Forwards:
         self.directory, self.system = directory, system  # system: the netns module (run_in_namespace)
         self.lifetime = lifetime  # asked of the gateway
 
-    def start(self, jail: Jail) -> Forwarder:
+    def start(self, jail: Jail, on_port: Callable[[int | None], None]) -> Forwarder:
         def opener() -> socket.socket:
             """A UDP socket of the jail's namespace: the request leaves as the jail's traffic does."""
             return self.system.run_in_namespace(
                 jail.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
 
         forwarder = Forwarder(jail.name, lambda: forward_gateway(jail.spec.forward_port, jail.dns), opener,
-                              PortFile(self.directory, jail.netns, jail.owner_uid), lifetime=self.lifetime)
+                              PortFile(self.directory, jail.netns, jail.owner_uid), on_port, lifetime=self.lifetime)
         forwarder.start()
         return forwarder
 
