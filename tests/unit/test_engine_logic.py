@@ -514,6 +514,9 @@ class FakeForwards:
         self.on_port = on_port
         return SimpleNamespace(stop=lambda: self.running.discard(jail.netns))
 
+    def recorded(self, jail):
+        return 50000 if jail.netns in self.files else None
+
     def sweep(self, live_netns):
         gone = sorted(self.files - set(live_netns))
         self.files -= set(gone)
@@ -559,3 +562,12 @@ def test_a_vpn_jails_forwarded_port_comes_in_from_its_vpn_alone(make_engine, fw)
     engine.destroy("vpn")
     forwards.on_port(50001)  # a late answer changes nothing of a jail that is gone
     assert fw.chains == {}
+
+
+def test_a_restarted_helper_keeps_a_vpn_jails_forwarded_port_open_while_it_asks_again(make_engine, fw):
+    make_engine(forwards_system=FakeForwards()).create(JailSpec("vpn", vpn="wg0", dns=DNS, forward_port="natpmp"),
+                                                       1000)
+    restarted = make_engine(forwards_system=FakeForwards(files={"aj-vpn"}))  # the port file says 50000
+    restarted.reconcile()
+    assert fw.chains["aj-vpn"].forwarded_port == restarted.get("vpn").firewall_rules.forwarded_port == 50000
+    restarted.destroy("vpn")

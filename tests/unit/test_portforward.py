@@ -7,12 +7,13 @@ import os
 import socket
 import struct
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from appjail.helper.tunnels import natpmp
 from appjail.helper.tunnels.natpmp import Client, Mapping, NatPmpError, forward, mapping_request, parse_mapping
-from appjail.helper.tunnels.portforward import (BACKOFF_MAX_S, LOST, MAPPED, MAPPING, Forwarder, PortFile,
+from appjail.helper.tunnels.portforward import (BACKOFF_MAX_S, LOST, MAPPED, MAPPING, Forwarder, Forwards, PortFile,
                                                 Schedule, environment)
 from appjail.model import JailSpec, ValidationError, forward_gateway
 
@@ -191,3 +192,16 @@ def test_forward_port_is_natpmp_with_an_optional_gateway_and_defaults_to_the_fir
     assert forward_gateway("natpmp", ("10.2.0.1", "10.2.0.2")) == "10.2.0.1"
     assert forward_gateway("natpmp:10.64.0.1", ("10.2.0.1",)) == "10.64.0.1"
     assert forward_gateway("natpmp", ()) is None
+
+
+def test_forwards_read_the_port_a_jail_held_and_sweep_the_files_of_jails_gone(tmp_path):
+    forwards = Forwards(tmp_path / "forwarded", system=None)
+    jail = SimpleNamespace(netns="aj-web", owner_uid=os.getuid())
+    assert forwards.recorded(jail) is None and forwards.sweep({"aj-web"}) == []
+    forwards.port_file(jail).write(50000)
+    assert forwards.recorded(jail) == 50000
+    (tmp_path / "forwarded/aj-gone").write_text("50001\n")
+    (tmp_path / "forwarded/aj-web.tmp").write_text("x")
+    assert sorted(forwards.sweep({"aj-web"})) == ["aj-gone"]
+    forwards.port_file(jail).path.write_text("99999\n")
+    assert forwards.recorded(jail) is None, "not a port"

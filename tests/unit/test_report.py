@@ -113,3 +113,14 @@ def test_a_repaired_jail_says_so_in_inspect_and_ls():
     assert report.jail_list([nat]).splitlines()[2:] == ["", f"web: {line}"]
     assert "repaired" not in report.inspection({**nat, "repairs": report.NO_REPAIRS})
     assert report.normalised({"name": "old"})["repairs"] == report.NO_REPAIRS
+
+
+def test_the_forwarded_port_line_says_the_port_and_its_lease_or_why_there_is_none():
+    status = {"method": "natpmp", "gateway": "10.2.0.1", "state": "mapped", "port": 51803,
+              "expires": 1_700_000_060, "renewals": 1, "error": ""}
+    assert report.forwarded(status) == (f"port 51803 (natpmp from 10.2.0.1, lease until "
+                                        f"{report.clock(1_700_000_060)}, renewed 1 time)")
+    assert report.forwarded({**status, "state": "mapping", "port": 0, "gateway": "", "error": "no answer"}) == \
+        "none yet (natpmp from no gateway: no answer)"
+    assert report.forwarded({**status, "state": "lost", "port": 0, "error": "no answer from the gateway"}) == \
+        "PORT LOST (natpmp from 10.2.0.1: no answer from the gateway); asking again"

@@ -448,7 +448,8 @@ def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
 
 class ForwardedPort:
     """With forward_port: the port the VPN's gateway forwards, asked, renewed and handed over by a
-    thread of the jail's (portforward), which stops with the jail; an adopted jail's starts at reconcile."""
+    thread of the jail's (portforward), which stops with the jail. An adopted jail's starts at
+    reconcile, asking first for the port it held (its file), which a --vpn jail's rules keep meanwhile."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         if jail.spec.forward_port:
@@ -468,6 +469,8 @@ class ForwardedPort:
             note("forwarded port file", name)
         for jail in live.values():
             if jail.spec.forward_port and jail.forwarder is None:
+                if jail.tunnel is None:
+                    jail.forwarded_port = host.forwards.recorded(jail)  # before reconcile's repair
                 jail.forwarder = self.start(host, jail)
 
 

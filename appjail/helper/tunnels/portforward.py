@@ -79,16 +79,17 @@ class Forwarder:
     def __init__(self, jail_name: str, gateway: Callable[[], str | None], opener: Callable[[], socket.socket],
                  port_file: PortFile, on_port: Callable[[int | None], None] = lambda port: None,
                  clock: Callable[[], float] = time.monotonic, lifetime: int = LIFETIME_S,
-                 patience: tuple[float, int] = (FIRST_WAIT_S, TRIES)) -> None:
+                 patience: tuple[float, int] = (FIRST_WAIT_S, TRIES), wish: int | None = None) -> None:
         """gateway(): whom to ask, looked up for each request (an OpenVPN tunnel's pushed DNS comes late);
         on_port(port or None): the port changed, before anyone is told (the firewall opens it);
-        patience: each request's first wait for an answer, and how often it is sent."""
+        patience: each request's first wait for an answer, and how often it is sent;
+        wish: the port to ask for first (the one held before a helper restart), else a random one."""
         self.jail_name, self.gateway, self.opener, self.on_port = jail_name, gateway, opener, on_port
         self.port_file, self.clock, self.lifetime, self.patience = port_file, clock, lifetime, patience
         self.stopped = threading.Event()
         self.asked = ""  # the gateway last asked
         self.schedule = Schedule()
-        self._wish = random.randint(*DYNAMIC_PORTS)
+        self._wish = wish or random.randint(*DYNAMIC_PORTS)
         self._thread = threading.Thread(target=self._run, name=f"appjail-natpmp-{jail_name}", daemon=True)
 
     def start(self) -> None:
@@ -184,9 +185,20 @@ class Forwards:
                 jail.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
 
         forwarder = Forwarder(jail.name, lambda: forward_gateway(jail.spec.forward_port, jail.dns), opener,
-                              PortFile(self.directory, jail.netns, jail.owner_uid), on_port, lifetime=self.lifetime)
+                              self.port_file(jail), on_port, lifetime=self.lifetime, wish=self.recorded(jail))
         forwarder.start()
         return forwarder
+
+    def port_file(self, jail: Jail) -> PortFile:
+        return PortFile(self.directory, jail.netns, jail.owner_uid)
+
+    def recorded(self, jail: Jail) -> int | None:
+        """The port a jail held when the helper before this one ended (its file), if any."""
+        try:
+            text = self.port_file(jail).path.read_text()
+        except OSError:
+            return None
+        return int(text) if text.strip().isdigit() and 1 <= int(text) <= 65535 else None
 
     def sweep(self, live_netns: Iterable[str]) -> list[str]:
         """Remove the files of jails that are gone; their names."""
