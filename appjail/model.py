@@ -188,10 +188,15 @@ MAX_RULES = 64  # published ports, denied ranges: each one is a netfilter rule
 class Publish(namedtuple("Publish", "host_port jail_port proto host_address", defaults=("tcp", None))):
     """A host port forwarded into the jail: `[HOSTADDR:]HOSTPORT:JAILPORT[/tcp|/udp]`.
 
-    host_address None: every address of the host.
+    host_address None: every address of the host; one of 127/8 (`on_loopback`):
+    the host's own programs alone, never another machine.
     """
 
     __slots__ = ()
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host_address is not None and self.host_address.startswith("127.")
 
     def __str__(self) -> str:
         address = f"{self.host_address}:" if self.host_address else ""
@@ -241,6 +246,24 @@ def validate_publish(entries: object) -> tuple[Publish, ...]:
             raise ValidationError(f"--publish {publish} is given twice")
         result.append(publish)
     return tuple(result)
+
+
+FORWARD_METHODS = ("natpmp",)
+
+
+def validate_forward_port(value: str) -> str:
+    """`natpmp`, or `natpmp:GATEWAY` (default gateway: the jail's first nameserver, as VPN providers
+    that forward ports by NAT-PMP have it), returned normalised."""
+    method, colon, gateway = value.partition(":")
+    if method not in FORWARD_METHODS:
+        raise ValidationError(f"invalid forward_port {_show(value)}: expected natpmp or natpmp:GATEWAY")
+    return method + (":" + validate_ipv4(gateway, "NAT-PMP gateway") if colon else "")
+
+
+def forward_gateway(value: str, dns: tuple[str, ...]) -> str | None:
+    """The gateway a forward_port value asks, given the jail's nameservers (None: none known)."""
+    _method, _colon, gateway = value.partition(":")
+    return gateway or (dns[0] if dns else None)
 
 
 # -- the options of a jail: one table ------------------------------------------
@@ -329,6 +352,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("openvpn", ("--openvpn",), VALUE,
            "the jail's only way out is its own OpenVPN tunnel, from a .ovpn FILE of yours (keys inline)",
            metavar="FILE", example="~/vpn/provider.ovpn", agree=False, file=True),
+    Option("forward_port", ("--forward-port",), VALUE,
+           "ask the VPN's gateway to forward a port to the jail (tunnel jails): natpmp[:GATEWAY]",
+           metavar="natpmp[:GATEWAY]", example="natpmp", validate=validate_forward_port),
     Option("no_system_bus", ("--no-system-bus",), FLAG,
            "hide the system bus (/run/dbus) from this program (not from the jail's others)",
            default=False, agree=False, launch=True),
@@ -360,10 +386,11 @@ class JailSpec(namedtuple("JailSpec", [option.key for option in spec_options()],
     def __new__(cls, *args: object, **kwargs: object) -> JailSpec:
         given = super().__new__(cls, *args, **kwargs)  # binds arguments to fields, as a namedtuple does
         spec = super().__new__(cls, *(option.check(value) for option, value in zip(cls._options, given)))
-        if spec.publish and spec.vpn:
+        if spec.vpn and not all(publish.on_loopback for publish in spec.publish):
             # replies to a published port would follow the jail's only route: the VPN
-            raise ValidationError("--publish cannot be combined with --vpn: a --vpn jail's "
-                                  "only way in and out is the VPN")
+            # (replies to the host's loopback are the host's: its local routes come first)
+            raise ValidationError("--publish cannot be combined with --vpn but on the host's loopback "
+                                  "(127.0.0.1:HOSTPORT:JAILPORT): a --vpn jail's only way in and out is the VPN")
         return spec
 
     def lan_ranges(self) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "dropped_pa
 def normalised(jail: dict) -> dict:
     """A jail as `--json` prints it: every documented key present (the bus omits nulls)."""
     result = {**wire_defaults(), "pids": [], "counters": {}, "tunnel": None, "ports_not_held": [],
-              "repairs": NO_REPAIRS, "source": None, **jail}
+              "repairs": NO_REPAIRS, "source": None, "forwarded_port": None, **jail}
     if "connections" in jail:  # inspect's answer (ls has neither)
         result.setdefault("blocked", [])
     result["counters"] = {name: result["counters"].get(name, 0) for name in COUNTER_NAMES}
@@ -86,6 +86,18 @@ def jail_list(jails: list[dict], now: float | None = None) -> str:
         if jail["source"]:
             notes.append(f"{jail['name']}: declared in {jail['source']}")
     return "\n".join([table(rows), *([""] + notes if notes else [])])
+
+
+def forwarded(status: dict) -> str:
+    """The forwarded port's line: the port and its lease, or why there is none (yet, or any more)."""
+    asked = f"{status['method']} from {status['gateway'] or 'no gateway'}"
+    if status["state"] == "mapped":
+        return (f"port {status['port']} ({asked}, lease until {clock(status['expires'])}, "
+                f"renewed {count(status['renewals'], 'time', 'times')})")
+    why = f": {status['error']}" if status["error"] else ""
+    if status["state"] == "lost":
+        return f"PORT LOST ({asked}{why}); asking again"
+    return f"none yet ({asked}{why})"
 
 
 def repaired(repairs: dict) -> str:
@@ -184,6 +196,8 @@ def inspection(jail: dict, previous: dict | None = None, interval: float = 1.0, 
     lines.append(f"dns       {', '.join(jail['dns']) or '-'}")
     if jail["publish"]:
         lines.append(f"published {', '.join(jail['publish'])}")
+    if jail["forwarded_port"]:
+        lines.append(f"forwarded {forwarded(jail['forwarded_port'])}")
     if jail["deny"] or jail["no_lan"]:
         lines.append(f"denied    {', '.join(jail['deny'] + (['LAN ranges'] if jail['no_lan'] else []))}")
     pids = jail["pids"]

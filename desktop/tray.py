@@ -358,12 +358,17 @@ def _menu_view(jails: dict[str, dict]) -> list[tuple]:
 
 def _way_out(jail: dict) -> str:
     """", wg0" for a --vpn jail, ", WireGuard" for a tunnel jail (", WireGuard down" / " idle",
-    ", OpenVPN connecting"), "" for NAT."""
+    ", OpenVPN connecting"), "" for NAT; then its forwarded port (", port 51803", ", port lost")."""
     tunnel = jail.get("tunnel")
     if tunnel:
         state = tunnel_state(tunnel)
-        return f", {tunnel_label(tunnel['type'])}" + ("" if state == "up" else f" {state}")
-    return f", {jail['vpn']}" if jail.get("vpn") else ""
+        way = f", {tunnel_label(tunnel['type'])}" + ("" if state == "up" else f" {state}")
+    else:
+        way = f", {jail['vpn']}" if jail.get("vpn") else ""
+    forwarded = jail.get("forwarded_port")
+    if forwarded:
+        way += f", port {forwarded['port']}" if forwarded["port"] else f", port {forwarded['state']}"
+    return way
 
 
 def instance_name() -> str:

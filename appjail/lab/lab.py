@@ -24,14 +24,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from appjail.helper.kernel import resolv
-from appjail.lab import openvpn, wireguard
+from appjail.lab import natpmpserver, openvpn, wireguard
 from appjail.lab.errors import LabError
 from appjail.lab.netns import netns_exec_argv, netns_path, netns_pids
 from appjail.lab.process import (
@@ -133,6 +133,7 @@ class Lab:
     WG_SERVER_TUNNEL_ADDR = "203.0.113.1"
     WG_CLIENT_TUNNEL_ADDR = "203.0.113.2"
     WG_PORT = 51820
+    NATPMP_PUBLIC_ADDR = "100.128.0.1"  # the VPN gateway's forwarded ports (see natpmpserver.config)
     WG_KEEPALIVE = 25
 
     def __init__(self, prefix: str = "ajlab", wg_ifname: str = "wg0", workdir: Path | None = None) -> None:
@@ -453,6 +454,17 @@ class Lab:
 
     def wg_server_up(self) -> None:
         _ip(self.uplink_ns, f"link set {self.wg_server_ifname} up")
+
+    @contextmanager
+    def natpmp_server(self) -> Iterator[str]:
+        """miniupnpd in the VPN endpoint: NAT-PMP for the WireGuard server's peers, their ports
+        forwarded from NATPMP_PUBLIC_ADDR to whoever comes from the far internet behind it: the
+        namespace given (natpmpserver.outside)."""
+        conf = natpmpserver.config(natpmpserver.EXT_IF, self.NATPMP_PUBLIC_ADDR, self.wg_server_ifname,
+                                   f"{self.WG_SERVER_TUNNEL_ADDR}/24")
+        with natpmpserver.outside(self.uplink_ns, f"{self.prefix}-far") as far, \
+                natpmpserver.running(self.uplink_ns, self.workdir, conf):
+            yield far
 
     # --- OpenVPN ----------------------------------------------------------------
 

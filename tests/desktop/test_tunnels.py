@@ -159,3 +159,14 @@ def test_a_manager_sees_two_users_jails_of_one_name_apart_and_acts_on_the_right_
     qtbot.waitUntil(lambda: client.stops != [], timeout=5000)
     assert client.stops == ["root/firefox"], "the helper's USER/NAME, not the manager's own jail"
 
+
+
+def test_the_menu_shows_a_jails_forwarded_port(tray_with, qtbot):
+    forwarded = {"method": "natpmp", "gateway": "10.2.0.1", "state": "mapped", "port": 51803, "expires": 0,
+                 "renewals": 0, "error": ""}
+    mapped = {**tunnel_jail(), "forwarded_port": forwarded}
+    lost = {**tunnel_jail(), "name": "wgb", "forwarded_port": {**forwarded, "state": "lost", "port": 0}}
+    tray, _ = tray_with({}, [mapped, lost])
+    qtbot.waitUntil(lambda: tray.jail_menu_names() == ["wga", "wgb"], timeout=5000)
+    assert [a.text() for a in tray.menu.actions() if a.menu()] == [
+        "wga (1 process, WireGuard, port 51803)", "wgb (1 process, WireGuard, port lost)"]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -104,15 +105,16 @@ def test_kill_switch_drops_are_counted_and_explained(helper, lab):
     assert "KILL SWITCH" not in appjail(helper, MEMBER, "inspect", "ks").stdout
 
 
-def serve(helper, name: str, port: str, content: str, user: str = MEMBER) -> subprocess.Popen:
+def serve(helper, name: str, port: str, content: str, user: str = MEMBER,
+          options: tuple[str, ...] = ()) -> subprocess.Popen:
     """`python3 -m http.server 8080` in jail NAME published as PORT, serving CONTENT, by USER."""
     directory = Path(os.path.expanduser(f"~{MEMBER}")) / name
     directory.mkdir(exist_ok=True)
     (directory / "index.html").write_text(content)
     os.chown(directory, *(os.stat(directory.parent)[4:6]))
     return subprocess.Popen(
-        appjail_argv("run", "--name", name, "--dns", DNS, "--publish", f"{port}:8080", "--",
-                     "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(directory)),
+        appjail_argv("run", "--name", name, "--dns", DNS, "--publish", f"{port}:8080", *options,
+                     "--", "python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(directory)),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         **user_popen_kwargs(user, helper.bus_address))
 
@@ -428,3 +430,43 @@ def _kernel_entries(name: str) -> int | None:
     listing = json.loads(subprocess.run(["nft", "-j", "list", "set", "inet", "appjail", f"aj-{name}"],
                                         capture_output=True, text=True, check=True).stdout)
     return sum(len(item["set"].get("elem", [])) for item in listing["nftables"] if "set" in item)
+
+
+@contextmanager
+def loopback_routed_to_host(lab):
+    """The uplink sends what it addresses to 127.0.0.1 to the lab host, as a hostile neighbour would
+    (and takes answers from 127.0.0.1)."""
+    localnet = f"net.ipv4.conf.{lab.uplink_host_if}.route_localnet"
+    lab.run_in(lab.uplink_ns, ["sysctl", "-qw", f"{localnet}=1"], check=True)
+    commands = ["rule add pref 100 lookup local", "rule del pref 0 lookup local",
+                "rule add pref 10 to 127.0.0.1 lookup 4242",
+                f"route add 127.0.0.1/32 via {lab.HOST_UPLINK_ADDR} dev {lab.uplink_host_if} table 4242"]
+    undo = ["route del 127.0.0.1/32 table 4242", "rule del pref 10", "rule add pref 0 lookup local",
+            "rule del pref 100"]
+    for command in commands:
+        lab.run_in(lab.uplink_ns, ["ip", *command.split()], check=True)
+    try:
+        yield
+    finally:
+        for command in undo:
+            lab.run_in(lab.uplink_ns, ["ip", *command.split()], check=True)
+        lab.run_in(lab.uplink_ns, ["sysctl", "-qw", f"{localnet}=0"], check=True)
+
+
+@pytest.mark.parametrize("vpn", [False, True], ids=["nat", "vpn"])
+def test_a_port_published_on_loopback_reaches_the_host_alone(helper, lab, vpn):
+    options = ("--vpn", lab.wg_ifname) if vpn else ()
+    server = serve(helper, "webui", "127.0.0.1:6003", "ui\n", options=options)
+    try:
+        assert wait_until(lambda: fetch_from(lab, lab.host_ns, "http://127.0.0.1:6003/") == "ui\n", 15)
+        for address in (lab.HOST_UPLINK_ADDR, lab.WG_CLIENT_TUNNEL_ADDR):
+            assert fetch_from(lab, lab.uplink_ns, f"http://{address}:6003/").startswith("error")
+        assert fetch_from(lab, lab.host_ns, f"http://{lab.HOST_UPLINK_ADDR}:6003/").startswith("error")
+        with loopback_routed_to_host(lab):
+            assert fetch_from(lab, lab.uplink_ns, "http://127.0.0.1:6003/").startswith("error")
+        assert fetch_from(lab, lab.host_ns, "http://127.0.0.1:6003/") == "ui\n"
+        assert inspect_json(helper, "webui")["publish"] == ["127.0.0.1:6003:8080/tcp"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert wait_until(lambda: list_namespaces("aj-") == [], 10)

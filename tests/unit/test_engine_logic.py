@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from appjail.helper.engine.engine import Conflict, Engine, JailError, LimitReached
@@ -42,6 +44,14 @@ def test_the_door_opens_last_and_shuts_first(engine, ops):
     del ops[:]
     engine.destroy("web")
     assert ops[0] == "retire_link aj-web", "the jail is cut off before anything else goes"
+
+
+def test_a_port_published_on_loopback_lets_127_8_through_the_jails_veth_alone(engine, kernel, ops):
+    engine.create(JailSpec("web", dns=DNS, publish=("127.0.0.1:6003:8080",)), 1000)
+    localnet = "write_sysctl net/ipv4/conf/aj-web/route_localnet 1"
+    assert ops.index(localnet) == len(ops) - 2, "set with the door, right before it opens"
+    engine.create(JailSpec("other", dns=DNS, publish=("6004:8080",)), 1000)
+    assert "net/ipv4/conf/aj-other/route_localnet" not in kernel.sysctls
 
 
 FAILING_CALLS = ["create_namespace", "create_veth", "configure_jail_side", "add_policy_rule",
@@ -401,3 +411,74 @@ def test_a_vpn_jail_without_any_dns_is_refused_saying_how(make_engine, kernel, t
     with pytest.raises(JailError, match="jail 'vpn': the system has no DNS server for wg0: .*--dns ADDR"):
         engine.create(JailSpec("vpn", vpn="wg0"), 1000)
     assert kernel.state() == before and engine.list() == []
+
+
+class FakeForwards:
+    """portforward.Forwards: which jails' forwarders run; the files a sweep finds."""
+
+    def __init__(self, files=()) -> None:
+        self.running: set[str] = set()
+        self.files = set(files)
+
+    def start(self, jail, on_port):
+        self.running.add(jail.netns)
+        self.on_port = on_port
+        return SimpleNamespace(stop=lambda: self.running.discard(jail.netns))
+
+    def recorded(self, jail):
+        return 50000 if jail.netns in self.files else None
+
+    def sweep(self, live_netns):
+        gone = sorted(self.files - set(live_netns))
+        self.files -= set(gone)
+        return gone
+
+
+def test_a_forwarded_port_is_asked_for_tunnel_jails_only_while_they_live(make_engine):
+    from appjail.model import ValidationError
+    forwards = FakeForwards()
+    engine = make_engine(forwards=forwards)
+    with pytest.raises(ValidationError, match=r"^--forward-port needs a VPN \(--vpn, --wireguard or --openvpn\)"):
+        engine.create(JailSpec("nat", dns=DNS, forward_port="natpmp"), 1000)
+    engine.create(JailSpec("wg", forward_port="natpmp"), 1000, wireguard=wg_config())
+    engine.create(JailSpec("plain"), 1000, wireguard=wg_config())
+    assert forwards.running == {"aj-wg"}
+    engine.destroy("wg")
+    assert forwards.running == set()
+
+
+def test_reconcile_asks_again_for_an_adopted_jails_port_and_sweeps_stale_files(make_engine):
+    make_engine(forwards=FakeForwards()).create(JailSpec("wg", forward_port="natpmp"), 1000,
+                                                       wireguard=wg_config())
+    forwards = FakeForwards(files={"aj-wg", "aj-gone"})
+    restarted = make_engine(forwards=forwards)
+    report = restarted.reconcile()
+    assert forwards.running == {"aj-wg"} and forwards.files == {"aj-wg"}
+    assert "forwarded port file aj-gone" in report.removed
+    restarted.destroy("wg")
+
+
+def test_a_vpn_jails_forwarded_port_comes_in_from_its_vpn_alone(make_engine, fw):
+    forwards = FakeForwards()
+    engine = make_engine(forwards=forwards)
+    jail = engine.create(JailSpec("vpn", vpn="wg0", dns=DNS, forward_port="natpmp"), 1000)
+    assert forwards.running == {"aj-vpn"} and jail.firewall_rules.forwarded_port is None
+    forwards.on_port(50000)  # from the forwarder's thread, before the port is told
+    dnat = [h.rule for h in fw.chains["aj-vpn"].hooks if h.chain == "PREROUTING"]
+    assert [(r["in-interface"], r["protocol"], r["target"]) for r in dnat] == [
+        ("wg0", proto, {"DNAT": {"to-destination": f"{jail.addressing.jail_address}:50000"}})
+        for proto in ("tcp", "udp")]
+    forwards.on_port(None)  # lost
+    assert fw.chains["aj-vpn"].forwarded_port is None
+    engine.destroy("vpn")
+    forwards.on_port(50001)  # a late answer changes nothing of a jail that is gone
+    assert fw.chains == {}
+
+
+def test_a_restarted_helper_keeps_a_vpn_jails_forwarded_port_open_while_it_asks_again(make_engine, fw):
+    make_engine(forwards=FakeForwards()).create(JailSpec("vpn", vpn="wg0", dns=DNS, forward_port="natpmp"),
+                                                       1000)
+    restarted = make_engine(forwards=FakeForwards(files={"aj-vpn"}))  # the port file says 50000
+    restarted.reconcile()
+    assert fw.chains["aj-vpn"].forwarded_port == restarted.get("vpn").firewall_rules.forwarded_port == 50000
+    restarted.destroy("vpn")

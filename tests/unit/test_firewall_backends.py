@@ -91,10 +91,17 @@ def test_a_jail_reaches_the_shared_chains_through_keyed_elements():
             [{"elem": {"val": {"concat": ["192.0.2.7", "udp", 6000]}, **owned}}, {"concat": ["10.231.0.2", 8080]}],
             [{"elem": {"val": {"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, "tcp", 6001]}, **owned}},
              {"concat": ["10.231.0.2", 80]}]]}
-    vpn = build_jail_rules(JailSpec("web", vpn="wg0"), "aj-web", "10.231.0.0/30", "10.231.0.2")
+    vpn = build_jail_rules(JailSpec("web", vpn="wg0", publish=(Publish(6003, 8080, "tcp", "127.0.0.1"),)),
+                           "aj-web", "10.231.0.0/30", "10.231.0.2")
     assert _elements(vpn, with_values=False) == {
         "jail_dev": ["aj-web"], "jail_in": ["aj-web"],
-        "vpn_out": [{"concat": [{"prefix": {"addr": "10.231.0.0", "len": 30}}, "wg0"]}]}
+        "vpn_out": [{"concat": [{"prefix": {"addr": "10.231.0.0", "len": 30}}, "wg0"]}],
+        "published_lo": [{"concat": ["127.0.0.1", "tcp", 6003]}]}  # output only: never prerouting
+    forwarded = build_jail_rules(JailSpec("web", vpn="wg0"), "aj-web", "10.231.0.0/30", "10.231.0.2",
+                                 forwarded_port=50000)
+    assert _elements(forwarded, with_values=True)["forwarded"] == [
+        [{"elem": {"val": {"concat": ["wg0", proto, 50000]}, **owned}}, {"concat": ["10.231.0.2", 50000]}]
+        for proto in ("tcp", "udp")]
 
 
 def test_the_ct_status_dnat_accept_of_a_published_port():

@@ -3,8 +3,8 @@
 The host's own connections to a published port (the nat OUTPUT hook) are
 decided here as each backend's rules would decide them: x_tables by the
 jail's OUTPUT hooks in order, nftables by its skeleton's output chain and
-the jail's elements in the `published` map. Loopback stays the host's on
-both, whatever address the port is published at.
+the jail's elements in the `published` and `published_lo` maps. Loopback
+goes to a jail only for a port published at that loopback address, on both.
 """
 
 from __future__ import annotations
@@ -38,15 +38,17 @@ def xtables_dnat(rules, daddr: str, proto: str, dport: int) -> str | None:
 
 
 def nftables_dnat(rules, daddr: str, proto: str, dport: int) -> str | None:
-    output = re.search(r"chain output \{[^}]*?\n(\s+ip daddr[^\n]*)", nft.SKELETON).group(1)
-    if (excluded := re.search(r"ip daddr != (\S+)", output)) and _in(daddr, excluded.group(1)):
-        return None
-    for (element, value) in nft._elements(rules, with_values=True).get("published", []):
-        address, key_proto, port = element["elem"]["val"]["concat"]
-        where = address if isinstance(address, str) else "{addr}/{len}".format(**address["prefix"])
-        if key_proto == proto and port == dport and _in(daddr, where):
-            jail, jail_port = value["concat"]
-            return f"{jail}:{jail_port}"
+    chain = re.search(r"chain output \{(.*?)\n    \}", nft.SKELETON, re.S).group(1)
+    elements = nft._elements(rules, with_values=True)
+    for negated, match, map_name in re.findall(r"ip daddr (!= )?(\S+) .*? map @(\w+)", chain):
+        if _in(daddr, match) == bool(negated):
+            continue
+        for (element, value) in elements.get(map_name, []):
+            address, key_proto, port = element["elem"]["val"]["concat"]
+            where = address if isinstance(address, str) else "{addr}/{len}".format(**address["prefix"])
+            if key_proto == proto and port == dport and _in(daddr, where):
+                jail, jail_port = value["concat"]
+                return f"{jail}:{jail_port}"
     return None
 
 
@@ -59,7 +61,5 @@ def test_the_hosts_own_connections_to_a_published_port_go_the_same_way_on_both(p
         for proto in ("tcp", "udp"):
             expected = nftables_dnat(rules, daddr, proto, publish.host_port)
             assert xtables_dnat(rules, daddr, proto, publish.host_port) == expected, (published, daddr, proto)
-    assert nftables_dnat(rules, "127.0.0.1", publish.proto, publish.host_port) is None, "loopback stays the host's"
     reached = [daddr for daddr in DESTINATIONS if xtables_dnat(rules, daddr, publish.proto, publish.host_port)]
-    assert reached == ([] if publish.host_address and publish.host_address.startswith("127.") else
-                       [publish.host_address] if publish.host_address else ["192.0.2.7", "198.51.100.3"])
+    assert reached == ([publish.host_address] if publish.host_address else ["192.0.2.7", "198.51.100.3"])

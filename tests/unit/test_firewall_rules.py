@@ -1,7 +1,9 @@
 from appjail.helper.firewall.rules import (DENY, GUARD_CHAIN, KILL_SWITCH, NO_LAN, NOT_ALLOWED, REASONS, RECORD,
                                   ROLE_DROPPED, ROLE_IN, ROLE_OUT, ROLE_RECORD, build_guard_rules,
                                   build_jail_rules, reason_code, reason_of)
-from appjail.model import LAN_RANGES, JailSpec
+import pytest
+
+from appjail.model import LAN_RANGES, JailSpec, ValidationError
 
 
 def rules_for(vpn=None, **spec):
@@ -132,3 +134,35 @@ def test_not_allowed_records_only_what_the_jail_sent():
 def test_reason_codes_round_trip():
     assert [reason_of(reason_code(reason)) for reason in REASONS] == list(REASONS)
     assert reason_of(0) == reason_of(99) == NOT_ALLOWED
+
+
+def test_a_port_published_on_loopback_is_the_hosts_alone():
+    rules = rules_for(publish=("127.0.0.1:6003:8080",))
+    hooked = {(h.chain, h.rule["target"] if isinstance(h.rule["target"], str) else "DNAT") for h in rules.hooks}
+    # a packet from elsewhere to 127/8 is never DNATed into the jail
+    assert ("PREROUTING", "DNAT") not in hooked
+    output = [h.rule for h in rules.hooks if h.chain == "OUTPUT"]
+    assert [(r["dst"], r["target"]) for r in output] == [
+        ("127.0.0.1", {"DNAT": {"to-destination": "10.231.0.2:8080"}})]
+    # the jail answers the host end of its veth, never its own loopback
+    masquerade = [h.rule for h in rules.hooks if h.chain == "POSTROUTING" and h.rule.get("src") == "127.0.0.0/8"]
+    assert [(r["out-interface"], r["target"]) for r in masquerade] == [("aj-web", "MASQUERADE")]
+    assert not [h for h in rules_for(publish=("6000:8080",)).hooks if h.rule.get("src") == "127.0.0.0/8"]
+
+
+def test_a_vpn_jail_may_publish_on_the_hosts_loopback_only():
+    assert rules_for("wg0", publish=("127.0.0.1:6003:8080",)).publish[0].on_loopback
+    for elsewhere in ("6003:8080", "192.0.2.7:6003:8080"):
+        with pytest.raises(ValidationError, match="but on the host's loopback"):
+            rules_for("wg0", publish=(elsewhere,))
+
+
+def test_a_vpn_jails_forwarded_port_is_dnated_from_its_vpn_alone():
+    rules = build_jail_rules(JailSpec("web", "wg0"), "aj-web", "10.231.0.0/30", "10.231.0.2", forwarded_port=50000)
+    assert [(h.chain, without_role(h.rule)) for h in rules.hooks if h.table == "nat" and h.chain != "POSTROUTING"] == [
+        ("PREROUTING", {"in-interface": "wg0", "protocol": proto, proto: {"dport": "50000"},
+                        "target": {"DNAT": {"to-destination": "10.231.0.2:50000"}}}) for proto in ("tcp", "udp")]
+    accepts = [r for r in rules.chain_rules if r.get("conntrack") == {"ctstate": "DNAT"}]
+    assert [(r["protocol"], r[r["protocol"]]["dport"], r["dst"], role(r)) for r in accepts] == [
+        ("tcp", "50000", "10.231.0.2", ROLE_IN), ("udp", "50000", "10.231.0.2", ROLE_IN)]
+    assert rules_for("wg0").hooks == tuple(h for h in rules.hooks if h.chain != "PREROUTING")

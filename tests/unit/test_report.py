@@ -122,3 +122,14 @@ def test_ls_names_a_declared_jails_file_and_json_always_has_the_field():
         "", "seedbox: declared in /etc/appjail/jails.d/seedbox.toml"]
     assert report.normalised({**declared, "source": None})["source"] is None
     assert report.normalised({k: v for k, v in declared.items() if k != "source"})["source"] is None
+
+
+def test_the_forwarded_port_line_says_the_port_and_its_lease_or_why_there_is_none():
+    status = {"method": "natpmp", "gateway": "10.2.0.1", "state": "mapped", "port": 51803,
+              "expires": 1_700_000_060, "renewals": 1, "error": ""}
+    assert report.forwarded(status) == (f"port 51803 (natpmp from 10.2.0.1, lease until "
+                                        f"{report.clock(1_700_000_060)}, renewed 1 time)")
+    assert report.forwarded({**status, "state": "mapping", "port": 0, "gateway": "", "error": "no answer"}) == \
+        "none yet (natpmp from no gateway: no answer)"
+    assert report.forwarded({**status, "state": "lost", "port": 0, "error": "no answer from the gateway"}) == \
+        "PORT LOST (natpmp from 10.2.0.1: no answer from the gateway); asking again"

@@ -45,6 +45,7 @@ from ..engine import offloop
 from ..engine.drivers import Launcher, ScopePlacer
 from ..engine.engine import Conflict, Engine, JailError, JailNotFound, LimitReached
 from ..engine.jail import Jail, JailId
+from ..engine import portforward
 from ..firewall import traffic
 from ..kernel import hostports, launch, resolv
 from . import policy
@@ -211,7 +212,8 @@ class Supervisor:
             request = launch.LaunchRequest(
                 netns_path=str(self.host.netns.netns_path(jail.netns)),
                 resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
-                argv=list(program.argv), env=program.env_dict(), cwd=program.cwd, fds=held.fds,
+                argv=list(program.argv), env={**program.env_dict(), **portforward.environment(jail)},
+                cwd=program.cwd, fds=held.fds,
                 context=caller.context, hide_system_bus=settings["no_system_bus"])
             try:
                 self._launch(jail, request, caller, created, reply, fail)
@@ -669,6 +671,7 @@ class Supervisor:
             "ports_not_held": [str(entry) for entry in jail.ports_not_held],
             "repairs": jail.repairs.as_dict(),
             "source": self.declared_sources.get(jail.id),
+            "forwarded_port": jail.forwarder.status() if jail.forwarder else None,
         } for jail in jails]
 
     def inspect(self, caller: Caller, address: str) -> dict:

@@ -46,6 +46,7 @@ from ..firewall.fwwatch import FirewallWatch
 from ..kernel.linkwatch import LinkWatcher
 from .drivers import Drivers, machine
 from .jail import Jail, JailId
+from . import portforward
 from .pool import DEFAULT_POOL, AddressPool, JailAddressing
 from .resources import KINDS, Host, Ready, Step, nat_jails, sweep_order
 from .state import READY, RUN_DIR, JailRecord, StateStore
@@ -107,7 +108,7 @@ class Engine:
                  coexist: Coexistence | None = None,
                  drivers: Drivers | None = None, firewall_backend: FirewallBackend | None = None,
                  kinds: dict[str, tuple[Step, ...]] = KINDS,
-                 resolve: Callable[[str, int], list[str]] | None = None,
+                 resolve: Callable[[str, int], list[str]] | None = None, forwards: portforward.Forwards | None = None,
                  max_jails_per_user: int = DEFAULT_MAX_JAILS_PER_USER,
                  connect_timeout: float = openvpn.CONNECT_TIMEOUT,
                  resolve_timeout: float = lookups.TIMEOUT,
@@ -155,7 +156,9 @@ class Engine:
                          self.pool, coexist or Coexistence(run_dir / "coexist.json"), drivers.wireguard,
                          drivers.openvpn, drivers.ports, drivers.conntrack, drivers.launcher, drivers.policy,
                          other_firewalls=lambda: choice.other_backends(self.firewall.name),
-                         tunnel_changed=self._tunnel_changed)
+                         tunnel_changed=self._tunnel_changed,
+                         forwards=forwards or portforward.Forwards(run_dir / "forwarded", drivers.kernel),
+                         forwarded_changed=self.forward_to)
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None
         self._host_addresses: set[str] | None = None  # as the jails' own policies have them
@@ -227,6 +230,9 @@ class Engine:
         if tunnel is not None and (spec.vpn or spec.publish or spec.deny or spec.no_lan):
             raise ValidationError("--vpn, --publish, --deny and --no-lan cannot be combined with "
                                   f"--{tunnel.summary()['type']}: the tunnel is the jail's only way in and out")
+        if spec.forward_port and tunnel is None and not spec.vpn:
+            raise ValidationError("--forward-port needs a VPN (--vpn, --wireguard or --openvpn): "
+                                  "a port is forwarded by the VPN's gateway")
         if wireguard is not None:
             tunnel = self._resolved(spec.name, wireguard)
         dns = self._jail_dns(spec, tunnel)  # before the lock: it may ask the system's resolver services
@@ -358,6 +364,19 @@ class Engine:
             errors = self._undo(ipr, jail, list(self.kinds[jail.kind]))
         if errors:
             raise JailError(f"jail {jail.name!r} was not removed completely: {errors[0]}")
+
+    def forward_to(self, jail: Jail, port: int | None) -> None:
+        """A --vpn jail's forwarded port (None: none now) DNATed to it from its VPN, in place of the
+        one before (its chain is made again); from the forwarder's thread, before it tells the port."""
+        if jail.tunnel is not None or jail.forwarded_port == port:
+            return  # a tunnel's port reaches the jail as it is
+        with self._lock:
+            if self._jails.get(jail.id) is not jail:
+                return  # on its way out
+            before = jail.firewall_rules
+            jail.forwarded_port = port
+            self.firewall.remove(before)
+            self.firewall.install(jail.firewall_rules)
 
     # -- VPN interface changes ---------------------------------------------
 

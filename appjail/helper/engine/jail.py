@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from ...model import JailSpec, Publish
 from ...ovpnconf import OpenVpnConfig
@@ -45,6 +46,9 @@ class Jail:
     connecting: bool = False  # its tunnel has not come up yet (OpenVPN): see Engine.connected
     pool: str = ""  # the engine's address pool (jailpolicy)
     repairs: Repairs = field(default_factory=lambda: Repairs())
+    forwarder: Any = None  # its forwarded port's thread (portforward.Forwarder), with forward_port
+    forwarded_port: int | None = None  # a --vpn jail's, in its firewall rules (see Engine.forward_to)
+    _rules: rules.JailRules | None = field(default=None, repr=False)  # firewall_rules, made once per port
 
     @property
     def kind(self) -> str:
@@ -102,8 +106,10 @@ class Jail:
         assert self.addressing is not None, "a tunnel jail has no veth to refuse anything on"
         return jailpolicy.build(self.spec, self.host_ifname, self.addressing.jail_address, self.pool)
 
-    @cached_property
+    @property
     def firewall_rules(self) -> rules.JailRules:
         assert self.addressing is not None, "a tunnel jail has no firewall rules"
-        return rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
-                                         self.addressing.jail_address)
+        if self._rules is None or self._rules.forwarded_port != self.forwarded_port:
+            self._rules = rules.build_jail_rules(self.spec, self.host_ifname, str(self.addressing.network),
+                                                 self.addressing.jail_address, self.forwarded_port)
+        return self._rules

@@ -66,6 +66,9 @@ class Host:
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
+    forwards: Any = None  # the jails' forwarded ports (portforward.Forwards), or a stand-in
+    # from a forwarder's thread: a --vpn jail's forwarded port changed (Engine.forward_to)
+    forwarded_changed: Callable[[Jail, int | None], None] = lambda jail, port: None
 
     def tunnel_drivers(self) -> dict[str, TunnelDriver]:
         """Each tunnel type's driver: make, remove, present, sweep, status, counters."""
@@ -355,6 +358,10 @@ class Door:
     """
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if any(publish.on_loopback for publish in jail.spec.publish):
+            # the host's 127/8, DNATed to the jail, may leave through its veth (then masqueraded)
+            # and the replies come back; new traffic from the jail to the host stays dropped
+            host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/route_localnet", "1")
         host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
@@ -424,6 +431,34 @@ def _openvpn_up(host: Host, jail: Jail, up: Any) -> None:
             resolv.replace_resolv_conf(jail.netns, jail.dns, host.etc_netns)
 
 
+class ForwardedPort:
+    """With forward_port: the port the VPN's gateway forwards, asked, renewed and handed over by a
+    thread of the jail's (portforward), which stops with the jail. An adopted jail's starts at
+    reconcile, asking first for the port it held (its file), which a --vpn jail's rules keep meanwhile."""
+
+    def make(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if jail.spec.forward_port:
+            jail.forwarder = self.start(host, jail)
+
+    @staticmethod
+    def start(host: Host, jail: Jail) -> Any:
+        return host.forwards.start(jail, lambda port: host.forwarded_changed(jail, port))
+
+    def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
+        if jail.forwarder is not None:
+            jail.forwarder.stop()
+            jail.forwarder = None
+
+    def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
+        for name in host.forwards.sweep({jail.netns for jail in live.values()}):
+            note("forwarded port file", name)
+        for jail in live.values():
+            if jail.spec.forward_port and jail.forwarder is None:
+                if jail.tunnel is None:
+                    jail.forwarded_port = host.forwards.recorded(jail)  # before reconcile's repair
+                jail.forwarder = self.start(host, jail)
+
+
 class Ready:
     """The record says the jail is complete: reconcile adopts it from now on.
 
@@ -448,8 +483,9 @@ class Ready:
 
 
 RESOURCES: tuple[Step, ...] = (Record(), PublishedPorts(), Namespace(), Veth(), VpnRouting(), EgressForwarding(),
-                               Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), Ready())
-TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), Ready())
+                               Rules(), JailPolicyStep(), Resolver(), HostFirewalls(), Door(), ForwardedPort(),
+                               Ready())
+TUNNEL_RESOURCES: tuple[Step, ...] = (Record(), Namespace(), Tunnel(), Resolver(), ForwardedPort(), Ready())
 KINDS: dict[str, tuple[Step, ...]] = {NAT: RESOURCES, TUNNEL: TUNNEL_RESOURCES}
 
 

@@ -11,6 +11,10 @@ and adding or removing a jail is a few elements, never a search:
                  ip saddr . oifname @vpn_out (out of the VPN only): masquerade
     prerouting,  host address . protocol . port @published: dnat to the jail
     output       (the host's own addresses; loopback excluded)
+    output       127/8 address . protocol . port @published_lo: dnat to the jail (the
+                 host's programs alone); postrouting masquerades 127/8 into a jail
+    prerouting   VPN interface . protocol . port @forwarded: dnat to the jail (a port its
+                 VPN's gateway forwards to a --vpn jail)
 
 Each jail has a regular chain `aj-NAME` whose rules carry a counter and their
 role as comment, so an admin reads a jail's counters with
@@ -44,7 +48,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ...model import Publish
+from ...model import PROTOCOLS, Publish
 from ..kernel import nlraw
 from .blocked import BLOCKED_MAX, BLOCKED_TIMEOUT_S, PORT_PROTOCOLS, Blocked, FirstSeen, oldest, protocol_name
 from .backends import Counters, Damage, FirewallError, Residue
@@ -59,6 +63,8 @@ table {FAMILY} {TABLE} {{
     set nat_out {{ type ipv4_addr; flags interval; }}
     set vpn_out {{ type ipv4_addr . ifname; flags interval; }}
     map published {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval; }}
+    map published_lo {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
+    map forwarded {{ type ifname . inet_proto . inet_service : ipv4_addr . inet_service; }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         iifname vmap @jail_dev
@@ -73,19 +79,24 @@ table {FAMILY} {TABLE} {{
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr @nat_out oifname != "{PREFIX}*" masquerade
         ip saddr . oifname @vpn_out masquerade
+        ip saddr 127.0.0.0/8 oifname "{PREFIX}*" masquerade
     }}
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
         meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
+        meta l4proto {{ tcp, udp }} dnat ip to iifname . meta l4proto . th dport map @forwarded
     }}
     chain output {{
         type nat hook output priority -100; policy accept;
         ip daddr != {LOOPBACK} meta l4proto {{ tcp, udp }} fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published
+        ip daddr {LOOPBACK} meta l4proto {{ tcp, udp }} dnat ip to ip daddr . meta l4proto . th dport map @published_lo
     }}
 }}
 """
-KEYED = ("jail_dev", "jail_in", "nat_out", "vpn_out", "published")  # the skeleton's maps and sets
-SKELETON_RULES = {"forward": 2, "input": 2, "postrouting": 2, "prerouting": 1, "output": 1}
+# the skeleton's maps and sets
+KEYED = ("jail_dev", "jail_in", "nat_out", "vpn_out", "published", "published_lo", "forwarded")
+MAPS = ("jail_dev", "published", "published_lo", "forwarded")
+SKELETON_RULES = {"forward": 2, "input": 2, "postrouting": 3, "prerouting": 2, "output": 2}
 ANY_ADDRESS = {"prefix": {"addr": "0.0.0.0", "len": 0}}
 # the guard is a base chain of its own: its final drop must not end the
 # evaluation of the jails' chains, and a base chain's `return` means accept
@@ -255,7 +266,7 @@ class NftablesBackend:
         listing = self._list("table", terse=True, family=FAMILY, name=TABLE)
         if listing is not None and keyed:
             for name in KEYED:
-                kind = "map" if name in ("jail_dev", "published") else "set"
+                kind = "map" if name in MAPS else "set"
                 listing["nftables"] += (self._list(kind, name=name) or {}).get("nftables", [])
         return listing
 
@@ -295,9 +306,13 @@ def _elements(rules: JailRules, with_values: bool) -> dict[str, list[Json]]:
         found["vpn_out"] = [element({"concat": [prefix, rules.vpn]})]
     else:
         found["nat_out"] = [element(prefix)]
-    if rules.publish:
-        found["published"] = [element(_published_key(publish), {"concat": [rules.jail_address, publish.jail_port]})
-                              for publish in rules.publish]
+    for publish in rules.publish:
+        found.setdefault("published_lo" if publish.on_loopback else "published", []).append(
+            element(_published_key(publish), {"concat": [rules.jail_address, publish.jail_port]}))
+    if rules.forwarded_port:
+        found["forwarded"] = [element({"concat": [rules.vpn, proto, rules.forwarded_port]},
+                                      {"concat": [rules.jail_address, rules.forwarded_port]})
+                              for proto in PROTOCOLS]
     return found
 
 

@@ -10,16 +10,17 @@ teardown and reconcile find them without guessing.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ...model import JailSpec, Publish
+from ...model import PROTOCOLS, JailSpec, Publish
 
 PREFIX = "aj-"
 GUARD_CHAIN = "aj-GUARD"  # upper case: never the chain of a jail
-LOOPBACK = "127.0.0.0/8"  # never sent on to a jail: the host's connections to it stay the host's
+LOOPBACK = "127.0.0.0/8"  # a jail gets only what the host sends there itself, at a port published there
 ESTABLISHED = {"conntrack": {"ctstate": "RELATED,ESTABLISHED"}}
+
+
 def jail_chain(name: str) -> str:
     return PREFIX + name
 
@@ -55,6 +56,7 @@ class JailRules:
     jail_address: str
     vpn: str | None
     publish: tuple[Publish, ...]
+    forwarded_port: int | None = None  # the VPN's gateway forwards it (TCP and UDP), in from the VPN only
 
     @property
     def chain(self) -> str:
@@ -112,7 +114,8 @@ def refused(name: str, matches: dict, reason: str, recorded: dict | None = None)
     return [_role(record, ROLE_RECORD), _role({**matches, "target": "DROP"}, ROLE_DROPPED)]
 
 
-def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str) -> JailRules:
+def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_address: str,
+                     forwarded_port: int | None = None) -> JailRules:
     """The jail's own chain and its hooks into FORWARD, INPUT, PREROUTING, OUTPUT, POSTROUTING.
 
     host_ifname is the jail's kernel name `aj-ID` (see jails.Engine): its
@@ -123,6 +126,8 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     jail's traffic turned back toward itself (the kill switch: its VPN is
     down) dropped; denied ranges dropped; the jail's own traffic out;
     everything else dropped. Each drop is preceded by its record rule.
+    forwarded_port (a --vpn jail's, see portforward): DNATed to the jail, TCP and UDP, when it
+    comes in from the VPN interface (never from elsewhere), and accepted like a published port.
     """
     name = host_ifname[len(PREFIX):]
     chain = owner = jail_chain(name)
@@ -133,10 +138,11 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     if vpn:
         inbound = {"in-interface": vpn, **inbound}
     chain_rules = [_role(inbound, ROLE_IN)]
+    forwarded = [Publish(forwarded_port, forwarded_port, proto) for proto in PROTOCOLS] if forwarded_port else []
     chain_rules += [_role({"out-interface": host_ifname, "dst": jail_address, "protocol": p.proto,
                            p.proto: {"dport": str(p.jail_port)}, "conntrack": {"ctstate": "DNAT"},
-                           "target": "ACCEPT"}, ROLE_IN) for p in spec.publish]
-    if spec.publish:
+                           "target": "ACCEPT"}, ROLE_IN) for p in (*spec.publish, *forwarded)]
+    if spec.publish or forwarded:
         chain_rules.append(_role({**from_jail, **egress, **ESTABLISHED, "target": "ACCEPT"}, ROLE_OUT))
     if vpn:  # without its VPN, the jail's table routes its traffic back out of its own veth
         chain_rules += refused(name, {**from_jail, "out-interface": host_ifname}, KILL_SWITCH)
@@ -159,11 +165,20 @@ def build_jail_rules(spec: JailSpec, host_ifname: str, network: str, jail_addres
     ]
     for publish in spec.publish:
         dnat = _dnat(publish, jail_address)
-        hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
-        if (local := _local_dnat(publish, dnat)) is not None:
-            hooks.append(Hook("nat", "OUTPUT", tag(local, owner)))
+        if not publish.on_loopback:  # from elsewhere 127/8 is martian: never let it into a jail
+            hooks.append(Hook("nat", "PREROUTING", tag(dnat, owner)))
+        hooks.append(Hook("nat", "OUTPUT", tag(_local_dnat(publish, dnat), owner)))
+    if any(publish.on_loopback for publish in spec.publish):
+        # the jail answers the host end of its veth, not 127/8 (its own loopback); the
+        # veth's route_localnet lets the packet out and the reply in (Door)
+        hooks.append(Hook("nat", "POSTROUTING", tag({"src": LOOPBACK, "out-interface": host_ifname,
+                                                     "target": "MASQUERADE"}, owner)))
+    for publish in forwarded:
+        rule = {"in-interface": vpn, "protocol": publish.proto, publish.proto: {"dport": str(publish.host_port)},
+                "target": {"DNAT": {"to-destination": f"{jail_address}:{publish.jail_port}"}}}
+        hooks.append(Hook("nat", "PREROUTING", tag(rule, owner)))
     return JailRules(name, tuple(chain_rules), tuple(hooks), host_ifname, network, jail_address,
-                     vpn, spec.publish)
+                     vpn, spec.publish, forwarded_port)
 
 
 def _dnat(publish: Publish, jail_address: str) -> dict:
@@ -175,12 +190,10 @@ def _dnat(publish: Publish, jail_address: str) -> dict:
     return {**rule, "target": {"DNAT": {"to-destination": f"{jail_address}:{publish.jail_port}"}}}
 
 
-def _local_dnat(publish: Publish, dnat: dict) -> dict | None:
-    """The host's own connections to a published port, at its own addresses, never at loopback
-    (a packet from 127/8 cannot leave through the veth: route_localnet stays off); None: no rule."""
-    if publish.host_address is None:
-        return {"dst": "!" + LOOPBACK, **dnat}
-    return None if ipaddress.ip_address(publish.host_address) in ipaddress.ip_network(LOOPBACK) else dnat
+def _local_dnat(publish: Publish, dnat: dict) -> dict:
+    """The host's own connections to a published port: at the address it is published at, or at any of
+    the host's but loopback (only a port published there, whose veth has route_localnet, may take it)."""
+    return dnat if publish.host_address else {"dst": "!" + LOOPBACK, **dnat}
 
 
 def build_guard_rules(forwarding_ifnames: Iterable[str]) -> tuple[dict, ...]:
