@@ -158,7 +158,7 @@ class Supervisor:
         # jails being made or removed in a worker thread -> what to do once that is done
         self._creating: dict[JailId, list[Callable[[], None]]] = {}
         self._removing: dict[JailId, list[Done]] = {}
-        self.host_netns = self.host.netns.namespace_id("/proc/self/ns/net")  # the network its jails lead to
+        self.host_netns = self.host.kernel.namespace_id("/proc/self/ns/net")  # the network its jails lead to
         self.root = Caller(0, 0, ())  # who declared jails belong to (keeper.py)
         self.declared_sources: dict[JailId, str] = {}  # a declared jail -> its file (keeper.py)
 
@@ -166,7 +166,7 @@ class Supervisor:
 
     def confine(self, caller: Caller) -> Caller:
         """`caller` with the jail it runs inside, if any (see policy.confine)."""
-        kernel = self.host.netns
+        kernel = self.host.kernel
         jails = {kernel.namespace_id(kernel.netns_path(j.netns)): j.id for j in self.engine.list()}
         return policy.confine(caller, jails, self.host_netns)
 
@@ -210,7 +210,7 @@ class Supervisor:
 
         def start(jail: Jail, created: bool) -> None:
             request = launch.LaunchRequest(
-                netns_path=str(self.host.netns.netns_path(jail.netns)),
+                netns_path=str(self.host.kernel.netns_path(jail.netns)),
                 resolver_dir=str(resolv.jail_etc_dir(jail.netns, self.engine.etc_netns)),
                 argv=list(program.argv), env={**program.env_dict(), **portforward.environment(jail)},
                 cwd=program.cwd, fds=held.fds,
@@ -527,7 +527,7 @@ class Supervisor:
             self._draining.discard(jail_id)
             return False
         if any(p.jail == jail_id for p in self.processes.values()) \
-                or self.host.netns.namespace_pids(jail.netns):
+                or self.host.kernel.namespace_pids(jail.netns):
             return True
         self._draining.discard(jail_id)
         self._destroy(jail_id)
@@ -607,7 +607,7 @@ class Supervisor:
     def _stop(self, jail: Jail, done: Done) -> None:
         self._stopping[jail.id] = [done]
         started = time.monotonic()
-        if not self.host.netns.signal_namespace(jail.netns, signal.SIGTERM):
+        if not self.host.kernel.signal_namespace(jail.netns, signal.SIGTERM):
             self._finish_stop(jail.id)  # nothing runs in it
         else:
             GLib.timeout_add(STOP_POLL_MS, self._stop_step, jail.id, jail.netns, started)
@@ -616,9 +616,9 @@ class Supervisor:
         """One look at a stopping jail; True means look again later."""
         elapsed_ms = (time.monotonic() - started) * 1000
         if elapsed_ms < STOP_GRACE_MS:
-            if self.host.netns.namespace_pids(netns_name):
+            if self.host.kernel.namespace_pids(netns_name):
                 return True
-        elif self.host.netns.signal_namespace(netns_name, signal.SIGKILL):
+        elif self.host.kernel.signal_namespace(netns_name, signal.SIGKILL):
             if elapsed_ms < STOP_GRACE_MS + STOP_GIVE_UP_MS:
                 return True
             log.warning("processes in %s did not die; tearing down anyway", netns_name)
@@ -657,7 +657,7 @@ class Supervisor:
         totals = {j.netns: read.get(j.firewall_rules.name, {}) for j in nat}
         tunnel = {j.netns: self.engine.tunnel_status(j) for j in jails if j.tunnel is not None}
         totals.update({j.netns: self.engine.tunnel_counters(j) for j in jails if j.tunnel is not None})
-        pids = self.host.netns.pids_by_namespace(j.netns for j in jails)
+        pids = self.host.kernel.pids_by_namespace(j.netns for j in jails)
         vpn_up = {ifname: self.engine.vpn_up(ifname) for ifname in {j.spec.vpn for j in jails} - {None}}
         return [{
             **wire_options(jail.settings),

@@ -152,13 +152,12 @@ class Engine:
         self.lookups = lookups.NameLookups(self._resolve_logged, resolve_timeout)
         self._resolve = resolve or resolve_host
         self._link_dns = link_dns
-        self.host = Host(drivers.kernel, self.firewall, self.forwarding, self.store, etc_netns, self._jails,
-                         self.pool, coexist or Coexistence(run_dir / "coexist.json"), drivers.wireguard,
-                         drivers.openvpn, drivers.ports, drivers.conntrack, drivers.launcher, drivers.policy,
-                         other_firewalls=lambda: choice.other_backends(self.firewall.name),
-                         tunnel_changed=self._tunnel_changed,
+        self.host = Host(**vars(drivers), firewall=self.firewall, forwarding=self.forwarding, store=self.store,
+                         etc_netns=etc_netns, jails=self._jails, pool=self.pool,
+                         coexist=coexist or Coexistence(run_dir / "coexist.json"),
                          forwards=forwards or portforward.Forwards(run_dir / "forwarded", drivers.kernel),
-                         forwarded_changed=self.forward_to)
+                         other_firewalls=lambda: choice.other_backends(self.firewall.name),
+                         tunnel_changed=self._tunnel_changed, forwarded_changed=self.forward_to)
         self._watcher: LinkWatcher | None = None
         self._firewall_watch: FirewallWatch | None = None
         self._host_addresses: set[str] | None = None  # as the jails' own policies have them

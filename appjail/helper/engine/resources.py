@@ -32,7 +32,7 @@ from ..kernel import resolv
 from ..firewall.coexist import Coexistence
 from ..firewall.backends import FirewallBackend
 from ..firewall.forwarding import Forwarding
-from .drivers import Conntrack, JailPolicies, Kernel, Launcher, OpenVpn, Ports, TunnelDriver, WireGuard
+from .drivers import Drivers, TunnelDriver
 from .jail import NAT, TUNNEL, Jail, JailId
 from .pool import RULE_PRIORITY, TABLE_BASE, AddressPool, JailAddressing
 from .state import READY, StateStore
@@ -46,10 +46,9 @@ Note = Callable[[str, str], None]  # note(kind, name): what reconcile removed
 
 
 @dataclass
-class Host:
+class Host(Drivers):
     """Everything the steps touch: the machine's drivers (or in-memory fakes), and the engine's parts."""
 
-    netns: Kernel
     firewall: FirewallBackend
     forwarding: Forwarding
     store: StateStore
@@ -57,16 +56,10 @@ class Host:
     jails: Mapping[JailId, Jail]  # the engine's live jails
     pool: AddressPool
     coexist: Coexistence
-    wireguard: WireGuard
-    openvpn: OpenVpn
-    ports: Ports
-    conntrack: Conntrack
-    launcher: Launcher
-    policy: JailPolicies
+    forwards: Any  # the jails' forwarded ports (portforward.Forwards), or a stand-in
     other_firewalls: Callable[[], list[FirewallBackend]] = lambda: []
     # from a tunnel daemon's thread: the jail's tunnel came up, or its daemon ended
     tunnel_changed: Callable[[Jail], None] = lambda jail: None
-    forwards: Any = None  # the jails' forwarded ports (portforward.Forwards), or a stand-in
     # from a forwarder's thread: a --vpn jail's forwarded port changed (Engine.forward_to)
     forwarded_changed: Callable[[Jail, int | None], None] = lambda jail, port: None
 
@@ -144,14 +137,14 @@ class Namespace:
     """/run/netns/aj-ID."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
-        host.netns.create_namespace(jail.netns)
+        host.kernel.create_namespace(jail.netns)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        host.netns.delete_namespace(jail.netns)
+        host.kernel.delete_namespace(jail.netns)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
-        for name in sorted(set(host.netns.list_namespaces(PREFIX)) - kept_namespaces(host, live)):
-            host.netns.delete_namespace(name)
+        for name in sorted(set(host.kernel.list_namespaces(PREFIX)) - kept_namespaces(host, live)):
+            host.kernel.delete_namespace(name)
             note("namespace", name)
 
 
@@ -164,15 +157,15 @@ def kept_namespaces(host: Host, live: Mapping[JailId, Jail]) -> set[str]:
     A tunnel jail has no veth: its namespace is another helper's when it
     holds its tunnel and no record of ours names it.
     """
-    own_links = set(host.netns.list_link_names())
+    own_links = set(host.kernel.list_link_names())
     ours = {record.kernel_name for record in host.store.load_all()[0]}
     live_names = {jail.netns for jail in live.values()}
     kept = set()
-    for name in host.netns.list_namespaces(PREFIX):
+    for name in host.kernel.list_namespaces(PREFIX):
         if name in live_names:
             kept.add(name)
-        elif name not in own_links and host.netns.run_in_namespace(
-                name, lambda: host.netns.link_index(host.netns.JAIL_IFNAME) is not None):
+        elif name not in own_links and host.kernel.run_in_namespace(
+                name, lambda: host.kernel.link_index(host.kernel.JAIL_IFNAME) is not None):
             log.info("leaving %s alone: its veth peer is in another network namespace", name)
             kept.add(name)
         elif name not in ours and host.wireguard.present(name, name):
@@ -190,7 +183,7 @@ class Veth:
     """The pair aj-ID (host) / eth0 (jail), addressed, up, with the jail's default route."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
-        netns, addressing = host.netns, jail.addressing
+        netns, addressing = host.kernel, jail.addressing
         if jail.host_ifname in netns.list_link_names() and not netns.wait_until_gone(ipr, jail.host_ifname):
             # the namespace of an earlier jail of this name is still being torn down
             raise netns.NetnsError(f"interface {jail.host_ifname} still exists")
@@ -207,17 +200,17 @@ class Veth:
         user's, neither lists these connections nor receives their late
         packets (the pool's quarantine covers those).
         """
-        host.netns.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
+        host.kernel.delete_link(ipr, jail.host_ifname)  # retired by the door already, in a teardown
         _give_back(host, jail.addressing)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         """Leftover links go; so do the addresses of recorded jails not adopted (a crashed helper's),
         as a teardown gives them back: held back, without their connections."""
         live_ifnames = {jail.host_ifname for jail in live.values()}
-        for name in host.netns.list_link_names():
+        for name in host.kernel.list_link_names():
             if (name.startswith(PREFIX) and name not in live_ifnames) or name.startswith(
-                    host.netns.RETIRED_PREFIX):
-                host.netns.delete_link(ipr, name)
+                    host.kernel.RETIRED_PREFIX):
+                host.kernel.delete_link(ipr, name)
                 note("link", name)
         live_names = {jail.netns for jail in live.values()}
         records, _unreadable = host.store.load_all()
@@ -239,28 +232,28 @@ class VpnRouting:
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         if jail.spec.vpn:
             try:
-                host.netns.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
-                host.netns.add_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
+                host.kernel.set_vpn_table(ipr, jail.addressing.table, jail.spec.vpn, jail.host_ifname)
+                host.kernel.add_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
             except BaseException:
                 self.undo(host, ipr, jail)
                 raise
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         if jail.spec.vpn:
-            host.netns.delete_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
-            host.netns.flush_table(ipr, jail.addressing.table)
+            host.kernel.delete_policy_rule(ipr, jail.host_ifname, jail.addressing.table, RULE_PRIORITY)
+            host.kernel.flush_table(ipr, jail.addressing.table)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         live_ifnames = {jail.host_ifname for jail in nat_jails(live)}
         live_tables = {jail.addressing.table for jail in nat_jails(live)}
-        for iifname, table in host.netns.policy_rules(ipr, RULE_PRIORITY):
+        for iifname, table in host.kernel.policy_rules(ipr, RULE_PRIORITY):
             if iifname not in live_ifnames or table not in live_tables:
-                host.netns.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
+                host.kernel.delete_policy_rule(ipr, iifname, table, RULE_PRIORITY)
                 note("policy rule", f"{iifname} table {table}")
         ours = range(TABLE_BASE, TABLE_BASE + host.pool.size)
-        for table in sorted(host.netns.route_tables(ipr)):
+        for table in sorted(host.kernel.route_tables(ipr)):
             if table in ours and table not in live_tables:
-                host.netns.flush_table(ipr, table)
+                host.kernel.flush_table(ipr, table)
                 note("routing table", str(table))
 
 
@@ -268,18 +261,18 @@ class EgressForwarding:
     """Forwarding on the egress interfaces (and the guard); put back when no jail is left."""
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
-        links = host.netns.list_link_names()
+        links = host.kernel.list_link_names()
         egress = [jail.spec.vpn] if jail.spec.vpn else [
             name for name in links if name != "lo" and not name.startswith(PREFIX)]
         host.forwarding.enable(egress, links)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
         if not nat_jails(host.jails):
-            host.forwarding.restore(host.netns.list_link_names())
+            host.forwarding.restore(host.kernel.list_link_names())
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         if not nat_jails(live):
-            host.forwarding.restore(host.netns.list_link_names())
+            host.forwarding.restore(host.kernel.list_link_names())
 
 
 class Rules:
@@ -287,7 +280,7 @@ class Rules:
 
     def make(self, host: Host, ipr: Any, jail: Jail) -> None:
         # per-connection bytes for `inspect` (applies to connections from now on)
-        host.netns.write_sysctl(traffic.CONNTRACK_ACCT, "1")
+        host.kernel.write_sysctl(traffic.CONNTRACK_ACCT, "1")
         host.firewall.install(jail.firewall_rules)
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
@@ -361,11 +354,11 @@ class Door:
         if any(publish.on_loopback for publish in jail.spec.publish):
             # the host's 127/8, DNATed to the jail, may leave through its veth (then masqueraded)
             # and the replies come back; new traffic from the jail to the host stays dropped
-            host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/route_localnet", "1")
-        host.netns.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
+            host.kernel.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/route_localnet", "1")
+        host.kernel.write_sysctl(f"net/ipv4/conf/{jail.host_ifname}/forwarding", "1")
 
     def undo(self, host: Host, ipr: Any, jail: Jail) -> None:
-        host.netns.retire_link(ipr, jail.host_ifname)
+        host.kernel.retire_link(ipr, jail.host_ifname)
 
     def sweep(self, host: Host, ipr: Any, live: Mapping[JailId, Jail], note: Note) -> None:
         pass  # a leftover door is a leftover veth
