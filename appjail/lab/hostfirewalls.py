@@ -1,8 +1,8 @@
 """The host firewalls people have, set up inside the lab's HOST namespace only.
 
 Each is a context manager that sets one up and takes it down again: Docker's
-iptables-nft setup, the real ufw, the real firewalld (on the lab's own bus),
-and an admin's nftables ruleset. `snapshot()` reads what a host firewall is
+iptables-nft setup, a real dockerd (Debian's docker.io), the real ufw, the
+real firewalld (on the lab's own bus), and an admin's nftables ruleset. `snapshot()` reads what a host firewall is
 (nftables, iptables-legacy, firewalld's runtime zones), counters aside, so a
 test can say that appjail left it as it found it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -22,13 +23,16 @@ from pathlib import Path
 
 from appjail.lab.errors import LabError
 from appjail.lab.netns import netns_exec_argv
-from appjail.lab.process import READY_TIMEOUT, child_env, stop
+from appjail.lab.process import READY_TIMEOUT, STOP_TIMEOUT, child_env, kill_pids, stop
 
 FIREWALLD = "org.fedoraproject.FirewallD1"
 FIREWALLD_PATH = "/org/fedoraproject/FirewallD1"
 UFW_FILES = (Path("/etc/ufw"), Path("/etc/default/ufw"))
 DOCKER_SETUP = (["iptables-nft", "-N", "DOCKER-USER"], ["iptables-nft", "-A", "DOCKER-USER", "-j", "RETURN"],
                 ["iptables-nft", "-I", "FORWARD", "-j", "DOCKER-USER"], ["iptables-nft", "-P", "FORWARD", "DROP"])
+DOCKERD, DOCKER = "/usr/sbin/dockerd", "/usr/bin/docker"  # Debian's, whatever else is in PATH
+DOCKER_KEY = Path("/etc/docker/key.json")  # dockerd 20.10 makes it there, whatever its --data-root
+IPTABLES_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
 ADMIN_SETUP = (["nft", "add", "table", "inet", "filter"],
                ["nft", "add", "chain", "inet", "filter", "forward",
                 "{ type filter hook forward priority 0; policy drop; }"])
@@ -109,7 +113,7 @@ def _nft_tables(ns: str) -> set[str]:
 
 
 @contextmanager
-def _new_nft_tables_removed(ns: str) -> Iterator[None]:
+def new_nft_tables_removed(ns: str) -> Iterator[None]:
     """Whatever nftables tables appear meanwhile (iptables-nft's, an admin's) are deleted afterwards."""
     before = _nft_tables(ns)
     try:
@@ -122,7 +126,7 @@ def _new_nft_tables_removed(ns: str) -> Iterator[None]:
 @contextmanager
 def _commands_applied(ns: str, commands: Iterable[list[str]]) -> Iterator[None]:
     """Firewall commands run in NS for the block; the tables they made go afterwards."""
-    with _new_nft_tables_removed(ns):
+    with new_nft_tables_removed(ns):
         for argv in commands:
             run_in(ns, argv)
         yield
@@ -146,7 +150,7 @@ def ufw(ns: str) -> Iterator[None]:
     for path, copy in copies:
         (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy)
     try:
-        with _new_nft_tables_removed(ns):
+        with new_nft_tables_removed(ns):
             try:
                 run_in(ns, ["ufw", "--force", "enable"])
                 yield
@@ -223,3 +227,117 @@ def firewalld(ns: str, bus_address: str, log_path: Path) -> Iterator[Firewalld]:
         yield daemon
     finally:
         daemon.stop()
+
+
+class Dockerd:
+    """Debian's dockerd in a namespace, on its own directories and socket; start() again to restart it.
+
+    Entered with setns only: `ip netns exec` remounts /sys, hiding the
+    cgroup mounts dockerd needs. dockerd runs the `iptables` it finds in
+    PATH: a directory of links puts the build asked for (`nft` or `legacy`)
+    first, as update-alternatives would on such a host.
+    """
+
+    def __init__(self, ns: str, workdir: Path, iptables: str) -> None:
+        self.ns = ns
+        self.workdir = workdir
+        self.iptables = f"iptables-{iptables}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.socket = workdir / "docker.sock"
+        self.bin = workdir / "bin"
+        self.bin.mkdir()
+        for tool in IPTABLES_TOOLS:
+            (self.bin / tool).symlink_to(f"/usr/sbin/{tool.replace('tables', 'tables-' + iptables, 1)}")
+        (workdir / "daemon.json").write_text("{}")  # not the machine's /etc/docker/daemon.json
+
+    @property
+    def env(self) -> dict[str, str]:
+        # no system bus: dockerd would look for a firewalld there
+        return {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "DOCKER_CONFIG": str(self.workdir / "cli"),
+                "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent"}
+
+    def start(self) -> None:
+        """Start it and wait until it answers `docker version`: by then its rules are in place."""
+        argv = [DOCKERD, "--data-root", str(self.workdir / "data"), "--exec-root", str(self.workdir / "exec"),
+                "--pidfile", str(self.workdir / "docker.pid"), "-H", f"unix://{self.socket}",
+                "--config-file", str(self.workdir / "daemon.json"), "--storage-driver", "vfs", "--iptables=true"]
+        with open(self.workdir / "dockerd.log", "ab") as log:
+            self.proc = subprocess.Popen(netns_exec_argv(self.ns, argv), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, env=child_env(self.env), start_new_session=True)
+        deadline = time.monotonic() + 3 * READY_TIMEOUT
+        while self.docker("version").returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError("dockerd did not start: " + (self.workdir / "dockerd.log").read_text(errors="replace"))
+            time.sleep(0.1)
+
+    def docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([DOCKER, "-H", f"unix://{self.socket}", *args], capture_output=True, text=True,
+                              env=self.env, timeout=3 * READY_TIMEOUT)
+
+    def stop(self) -> None:
+        """SIGTERM to dockerd (it stops the containerd it started), then whatever of its group is left."""
+        if self.proc is not None:
+            stop(self.proc, timeout=3 * STOP_TIMEOUT)
+            kill_pids(pid for pid in _group(self.proc.pid))
+            self.proc = None
+
+
+def _group(pgid: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and os.getpgid(int(entry.name)) == pgid:
+                found.append(int(entry.name))
+        except ProcessLookupError:
+            continue
+    return found
+
+
+@contextmanager
+def dockerd(ns: str, iptables: str) -> Iterator[Dockerd]:
+    """A dockerd for the caller to start (and restart) when it wants; afterwards every trace goes:
+    the daemon, its directories, docker0, its rules and chains, ip_forward as it was.
+
+    Leave it after the jails are gone: putting ip_forward back sets every
+    interface's forwarding flag too.
+    """
+    forwarding = run_in(ns, ["sysctl", "-n", "net.ipv4.ip_forward"]).strip()
+    key_existed = DOCKER_KEY.exists()
+    workdir = Path(tempfile.mkdtemp(prefix="appjail-lab-dockerd-", dir="/tmp"))  # short, for containerd's sockets
+    try:
+        daemon = Dockerd(ns, workdir, iptables)
+        with new_nft_tables_removed(ns):
+            try:
+                yield daemon
+            finally:
+                daemon.stop()
+                _docker_rules_removed(ns, daemon.iptables)
+                subprocess.run(netns_exec_argv(ns, ["ip", "link", "delete", "docker0"]), capture_output=True)
+                run_in(ns, ["sysctl", "-qw", f"net.ipv4.ip_forward={forwarding}"])
+    finally:
+        for mount in reversed(_mounts_under(workdir)):
+            subprocess.run(["umount", "-l", mount], check=False)
+        shutil.rmtree(workdir)
+        if not key_existed:
+            DOCKER_KEY.unlink(missing_ok=True)
+
+
+def _mounts_under(workdir: Path) -> list[str]:
+    return [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[1].startswith(f"{workdir}/")]
+
+
+def _docker_rules_removed(ns: str, iptables: str) -> None:
+    """Docker's rules in the built-in chains, its chains, and FORWARD's policy ACCEPT again (dockerd leaves
+    them all when it stops); everything else in the tables stays."""
+    for table in ("filter", "nat"):
+        listing = [shlex.split(line) for line in run_in(ns, [iptables, "-w", "-t", table, "-S"]).splitlines()]
+        chains = [words[1] for words in listing if words[0] == "-N" and words[1].startswith("DOCKER")]
+        for words in listing:
+            if words[0] == "-A" and words[1] not in chains and ("docker0" in words or any(
+                    target in words for target in chains)):
+                run_in(ns, [iptables, "-w", "-t", table, "-D", *words[1:]])
+        for verb in ("-F", "-X"):
+            for chain in chains:
+                run_in(ns, [iptables, "-w", "-t", table, verb, chain])
+    run_in(ns, [iptables, "-w", "-P", "FORWARD", "ACCEPT"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import pytest
 from appjail.helper.engine.engine import Engine
 from appjail.helper.engine.pool import RULE_PRIORITY, TABLE_BASE
 from appjail.helper.firewall import choice
+from appjail.helper.firewall.coexist import Coexistence
 from appjail.helper.kernel import netns
 from appjail.lab import Lab, in_netns
 from appjail.lab.helper import LabHelper
@@ -123,7 +125,14 @@ def in_host(lab: Lab) -> Iterator[Lab]:
 
 @pytest.fixture
 def engine(in_host: Lab, tmp_path: Path) -> Iterator[Engine]:
-    the_engine = Engine(run_dir=tmp_path / "run")
+    with running_engine(in_host, tmp_path / "run") as the_engine:
+        yield the_engine
+
+
+@contextmanager
+def running_engine(lab: Lab, run_dir: Path, coexist: Coexistence | None = None) -> Iterator[Engine]:
+    """An engine watching links and netfilter; afterwards its jails are gone, and every trace of them."""
+    the_engine = Engine(run_dir=run_dir, coexist=coexist)
     the_engine.start_link_watch()
     try:
         yield the_engine
@@ -131,9 +140,32 @@ def engine(in_host: Lab, tmp_path: Path) -> Iterator[Engine]:
         the_engine.close()
         for jail in the_engine.list():
             the_engine.destroy(jail.name, jail.owner_uid)
-        if in_host.wg_ifname not in _links():
-            in_host.wg_create()  # a test that deleted the tunnel hands it back
+        if lab.wg_ifname not in _links():
+            lab.wg_create()  # a test that deleted the tunnel hands it back
     assert residue_in_host() == [] and residue_machine_wide() == []
+
+
+@pytest.fixture
+def coexist_engine(in_host: Lab, bus, tmp_path: Path) -> Iterator[Engine]:
+    """The engine as the helper builds it: looking after firewalld on the lab's bus, whose signals
+    (Reloaded, a new owner) a main loop of its own serves, as the helper's does."""
+    import dbus
+    import dbus.mainloop.glib
+    from gi.repository import GLib
+
+    dbus.mainloop.glib.threads_init()
+    connection = dbus.bus.BusConnection(bus.address, mainloop=dbus.mainloop.glib.DBusGMainLoop())
+    loop = GLib.MainLoop()
+    loop_thread = threading.Thread(target=loop.run, name="mainloop", daemon=True)
+    loop_thread.start()
+    run_dir = tmp_path / "run"
+    try:
+        with running_engine(in_host, run_dir, Coexistence(run_dir / "coexist.json", connection)) as engine:
+            yield engine
+    finally:
+        loop.quit()
+        loop_thread.join()
+        connection.close()
 
 
 def _links() -> list[str]:

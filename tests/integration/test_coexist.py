@@ -46,23 +46,6 @@ def host_firewall(kind: str, lab, bus, workdir: Path) -> Iterator[hostfirewalls.
         yield None
 
 
-@pytest.fixture
-def coexist_engine(in_host, bus, tmp_path) -> Iterator[Engine]:
-    """The engine as the helper builds it: looking after firewalld on the lab's bus."""
-    connection = dbus.bus.BusConnection(bus.address, mainloop=DBusGMainLoop())
-    run_dir = tmp_path / "run"
-    engine = Engine(run_dir=run_dir, coexist=Coexistence(run_dir / "coexist.json", connection))
-    engine.start_link_watch()
-    try:
-        yield engine
-    finally:
-        engine.close()
-        for jail in engine.list():
-            engine.destroy(jail.name)
-        connection.close()
-    assert residue_in_host() == [] and residue_machine_wide() == []
-
-
 def doctor(lab, bus) -> str:
     """`sudo appjail doctor` in the lab's host: its firewall lines."""
     result = lab.run_in(lab.host_ns, [sys.executable, "-c", "from appjail.cli import entry; entry()", "doctor"],

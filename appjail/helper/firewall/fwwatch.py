@@ -10,10 +10,14 @@ kilobytes copied twice a second, no rule decoded, and a policy change
 (`iptables -P FORWARD DROP`, which changes no size) is seen too.
 
 Only "something changed, and where" is reported: the callback looks at what
-it needs (Engine.repair). Its own changes wake the watcher again; that check
-finds everything in place and changes nothing. If it keeps finding something
-to do (FIGHTS times within FIGHT_WINDOW_S), something fights it, and the
-watcher backs off (BACKOFF_S) rather than spin.
+it needs (Engine.repair). Whatever changes while it looks is looked at again,
+its own changes included: a tool that is still setting up (dockerd makes
+DOCKER-USER after its FORWARD policy) may change more during a check that
+found nothing to do yet, and taking the events then as the check's own
+would miss it. A check after the callback's own changes finds everything in
+place and changes nothing. If it keeps finding something to do (FIGHTS
+times within FIGHT_WINDOW_S), something fights it, and the watcher backs off
+(BACKOFF_S) rather than spin.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class FirewallWatch:
             if legacy != self._legacy:
                 where.append("x_tables " + " ".join(sorted(
                     name for name in {*legacy, *self._legacy} if legacy.get(name) != self._legacy.get(name))))
+                self._legacy = legacy  # what the check looks at; a change during it shows next time
             if where:
                 self._changed(", ".join(where))
 
@@ -107,9 +112,6 @@ class FirewallWatch:
         except Exception:
             log.exception("checking appjail's rules after a firewall change failed")
             changed = False
-        # what the check itself did (and nothing else, when it did nothing) is known now
-        self._drain()
-        self._legacy = self._read_legacy()
         now = time.monotonic()
         self._fights = [when for when in self._fights if now - when < FIGHT_WINDOW_S] + ([now] if changed else [])
         if len(self._fights) >= FIGHTS:

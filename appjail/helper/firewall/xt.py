@@ -249,23 +249,38 @@ class XtablesBackend:
         return self.blocked.entries(name, now)
 
     def damaged(self, expected: Sequence[JailRules], guard: bool) -> Damage:
-        """Each jail's chain with at least as many rules as it had, and its hooks; the guard's chain and hook.
+        """Each jail's chain with at least as many rules as it had, and its hooks above every other
+        tool's rule in their chains; the guard's chain and hook.
 
-        Only the built-in chains' rules are decoded (for their owners); jail chains are counted.
+        A jail's hooks come first (install inserts them at the top) because a rule above them may end
+        a jail packet's way through the chain before appjail's sees it: dockerd, on each start, moves
+        its jump to DOCKER-USER (where coexist accepts aj-+) to the top of FORWARD, and the jails'
+        chains would count nothing more. Only the built-in chains' rules are decoded (for their
+        owners); jail chains are counted.
         """
         wanted = {rules.chain for rules in expected} | ({GUARD_CHAIN} if guard else set())
         if not set(TABLES) <= set(legacy_tables() or ()):  # a table is gone (and looking would make it)
             return Damage(wanted)
         with batch(*TABLES, commit=False) as tables:
-            hooks = Counter(owner_of(rule) for table in tables.values() for chain in table.chains
-                            if table.builtin_chain(chain.name) for rule in chain.rules)
+            hooks: Counter[str | None] = Counter()
+            buried = set()  # owners with a hook below another tool's rule
+            for table in tables.values():
+                for chain in table.chains:
+                    if table.builtin_chain(chain.name):
+                        foreign = False
+                        for rule in chain.rules:
+                            owner = owner_of(rule)
+                            hooks[owner] += 1
+                            foreign = foreign or not (owner and owner.startswith(PREFIX))
+                            if foreign and owner:
+                                buried.add(owner)
             filter_table = tables["filter"]
             lengths = {chain: len(_raw_entries(filter_table, chain)) for chain in wanted
                        if filter_table.is_chain(chain)}
         damage = Damage({GUARD_CHAIN} if guard and not (lengths.get(GUARD_CHAIN) and hooks[GUARD_CHAIN]) else set())
         # fewer, not different: a rule an admin added to a jail's chain is theirs to keep
         damage.owners |= {rules.chain for rules in expected if lengths.get(rules.chain, 0) < len(rules.chain_rules)
-                          or hooks[rules.chain] < len(rules.hooks)}
+                          or hooks[rules.chain] < len(rules.hooks) or rules.chain in buried}
         return damage
 
     def list_owned(self) -> tuple[set[str], set[str]]:
