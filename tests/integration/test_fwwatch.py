@@ -33,7 +33,7 @@ import pytest
 from appjail.helper.firewall import choice
 from appjail.helper.firewall.fwwatch import FirewallWatch
 from appjail.lab import hostfirewalls
-from appjail.helper.rules import ROLE_OUT
+from appjail.helper.firewall.rules import ROLE_OUT
 from appjail.model import JailSpec, Publish
 
 from .helperlab import MEMBER, appjail, jails
