@@ -32,8 +32,8 @@ import pytest
 
 from appjail.helper.firewall import choice
 from appjail.helper.firewall.fwwatch import FirewallWatch
-from appjail.lab import hostfirewalls
 from appjail.helper.firewall.rules import ROLE_OUT
+from appjail.lab import hostfirewalls
 from appjail.model import JailSpec, Publish
 
 from .helperlab import MEMBER, appjail, jails
