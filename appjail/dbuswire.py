@@ -340,7 +340,10 @@ class Connection:
         header = fixed + self._read_exactly(header_length - 16)
         body = self._read_exactly(body_length)
         fields = dict(_Reader(header, [], position=12).read("a(yv)"))
-        fds, self._fds = self._fds, []
+        # a message's descriptors are the next ones received, as many as it says: one read may
+        # hold a signal and then the reply whose descriptor came with it
+        count = fields.get(UNIX_FDS, 0)
+        fds, self._fds = self._fds[:count], self._fds[count:]
         return kind, fields, body, fds
 
     def _read_exactly(self, size: int) -> bytes:

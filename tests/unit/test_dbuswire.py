@@ -1,7 +1,12 @@
 import pytest
 
-from appjail.dbuswire import (METHOD_CALL, DBusError, _socket_path, encode_message, marshal,
-                              signature_of, split_signature, unmarshal)
+import array
+import os
+import socket
+
+from appjail.dbuswire import (METHOD_CALL, METHOD_RETURN, REPLY_SERIAL, SIGNAL, SIGNATURE, UNIX_FDS, Connection,
+                              DBusError, _socket_path, encode_message, marshal, signature_of, split_signature,
+                              unmarshal)
 
 
 def test_signatures_split_into_complete_types():
@@ -60,3 +65,28 @@ def test_bus_addresses():
     assert _socket_path("tcp:host=x;unix:path=/tmp/a%20b,guid=1") == "/tmp/a b"
     with pytest.raises(DBusError):
         _socket_path("tcp:host=localhost,port=1")
+
+
+def test_a_reply_keeps_its_descriptor_when_a_signal_arrives_in_the_same_read():
+    """The bus may deliver a signal and the reply carrying a descriptor in one read: the descriptor is the
+    reply's (its header says how many it carries), not the signal's."""
+    client_end, bus_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection = Connection.__new__(Connection)
+    connection.sock, connection._buffer, connection._fds, connection._serial = client_end, b"", [], 1
+    signal = encode_message(SIGNAL, 7, {1: "/org/appjail/Helper1", 2: "org.appjail.Helper1", 3: "JailAdded",
+                                        SIGNATURE: "s"}, marshal("s", ["web"])[0])
+    body, _ = marshal("suh", ["web", 42, 0])
+    reply = encode_message(METHOD_RETURN, 8, {REPLY_SERIAL: 1, SIGNATURE: "suh", UNIX_FDS: 1}, body)
+    read, write = os.pipe()
+    try:
+        bus_end.sendmsg([signal + reply], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read]))])
+        name, number, fd = connection._reply_to(1)
+        assert (name, number) == ("web", 42)
+        os.write(write, b"x")
+        assert os.read(fd, 1) == b"x"  # the pipe's read end, passed along
+        os.close(fd)
+    finally:
+        for fd in (read, write):
+            os.close(fd)
+        client_end.close()
+        bus_end.close()
