@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.debug:
         logging.getLogger("appjail").setLevel(logging.DEBUG)
     import dbus
-    import dbus.service
     from dbus.mainloop.glib import DBusGMainLoop
     from gi.repository import GLib
 
@@ -87,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     bus = dbus.bus.BusConnection(args.bus_address) if args.bus_address else dbus.SystemBus()
     # the name first: a second helper must exit before it sweeps the first one's half-made
     # jails and sockets. Calls queue in the connection until the main loop runs, by then served.
-    try:
-        bus_name = dbus.service.BusName(api.BUS_NAME, bus, do_not_queue=True)
-    except dbus.exceptions.NameExistsException:
+    if bus.request_name(api.BUS_NAME, dbus.bus.NAME_FLAG_DO_NOT_QUEUE) != dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER:
         print(f"appjail-helper: {api.BUS_NAME} is already owned: another helper is running "
               "(this one changed nothing)", file=sys.stderr)
         return 1
@@ -130,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving %s", api.BUS_NAME)
     loop.run()
     engine.close()  # jails and their programs outlive the helper; reconcile adopts them
-    del bus_name
+    try:
+        bus.release_name(api.BUS_NAME)
+    except dbus.exceptions.DBusException:
+        pass  # the bus daemon ended first (a shutdown), and the name with it
     return 0
 
 

@@ -23,9 +23,12 @@ import pytest
 from appjail.helper.bus.supervisor import MAX_STARTING_PER_USER
 from appjail.helper.kernel.netns import create_namespace, delete_namespace, list_namespaces, namespace_pids, read_sysctl
 from appjail.lab import in_netns
+from appjail.lab.bus import PrivateSystemBus
+from appjail.lab.helper import LabHelper
 from appjail.lab.netns import netns_exec_argv
 from appjail.model import spec_options
 
+from ..busfixture import BUS_POLICY
 from .helperlab import (DNS, MEMBER, OTHER_MEMBER, OUTSIDER, USER_PYTHON, appjail, appjail_argv,
                         in_helper_netns, jails, ls_seconds, open_fds, signal_listener, signals_seen,
                         unanswering_fuse, user_popen_kwargs, wait_until)
@@ -603,6 +606,22 @@ def test_a_second_helper_exits_before_it_touches_the_first_ones_jails(helper):
     result = appjail(helper, MEMBER, "run", "--name", "first", "--", "curl", "-sS", "http://192.0.2.80/")
     assert result.stdout.startswith("client="), result.stderr
     assert appjail(helper, MEMBER, "stop", "first").returncode == 0
+
+
+def test_a_helper_whose_bus_daemon_ended_first_exits_without_a_traceback(helper, tmp_path):
+    """At shutdown everything gets SIGTERM at once, and the bus daemon may end before the helper: the
+    helper still ends cleanly (its name went with the daemon)."""
+    helper.kill(signal.SIGTERM)
+    try:
+        with PrivateSystemBus(extra_policies=[BUS_POLICY]) as bus:
+            alone = LabHelper(helper.host_ns, bus.address, helper.run_dir, tmp_path / "helper.log")
+            alone.start()
+            bus.close()
+            alone.kill(signal.SIGTERM)
+        log = (tmp_path / "helper.log").read_text()
+        assert "serving org.appjail.Helper1" in log and "Traceback" not in log, log
+    finally:
+        helper.start()
 
 
 def test_idle_helper_exits_only_when_no_jail_is_left(helper):
