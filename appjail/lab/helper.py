@@ -161,6 +161,9 @@ def stage_package(target: Path) -> None:
     target.mkdir(mode=0o755, parents=True)
     shutil.copytree(PACKAGE_ROOT / "appjail", target / "appjail",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    # the tray, installed as appjail.desktop (pyproject's package-dir)
+    shutil.copytree(PACKAGE_ROOT / "desktop", target / "appjail" / "desktop",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     # byte-compiled for the system Python, as an installation would be: its
     # users cannot write the cache themselves
     subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(target)], check=True)

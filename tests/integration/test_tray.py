@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import resource
+import shutil
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from PyQt6.QtCore import QTimer
@@ -25,7 +30,7 @@ from appjail.helper.kernel.netns import list_namespaces
 from appjail.lab.helper import UserCommand
 from appjail.profiles import Profile
 
-from .helperlab import DNS, MEMBER, OUTSIDER, appjail
+from .helperlab import DNS, MEMBER, OUTSIDER, USER_PYTHON, appjail, user_command, wait_until
 
 _identity_lock = threading.Lock()
 
@@ -257,3 +262,68 @@ def test_the_icon_turns_red_while_a_kill_switch_blocks(make_tray, qtbot, lab, he
         lab.wg_up()
     qtbot.waitUntil(lambda: tray.state is State.FINE, timeout=10_000)
     assert appjail(helper, MEMBER, "stop", "ks").returncode == 0
+
+
+@contextmanager
+def x_server() -> Iterator[str]:
+    """A real X server (Xvfb) of its own: its display, e.g. ":7". No tray host runs on it."""
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with os.fdopen(read) as announced:
+            display = ":" + announced.readline().strip()
+        assert display != ":", "Xvfb did not start"
+        yield display
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def window_icon(display: str) -> str | None:
+    """The _NET_WM_ICON of the shown top-level window called "appjail", as xprop prints it (None: none)."""
+    tree = subprocess.run(["xwininfo", "-display", display, "-root", "-children"], capture_output=True,
+                          text=True).stdout
+    shown = [line.split()[0] for line in tree.splitlines()
+             if '"appjail":' in line and not re.search(r"\) +1x1\+", line)]  # not Qt's 1x1 leader
+    if not shown:
+        return None
+    icon = subprocess.run(["xprop", "-display", display, "-id", shown[0], "_NET_WM_ICON"], capture_output=True,
+                          text=True).stdout
+    return icon if "_NET_WM_ICON(CARDINAL)" in icon else None
+
+
+def test_the_real_tray_on_x_shows_its_window_one_instance_and_the_kill_switch_in_its_icon(helper, lab):
+    """appjail-tray as the user would start it, on a real X server with no tray: its main window appears,
+    a second start (the menu entry "appjail") hands over to it and ends, and the window's icon changes
+    while a --vpn jail's kill switch blocks."""
+    assert appjail(helper, MEMBER, "run", "--keep", "--name", "xks", "--vpn", lab.wg_ifname, "--dns", DNS,
+                   "--", "true").returncode == 0
+    command = user_command(helper.bus_address)
+    config = Path(pwd.getpwnam(MEMBER).pw_dir) / "x-tray-config"  # the user's own (tmp_path is root's)
+    shutil.rmtree(config, ignore_errors=True)
+    config.mkdir()
+    os.chown(config, pwd.getpwnam(MEMBER).pw_uid, -1)
+    with x_server() as display:
+        kwargs = command.popen_kwargs(MEMBER)
+        kwargs["env"] = {**kwargs["env"], "DISPLAY": display, "QT_QPA_PLATFORM": "xcb",
+                         "XDG_CONFIG_HOME": str(config)}
+        argv = [USER_PYTHON, "-c", "import sys; from appjail.desktop.tray import main; sys.exit(main())"]
+        tray = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+        try:
+            assert wait_until(lambda: window_icon(display) is not None, 20), "no window called appjail"
+            fine = window_icon(display)
+            second = subprocess.run(argv, capture_output=True, text=True, timeout=30, **kwargs)
+            assert second.returncode == 0 and tray.poll() is None, second.stderr
+            lab.wg_down()
+            try:
+                assert wait_until(lambda: window_icon(display) not in (None, fine), 15), "the icon did not change"
+            finally:
+                lab.wg_up()
+            assert wait_until(lambda: window_icon(display) == fine, 15), "the icon did not come back"
+        finally:
+            tray.terminate()
+            assert tray.wait(15) == -signal.SIGTERM, tray.stderr.read()  # as at logout: Qt does not catch it
+            shutil.rmtree(config, ignore_errors=True)
+    assert appjail(helper, MEMBER, "stop", "xks").returncode == 0
