@@ -47,7 +47,7 @@ class NoLinkDNS(RuntimeError):
     """The system has no DNS server for the interface; the message names --dns."""
 
 
-class BusError(RuntimeError):
+class BusctlError(RuntimeError):
     """A bus call that failed: no such service, object or property, or no answer in time."""
 
 
@@ -70,13 +70,13 @@ class Busctl:
                                     capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                     timeout=BUS_TIMEOUT_S * 2)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BusError(str(exc)) from None
+            raise BusctlError(str(exc)) from None
         if result.returncode != 0:
-            raise BusError(result.stderr.strip())
+            raise BusctlError(result.stderr.strip())
         try:
             data = json.loads(result.stdout)["data"]
         except (ValueError, KeyError, TypeError):
-            raise BusError(f"busctl said {result.stdout[:80]!r}") from None
+            raise BusctlError(f"busctl said {result.stdout[:80]!r}") from None
         return data[0] if argv[0] == "call" else data
 
 
@@ -146,7 +146,7 @@ def link_dns(ifname: str, bus: Busctl | None = None, dirs: Sequence[Path] = RESO
     for source, ask in asked:
         try:
             servers = _usable(ask())
-        except (BusError, KeyError, TypeError, ValueError):
+        except (BusctlError, KeyError, TypeError, ValueError):
             continue
         if servers:
             return LinkDNS(servers, source)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from appjail import linkdns
-from appjail.linkdns import BusError, LinkDNS, NoLinkDNS
+from appjail.linkdns import BusctlError, LinkDNS, NoLinkDNS
 
 RESOLVED_LINK = "/org/freedesktop/resolve1/link/_37"
 NM_DEVICE = "/org/freedesktop/NetworkManager/Devices/7"
@@ -14,7 +14,7 @@ NM_CONFIG = "/org/freedesktop/NetworkManager/IP4Config/9"
 
 
 class FakeBus:
-    """Answers as the services would, for those given; a BusError (no such service) for the rest."""
+    """Answers as the services would, for those given; a BusctlError (no such service) for the rest."""
 
     def __init__(self, resolved=None, nm=None):
         self.calls = {}
@@ -29,7 +29,7 @@ class FakeBus:
 
     def call(self, service, path, interface, method, signature, *args):
         if method not in self.calls:
-            raise BusError(f"The name {service} was not provided by any .service files")
+            raise BusctlError(f"The name {service} was not provided by any .service files")
         assert args == ((7,) if method == "GetLink" else ("wg0",))
         return self.calls[method]
 
@@ -98,13 +98,13 @@ def test_busctl_calls_and_properties_are_read_from_its_json(busctl):
 
 def test_busctl_failures_are_bus_errors(busctl, monkeypatch):
     busctl("", status=1)
-    with pytest.raises(BusError):
+    with pytest.raises(BusctlError):
         linkdns.Busctl().get("a.b", "/", "a.b", "X")
     busctl("not json")
-    with pytest.raises(BusError):
+    with pytest.raises(BusctlError):
         linkdns.Busctl().get("a.b", "/", "a.b", "X")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(BusError):
+    with pytest.raises(BusctlError):
         linkdns.Busctl().get("a.b", "/", "a.b", "X")
 
 

@@ -96,7 +96,7 @@ class Daemon:
     """One openvpn process and the thread that serves it: its hook's socket, its management
     interface (state; the log of one an earlier helper started) and the output of one started here."""
 
-    def __init__(self, ifname: str, listener: socket.socket, identity: tundaemon.Identity, pidfd: int,
+    def __init__(self, ifname: str, listener: socket.socket, identity: tundaemon.ProcessStamp, pidfd: int,
                  on_up: Up, on_change: Changed, proc: subprocess.Popen[bytes] | None = None) -> None:
         """proc: the process when this helper started it (None: adopted, its tunnel came up before)."""
         self.ifname = ifname

@@ -44,7 +44,7 @@ IFF_TUN, IFF_NO_PI, IFF_VNET_HDR = 0x0001, 0x1000, 0x4000
 
 
 @dataclass(frozen=True)
-class Identity:
+class ProcessStamp:
     """A process as the kernel knows it: its pid and its start time (clock ticks after boot), which a
     reused pid does not share."""
 
@@ -72,12 +72,12 @@ def command(argv: list[str], capabilities: tuple[str, ...] = ()) -> list[str]:
             f"--inh-caps={caps}", *ambient, f"--bounding-set={caps}", "--", *argv]
 
 
-def started(pid: int) -> Identity:
+def started(pid: int) -> ProcessStamp:
     """The identity of a child just started (it cannot be reaped before the helper waits for it)."""
-    return Identity(pid, int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]))
+    return ProcessStamp(pid, int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]))
 
 
-def identity_of(pid: int) -> Identity | None:
+def identity_of(pid: int) -> ProcessStamp | None:
     """PID's identity if it runs as the tunnel user (None: ended, or not one of appjail's daemons)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -87,10 +87,10 @@ def identity_of(pid: int) -> Identity | None:
     if len(fields) < 20 or fields[0] in ("Z", "X"):  # ended, not yet reaped by its (new) parent
         return None
     uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
-    return Identity(pid, int(fields[19])) if uids and all(int(uid) == account()[0] for uid in uids) else None
+    return ProcessStamp(pid, int(fields[19])) if uids and all(int(uid) == account()[0] for uid in uids) else None
 
 
-def pidfd(identity: Identity) -> int | None:
+def pidfd(identity: ProcessStamp) -> int | None:
     """A pidfd of the process IDENTITY names, or None when it is gone (checked after opening: a reused pid
     is never taken for it)."""
     try:
@@ -103,7 +103,7 @@ def pidfd(identity: Identity) -> int | None:
     return fd
 
 
-def terminate(identity: Identity) -> None:
+def terminate(identity: ProcessStamp) -> None:
     """SIGTERM, then SIGKILL after STOP_TIMEOUT, to one of appjail's daemons; nothing to anyone else."""
     fd = pidfd(identity)
     if fd is None:
@@ -129,7 +129,7 @@ def _records(program: str) -> Path:
     return RECORDS / program
 
 
-def record(program: str, ifname: str, identity: Identity) -> None:
+def record(program: str, ifname: str, identity: ProcessStamp) -> None:
     """Keep IFNAME's daemon for a later helper (root's file, written whole)."""
     path = _records(program) / ifname
     partial = path.with_suffix(".new")
@@ -137,11 +137,11 @@ def record(program: str, ifname: str, identity: Identity) -> None:
     partial.replace(path)
 
 
-def recorded(program: str, ifname: str) -> Identity | None:
+def recorded(program: str, ifname: str) -> ProcessStamp | None:
     """IFNAME's daemon as recorded, if it still runs."""
     try:
         data = json.loads((RECORDS / program / ifname).read_text())
-        identity = Identity(int(data["pid"]), int(data["start"]))
+        identity = ProcessStamp(int(data["pid"]), int(data["start"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return identity if identity_of(identity.pid) == identity else None
@@ -180,7 +180,7 @@ def _here(pid: int) -> bool:
     return (theirs.st_dev, theirs.st_ino) == (own.st_dev, own.st_ino)
 
 
-def _orphans() -> list[Identity]:
+def _orphans() -> list[ProcessStamp]:
     """The tunnel user's processes of the calling thread's network namespace that no record names."""
     known = {identity for path in RECORDS.glob("*/*") if path.suffix != ".new"
              and (identity := recorded(path.parent.name, path.name)) is not None}
