@@ -99,7 +99,7 @@ def test_profile_click_starts_a_jail_the_inspector_shows_it_and_stop_removes_it(
     qtbot.waitUntil(lambda: lab.SERVER_ADDR in peers(window), timeout=10_000)
     jail_submenu_action(tray, "dl", "Stop").trigger()
     qtbot.waitUntil(lambda: "dl" not in tray.jail_menu_names(), timeout=15_000)
-    assert list_namespaces("aj-") == []
+    qtbot.waitUntil(lambda: list_namespaces("aj-") == [], timeout=10_000)  # its teardown follows the listing
     assert "dl" not in tray.inspectors
 
 
