@@ -223,7 +223,7 @@ def test_a_wireguard_profile_from_the_menu_goes_through_its_tunnel(make_tray, qt
     assert lab.http_log()[-1]["client"] == "203.0.113.30"
     jail_submenu_action(tray, "wgp", "Stop").trigger()
     qtbot.waitUntil(lambda: "wgp" not in tray.jail_menu_names(), timeout=15_000)
-    assert list_namespaces("aj-") == []
+    qtbot.waitUntil(lambda: list_namespaces("aj-") == [], timeout=10_000)
 
 
 def test_the_main_window_lists_the_jails_and_starts_a_profile(make_tray, qtbot, lab, helper):
