@@ -149,14 +149,6 @@ def running_engine(lab: Lab, run_dir: Path, coexist: Coexistence | None = None) 
 def coexist_engine(in_host: Lab, bus, tmp_path: Path) -> Iterator[Engine]:
     """The engine as the helper builds it: looking after firewalld on the lab's bus, whose signals
     (Reloaded, a new owner) a main loop of its own serves, as the helper's does."""
-    with firewalld_engine(in_host, bus, tmp_path / "run", signals_served=True) as engine:
-        yield engine
-
-
-@contextmanager
-def firewalld_engine(lab: Lab, bus, run_dir: Path, signals_served: bool) -> Iterator[Engine]:
-    """An engine looking after firewalld on the lab's bus; signals_served: a main loop serves its
-    connection (firewalld's signals reach it), else none runs (as while the helper's loop is busy)."""
     import dbus
     import dbus.mainloop.glib
     from gi.repository import GLib
@@ -165,15 +157,14 @@ def firewalld_engine(lab: Lab, bus, run_dir: Path, signals_served: bool) -> Iter
     connection = dbus.bus.BusConnection(bus.address, mainloop=dbus.mainloop.glib.DBusGMainLoop())
     loop = GLib.MainLoop()
     loop_thread = threading.Thread(target=loop.run, name="mainloop", daemon=True)
-    if signals_served:
-        loop_thread.start()
+    loop_thread.start()
+    run_dir = tmp_path / "run"
     try:
-        with running_engine(lab, run_dir, Coexistence(run_dir / "coexist.json", connection)) as engine:
+        with running_engine(in_host, run_dir, Coexistence(run_dir / "coexist.json", connection)) as engine:
             yield engine
     finally:
-        if signals_served:
-            loop.quit()
-            loop_thread.join()
+        loop.quit()
+        loop_thread.join()
         connection.close()
 
 

@@ -36,7 +36,6 @@ from appjail.helper.firewall.rules import ROLE_OUT
 from appjail.lab import hostfirewalls
 from appjail.model import JailSpec, Publish
 
-from .conftest import firewalld_engine
 from .helperlab import MEMBER, appjail, jails
 from .test_engine import LAB_DNS, fetch, wait_until
 
@@ -255,26 +254,6 @@ def test_a_firewalld_started_after_the_jails_restarted_and_reloaded(engine, lab,
                                                        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address})):
             assert_nothing_reached_and_back(engine, lab, all_kinds, change)
             assert daemon.zone_of("aj-+") == "trusted"
-    finally:
-        daemon.stop()
-
-
-def test_a_firewalld_reload_while_its_signals_go_unserved_is_caught_by_the_netfilter_watch(in_host, bus, tmp_path):
-    """firewalld's Reloaded may go unserved a while (the helper's loop busy): its reload also changes
-    netfilter, and the watch's check puts aj-+ back into its zone all the same."""
-    lab = in_host  # the engine works in the lab's host namespace, as the test's thread does
-    daemon = hostfirewalls.Firewalld(lab.host_ns, bus.address, tmp_path / "firewalld.log")
-    daemon.start()
-    try:
-        with firewalld_engine(lab, bus, tmp_path / "run", signals_served=False) as engine:
-            engine.create(JailSpec("fwnat", dns=LAB_DNS), 1000)
-            assert daemon.zone_of("aj-+") == "trusted"
-            hostfirewalls.run_in(lab.host_ns, ["firewall-cmd", "--reload"],
-                                 env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address})
-            assert wait_until(lambda: fetch("fwnat", timeout=0.5).stdout == f"client={lab.HOST_UPLINK_ADDR}\n",
-                              BACK_WITHIN_S + 3, interval=0.05), "the NAT jail's network did not come back"
-            assert daemon.zone_of("aj-+") == "trusted"
-            assert engine.get("fwnat").repairs.what.endswith("firewalld: aj-+ into zone trusted again")
     finally:
         daemon.stop()
 

@@ -36,7 +36,6 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,10 +65,8 @@ class CoexistError(RuntimeError):
 class Coexistence:
     """The host's other firewalls, opened for appjail's interfaces while jails exist.
 
-    The engine calls it under its own lock; firewalld's signals arrive in the
-    main loop, so putting appjail's interfaces into firewalld's zone takes a
-    lock of its own. `bus` is a dbus-python connection (None: firewalld is not
-    looked after).
+    Not thread-safe: the engine calls it under its own lock. `bus` is a
+    dbus-python connection (None: firewalld is not looked after).
     """
 
     def __init__(self, record: Path, bus: BusConnection | None = None, firewalld_zone: str = DEFAULT_FIREWALLD_ZONE) -> None:
@@ -77,7 +74,6 @@ class Coexistence:
         self.bus = bus
         self.zone = firewalld_zone
         self._open = False
-        self._firewalld_lock = threading.Lock()  # the zone's look and change, from either thread
         if bus is not None:
             bus.add_signal_receiver(self._firewalld_reloaded, "Reloaded", FIREWALLD, FIREWALLD)
             bus.watch_name_owner(FIREWALLD, self._firewalld_owner_changed)
@@ -125,9 +121,7 @@ class Coexistence:
     def check(self) -> list[str]:
         """After a change of the host's firewall: the x_tables openings again wherever they are now
         missing or out of place (a dockerd started later: DOCKER-USER; ufw enabled; a table restored
-        from an old dump), and firewalld's zone for appjail's interfaces if a firewalld has none for
-        them (its signals say when it restarted or reloaded; a start also changes netfilter, and this
-        holds should the signal come too early or not be served); what was done, for the log."""
+        from an old dump); what was done, for the log. firewalld tells by its own signals."""
         if not self._open:
             return []
         misplaced = []
@@ -139,8 +133,6 @@ class Coexistence:
         if misplaced:
             self._open = False
             self.open()
-        elif self._firewalld_add():
-            misplaced.append(f"firewalld: {IFACES_XT} into zone {self.zone} again")
         return misplaced
 
     def sweep(self, jails_exist: bool) -> list[str]:
@@ -182,33 +174,25 @@ class Coexistence:
     def _firewalld_running(self) -> bool:
         return self.bus is not None and bool(self.bus.name_has_owner(FIREWALLD))
 
-    def _firewalld_add(self, done: dict | None = None) -> bool:
-        """appjail's interfaces into the zone of a running firewalld that has them in none; whether they
-        went in now. done: the record as open() has it (default: as saved, read under the lock)."""
+    def _firewalld_add(self, done: dict) -> None:
         import dbus
 
         try:
-            with self._firewalld_lock:
-                return self._firewalld_add_now(self._load() if done is None else done)
+            if not self._firewalld_running():
+                return
+            zones = self._zones()
+            current = str(zones.getZoneOfInterface(IFACES_XT))
+            if current and current != done["firewalld_zone"]:
+                log.info("firewalld: %s is in zone %s already (not appjail's doing): left so", IFACES_XT, current)
+                return
+            if not current:
+                done["firewalld_zone"] = self.zone
+                self._save(done)
+                zones.addInterface(self.zone, IFACES_XT)
+                log.info("firewalld: %s added to zone %s", IFACES_XT, self.zone)
         except dbus.DBusException as exc:
             raise CoexistError(f"firewalld refused to put {IFACES_XT} into its zone {self.zone} "
                                f"({exc.get_dbus_message()})") from None
-
-    def _firewalld_add_now(self, done: dict) -> bool:
-        if not self._firewalld_running():
-            return False
-        zones = self._zones()
-        current = str(zones.getZoneOfInterface(IFACES_XT))
-        if current and current != done["firewalld_zone"]:
-            log.info("firewalld: %s is in zone %s already (not appjail's doing): left so", IFACES_XT, current)
-            return False
-        if current:
-            return False
-        done["firewalld_zone"] = self.zone
-        self._save(done)
-        zones.addInterface(self.zone, IFACES_XT)
-        log.info("firewalld: %s added to zone %s", IFACES_XT, self.zone)
-        return True
 
     def _firewalld_remove(self, zone: str) -> bool:
         import dbus
@@ -238,7 +222,7 @@ class Coexistence:
 
     def _reapply(self) -> None:
         try:
-            self._firewalld_add()
+            self._firewalld_add(self._load())
         except CoexistError as exc:
             log.error("%s", exc)
 
