@@ -576,7 +576,10 @@ def test_helper_killed_and_restarted_adopts_its_jails(helper, lab, tmp_path):
         busy = subprocess.Popen(appjail_argv("run", "--name", "busy", "--dns", DNS, "--", "sleep", "4"),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                                 **user_popen_kwargs(MEMBER, helper.bus_address))
-    assert wait_until(lambda: len(jails(helper)) == 2, 10)
+    # the program runs (its pid listed) and its CLI has Run's answer: it waits for the exit, not a reply
+    assert wait_until(lambda: [j["pids"] != [] for j in jails(helper) if j["name"] == "busy"] == [True], 10)
+    assert wait_until(lambda: cli_errors.read_text() == "" and busy.poll() is None, 1)
+    time.sleep(0.5)
     helper.kill(signal.SIGKILL)
     busy.wait(timeout=10)  # its CLI lost the helper; the program itself lives on
     assert busy.returncode == 125 and "lost the program" in cli_errors.read_text()
