@@ -54,8 +54,12 @@ def config(ext_ifname: str, ext_address: str, listen_ifname: str, clients: str) 
 
 @contextmanager
 def outside(ns: str, far_ns: str) -> Iterator[str]:
-    """The far namespace FAR_NS, linked to NS (the internet) by EXT_IF, routed through it; removed after."""
-    subprocess.run(["ip", "netns", "delete", far_ns], capture_output=True)  # a crashed run's
+    """The far namespace FAR_NS, linked to NS (the internet) by EXT_IF, routed through it; removed after.
+
+    The link is deleted by name, not left to go with FAR_NS: a namespace is torn down by
+    the kernel later, and its veth with it (the next test's EXT_IF found it still there).
+    """
+    _remove(ns, far_ns)  # a crashed run's
     run_checked(["ip", "netns", "add", far_ns])
     try:
         for argv in (["-n", ns, "link", "add", EXT_IF, "type", "veth", "peer", "name", FAR_IF, "netns", far_ns],
@@ -67,7 +71,13 @@ def outside(ns: str, far_ns: str) -> Iterator[str]:
             run_checked(["ip", *argv])
         yield far_ns
     finally:
-        subprocess.run(["ip", "netns", "delete", far_ns], capture_output=True)  # its veth goes with it
+        _remove(ns, far_ns)
+
+
+def _remove(ns: str, far_ns: str) -> None:
+    """EXT_IF (its peer goes with it at once) and FAR_NS, whichever exist."""
+    subprocess.run(["ip", "-n", ns, "link", "delete", EXT_IF], capture_output=True)
+    subprocess.run(["ip", "netns", "delete", far_ns], capture_output=True)
 
 
 @contextmanager
