@@ -18,6 +18,29 @@ ONCE_PER_RUN_DONE = os.environ.get("APPJAIL_ONCE_PER_RUN_DONE") == "1"
 _skipped: list[str] = []
 
 
+@pytest.fixture(scope="session")
+def qapp_cls():
+    """pytest-qt's QApplication on Qt's own event dispatcher, not GLib's. With GLib's, the test
+    process's main thread owns GLib's default main context from then on, and a helper's main loop
+    run in another thread of the same process (coexist_engine's) never dispatches again: firewalld's
+    signals went unheard. The tray and the helper never share a process outside the tests."""
+    from PyQt6.QtWidgets import QApplication
+
+    class OwnDispatcherApplication(QApplication):
+        def __init__(self, argv: list[str]) -> None:
+            before = os.environ.get("QT_NO_GLIB")
+            os.environ["QT_NO_GLIB"] = "1"  # read by the constructor only
+            try:
+                super().__init__(argv)
+            finally:
+                if before is None:
+                    del os.environ["QT_NO_GLIB"]
+                else:
+                    os.environ["QT_NO_GLIB"] = before
+
+    return OwnDispatcherApplication
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if ONCE_PER_RUN_DONE:
         done = [item for item in items if item.get_closest_marker("once_per_run")]

@@ -58,9 +58,6 @@ XTABLES = ("iptables-nft", "iptables-legacy")
 LEGACY_TABLES = Path("/proc/thread-self/net/ip_tables_names")
 
 
-FIREWALLD_LOOK_AGAIN_S = (1, 3)  # after a new firewalld took its name
-
-
 class CoexistError(RuntimeError):
     """Another firewall refused to let jail traffic through; the message is one sentence."""
 
@@ -220,18 +217,9 @@ class Coexistence:
 
     def _firewalld_owner_changed(self, owner: str) -> None:
         """A (re)started firewalld knows nothing of appjail's interfaces. It takes its name before it
-        has loaded its configuration, so they are looked at again a little later too."""
+        has loaded its configuration, but answers no call until it has: what it says is loaded."""
         if owner and self._open:
             self._reapply()
-            from gi.repository import GLib
-
-            for delay in FIREWALLD_LOOK_AGAIN_S:
-                GLib.timeout_add_seconds(delay, self._look_again)
-
-    def _look_again(self) -> bool:
-        if self._open:
-            self._reapply()
-        return False  # once
 
     def _reapply(self) -> None:
         try:
