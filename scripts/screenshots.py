@@ -1,5 +1,5 @@
-"""The README's pictures of the tray: its menu, the run dialog, the inspector, the main window, the app
-picker and the icon's states, taken in the lab.
+"""The user guide's pictures of the tray (docs/guide.md; the README shows the main window): its menu,
+the run dialog, the inspector, the main window, the app picker and the icon's states, taken in the lab.
 
     sudo xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/screenshots.py [DIR]
 

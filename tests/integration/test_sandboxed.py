@@ -1,4 +1,4 @@
-"""A sandboxed program in a jail (README "Sandboxed apps"): bubblewrap without --unshare-net, as
+"""A sandboxed program in a jail (docs/guide.md "Sandboxed apps"): bubblewrap without --unshare-net, as
 `flatpak run` starts an app, keeps the network namespace it was started in, so the jail's way out and
 its kill switch hold for what runs inside the sandbox (Flathub is not reachable here; bwrap is what
 flatpak runs)."""

@@ -378,7 +378,7 @@ for n in range(10_000):
     except PermissionError:  # refused in the jail's own namespace: at once
         pass
 """
-MEMORY_BOUND_KIB = 4096  # README: the helper's memory for one jail's blocked destinations
+MEMORY_BOUND_KIB = 4096  # the helper's memory for one jail's 1000 blocked destinations (design.md)
 
 
 def _rss_kib(pid: int) -> int:
