@@ -685,10 +685,15 @@ def test_interactive_shell_gets_a_real_terminal(helper):
         term.send("PS1='$ '; tty; stty size\n")
         term.expect(r"/dev/pts/\d+")
         term.expect(r"\b33 111\b")
-        term.resize(40, 120)
-        time.sleep(0.3)
-        term.send("stty size\n")
-        term.expect(r"\b40 120\b")
+        term.resize(40, 120)  # reaches the jail's terminal by SIGWINCH and the CLI: asked until it shows
+        deadline = time.monotonic() + 10
+        while True:
+            term.send("stty size\n")
+            size = term.expect(r"\b(\d+ \d+)\r\n").group(1)
+            if size == b"40 120" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert size == b"40 120"
         term.send("sleep 100\n")
         time.sleep(0.5)
         term.send("\x03")  # Ctrl-C interrupts the sleep, not the shell
@@ -702,6 +707,7 @@ def test_interactive_shell_gets_a_real_terminal(helper):
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
+            term.proc.wait()  # no zombie left to a later test
         os.close(term.master)
 
 
