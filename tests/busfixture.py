@@ -20,8 +20,8 @@ from appjail.lab.bus import polkit_files_installed as checkout_polkit_files
 REPO = Path(__file__).resolve().parents[1]
 POLKIT_DIR = REPO / "polkit"
 BUS_POLICY = POLKIT_DIR / "org.appjail.Helper1.conf"
-# root may stand in for systemd-resolved there (tests/integration/resolved_standin.py)
-RESOLVED_STANDIN_POLICY = REPO / "tests" / "integration" / "resolved-standin.conf"
+# root may stand in for systemd-resolved and firewalld there (tests/integration/*_standin.py)
+STANDIN_POLICY = REPO / "tests" / "integration" / "standins.conf"
 GROUP = "appjail"
 # name -> member of GROUP
 USERS = {"ajt-a": True, "ajt-b": True, "ajt-out": False}
@@ -46,7 +46,7 @@ class SystemBus:
     def __enter__(self) -> SystemBus:
         with ExitStack() as stack:
             stack.enter_context(polkit_files_installed())
-            bus = stack.enter_context(PrivateSystemBus(extra_policies=[BUS_POLICY, RESOLVED_STANDIN_POLICY]))
+            bus = stack.enter_context(PrivateSystemBus(extra_policies=[BUS_POLICY, STANDIN_POLICY]))
             self.address = bus.address
             self._stack = stack.pop_all()
         return self

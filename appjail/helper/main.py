@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("descriptor limit: %d", raise_descriptor_limit())
     log.info("firewall backend: %s (%s)", chosen.name, chosen.reason)
-    coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone)
+    coexist = Coexistence(args.run_dir / "coexist.json", bus, args.firewalld_zone, args.bus_address)
     # the machine's own drivers: the engine's, and through it the supervisor's
     engine = Engine(run_dir=args.run_dir, pool=args.pool, firewall_choice=chosen, coexist=coexist,
                     max_jails_per_user=args.max_jails_per_user, drivers=machine(),

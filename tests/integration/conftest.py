@@ -160,7 +160,7 @@ def coexist_engine(in_host: Lab, bus, tmp_path: Path) -> Iterator[Engine]:
     loop_thread.start()
     run_dir = tmp_path / "run"
     try:
-        with running_engine(in_host, run_dir, Coexistence(run_dir / "coexist.json", connection)) as engine:
+        with running_engine(in_host, run_dir, Coexistence(run_dir / "coexist.json", connection, bus_address=bus.address)) as engine:
             yield engine
     finally:
         loop.quit()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import dbus
@@ -27,6 +27,7 @@ from appjail.lab import hostfirewalls
 from appjail.lab.helper import LabHelper
 from appjail.model import JailSpec, Publish
 
+from .busstandins import bus_standin
 from .conftest import residue_in_host, residue_machine_wide
 from .helperlab import MEMBER, appjail, wait_until
 from .test_engine import LAB_DNS, fetch
@@ -150,14 +151,17 @@ def test_an_admin_ruleset_is_left_alone_and_doctor_gives_the_lines(lab, bus, coe
 def test_reconcile_after_a_crash_takes_the_openings_back(kind, lab, bus, in_host, tmp_path):
     connection = dbus.bus.BusConnection(bus.address, mainloop=DBusGMainLoop())
     run_dir = tmp_path / "run"
+
+    def coexistence() -> Coexistence:
+        return Coexistence(run_dir / "coexist.json", connection, bus_address=bus.address)
+
     with host_firewall(kind, lab, bus, tmp_path):
         before = hostfirewalls.snapshot(lab.host_ns, bus.address)
-        crashed = Engine(run_dir=run_dir, coexist=Coexistence(run_dir / "coexist.json", connection))
+        crashed = Engine(run_dir=run_dir, coexist=coexistence())
         crashed.create(JailSpec("cxcrash", dns=LAB_DNS), 1000)
         assert hostfirewalls.snapshot(lab.host_ns, bus.address) != before
         del crashed  # the helper died: no teardown ran
-        report = Engine(run_dir=run_dir, coexist=Coexistence(run_dir / "coexist.json", connection)
-                        ).reconcile(adopt=False)
+        report = Engine(run_dir=run_dir, coexist=coexistence()).reconcile(adopt=False)
         assert any(item.startswith("coexist ") for item in report.removed), report.removed
         assert hostfirewalls.snapshot(lab.host_ns, bus.address) == before
     connection.close()
@@ -205,3 +209,50 @@ def test_an_engine_without_a_bus_still_passes_docker(lab, engine):
         assert fetch("cxplain").stdout == f"client={lab.HOST_UPLINK_ADDR}\n"
         engine.destroy("cxplain")
 
+
+
+def firewalld_standin(bus_address: str) -> AbstractContextManager[subprocess.Popen[str]]:
+    """firewalld as it is while it loads: its name taken, its calls held (firewalld_standin.py)."""
+    return bus_standin("firewalld_standin.py", bus_address)
+
+
+def _zone_signatures(bus_address: str) -> dict[str, tuple[str, str]]:
+    """method -> (in, out) signatures of firewalld's zone interface, from its introspection."""
+    import xml.etree.ElementTree as ET
+
+    bus = dbus.bus.BusConnection(bus_address)
+    try:
+        xml = dbus.Interface(bus.get_object(hostfirewalls.FIREWALLD, "/org/fedoraproject/FirewallD1"),
+                             "org.freedesktop.DBus.Introspectable").Introspect()
+    finally:
+        bus.close()
+    (zone,) = [node for node in ET.fromstring(str(xml)).iter("interface")
+               if node.get("name") == hostfirewalls.FIREWALLD + ".zone"]
+    return {method.get("name"): tuple("".join(arg.get("type") for arg in method.iter("arg")
+                                              if arg.get("direction", "in") == direction)
+                                      for direction in ("in", "out"))
+            for method in zone.iter("method")}
+
+
+def test_the_firewalld_standin_answers_what_the_real_one_does(lab, bus, tmp_path):
+    from .firewalld_standin import SIGNATURES
+
+    with hostfirewalls.firewalld(lab.host_ns, bus.address, tmp_path / "firewalld.log"):
+        real = _zone_signatures(bus.address)
+    assert {method: real[method] for method in SIGNATURES} == SIGNATURES
+
+
+def test_a_firewalld_still_loading_holds_up_no_caller(lab, bus, helper):
+    """firewalld takes its name seconds before it answers (it loads its configuration first): the helper,
+    which asks it to put aj-+ into its zone as soon as it appears, answers everyone meanwhile, and puts
+    aj-+ there once firewalld answers."""
+    kept = appjail(helper, MEMBER, "run", "--keep", "--name", "cxload", "--dns", LAB_DNS[0], "--", "true")
+    assert kept.returncode == 0, kept.stderr
+    with firewalld_standin(bus.address) as firewalld:
+        assert firewalld.stdout.readline() == "asked getZoneOfInterface aj-+\n"  # and no answer yet
+        listed = appjail(helper, MEMBER, "ls", timeout=10)
+        assert listed.returncode == 0 and "cxload" in listed.stdout, listed.stderr
+        firewalld.stdin.write("loaded\n")
+        firewalld.stdin.flush()
+        assert firewalld.stdout.readline() == "asked addInterface trusted aj-+\n"
+    assert appjail(helper, MEMBER, "stop", "cxload").returncode == 0

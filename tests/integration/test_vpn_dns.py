@@ -6,28 +6,16 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 
 from appjail.lab import in_netns
 
+from .busstandins import bus_standin
 from .helperlab import DNS, MEMBER, appjail, jails
 
-STANDIN = Path(__file__).parent / "resolved_standin.py"
 
-
-@contextmanager
-def resolved_standin(bus_address: str, *links: str) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([sys.executable, str(STANDIN), bus_address, *links], stdout=subprocess.PIPE,
-                               text=True)
-    try:
-        assert process.stdout.readline() == "ready\n"
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+def resolved_standin(bus_address: str, *links: str) -> AbstractContextManager[subprocess.Popen[str]]:
+    return bus_standin("resolved_standin.py", bus_address, *links)
 
 
 def vpn_index(lab) -> int:

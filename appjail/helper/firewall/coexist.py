@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,16 +66,30 @@ class CoexistError(RuntimeError):
 class Coexistence:
     """The host's other firewalls, opened for appjail's interfaces while jails exist.
 
-    Not thread-safe: the engine calls it under its own lock. `bus` is a
-    dbus-python connection (None: firewalld is not looked after).
+    firewalld may take seconds to answer (it loads before it serves), or
+    never (hung), and nobody else may wait meanwhile: its signals arrive on
+    the helper's connection, in the main loop, and are served in a thread of
+    their own; every call to it goes over a connection of this object's, with
+    no main loop (a blocking call on the helper's connection, from any
+    thread, holds up the main loop's own calls on it). The engine calls from
+    its workers; a lock keeps them and the signals' threads apart.
     """
 
-    def __init__(self, record: Path, bus: BusConnection | None = None, firewalld_zone: str = DEFAULT_FIREWALLD_ZONE) -> None:
+    def __init__(self, record: Path, bus: BusConnection | None = None, firewalld_zone: str = DEFAULT_FIREWALLD_ZONE,
+                 bus_address: str | None = None) -> None:
+        """bus: the helper's connection, for firewalld's signals (None: firewalld is not looked after);
+        bus_address: that bus's (None: the system bus), for the calls' own connection."""
         self.record = record
         self.bus = bus
         self.zone = firewalld_zone
         self._open = False
+        self._lock = threading.RLock()
+        self._calls: BusConnection | None = None
         if bus is not None:
+            import dbus.mainloop
+
+            self._calls = dbus.bus.BusConnection(bus_address or dbus.bus.BUS_SYSTEM,
+                                                 mainloop=dbus.mainloop.NULL_MAIN_LOOP)
             bus.add_signal_receiver(self._firewalld_reloaded, "Reloaded", FIREWALLD, FIREWALLD)
             bus.watch_name_owner(FIREWALLD, self._firewalld_owner_changed)
 
@@ -82,41 +97,43 @@ class Coexistence:
 
     def open(self) -> None:
         """Let jail traffic pass every firewall appjail knows; a no-op while open."""
-        if self._open:
-            return
-        done = self._load()
-        for binary in XTABLES:
-            listing = self._listing(binary)
-            place = xt_place(listing) if listing is not None else None
-            if place is None:
-                continue
-            if binary not in done["xtables"]:
-                done["xtables"].append(binary)
-                self._save(done)
-            _remove_tagged(binary, listing)  # left by an earlier helper: put back at the right place
-            for offset, rule in enumerate(RULES.values()):
-                _xt(binary, "-I", place.chain, str(place.position + offset), *rule)
-            log.info("%s: %s; accepting %s in %s", binary, place.framework, IFACES_XT, place.chain)
-        self._firewalld_add(done)
-        self._open = True
+        with self._lock:
+            if self._open:
+                return
+            done = self._load()
+            for binary in XTABLES:
+                listing = self._listing(binary)
+                place = xt_place(listing) if listing is not None else None
+                if place is None:
+                    continue
+                if binary not in done["xtables"]:
+                    done["xtables"].append(binary)
+                    self._save(done)
+                _remove_tagged(binary, listing)  # left by an earlier helper: put back at the right place
+                for offset, rule in enumerate(RULES.values()):
+                    _xt(binary, "-I", place.chain, str(place.position + offset), *rule)
+                log.info("%s: %s; accepting %s in %s", binary, place.framework, IFACES_XT, place.chain)
+            self._firewalld_add(done)
+            self._open = True
 
     def close(self) -> list[str]:
         """Take back everything the record names; what was removed, for the log."""
-        self._open = False
-        done = self._load()
-        removed = []
-        for binary in done["xtables"]:
-            listing = self._listing(binary)
-            if listing is not None and _remove_tagged(binary, listing):
-                removed.append(f"{binary} rules {TAG}")
-        if done["firewalld_zone"] and self.bus is None:
-            # no bus to reach firewalld by: the binding stays recorded for a helper that has one
-            self._save({**done, "xtables": []})
+        with self._lock:
+            self._open = False
+            done = self._load()
+            removed = []
+            for binary in done["xtables"]:
+                listing = self._listing(binary)
+                if listing is not None and _remove_tagged(binary, listing):
+                    removed.append(f"{binary} rules {TAG}")
+            if done["firewalld_zone"] and self.bus is None:
+                # no bus to reach firewalld by: the binding stays recorded for a helper that has one
+                self._save({**done, "xtables": []})
+                return removed
+            if done["firewalld_zone"] and self._firewalld_remove(done["firewalld_zone"]):
+                removed.append(f"firewalld zone {done['firewalld_zone']} interface {IFACES_XT}")
+            self.record.unlink(missing_ok=True)
             return removed
-        if done["firewalld_zone"] and self._firewalld_remove(done["firewalld_zone"]):
-            removed.append(f"firewalld zone {done['firewalld_zone']} interface {IFACES_XT}")
-        self.record.unlink(missing_ok=True)
-        return removed
 
     def check(self) -> list[str]:
         """After a change of the host's firewall: the x_tables openings again wherever they are now
@@ -131,8 +148,9 @@ class Coexistence:
             if place is not None and not _in_place(listing, place):
                 misplaced.append(f"{binary}: {place.framework}, accepting {IFACES_XT} in {place.chain} again")
         if misplaced:
-            self._open = False
-            self.open()
+            with self._lock:
+                self._open = False
+                self.open()
         return misplaced
 
     def sweep(self, jails_exist: bool) -> list[str]:
@@ -169,10 +187,11 @@ class Coexistence:
     def _zones(self) -> dbus.Interface:
         import dbus
 
-        return dbus.Interface(self.bus.get_object(FIREWALLD, FIREWALLD_PATH), FIREWALLD_ZONE_IFACE)
+        return dbus.Interface(self._calls.get_object(FIREWALLD, FIREWALLD_PATH, introspect=False),
+                              FIREWALLD_ZONE_IFACE)
 
     def _firewalld_running(self) -> bool:
-        return self.bus is not None and bool(self.bus.name_has_owner(FIREWALLD))
+        return self._calls is not None and bool(self._calls.name_has_owner(FIREWALLD))
 
     def _firewalld_add(self, done: dict) -> None:
         import dbus
@@ -213,19 +232,27 @@ class Coexistence:
     def _firewalld_reloaded(self) -> None:
         """A reload drops runtime changes: put appjail's interfaces back while jails exist."""
         if self._open:
-            self._reapply()
+            self._reapply_aside()
 
     def _firewalld_owner_changed(self, owner: str) -> None:
         """A (re)started firewalld knows nothing of appjail's interfaces. It takes its name before it
         has loaded its configuration, but answers no call until it has: what it says is loaded."""
         if owner and self._open:
-            self._reapply()
+            self._reapply_aside()
+
+    def _reapply_aside(self) -> None:
+        """Off the main loop the signal came on: that loop waits on no one, and firewalld answers only
+        once it has loaded, seconds after it took its name (or never, if it hangs)."""
+        threading.Thread(target=self._reapply, name="firewalld-reapply", daemon=True).start()
 
     def _reapply(self) -> None:
-        try:
-            self._firewalld_add(self._load())
-        except CoexistError as exc:
-            log.error("%s", exc)
+        with self._lock:
+            if not self._open:  # the last jail went meanwhile
+                return
+            try:
+                self._firewalld_add(self._load())
+            except CoexistError as exc:
+                log.error("%s", exc)
 
     # -- the record --------------------------------------------------------------
 
